@@ -1,0 +1,63 @@
+//! Build script: makes the protobuf descriptors of Envoy's API (shipped inside the envoy-types
+//! crate as `src/generated/types.bin`) available to bowline, which needs them to render Envoy
+//! resources as JSON (config dumps, golden files) and to compute canonical content versions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DESCRIPTORS: &str = "src/generated/types.bin";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let source = from_registry(&manifest_dir)
+        .or_else(|| from_metadata(&manifest_dir))
+        .expect("the envoy-types crate source (with src/generated/types.bin) is found");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"))
+        .join("envoy_descriptors.bin");
+    std::fs::copy(source.join(DESCRIPTORS), &out).expect("copy envoy descriptors");
+}
+
+/// The locked envoy-types version, unpacked in cargo's registry cache.
+fn from_registry(manifest_dir: &Path) -> Option<PathBuf> {
+    let lock = std::fs::read_to_string(manifest_dir.join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    let version = loop {
+        let line = lines.next()?;
+        if line.trim() == "name = \"envoy-types\"" {
+            let v = lines
+                .next()?
+                .trim()
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')?;
+            break v.to_string();
+        }
+    };
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let registries = std::fs::read_dir(cargo_home.join("registry/src")).ok()?;
+    registries
+        .filter_map(Result::ok)
+        .map(|r| r.path().join(format!("envoy-types-{version}")))
+        .find(|p| p.join(DESCRIPTORS).exists())
+}
+
+/// Asks cargo where the envoy-types package is.
+fn from_metadata(manifest_dir: &Path) -> Option<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let manifest = metadata["packages"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == "envoy-types")?["manifest_path"]
+        .as_str()?
+        .to_string();
+    Some(PathBuf::from(manifest).parent()?.to_path_buf())
+}

@@ -1,0 +1,117 @@
+//! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
+//!
+//! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
+//! connected proxy: per type the version sent and ACKed and the last NACK), `/debug/configz`
+//! (loaded resources and the diagnostics of rejected ones), `/debug/config_dump?proxyID=`
+//! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
+
+mod config_dump;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::xds::Shared;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub shared: Arc<Shared>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/configz", get(configz))
+        .route("/debug/config_dump", get(config_dump))
+        .with_state(admin)
+}
+
+async fn ready() -> &'static str {
+    "ready\n"
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "name": "bowline", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn syncz(State(admin): State<Admin>) -> Response {
+    Json(admin.shared.registry.views()).into_response()
+}
+
+#[derive(Serialize)]
+struct ConfigzResource<'a> {
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a str>,
+}
+
+async fn configz(State(admin): State<Admin>) -> Response {
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    let model = &snapshot.model;
+    let resources: Vec<ConfigzResource> = model
+        .resources
+        .iter()
+        .map(|r| ConfigzResource {
+            kind: r.kind.as_str(),
+            namespace: &r.meta.namespace,
+            name: &r.meta.name,
+            origin: r.origin.as_deref(),
+        })
+        .collect();
+    let body = serde_json::json!({
+        "generation": snapshot.generation,
+        "resources": resources,
+        "services": model.registry.services.iter().map(|s| &s.hostname).collect::<Vec<_>>(),
+        "diagnostics": model.diagnostics,
+    });
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct DumpQuery {
+    #[serde(rename = "proxyID")]
+    proxy_id: Option<String>,
+}
+
+async fn config_dump(State(admin): State<Admin>, Query(q): Query<DumpQuery>) -> Response {
+    let Some(id) = q.proxy_id.filter(|s| !s.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "proxyID is required (<pod>.<namespace>)\n",
+        )
+            .into_response();
+    };
+    let Some(proxy) = admin.shared.registry.proxy(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("proxy {id:?} is not connected\n"),
+        )
+            .into_response();
+    };
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    let resources = admin.shared.cache.resources(&snapshot, &proxy);
+    match config_dump::render(&resources) {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,476 @@
+//! The cache: generated resources per proxy class, versioned per resource by content hash.
+//!
+//! Contract: for a model snapshot and a proxy, `Cache::resources` returns that proxy's
+//! resources as `Any`, each with a content version, grouped by type with a version per type.
+//! Proxies of one class share one generated copy; after a change only the types the change
+//! affects are regenerated, and a resource whose content did not change keeps its version, so it
+//! is never re-sent. A generated set is checked for consistency (every EDS name is an EDS
+//! cluster, every route configuration is referenced by a listener) before it is handed out; a
+//! class whose new set fails the check keeps its last good set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
+use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Diagnostic, Model, Proxy, ProxyClass};
+use crate::translate::{self, Output, envoy};
+
+/// The resource types bowline generates, in the order they are pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceType {
+    Cds,
+    Eds,
+    Lds,
+    Rds,
+}
+
+impl ResourceType {
+    /// Push order: clusters before endpoints, listeners before routes.
+    pub const ALL: [ResourceType; 4] = [
+        ResourceType::Cds,
+        ResourceType::Eds,
+        ResourceType::Lds,
+        ResourceType::Rds,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Eds => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Cds => "cds",
+            ResourceType::Eds => "eds",
+            ResourceType::Lds => "lds",
+            ResourceType::Rds => "rds",
+        }
+    }
+
+    /// CDS and LDS are subscribed to as a whole (wildcard); EDS and RDS by name.
+    pub fn is_wildcard_type(self) -> bool {
+        matches!(self, ResourceType::Cds | ResourceType::Lds)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A set of resource types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TypeSet(u8);
+
+impl TypeSet {
+    pub const ALL: TypeSet = TypeSet(0b1111);
+    pub const NONE: TypeSet = TypeSet(0);
+
+    pub fn only(t: ResourceType) -> TypeSet {
+        TypeSet(1 << t.index())
+    }
+    pub fn contains(self, t: ResourceType) -> bool {
+        self.0 & (1 << t.index()) != 0
+    }
+    pub fn union(self, other: TypeSet) -> TypeSet {
+        TypeSet(self.0 | other.0)
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = ResourceType> {
+        ResourceType::ALL
+            .into_iter()
+            .filter(move |t| self.contains(*t))
+    }
+}
+
+impl Serialize for TypeSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// One resource as sent: its name, content version and encoded body.
+#[derive(Debug, PartialEq)]
+pub struct Versioned {
+    pub name: String,
+    pub version: String,
+    pub body: Any,
+}
+
+/// Every resource of one type for one proxy class.
+#[derive(Debug, Default, PartialEq)]
+pub struct TypedResources {
+    /// A hash over every (name, version): equal sets have equal versions.
+    pub version: String,
+    pub items: BTreeMap<String, Arc<Versioned>>,
+}
+
+impl TypedResources {
+    fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
+        let mut hasher = Sha256::new();
+        for (name, item) in &items {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(item.version.as_bytes());
+            hasher.update([0]);
+        }
+        TypedResources {
+            version: short_hex(&hasher.finalize()),
+            items,
+        }
+    }
+}
+
+/// A model snapshot as published by the push loop.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub model: Arc<Model>,
+    /// Types affected since the previous generation.
+    pub changed: TypeSet,
+    /// When the first change that led to this snapshot was seen.
+    pub changed_at: Instant,
+}
+
+/// What one proxy class is served at one generation.
+#[derive(Debug)]
+pub struct ProxyResources {
+    pub generation: u64,
+    types: [Arc<TypedResources>; 4],
+    /// Problems found while generating (resources skipped, consistency failures).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ProxyResources {
+    pub fn get(&self, t: ResourceType) -> &Arc<TypedResources> {
+        &self.types[t.index()]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("generated {0} resource {1:?} could not be versioned: {2}")]
+    Version(&'static str, String, envoy::RenderError),
+    #[error("endpoint assignment {0:?} has no EDS cluster")]
+    DanglingEndpoints(String),
+    #[error("route configuration {0:?} is not referenced by any listener")]
+    UnreferencedRoute(String),
+    #[error("listener {0:?} references route configuration {1:?}, which was not generated")]
+    MissingRoute(String, String),
+    #[error("cluster {0:?} uses EDS but has no endpoint assignment")]
+    MissingEndpoints(String),
+}
+
+struct ClassEntry {
+    resources: Arc<ProxyResources>,
+    /// Model generation this entry was last requested at (for eviction).
+    last_used: u64,
+}
+
+/// How many generations of change sets are kept to bring a stale class entry forward without
+/// regenerating every type.
+const CHANGE_LOG_LEN: usize = 64;
+/// A class not requested for this many generations is dropped.
+const EVICT_AFTER: u64 = 16;
+
+#[derive(Default)]
+struct Inner {
+    classes: HashMap<ProxyClass, Arc<Mutex<Option<ClassEntry>>>>,
+    changes: VecDeque<(u64, TypeSet)>,
+}
+
+/// Shared generated resources for every proxy class.
+#[derive(Default)]
+pub struct Cache {
+    inner: Mutex<Inner>,
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// Records a new snapshot's change set; drops classes not used for a while.
+    pub fn observe(&self, snapshot: &Snapshot) {
+        let mut inner = lock(&self.inner);
+        inner
+            .changes
+            .push_back((snapshot.generation, snapshot.changed));
+        while inner.changes.len() > CHANGE_LOG_LEN {
+            inner.changes.pop_front();
+        }
+        let generation = snapshot.generation;
+        inner.classes.retain(|_, slot| {
+            lock(slot)
+                .as_ref()
+                .is_none_or(|e| e.last_used + EVICT_AFTER >= generation)
+        });
+    }
+
+    /// Types that changed after `from` up to and including `to`, or every type when the log
+    /// does not reach back that far.
+    fn changed_between(&self, from: u64, to: u64) -> TypeSet {
+        let inner = lock(&self.inner);
+        let Some((oldest, _)) = inner.changes.front() else {
+            return TypeSet::ALL;
+        };
+        if from + 1 < *oldest {
+            return TypeSet::ALL;
+        }
+        inner
+            .changes
+            .iter()
+            .filter(|(g, _)| *g > from && *g <= to)
+            .fold(TypeSet::NONE, |acc, (_, t)| acc.union(*t))
+    }
+
+    /// The resources for `proxy` at `snapshot`: shared with every proxy of the same class,
+    /// generated at most once per class and generation.
+    pub fn resources(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<ProxyResources> {
+        let class = proxy.class();
+        let slot = {
+            let mut inner = lock(&self.inner);
+            inner.classes.entry(class).or_default().clone()
+        };
+        let mut entry = lock(&slot);
+        if let Some(e) = entry.as_mut() {
+            e.last_used = e.last_used.max(snapshot.generation);
+            if e.resources.generation >= snapshot.generation {
+                return e.resources.clone();
+            }
+        }
+        let previous = entry.as_ref().map(|e| e.resources.clone());
+        let types = match &previous {
+            Some(p) => self.changed_between(p.generation, snapshot.generation),
+            None => TypeSet::ALL,
+        };
+        let resources = Arc::new(build(snapshot, proxy, previous.as_deref(), types));
+        *entry = Some(ClassEntry {
+            resources: resources.clone(),
+            last_used: snapshot.generation,
+        });
+        resources
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Generates the `types` that changed and reuses the rest from `previous`.
+fn build(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    previous: Option<&ProxyResources>,
+    types: TypeSet,
+) -> ProxyResources {
+    let types = if previous.is_none() {
+        TypeSet::ALL
+    } else {
+        types
+    };
+    let output = translate::generate(&snapshot.model, proxy, types);
+    let mut diagnostics = output.diagnostics.clone();
+    let fresh = encode(&output, types);
+    let mut sets: Vec<Arc<TypedResources>> = Vec::with_capacity(4);
+    for t in ResourceType::ALL {
+        let set = match (&fresh, previous) {
+            (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
+            (_, Some(p)) => p.get(t).clone(),
+            _ => Arc::new(TypedResources::default()),
+        };
+        sets.push(set);
+    }
+    let candidate: [Arc<TypedResources>; 4] = [
+        sets[0].clone(),
+        sets[1].clone(),
+        sets[2].clone(),
+        sets[3].clone(),
+    ];
+    let checked = fresh.and_then(|_| check(&candidate));
+    match checked {
+        Ok(()) => ProxyResources {
+            generation: snapshot.generation,
+            types: candidate,
+            diagnostics,
+        },
+        Err(e) => {
+            tracing::error!(proxy = %proxy.id, error = %e, "generated configuration rejected; keeping the last good one");
+            diagnostics.push(Diagnostic::error(
+                "Proxy",
+                &proxy.namespace,
+                &proxy.name,
+                "",
+                format!("generated configuration rejected: {e}"),
+            ));
+            let types = match previous {
+                Some(p) => p.types.clone(),
+                None => Default::default(),
+            };
+            ProxyResources {
+                generation: snapshot.generation,
+                types,
+                diagnostics,
+            }
+        }
+    }
+}
+
+/// Encodes the generated types, each resource with its content version.
+fn encode(output: &Output, types: TypeSet) -> Result<[Arc<TypedResources>; 4], CacheError> {
+    fn set<T: Message + Name>(
+        label: &'static str,
+        items: &[T],
+        name: impl Fn(&T) -> &str,
+    ) -> Result<Arc<TypedResources>, CacheError> {
+        let mut map = BTreeMap::new();
+        for item in items {
+            let body = envoy::pack(item);
+            let version = content_version(&body)
+                .map_err(|e| CacheError::Version(label, name(item).to_string(), e))?;
+            map.insert(
+                name(item).to_string(),
+                Arc::new(Versioned {
+                    name: name(item).to_string(),
+                    version,
+                    body,
+                }),
+            );
+        }
+        Ok(Arc::new(TypedResources::new(map)))
+    }
+    let empty = || Arc::new(TypedResources::default());
+    Ok([
+        if types.contains(ResourceType::Cds) {
+            set("cluster", &output.clusters, |c| &c.name)?
+        } else {
+            empty()
+        },
+        if types.contains(ResourceType::Eds) {
+            set("endpoint", &output.endpoints, |c| &c.cluster_name)?
+        } else {
+            empty()
+        },
+        if types.contains(ResourceType::Lds) {
+            set("listener", &output.listeners, |l| &l.name)?
+        } else {
+            empty()
+        },
+        if types.contains(ResourceType::Rds) {
+            set("route", &output.routes, |r| &r.name)?
+        } else {
+            empty()
+        },
+    ])
+}
+
+/// A content hash over the canonical JSON form (protobuf map fields encode in hash-map order,
+/// so raw bytes are not stable across equal messages).
+pub fn content_version(body: &Any) -> Result<String, envoy::RenderError> {
+    let json = envoy::any_to_json(body)?;
+    let mut hasher = Sha256::new();
+    hasher.update(json.to_string().as_bytes());
+    Ok(short_hex(&hasher.finalize()))
+}
+
+fn short_hex(bytes: &[u8]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks references between types.
+fn check(types: &[Arc<TypedResources>; 4]) -> Result<(), CacheError> {
+    let eds_clusters: BTreeSet<&str> = types[ResourceType::Cds.index()]
+        .items
+        .values()
+        .filter_map(|v| {
+            let c = xds_cluster::Cluster::decode(v.body.value.as_slice()).ok()?;
+            let eds = matches!(
+                c.cluster_discovery_type,
+                Some(xds_cluster::cluster::ClusterDiscoveryType::Type(t))
+                    if t == xds_cluster::cluster::DiscoveryType::Eds as i32
+            );
+            eds.then_some(v.name.as_str())
+        })
+        .collect();
+    let cla_names: BTreeSet<&str> = types[ResourceType::Eds.index()]
+        .items
+        .keys()
+        .map(String::as_str)
+        .collect();
+    if let Some(name) = cla_names.difference(&eds_clusters).next() {
+        return Err(CacheError::DanglingEndpoints(name.to_string()));
+    }
+    if let Some(name) = eds_clusters.difference(&cla_names).next() {
+        return Err(CacheError::MissingEndpoints(name.to_string()));
+    }
+    let mut referenced = BTreeSet::new();
+    for l in types[ResourceType::Lds.index()].items.values() {
+        let Ok(listener) = xds_listener::Listener::decode(l.body.value.as_slice()) else {
+            continue;
+        };
+        for route in rds_names(&listener) {
+            if !types[ResourceType::Rds.index()].items.contains_key(&route) {
+                return Err(CacheError::MissingRoute(l.name.clone(), route));
+            }
+            referenced.insert(route);
+        }
+    }
+    if let Some(name) = types[ResourceType::Rds.index()]
+        .items
+        .keys()
+        .find(|n| !referenced.contains(*n))
+    {
+        return Err(CacheError::UnreferencedRoute(name.clone()));
+    }
+    Ok(())
+}
+
+/// Route configuration names a listener's HTTP connection managers fetch over RDS.
+pub fn rds_names(listener: &xds_listener::Listener) -> Vec<String> {
+    let chains = listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.iter());
+    let mut names = Vec::new();
+    for chain in chains {
+        for filter in &chain.filters {
+            let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &filter.config_type
+            else {
+                continue;
+            };
+            if any.type_url != hcm::HttpConnectionManager::type_url() {
+                continue;
+            }
+            let Ok(manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
+                continue;
+            };
+            if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) =
+                manager.route_specifier
+            {
+                names.push(rds.route_config_name);
+            }
+        }
+    }
+    names
+}

@@ -1,0 +1,203 @@
+//! `bowline bootstrap`: an Envoy bootstrap for a stock Envoy sidecar or gateway. ADS over gRPC
+//! to bowline (delta by default), the node id and metadata istiod expects, admin on loopback,
+//! and LDS/CDS from ADS. `envoy -c <file>` runs it as is.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+/// The Istio release whose APIs and node metadata bowline follows (reported to proxies as
+/// ISTIO_VERSION, as istiod's agents do).
+pub const ISTIO_COMPAT_VERSION: &str = "1.28.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyKind {
+    Sidecar,
+    Router,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "UPPER")]
+pub enum Interception {
+    Redirect,
+    Tproxy,
+    None,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Proxy type: `sidecar` or `router` (gateway).
+    #[arg(long = "type", value_enum, default_value = "sidecar")]
+    pub kind: ProxyKind,
+    /// Pod (workload) name.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The workload's IP address (the node id's second part and INSTANCE_IPS).
+    #[arg(long)]
+    pub ip: String,
+    /// Workload labels, `k=v,k2=v2`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    #[arg(long = "service-account", default_value = "default")]
+    pub service_account: String,
+    /// bowline's xDS address.
+    #[arg(long = "xds-addr", default_value = "127.0.0.1:15010")]
+    pub xds_addr: String,
+    /// Envoy admin port, on 127.0.0.1.
+    #[arg(long = "admin-port", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Incremental (delta) xDS; the default.
+    #[arg(long, conflicts_with = "sotw")]
+    pub delta: bool,
+    /// State-of-the-world xDS.
+    #[arg(long)]
+    pub sotw: bool,
+    /// How traffic reaches the proxy: REDIRECT or TPROXY (iptables capture), NONE (listeners
+    /// bind their own addresses).
+    #[arg(long = "interception-mode", value_enum, default_value = "REDIRECT")]
+    pub interception_mode: Interception,
+    /// Port of the `virtualOutbound` listener (ProxyConfig proxyListenPort).
+    #[arg(long = "proxy-listen-port", default_value_t = 15001)]
+    pub proxy_listen_port: u16,
+    /// Port of the `virtualInbound` listener (ProxyConfig proxyInboundListenPort).
+    #[arg(long = "proxy-inbound-listen-port", default_value_t = 15006)]
+    pub proxy_inbound_listen_port: u16,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--labels: {pair:?} is not key=value");
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// Builds the bootstrap document.
+pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
+    if args.ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("--ip: {:?} is not an IP address", args.ip);
+    }
+    let (host, port) = args
+        .xds_addr
+        .rsplit_once(':')
+        .with_context(|| format!("--xds-addr: {:?} is not host:port", args.xds_addr))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("--xds-addr: {port:?} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let labels = parse_labels(&args.labels)?;
+    let kind = match args.kind {
+        ProxyKind::Sidecar => "sidecar",
+        ProxyKind::Router => "router",
+    };
+    let mode = match args.interception_mode {
+        Interception::Redirect => "REDIRECT",
+        Interception::Tproxy => "TPROXY",
+        Interception::None => "NONE",
+    };
+    let node_id = format!(
+        "{kind}~{}~{}.{}~{}.svc.cluster.local",
+        args.ip, args.name, args.namespace, args.namespace
+    );
+    let app = labels
+        .get("app")
+        .or_else(|| labels.get("app.kubernetes.io/name"))
+        .cloned()
+        .unwrap_or_else(|| args.name.clone());
+    let api_type = if args.sotw { "GRPC" } else { "DELTA_GRPC" };
+    let resolver = if host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    Ok(json!({
+        "node": {
+            "id": node_id,
+            "cluster": format!("{app}.{}", args.namespace),
+            "metadata": {
+                "NAME": args.name,
+                "NAMESPACE": args.namespace,
+                "LABELS": labels,
+                "SERVICE_ACCOUNT": args.service_account,
+                "INSTANCE_IPS": args.ip,
+                "ISTIO_VERSION": ISTIO_COMPAT_VERSION,
+                "INTERCEPTION_MODE": mode,
+                "CLUSTER_ID": "Kubernetes",
+                "WORKLOAD_NAME": app,
+                "PROXY_CONFIG": {
+                    "discoveryAddress": args.xds_addr,
+                    "proxyAdminPort": args.admin_port,
+                    "proxyListenPort": args.proxy_listen_port,
+                    "proxyInboundListenPort": args.proxy_inbound_listen_port,
+                }
+            }
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{
+                    "envoy_grpc": {
+                        "cluster_name": "xds-grpc",
+                        "retry_policy": {
+                            "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"}
+                        }
+                    }
+                }]
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "xds-grpc",
+                "type": resolver,
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": "xds-grpc",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": host, "port_value": port}
+                    }}}]}]
+                },
+                "circuit_breakers": {"thresholds": [
+                    {"priority": "DEFAULT", "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000},
+                    {"priority": "HIGH", "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000}
+                ]},
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {
+                            "connection_keepalive": {"interval": "30s", "timeout": "10s"}
+                        }}
+                    }
+                }
+            }]
+        }
+    }))
+}
+
+pub fn run(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
+    let doc = bootstrap(&args)?;
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,118 @@
+//! `Model`: every valid resource, the service registry and the mesh settings at one moment,
+//! with the diagnostics of what was rejected. Immutable; built whole from a resource set.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::Diagnostic;
+use super::mesh::MeshConfig;
+use super::networking;
+use super::registry::{Registry, Resolution};
+use super::resource::{Kind, Resource, Spec};
+
+/// What differs between two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Change {
+    /// Anything but endpoints changed: clusters, listeners and routes may differ.
+    pub config: bool,
+    /// Endpoints changed.
+    pub endpoints: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Model {
+    pub mesh: MeshConfig,
+    /// Valid resources, ordered by creation time, then namespace, then name (istiod's order
+    /// for resolving conflicts: the oldest wins).
+    pub resources: Vec<Arc<Resource>>,
+    /// Problems with the input: rejected resources (errors) and suspicious ones (warnings).
+    pub diagnostics: Vec<Diagnostic>,
+    pub registry: Registry,
+    #[serde(skip)]
+    config_hash: [u8; 32],
+    #[serde(skip)]
+    endpoints_hash: [u8; 32],
+}
+
+impl Model {
+    pub fn build(
+        mut resources: Vec<Arc<Resource>>,
+        diagnostics: Vec<Diagnostic>,
+        mesh: MeshConfig,
+    ) -> Model {
+        resources.sort_by(|a, b| {
+            (
+                a.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                a.kind,
+                &a.meta.namespace,
+                &a.meta.name,
+            )
+                .cmp(&(
+                    b.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                    b.kind,
+                    &b.meta.namespace,
+                    &b.meta.name,
+                ))
+        });
+        let registry = Registry::build(&resources, &mesh);
+        let mut config = Sha256::new();
+        let mut endpoints = Sha256::new();
+        config.update(serde_json::to_vec(&mesh).unwrap_or_default());
+        for r in &resources {
+            if matches!(r.kind, Kind::EndpointSlice | Kind::WorkloadEntry) {
+                continue;
+            }
+            config.update(serde_json::to_vec(r.as_ref()).unwrap_or_default());
+        }
+        for s in &registry.services {
+            let bytes = serde_json::to_vec(&s.endpoints).unwrap_or_default();
+            endpoints.update(&bytes);
+            // Envoy resolves DNS endpoints itself: they live in the cluster, not in EDS.
+            if matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
+                config.update(&bytes);
+            }
+        }
+        Model {
+            mesh,
+            resources,
+            diagnostics,
+            registry,
+            config_hash: config.finalize().into(),
+            endpoints_hash: endpoints.finalize().into(),
+        }
+    }
+
+    pub fn change_from(&self, old: &Model) -> Change {
+        Change {
+            config: self.config_hash != old.config_hash,
+            endpoints: self.endpoints_hash != old.endpoints_hash,
+        }
+    }
+
+    pub fn virtual_services(
+        &self,
+    ) -> impl Iterator<Item = (&Resource, &networking::VirtualService)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::VirtualService(s) => Some((r.as_ref(), s.as_ref())),
+            _ => None,
+        })
+    }
+
+    pub fn destination_rules(
+        &self,
+    ) -> impl Iterator<Item = (&Resource, &networking::DestinationRule)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::DestinationRule(s) => Some((r.as_ref(), s.as_ref())),
+            _ => None,
+        })
+    }
+
+    pub fn sidecars(&self) -> impl Iterator<Item = (&Resource, &networking::Sidecar)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::Sidecar(s) => Some((r.as_ref(), s.as_ref())),
+            _ => None,
+        })
+    }
+}

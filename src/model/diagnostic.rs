@@ -1,0 +1,93 @@
+//! Diagnostics: what is wrong with one resource, and where.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One problem with one resource: which resource, which field, what is wrong.
+///
+/// A diagnostic is data, never a panic: the file source, `bowline validate` and the admission
+/// webhook all turn invalid input into these.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    /// Where the resource came from (a file path), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The resource kind, e.g. `VirtualService`; empty when the document has none.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Dotted field path, e.g. `spec.http[0].route[1].weight`; `spec` or empty for the whole
+    /// resource.
+    pub field: String,
+    pub message: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The resource is rejected.
+    Error,
+    /// The resource is used, but something in it is probably not what the author meant.
+    Warning,
+}
+
+impl Diagnostic {
+    pub fn error(
+        kind: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            origin: None,
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            field: field.into(),
+            message: message.into(),
+            severity: Severity::Error,
+        }
+    }
+
+    pub fn warning(
+        kind: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(kind, namespace, name, field, message)
+        }
+    }
+
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// `<origin>:<kind>/<namespace>/<name>: <field>: <message>`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(origin) = &self.origin {
+            write!(f, "{origin}:")?;
+        }
+        write!(f, "{}/{}/{}: ", self.kind, self.namespace, self.name)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        if self.severity == Severity::Warning {
+            write!(f, "warning: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}

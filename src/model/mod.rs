@@ -1,0 +1,26 @@
+//! The typed, validated view of the mesh.
+//!
+//! Contract: `model` turns parsed documents into immutable values: Istio resources as serde
+//! structs that reject unknown fields (`networking`), the Kubernetes kinds read in file mode
+//! (`kube`), their validation (`validation`, shared by the CLI, the file source and the
+//! webhook), the service registry built from Services, EndpointSlices, ServiceEntries and
+//! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), and the proxy asking for config
+//! (`proxy`). Nothing here does I/O, knows tokio, gRPC, Envoy types or Kubernetes clients; an
+//! invalid resource becomes a `Diagnostic`, never a panic.
+
+pub mod diagnostic;
+pub mod kube;
+pub mod networking;
+pub mod resource;
+pub mod validation;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use resource::{Kind, ObjectMeta, Parsed, Resource, ResourceKey, Spec};
+pub mod config;
+pub mod mesh;
+pub mod proxy;
+pub mod registry;
+
+pub use config::{Change, Model};
+pub use mesh::MeshConfig;
+pub use proxy::{Proxy, ProxyClass};

@@ -1,0 +1,303 @@
+//! `Proxy`: who is asking for configuration, parsed from the Envoy node id and node metadata as
+//! istiod reads them.
+//!
+//! Node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<dns-domain>`. Metadata keys:
+//! `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `INSTANCE_IPS`, `ISTIO_VERSION`, `PROXY_CONFIG`,
+//! `INTERCEPTION_MODE`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Errors in a node id or node metadata.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("node id {0:?}: expected 4 parts separated by '~' (type~ip~pod.namespace~domain)")]
+    IdParts(String),
+    #[error("node id {0:?}: unknown proxy type {1:?} (expected sidecar or router)")]
+    IdType(String, String),
+    #[error("node id {0:?}: empty pod name")]
+    IdPod(String),
+    #[error("node metadata {field}: {message}")]
+    Metadata {
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyType {
+    Sidecar,
+    Router,
+}
+
+/// How traffic reaches the proxy: captured by iptables (REDIRECT, TPROXY) or sent to it
+/// explicitly (NONE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InterceptionMode {
+    Redirect,
+    Tproxy,
+    None,
+}
+
+/// The subset of Istio's ProxyConfig that shapes generated config.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProxyConfig {
+    /// Port of the `virtualOutbound` listener (`proxyListenPort`).
+    pub proxy_listen_port: u16,
+    /// Port of the `virtualInbound` listener (`proxyInboundListenPort`).
+    pub proxy_inbound_listen_port: u16,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            proxy_listen_port: 15001,
+            proxy_inbound_listen_port: 15006,
+        }
+    }
+}
+
+/// A connected (or described) proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Proxy {
+    /// The full node id.
+    pub id: String,
+    pub proxy_type: ProxyType,
+    /// Pod (or workload) name.
+    pub name: String,
+    pub namespace: String,
+    /// DNS domain from the node id (`<namespace>.svc.cluster.local`).
+    pub dns_domain: String,
+    pub ip_addresses: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+    pub istio_version: Option<String>,
+    pub interception_mode: InterceptionMode,
+    pub proxy_config: ProxyConfig,
+}
+
+/// The inputs of translation that come from the proxy. Proxies with equal classes get
+/// byte-identical configuration, so generated resources are shared between them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProxyClass {
+    pub proxy_type: ProxyType,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub interception_mode: InterceptionMode,
+    pub proxy_config: ProxyConfig,
+    /// The workload address; only part of the class when listeners bind to it (interception
+    /// mode NONE), so replicas of one workload share config otherwise.
+    pub bind_ip: Option<String>,
+}
+
+impl Proxy {
+    /// Parses a node id and its metadata (the node's `metadata` Struct as JSON).
+    pub fn parse(node_id: &str, metadata: &serde_json::Value) -> Result<Proxy, ProxyError> {
+        let parts: Vec<&str> = node_id.split('~').collect();
+        let [kind, ip, pod, domain] = parts.as_slice() else {
+            return Err(ProxyError::IdParts(node_id.to_string()));
+        };
+        let proxy_type = match *kind {
+            "sidecar" => ProxyType::Sidecar,
+            "router" => ProxyType::Router,
+            other => return Err(ProxyError::IdType(node_id.to_string(), other.to_string())),
+        };
+        let (name, id_namespace) = match pod.split_once('.') {
+            Some((n, ns)) => (n, ns),
+            None => (*pod, ""),
+        };
+        if name.is_empty() {
+            return Err(ProxyError::IdPod(node_id.to_string()));
+        }
+        let meta_str = |key: &'static str| -> Result<Option<String>, ProxyError> {
+            match metadata.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ProxyError::Metadata {
+                    field: key,
+                    message: format!("expected a string, got {other}"),
+                }),
+            }
+        };
+        let namespace = match meta_str("NAMESPACE")? {
+            Some(ns) if !ns.is_empty() => ns,
+            _ if !id_namespace.is_empty() => id_namespace.to_string(),
+            _ => "default".to_string(),
+        };
+        let mut labels = BTreeMap::new();
+        match metadata.get("LABELS") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(map)) => {
+                for (k, v) in map {
+                    let Some(v) = v.as_str() else {
+                        return Err(ProxyError::Metadata {
+                            field: "LABELS",
+                            message: format!("label {k:?} is not a string"),
+                        });
+                    };
+                    labels.insert(k.clone(), v.to_string());
+                }
+            }
+            Some(other) => {
+                return Err(ProxyError::Metadata {
+                    field: "LABELS",
+                    message: format!("expected a map of strings, got {other}"),
+                });
+            }
+        }
+        let mut ip_addresses: Vec<String> = meta_str("INSTANCE_IPS")?
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ip_addresses.is_empty() && !ip.is_empty() {
+            ip_addresses.push(ip.to_string());
+        }
+        for addr in &ip_addresses {
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                return Err(ProxyError::Metadata {
+                    field: "INSTANCE_IPS",
+                    message: format!("{addr:?} is not an IP address"),
+                });
+            }
+        }
+        let interception_mode = match meta_str("INTERCEPTION_MODE")?.as_deref() {
+            None | Some("") | Some("REDIRECT") => InterceptionMode::Redirect,
+            Some("TPROXY") => InterceptionMode::Tproxy,
+            Some("NONE") => InterceptionMode::None,
+            Some(other) => {
+                return Err(ProxyError::Metadata {
+                    field: "INTERCEPTION_MODE",
+                    message: format!("unknown mode {other:?} (expected REDIRECT, TPROXY or NONE)"),
+                });
+            }
+        };
+        let mut proxy_config = ProxyConfig::default();
+        if let Some(pc) = metadata.get("PROXY_CONFIG").filter(|v| !v.is_null()) {
+            let port = |key: &str, default: u16| -> Result<u16, ProxyError> {
+                match pc.get(key) {
+                    None | Some(serde_json::Value::Null) => Ok(default),
+                    Some(v) => v
+                        .as_u64()
+                        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as u64))
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| *n != 0)
+                        .ok_or_else(|| ProxyError::Metadata {
+                            field: "PROXY_CONFIG",
+                            message: format!("{key}: {v} is not a port number"),
+                        }),
+                }
+            };
+            proxy_config.proxy_listen_port = port("proxyListenPort", 15001)?;
+            proxy_config.proxy_inbound_listen_port = port("proxyInboundListenPort", 15006)?;
+        }
+        Ok(Proxy {
+            id: node_id.to_string(),
+            proxy_type,
+            name: name.to_string(),
+            namespace,
+            dns_domain: domain.to_string(),
+            ip_addresses,
+            labels,
+            service_account: meta_str("SERVICE_ACCOUNT")?.filter(|s| !s.is_empty()),
+            istio_version: meta_str("ISTIO_VERSION")?,
+            interception_mode,
+            proxy_config,
+        })
+    }
+
+    /// `<pod>.<namespace>`, the id `istioctl` and `/debug/config_dump?proxyID=` use.
+    pub fn short_id(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    pub fn class(&self) -> ProxyClass {
+        ProxyClass {
+            proxy_type: self.proxy_type,
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            interception_mode: self.interception_mode,
+            proxy_config: self.proxy_config.clone(),
+            bind_ip: (self.interception_mode == InterceptionMode::None)
+                .then(|| self.ip_addresses.first().cloned())
+                .flatten(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_sidecar_node() {
+        let p = Proxy::parse(
+            "sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local",
+            &json!({
+                "NAMESPACE": "default",
+                "LABELS": {"app": "reviews", "version": "v1"},
+                "INSTANCE_IPS": "10.1.2.3,fd00::3",
+                "SERVICE_ACCOUNT": "bookinfo-reviews",
+                "INTERCEPTION_MODE": "NONE",
+                "PROXY_CONFIG": {"proxyListenPort": 16001}
+            }),
+        )
+        .unwrap();
+        assert_eq!(p.proxy_type, ProxyType::Sidecar);
+        assert_eq!(p.short_id(), "reviews-v1-abc.default");
+        assert_eq!(p.ip_addresses, vec!["10.1.2.3", "fd00::3"]);
+        assert_eq!(p.labels["version"], "v1");
+        assert_eq!(p.service_account.as_deref(), Some("bookinfo-reviews"));
+        assert_eq!(p.interception_mode, InterceptionMode::None);
+        assert_eq!(p.proxy_config.proxy_listen_port, 16001);
+        assert_eq!(p.proxy_config.proxy_inbound_listen_port, 15006);
+        assert_eq!(p.class().bind_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn namespace_falls_back_to_node_id() {
+        let p = Proxy::parse("router~1.1.1.1~gw.istio-system~x", &json!({})).unwrap();
+        assert_eq!(p.namespace, "istio-system");
+        assert_eq!(p.interception_mode, InterceptionMode::Redirect);
+        assert_eq!(p.ip_addresses, vec!["1.1.1.1"]);
+    }
+
+    #[test]
+    fn rejects_bad_ids_and_metadata() {
+        assert!(matches!(
+            Proxy::parse("sidecar~1.1.1.1", &json!({})),
+            Err(ProxyError::IdParts(_))
+        ));
+        assert!(matches!(
+            Proxy::parse("waypoint~1.1.1.1~a.b~c", &json!({})),
+            Err(ProxyError::IdType(..))
+        ));
+        assert!(matches!(
+            Proxy::parse(
+                "sidecar~1.1.1.1~a.b~c",
+                &json!({"INTERCEPTION_MODE": "MAGIC"})
+            ),
+            Err(ProxyError::Metadata { .. })
+        ));
+        assert!(matches!(
+            Proxy::parse("sidecar~1.1.1.1~a.b~c", &json!({"LABELS": {"a": 1}})),
+            Err(ProxyError::Metadata { .. })
+        ));
+        assert!(matches!(
+            Proxy::parse(
+                "sidecar~1.1.1.1~a.b~c",
+                &json!({"PROXY_CONFIG": {"proxyListenPort": 70000}})
+            ),
+            Err(ProxyError::Metadata { .. })
+        ));
+    }
+}

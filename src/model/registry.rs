@@ -1,0 +1,519 @@
+//! The service registry: services and their endpoints, from Kubernetes Services and
+//! EndpointSlices and from ServiceEntries and WorkloadEntries, as istiod builds it.
+//!
+//! A Kubernetes Service becomes `<name>.<namespace>.svc.<domain>`; its endpoints come from its
+//! EndpointSlices and from WorkloadEntries its selector picks in its namespace. Each host of a
+//! ServiceEntry becomes a service; its endpoints are the inline `endpoints` or the
+//! WorkloadEntries its `workloadSelector` picks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::kube::{self, IntOrString};
+use super::mesh::MeshConfig;
+use super::networking::{self, Labels};
+use super::resource::{Kind, Resource, Spec};
+
+/// Application protocol of a service port, inferred as istiod infers it: the explicit
+/// protocol (ServiceEntry), `appProtocol`, or the port name's prefix (`http-web` → HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    Https,
+    Tls,
+    Tcp,
+    Udp,
+    Mongo,
+    Redis,
+    Mysql,
+    /// Not declared: istiod detects HTTP on such ports.
+    Unsupported,
+}
+
+impl Protocol {
+    /// Parses a protocol name (case-insensitive); unknown names are `Unsupported`.
+    pub fn parse(s: &str) -> Protocol {
+        match s.to_ascii_lowercase().as_str() {
+            "http" | "http1" | "http/1.1" => Protocol::Http,
+            "http2" | "h2c" | "kubernetes.io/h2c" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "https" => Protocol::Https,
+            "tls" => Protocol::Tls,
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "mongo" => Protocol::Mongo,
+            "redis" => Protocol::Redis,
+            "mysql" => Protocol::Mysql,
+            _ => Protocol::Unsupported,
+        }
+    }
+
+    /// From a Kubernetes port: `appProtocol` wins, then the name's prefix before `-`.
+    pub fn from_kubernetes(name: Option<&str>, app_protocol: Option<&str>) -> Protocol {
+        if let Some(p) = app_protocol.map(Protocol::parse)
+            && p != Protocol::Unsupported
+        {
+            return p;
+        }
+        let Some(name) = name else {
+            return Protocol::Unsupported;
+        };
+        let lower = name.to_ascii_lowercase();
+        if lower == "grpc-web" || lower.starts_with("grpc-web-") {
+            return Protocol::GrpcWeb;
+        }
+        Protocol::parse(lower.split('-').next().unwrap_or_default())
+    }
+
+    /// Ports whose traffic is routed per request (HTTP connection manager).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
+    }
+
+    /// Ports whose upstream connections speak HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// Where a service endpoint's port comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Port {
+    pub name: String,
+    pub number: u16,
+    pub protocol: Protocol,
+    /// The workload port traffic for this port is delivered to, when known as a number.
+    pub target_port: Option<u16>,
+}
+
+/// How the proxy finds a service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// Endpoints are known addresses, delivered over EDS.
+    Static,
+    /// Endpoints are DNS names resolved by Envoy, all addresses used (STRICT_DNS).
+    Dns,
+    /// Endpoints are DNS names, one address used per connection (LOGICAL_DNS).
+    DnsRoundRobin,
+    /// No endpoints: connections go to the address the client dialled (ORIGINAL_DST).
+    Passthrough,
+}
+
+/// A service of the mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub hostname: String,
+    pub namespace: String,
+    /// Name of the resource that declared it.
+    pub name: String,
+    pub origin: Kind,
+    pub ports: Vec<Port>,
+    /// Virtual IPs (and CIDRs, for ServiceEntries).
+    pub addresses: Vec<String>,
+    pub resolution: Resolution,
+    pub mesh_external: bool,
+    /// Namespaces that can see the service (`*` all, `.` its own, `~` none).
+    pub export_to: Vec<String>,
+    /// Workloads (by labels, in the service's namespace) that implement the service.
+    pub selector: Option<Labels>,
+    /// Endpoints per service port number.
+    pub endpoints: BTreeMap<u16, Vec<Endpoint>>,
+}
+
+impl Service {
+    pub fn port(&self, number: u16) -> Option<&Port> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// Whether a proxy in `namespace` may see this service.
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        self.export_to.is_empty()
+            || self
+                .export_to
+                .iter()
+                .any(|e| e == "*" || (e == "." && self.namespace == namespace) || e == namespace)
+    }
+}
+
+/// Health of an endpoint as sent to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Draining,
+}
+
+/// One address of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    /// An IP, a DNS name (DNS resolution) or `unix://` path.
+    pub address: String,
+    pub port: u16,
+    pub labels: Labels,
+    pub service_account: Option<String>,
+    /// `region/zone/subzone`.
+    pub locality: Option<String>,
+    pub weight: u32,
+    pub health: Health,
+}
+
+/// Every service, ordered by hostname then namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Registry {
+    pub services: Vec<Arc<Service>>,
+}
+
+impl Registry {
+    /// Builds the registry from valid resources.
+    pub fn build(resources: &[Arc<Resource>], mesh: &MeshConfig) -> Registry {
+        let workload_entries: Vec<(&Resource, &networking::WorkloadEntry)> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::WorkloadEntry(we) => Some((r.as_ref(), we.as_ref())),
+                _ => None,
+            })
+            .collect();
+        let mut slices: BTreeMap<(&str, &str), Vec<&kube::EndpointSlice>> = BTreeMap::new();
+        for r in resources {
+            if let Spec::EndpointSlice(slice) = &r.spec
+                && let Some(service) = r.meta.labels.get(kube::SERVICE_NAME_LABEL)
+            {
+                slices
+                    .entry((r.meta.namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        let mut services = Vec::new();
+        for r in resources {
+            match &r.spec {
+                Spec::Service(spec) => {
+                    let found = slices
+                        .get(&(r.meta.namespace.as_str(), r.meta.name.as_str()))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    services.push(kubernetes_service(r, spec, found, &workload_entries, mesh));
+                }
+                Spec::ServiceEntry(se) => {
+                    services.extend(service_entry(r, se, &workload_entries));
+                }
+                _ => {}
+            }
+        }
+        services.sort_by(|a, b| {
+            (a.hostname.as_str(), a.namespace.as_str())
+                .cmp(&(b.hostname.as_str(), b.namespace.as_str()))
+        });
+        Registry {
+            services: services.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Services with this hostname (one per declaring namespace).
+    pub fn by_hostname<'a>(&'a self, hostname: &'a str) -> impl Iterator<Item = &'a Arc<Service>> {
+        let start = self
+            .services
+            .partition_point(|s| s.hostname.as_str() < hostname);
+        self.services[start..]
+            .iter()
+            .take_while(move |s| s.hostname == hostname)
+    }
+}
+
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn to_port(n: i64) -> Option<u16> {
+    u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+fn kubernetes_service(
+    r: &Resource,
+    spec: &kube::ServiceSpec,
+    slices: &[&kube::EndpointSlice],
+    workload_entries: &[(&Resource, &networking::WorkloadEntry)],
+    mesh: &MeshConfig,
+) -> Service {
+    let ports: Vec<Port> = spec
+        .ports
+        .iter()
+        .filter(|p| {
+            !p.protocol
+                .as_deref()
+                .is_some_and(|l4| l4.eq_ignore_ascii_case("udp"))
+        })
+        .filter_map(|p| {
+            Some(Port {
+                name: p.name.clone().unwrap_or_default(),
+                number: to_port(p.port)?,
+                protocol: Protocol::from_kubernetes(p.name.as_deref(), p.app_protocol.as_deref()),
+                target_port: match &p.target_port {
+                    Some(IntOrString::Int(n)) => to_port(*n),
+                    Some(IntOrString::String(_)) => None,
+                    None => to_port(p.port),
+                },
+            })
+        })
+        .collect();
+    let hostname = format!(
+        "{}.{}.svc.{}",
+        r.meta.name, r.meta.namespace, mesh.domain_suffix
+    );
+    let mut addresses: Vec<String> = spec
+        .cluster_ips
+        .iter()
+        .chain(spec.cluster_ip.iter())
+        .filter(|ip| !ip.is_empty() && ip.as_str() != "None")
+        .cloned()
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let export_to = r
+        .meta
+        .annotations
+        .get("networking.istio.io/exportTo")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let external = spec.type_.as_deref() == Some("ExternalName");
+    let mut endpoints: BTreeMap<u16, Vec<Endpoint>> = BTreeMap::new();
+    for (port, spec_port) in ports.iter().zip(spec.ports.iter()) {
+        let list = endpoints.entry(port.number).or_default();
+        if external {
+            if let Some(name) = &spec.external_name {
+                list.push(Endpoint {
+                    address: name.clone(),
+                    port: port.number,
+                    labels: Labels::new(),
+                    service_account: None,
+                    locality: None,
+                    weight: 1,
+                    health: Health::Healthy,
+                });
+            }
+            continue;
+        }
+        for slice in slices {
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|sp| sp.name.as_deref().unwrap_or_default() == port.name)
+                .and_then(|sp| sp.port.and_then(to_port));
+            let Some(target) = slice_port else { continue };
+            for ep in &slice.endpoints {
+                let health = match (ep.conditions.ready, ep.conditions.terminating) {
+                    (_, Some(true)) => Health::Draining,
+                    (Some(false), _) => Health::Unhealthy,
+                    _ => Health::Healthy,
+                };
+                for address in &ep.addresses {
+                    list.push(Endpoint {
+                        address: address.clone(),
+                        port: target,
+                        labels: Labels::new(),
+                        service_account: None,
+                        locality: ep.zone.clone(),
+                        weight: 1,
+                        health,
+                    });
+                }
+            }
+        }
+        if let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
+            for (wr, we) in workload_entries {
+                if wr.meta.namespace != r.meta.namespace || !selects(selector, &we.labels) {
+                    continue;
+                }
+                let target = match &spec_port.target_port {
+                    Some(IntOrString::Int(n)) => to_port(*n),
+                    Some(IntOrString::String(name)) => {
+                        we.ports.get(name).and_then(|n| u16::try_from(*n).ok())
+                    }
+                    None => None,
+                }
+                .or_else(|| {
+                    we.ports
+                        .get(&port.name)
+                        .and_then(|n| u16::try_from(*n).ok())
+                })
+                .unwrap_or(port.number);
+                list.push(workload_endpoint(we, target));
+            }
+        }
+        list.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+        list.dedup();
+    }
+    Service {
+        hostname,
+        namespace: r.meta.namespace.clone(),
+        name: r.meta.name.clone(),
+        origin: Kind::Service,
+        ports,
+        addresses,
+        resolution: if external {
+            Resolution::Dns
+        } else if spec.cluster_ip.as_deref() == Some("None") {
+            Resolution::Passthrough
+        } else {
+            Resolution::Static
+        },
+        mesh_external: external,
+        export_to,
+        selector: spec.selector.clone().filter(|s| !s.is_empty()),
+        endpoints,
+    }
+}
+
+fn workload_endpoint(we: &networking::WorkloadEntry, port: u16) -> Endpoint {
+    Endpoint {
+        address: we.address.clone(),
+        port,
+        labels: we.labels.clone(),
+        service_account: we.service_account.clone(),
+        locality: we.locality.clone(),
+        weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
+        health: Health::Healthy,
+    }
+}
+
+fn service_entry(
+    r: &Resource,
+    se: &networking::ServiceEntry,
+    workload_entries: &[(&Resource, &networking::WorkloadEntry)],
+) -> Vec<Service> {
+    let resolution = match se.resolution.unwrap_or(networking::Resolution::None) {
+        networking::Resolution::None => Resolution::Passthrough,
+        networking::Resolution::Static => Resolution::Static,
+        networking::Resolution::Dns | networking::Resolution::DynamicDns => Resolution::Dns,
+        networking::Resolution::DnsRoundRobin => Resolution::DnsRoundRobin,
+    };
+    let ports: Vec<(Port, Option<u16>)> = se
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let number = u16::try_from(p.number).ok().filter(|n| *n != 0)?;
+            let protocol = p
+                .protocol
+                .as_deref()
+                .map(Protocol::parse)
+                .unwrap_or(Protocol::Unsupported);
+            let target = p
+                .target_port
+                .and_then(|t| u16::try_from(t).ok())
+                .filter(|t| *t != 0);
+            Some((
+                Port {
+                    name: p.name.clone(),
+                    number,
+                    protocol,
+                    target_port: target,
+                },
+                target,
+            ))
+        })
+        .collect();
+    let mut selected: Vec<&networking::WorkloadEntry> = se.endpoints.iter().collect();
+    if let Some(selector) = &se.workload_selector {
+        selected.extend(
+            workload_entries
+                .iter()
+                .filter(|(wr, we)| {
+                    wr.meta.namespace == r.meta.namespace && selects(&selector.labels, &we.labels)
+                })
+                .map(|(_, we)| *we),
+        );
+    }
+    se.hosts
+        .iter()
+        .map(|host| {
+            let mut endpoints = BTreeMap::new();
+            for (port, target) in &ports {
+                let mut list: Vec<Endpoint> = selected
+                    .iter()
+                    .map(|we| {
+                        let p = we
+                            .ports
+                            .get(&port.name)
+                            .and_then(|n| u16::try_from(*n).ok())
+                            .or(*target)
+                            .unwrap_or(port.number);
+                        workload_endpoint(we, p)
+                    })
+                    .collect();
+                // DNS resolution without endpoints resolves the host itself.
+                if list.is_empty()
+                    && matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                    && !host.starts_with('*')
+                {
+                    list.push(Endpoint {
+                        address: host.clone(),
+                        port: target.unwrap_or(port.number),
+                        labels: Labels::new(),
+                        service_account: None,
+                        locality: None,
+                        weight: 1,
+                        health: Health::Healthy,
+                    });
+                }
+                endpoints.insert(port.number, list);
+            }
+            Service {
+                hostname: host.clone(),
+                namespace: r.meta.namespace.clone(),
+                name: r.meta.name.clone(),
+                origin: Kind::ServiceEntry,
+                ports: ports.iter().map(|(p, _)| p.clone()).collect(),
+                addresses: se.addresses.clone(),
+                resolution,
+                mesh_external: se.location != Some(networking::Location::MeshInternal),
+                export_to: se.export_to.clone(),
+                selector: se.workload_selector.as_ref().map(|w| w.labels.clone()),
+                endpoints,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_inference() {
+        assert_eq!(
+            Protocol::from_kubernetes(Some("http-web"), None),
+            Protocol::Http
+        );
+        assert_eq!(
+            Protocol::from_kubernetes(Some("grpc"), None),
+            Protocol::Grpc
+        );
+        assert_eq!(
+            Protocol::from_kubernetes(Some("grpc-web"), None),
+            Protocol::GrpcWeb
+        );
+        assert_eq!(
+            Protocol::from_kubernetes(Some("web"), None),
+            Protocol::Unsupported
+        );
+        assert_eq!(
+            Protocol::from_kubernetes(Some("web"), Some("http2")),
+            Protocol::Http2
+        );
+        assert_eq!(Protocol::from_kubernetes(None, None), Protocol::Unsupported);
+        assert_eq!(Protocol::parse("HTTPS"), Protocol::Https);
+    }
+}

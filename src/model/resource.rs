@@ -1,0 +1,371 @@
+//! The resource envelope: `apiVersion`, `kind`, `metadata` and a typed `spec`, parsed from YAML
+//! documents and checked by the kind's validation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::diagnostic::Diagnostic;
+use super::kube;
+use super::networking;
+use super::validation;
+
+/// The kinds bowline understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+    Gateway,
+    Service,
+    EndpointSlice,
+    Namespace,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::Sidecar,
+        Kind::Gateway,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Namespace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Sidecar => "Sidecar",
+            Kind::Gateway => "Gateway",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Namespace => "Namespace",
+        }
+    }
+
+    /// The API group and the versions of it that are served for this kind.
+    pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
+        const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+        match self {
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::Sidecar
+            | Kind::Gateway => ("networking.istio.io", NETWORKING),
+            Kind::Service | Kind::Namespace => ("", &["v1"]),
+            Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
+        }
+    }
+
+    /// Resolves `apiVersion` + `kind` to a kind we model, or explains why not.
+    pub fn resolve(api_version: &str, kind: &str) -> Result<Kind, String> {
+        let Some(found) = Kind::ALL.into_iter().find(|k| k.as_str() == kind) else {
+            return Err(format!("unsupported kind {kind:?}"));
+        };
+        let (group, versions) = found.group_versions();
+        let (got_group, got_version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        if got_group == group && versions.contains(&got_version) {
+            Ok(found)
+        } else {
+            let served: Vec<String> = versions
+                .iter()
+                .map(|v| {
+                    if group.is_empty() {
+                        v.to_string()
+                    } else {
+                        format!("{group}/{v}")
+                    }
+                })
+                .collect();
+            Err(format!(
+                "apiVersion {api_version:?} is not served for {kind}; served: {}",
+                served.join(", ")
+            ))
+        }
+    }
+
+    /// Istio kinds are namespaced and default to the `default` namespace; Namespace is cluster
+    /// scoped.
+    pub fn is_namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kubernetes object metadata: the part bowline reads. Other metadata fields are accepted and
+/// ignored, since tools such as kubectl add them freely.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// A typed spec, one variant per kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    VirtualService(Box<networking::VirtualService>),
+    DestinationRule(Box<networking::DestinationRule>),
+    ServiceEntry(Box<networking::ServiceEntry>),
+    WorkloadEntry(Box<networking::WorkloadEntry>),
+    Sidecar(Box<networking::Sidecar>),
+    Gateway(Box<networking::Gateway>),
+    Service(Box<kube::ServiceSpec>),
+    EndpointSlice(Box<kube::EndpointSlice>),
+    Namespace,
+}
+
+/// One parsed and validated resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub kind: Kind,
+    pub api_version: String,
+    pub meta: ObjectMeta,
+    pub spec: Spec,
+    /// Where it came from (a file path), for diagnostics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl Resource {
+    /// `kind/namespace/name`, the identity used in logs and diagnostics.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey {
+            kind: self.kind,
+            namespace: self.meta.namespace.clone(),
+            name: self.meta.name.clone(),
+        }
+    }
+
+    /// An error-severity diagnostic about `field` of this resource.
+    pub fn diagnostic(&self, field: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        let d = Diagnostic::error(
+            self.kind.as_str(),
+            &self.meta.namespace,
+            &self.meta.name,
+            field,
+            message,
+        );
+        match &self.origin {
+            Some(o) => d.with_origin(o),
+            None => d,
+        }
+    }
+}
+
+/// The identity of a resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The outcome of parsing one document: the resource (when it parsed and its spec is valid) and
+/// every diagnostic found. A resource with any error-severity diagnostic is `None`.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub resource: Option<Resource>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses every document of a multi-document YAML text. Empty documents are skipped. A YAML
+/// syntax error fails the whole text (the document boundaries can no longer be trusted): it is
+/// returned as a single `Parsed` without a resource.
+pub fn parse_yaml(text: &str, origin: &str) -> Vec<Parsed> {
+    match serde_saphyr::from_multiple::<serde_json::Value>(text) {
+        Ok(docs) => docs
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| parse_value(d, Some(origin)))
+            .collect(),
+        Err(e) => vec![Parsed {
+            resource: None,
+            diagnostics: vec![
+                Diagnostic::error("", "", "", "", format!("invalid YAML: {e}")).with_origin(origin),
+            ],
+        }],
+    }
+}
+
+/// Parses and validates one document given as a JSON value.
+pub fn parse_value(doc: serde_json::Value, origin: Option<&str>) -> Parsed {
+    let with_origin = |d: Diagnostic| match origin {
+        Some(o) => d.with_origin(o),
+        None => d,
+    };
+    let fail = |d: Diagnostic| Parsed {
+        resource: None,
+        diagnostics: vec![with_origin(d)],
+    };
+    let serde_json::Value::Object(mut obj) = doc else {
+        return fail(Diagnostic::error(
+            "",
+            "",
+            "",
+            "",
+            "document is not a mapping",
+        ));
+    };
+    let kind_name = obj
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let meta_value = obj.remove("metadata").unwrap_or_default();
+    let meta_result: Result<ObjectMeta, _> = if meta_value.is_null() {
+        Ok(ObjectMeta::default())
+    } else {
+        serde_path_to_error::deserialize(meta_value)
+    };
+    let mut meta = match meta_result {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(Diagnostic::error(
+                &kind_name,
+                "",
+                "",
+                join_path("metadata", &e.path().to_string()),
+                e.inner().to_string(),
+            ));
+        }
+    };
+    let error = |field: &str, message: String| {
+        Diagnostic::error(&kind_name, &meta.namespace, &meta.name, field, message)
+    };
+    if kind_name.is_empty() {
+        return fail(error("kind", "Required value".into()));
+    }
+    if api_version.is_empty() {
+        return fail(error("apiVersion", "Required value".into()));
+    }
+    let kind = match Kind::resolve(&api_version, &kind_name) {
+        Ok(k) => k,
+        Err(message) => return fail(error("kind", message)),
+    };
+    if meta.name.is_empty() {
+        return fail(error("metadata.name", "Required value".into()));
+    }
+    if kind.is_namespaced() && meta.namespace.is_empty() {
+        meta.namespace = "default".to_string();
+    }
+    let spec = match parse_spec(kind, &mut obj) {
+        Ok(s) => s,
+        Err((field, message)) => {
+            return fail(Diagnostic::error(
+                kind.as_str(),
+                &meta.namespace,
+                &meta.name,
+                field,
+                message,
+            ));
+        }
+    };
+    let resource = Resource {
+        kind,
+        api_version,
+        meta,
+        spec,
+        origin: origin.map(str::to_string),
+    };
+    let diagnostics = validation::validate(&resource);
+    let ok = diagnostics.iter().all(|d| !d.is_error());
+    Parsed {
+        resource: ok.then_some(resource),
+        diagnostics,
+    }
+}
+
+fn join_path(prefix: &str, path: &str) -> String {
+    if path.is_empty() || path == "." {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{path}")
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: serde_json::Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        (
+            join_path(field, &e.path().to_string()),
+            e.inner().to_string(),
+        )
+    })
+}
+
+fn parse_spec(
+    kind: Kind,
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Spec, (String, String)> {
+    // Kubernetes kinds: EndpointSlice keeps its fields at the top level, Namespace has nothing
+    // bowline reads, Service has a spec.
+    match kind {
+        Kind::Namespace => return Ok(Spec::Namespace),
+        Kind::EndpointSlice => {
+            obj.remove("kind");
+            obj.remove("apiVersion");
+            let value = serde_json::Value::Object(std::mem::take(obj));
+            return typed("", value).map(|s| Spec::EndpointSlice(Box::new(s)));
+        }
+        _ => {}
+    }
+    let Some(spec) = obj.remove("spec") else {
+        return Err(("spec".into(), "Required value".into()));
+    };
+    // `status` is written by controllers, not authors; everything else is unknown.
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "status") {
+            return Err((key.clone(), format!("unknown field `{key}`")));
+        }
+    }
+    Ok(match kind {
+        Kind::VirtualService => Spec::VirtualService(typed("spec", spec)?),
+        Kind::DestinationRule => Spec::DestinationRule(typed("spec", spec)?),
+        Kind::ServiceEntry => Spec::ServiceEntry(typed("spec", spec)?),
+        Kind::WorkloadEntry => Spec::WorkloadEntry(typed("spec", spec)?),
+        Kind::Sidecar => Spec::Sidecar(typed("spec", spec)?),
+        Kind::Gateway => Spec::Gateway(typed("spec", spec)?),
+        Kind::Service => Spec::Service(typed("spec", spec)?),
+        Kind::EndpointSlice | Kind::Namespace => unreachable!("handled above"),
+    })
+}

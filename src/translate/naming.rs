@@ -1,0 +1,48 @@
+//! Every Envoy name bowline generates, in istiod's forms, so `istioctl proxy-config` habits
+//! carry over.
+
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+pub const PASSTHROUGH_FILTER_CHAIN: &str = "PassthroughFilterChain";
+pub const ALLOW_ANY_VHOST: &str = "allow_any";
+pub const BLOCK_ALL_VHOST: &str = "block_all";
+/// Source address of connections from the sidecar to its own workload, excluded from capture.
+pub const INBOUND_PASSTHROUGH_BIND_V4: &str = "127.0.0.6";
+
+/// `outbound|<port>|<subset>|<host>`.
+pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// `inbound|<port>||`.
+pub fn inbound_cluster(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// `<ip>_<port>`.
+pub fn listener(address: &str, port: u16) -> String {
+    format!("{address}_{port}")
+}
+
+/// Route configurations are named by port.
+pub fn route_config(port: u16) -> String {
+    port.to_string()
+}
+
+/// Virtual hosts are `<host>:<port>`.
+pub fn virtual_host(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+/// The inbound route configuration of a port.
+pub fn inbound_route_config(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// Statistics prefix of an outbound TCP proxy or connection manager: the cluster name.
+pub fn stat_prefix(cluster: &str) -> String {
+    cluster.to_string()
+}

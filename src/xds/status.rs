@@ -1,0 +1,123 @@
+//! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK.
+//! Read by `/debug/syncz` and by the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::cache::ResourceType;
+use crate::model::Proxy;
+
+/// A rejected push as Envoy reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Nack {
+    pub message: String,
+    /// Resource names in the rejected response.
+    pub resources: Vec<String>,
+    /// Version of the rejected response.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TypeStatus {
+    pub sent: Option<String>,
+    pub acked: Option<String>,
+    pub nack: Option<Nack>,
+    /// Number of responses sent for this type on this connection.
+    pub pushes: u64,
+}
+
+/// Status of one connected proxy.
+#[derive(Debug)]
+pub struct Connection {
+    pub id: u64,
+    pub proxy: Proxy,
+    pub delta: bool,
+    pub connected_at: SystemTime,
+    types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionView {
+    pub proxy: String,
+    pub node_id: String,
+    pub connection: u64,
+    pub delta: bool,
+    pub connected_at_unix: u64,
+    pub types: BTreeMap<ResourceType, TypeStatus>,
+}
+
+impl Connection {
+    pub fn new(id: u64, proxy: Proxy, delta: bool) -> Connection {
+        Connection {
+            id,
+            proxy,
+            delta,
+            connected_at: SystemTime::now(),
+            types: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn update(&self, t: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
+        let mut types = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        f(types.entry(t).or_default());
+    }
+
+    pub fn view(&self) -> ConnectionView {
+        ConnectionView {
+            proxy: self.proxy.short_id(),
+            node_id: self.proxy.id.clone(),
+            connection: self.id,
+            delta: self.delta,
+            connected_at_unix: self
+                .connected_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            types: self.types.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// Every live connection.
+#[derive(Debug, Default)]
+pub struct Registry {
+    connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
+}
+
+impl Registry {
+    pub fn insert(&self, c: Arc<Connection>) {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(c.id, c);
+        metrics::gauge!("pilot_xds").set(map.len() as f64);
+    }
+
+    pub fn remove(&self, id: u64) {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&id);
+        metrics::gauge!("pilot_xds").set(map.len() as f64);
+    }
+
+    /// The proxy of a live connection, by `<pod>.<namespace>` or full node id.
+    pub fn proxy(&self, id: &str) -> Option<Proxy> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|c| c.proxy.short_id() == id || c.proxy.id == id)
+            .map(|c| c.proxy.clone())
+    }
+
+    pub fn views(&self) -> Vec<ConnectionView> {
+        let list: Vec<Arc<Connection>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        list.iter().map(|c| c.view()).collect()
+    }
+}
