@@ -325,7 +325,7 @@ fn kubernetes_service(
                         port: target,
                         labels: Labels::new(),
                         service_account: None,
-                        locality: ep.zone.clone(),
+                        locality: ep.zone.as_ref().map(|z| format!("/{z}")),
                         weight: 1,
                         health,
                     });

@@ -33,6 +33,29 @@ pub struct Output {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl Output {
+    /// Canonical JSON of every generated resource, by type, and the diagnostics as text: the
+    /// form golden files and debug views use.
+    pub fn to_json(&self) -> Result<serde_json::Value, envoy::RenderError> {
+        fn list<T: prost::Name + prost::Message>(
+            items: &[T],
+        ) -> Result<serde_json::Value, envoy::RenderError> {
+            items
+                .iter()
+                .map(|i| envoy::any_to_json(&envoy::pack(i)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(serde_json::Value::Array)
+        }
+        Ok(serde_json::json!({
+            "clusters": list(&self.clusters)?,
+            "endpoints": list(&self.endpoints)?,
+            "listeners": list(&self.listeners)?,
+            "routes": list(&self.routes)?,
+            "diagnostics": self.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }))
+    }
+}
+
 /// Generates the requested types of resources for `proxy`.
 pub fn generate(model: &Model, proxy: &Proxy, types: TypeSet) -> Output {
     let scope = Scope::new(model, proxy);

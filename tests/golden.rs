@@ -1,0 +1,90 @@
+//! Golden tests: `testdata/translate/<case>/` holds `config/` (input YAML), `proxy.yaml` (the
+//! node id and metadata of the proxy asking) and `expected.yaml` (every generated resource as
+//! canonical JSON rendered to YAML, plus diagnostics). `UPDATE_GOLDEN=1` rewrites the expected
+//! files; reviewing that diff is how translation changes are read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bowline::cache::TypeSet;
+use bowline::model::{MeshConfig, Model, Proxy};
+use bowline::source::file::load_dir;
+use bowline::translate;
+
+#[derive(serde::Deserialize)]
+struct ProxyFile {
+    id: String,
+    #[serde(default)]
+    metadata: serde_json::Value,
+}
+
+fn render(case: &Path) -> String {
+    let loaded = load_dir(&case.join("config")).expect("config dir loads");
+    let model = Model::build(
+        loaded.resources.into_iter().map(Arc::new).collect(),
+        loaded.diagnostics,
+        MeshConfig::default(),
+    );
+    let text = std::fs::read_to_string(case.join("proxy.yaml")).expect("proxy.yaml");
+    let proxy_file: ProxyFile = serde_saphyr::from_str(&text).expect("proxy.yaml parses");
+    let proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
+    let output = translate::generate(&model, &proxy, TypeSet::ALL);
+    let mut json = output.to_json().expect("renders");
+    // Input diagnostics (rejected resources) belong in the golden file too, with paths
+    // relative to the case so the file is the same on every machine.
+    let base = format!("{}/", case.join("config").display());
+    let input: Vec<String> = model
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string().replace(&base, ""))
+        .collect();
+    json["input_diagnostics"] = serde_json::json!(input);
+    serde_saphyr::to_string(&json).expect("yaml")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("testdata/translate exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("proxy.yaml").exists())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn golden() {
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let cases = cases();
+    assert!(!cases.is_empty(), "no golden cases found");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let got = render(case);
+        // Deterministic: a second run gives the same bytes.
+        assert_eq!(got, render(case), "{}: output is not deterministic", case.display());
+        let expected_path = case.join("expected.yaml");
+        if update {
+            std::fs::write(&expected_path, &got).expect("write expected.yaml");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != got {
+            let first_diff = expected
+                .lines()
+                .zip(got.lines())
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+                .map(|(i, (a, b))| format!("line {}: expected {a:?}, got {b:?}", i + 1))
+                .unwrap_or_else(|| "lengths differ".to_string());
+            failures.push(format!("{}: {first_diff}", case.display()));
+        }
+    }
+    println!("{} golden cases checked", cases.len());
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (run `UPDATE_GOLDEN=1 make test` and review the diff):\n{}",
+        failures.join("\n")
+    );
+}
