@@ -27,6 +27,81 @@ fn one_of(group: &str, set: &[(&str, bool)]) -> Result<(), String> {
     Ok(())
 }
 
+/// Address lists as YAML 1.2 parsers read them: an unquoted IPv6 address ending in `::` (e.g.
+/// `2001:db8::`) parses as a one-entry mapping `{"2001:db8:": null}`, where Go's YAML parser
+/// (and so `kubectl` and Istio) reads a string. Such entries are turned back into the string.
+mod lenient {
+    use serde::Deserializer;
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    struct AddressVisitor;
+
+    impl<'de> Visitor<'de> for AddressVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string (quote IPv6 addresses that end in `::`)")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+            let unexpected = || de::Error::invalid_type(de::Unexpected::Map, &AddressVisitor);
+            let Some((key, value)) = map.next_entry::<String, Option<IgnoredAny>>()? else {
+                return Err(unexpected());
+            };
+            if value.is_some() || map.next_key::<IgnoredAny>()?.is_some() || key.is_empty() {
+                return Err(unexpected());
+            }
+            Ok(format!("{key}:"))
+        }
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of addresses")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Address(a)) = seq.next_element::<Address>()? {
+                out.push(a);
+            }
+            Ok(out)
+        }
+    }
+
+    struct Address(String);
+
+    impl<'de> serde::Deserialize<'de> for Address {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(AddressVisitor).map(Address)
+        }
+    }
+
+    pub fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(AddressVisitor)
+    }
+
+    pub fn address_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(<Option<Address> as serde::Deserialize>::deserialize(d)?.map(|a| a.0))
+    }
+
+    pub fn address_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(ListVisitor)
+    }
+}
+
 /// Parses a duration as Istio accepts it in its CRDs: the protobuf JSON form (`"1.5s"`) and the
 /// Go `time.ParseDuration` form it extends to (`"300ms"`, `"1h30m"`, units `ns`, `us`/`µs`,
 /// `ms`, `s`, `m`, `h`, decimal fractions allowed). Negative durations are refused.
@@ -280,6 +355,10 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    /// Removed from Istio's API (WebSocket upgrades are always allowed) but still found in
+    /// older configs: accepted and ignored; validation warns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_upgrade: Option<bool>,
 }
 
 /// Conditions on an HTTP request; all set conditions must hold.
@@ -770,11 +849,19 @@ pub struct TlsRoute {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub destination_subnets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_subnet: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: Labels,
@@ -791,7 +878,11 @@ pub struct TlsMatchAttributes {
     /// Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni_hosts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub destination_subnets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
@@ -930,8 +1021,8 @@ pub struct Subset {
 /// The load balancing algorithm (`oneof lb_policy`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LbPolicy {
-    Simple(SimpleLb),
-    ConsistentHash(ConsistentHashLb),
+    Simple(SimpleLB),
+    ConsistentHash(ConsistentHashLB),
 }
 
 /// Load balancer settings.
@@ -950,9 +1041,9 @@ pub struct LoadBalancerSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LoadBalancerSettingsRaw {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    simple: Option<SimpleLb>,
+    simple: Option<SimpleLB>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    consistent_hash: Option<ConsistentHashLb>,
+    consistent_hash: Option<ConsistentHashLB>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     locality_lb_setting: Option<LocalityLoadBalancerSetting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1009,7 +1100,7 @@ impl From<LoadBalancerSettings> for LoadBalancerSettingsRaw {
 /// Standard load balancing algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SimpleLb {
+pub enum SimpleLB {
     Unspecified,
     /// Deprecated; same as `LEAST_REQUEST`.
     LeastConn,
@@ -1037,8 +1128,8 @@ pub enum HashAlgorithm {
 
 /// Consistent-hash (session affinity) load balancing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ConsistentHashLbRaw", into = "ConsistentHashLbRaw")]
-pub struct ConsistentHashLb {
+#[serde(try_from = "ConsistentHashLBRaw", into = "ConsistentHashLBRaw")]
+pub struct ConsistentHashLB {
     pub hash_key: Option<HashKey>,
     pub hash_algorithm: Option<HashAlgorithm>,
     /// Deprecated; use `ringHash.minimumRingSize`.
@@ -1047,7 +1138,7 @@ pub struct ConsistentHashLb {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ConsistentHashLbRaw {
+struct ConsistentHashLBRaw {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     http_header_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1064,9 +1155,9 @@ struct ConsistentHashLbRaw {
     minimum_ring_size: Option<u64>,
 }
 
-impl TryFrom<ConsistentHashLbRaw> for ConsistentHashLb {
+impl TryFrom<ConsistentHashLBRaw> for ConsistentHashLB {
     type Error = String;
-    fn try_from(r: ConsistentHashLbRaw) -> Result<Self, String> {
+    fn try_from(r: ConsistentHashLBRaw) -> Result<Self, String> {
         one_of(
             "consistentHash",
             &[
@@ -1101,7 +1192,7 @@ impl TryFrom<ConsistentHashLbRaw> for ConsistentHashLb {
             (_, Some(m)) => Some(HashAlgorithm::Maglev(m)),
             _ => None,
         };
-        Ok(ConsistentHashLb {
+        Ok(ConsistentHashLB {
             hash_key,
             hash_algorithm,
             minimum_ring_size: r.minimum_ring_size,
@@ -1109,11 +1200,11 @@ impl TryFrom<ConsistentHashLbRaw> for ConsistentHashLb {
     }
 }
 
-impl From<ConsistentHashLb> for ConsistentHashLbRaw {
-    fn from(c: ConsistentHashLb) -> Self {
-        let mut r = ConsistentHashLbRaw {
+impl From<ConsistentHashLB> for ConsistentHashLBRaw {
+    fn from(c: ConsistentHashLB) -> Self {
+        let mut r = ConsistentHashLBRaw {
             minimum_ring_size: c.minimum_ring_size,
-            ..ConsistentHashLbRaw::default()
+            ..ConsistentHashLBRaw::default()
         };
         match c.hash_key {
             Some(HashKey::HttpHeaderName(h)) => r.http_header_name = Some(h),
@@ -1398,7 +1489,11 @@ pub struct ServiceEntry {
     /// Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
@@ -1456,7 +1551,7 @@ pub struct ServicePort {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
     /// An IP, a DNS name or `unix://` socket path; may be empty only when `network` is set.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::address")]
     pub address: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u32>,
@@ -1497,7 +1592,11 @@ pub struct Sidecar {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioIngressListener {
     pub port: SidecarPort,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_mode: Option<CaptureMode>,
@@ -1515,7 +1614,11 @@ pub struct IstioIngressListener {
 pub struct IstioEgressListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<SidecarPort>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_mode: Option<CaptureMode>,
@@ -1585,7 +1688,11 @@ pub struct Gateway {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     pub port: Port,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::address_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bind: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
@@ -1740,7 +1847,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`simple`"), "{e}");
-        let e = serde_json::from_str::<ConsistentHashLb>(
+        let e = serde_json::from_str::<ConsistentHashLB>(
             r#"{"useSourceIp":true,"httpHeaderName":"x"}"#,
         )
         .unwrap_err()
@@ -1765,6 +1872,18 @@ mod tests {
     fn mirror_percent_alt_name() {
         let r: HttpRoute = serde_json::from_str(r#"{"mirror_percent": 5}"#).unwrap();
         assert_eq!(r.mirror_percent, Some(5));
+    }
+
+    #[test]
+    fn ipv6_addresses_read_as_mappings() {
+        let se: ServiceEntry =
+            serde_json::from_str(r#"{"hosts":["a"],"addresses":["1.2.3.4",{"001:db8:":null}]}"#)
+                .unwrap();
+        assert_eq!(se.addresses, vec!["1.2.3.4", "001:db8::"]);
+        assert!(serde_json::from_str::<ServiceEntry>(r#"{"addresses":[{"a":1}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<ServiceEntry>(r#"{"addresses":[{"a":null,"b":null}]}"#).is_err()
+        );
     }
 
     #[test]

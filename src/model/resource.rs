@@ -321,6 +321,30 @@ fn join_path(prefix: &str, path: &str) -> String {
     }
 }
 
+/// Removes object members whose value is `null`, recursively. Array items are kept, and so is
+/// an array item that is a one-member mapping to `null`: that is how a YAML 1.2 parser reads an
+/// unquoted IPv6 address ending in `::` (`- 2001:db8::`), which the address fields of
+/// `networking` turn back into a string.
+fn prune_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(prune_nulls);
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                let lone_null = item
+                    .as_object()
+                    .is_some_and(|m| m.len() == 1 && m.values().all(|v| v.is_null()));
+                if !lone_null {
+                    prune_nulls(item);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn typed<T: serde::de::DeserializeOwned>(
     field: &str,
     value: serde_json::Value,
@@ -349,9 +373,11 @@ fn parse_spec(
         }
         _ => {}
     }
-    let Some(spec) = obj.remove("spec") else {
+    let Some(mut spec) = obj.remove("spec").filter(|s| !s.is_null()) else {
         return Err(("spec".into(), "Required value".into()));
     };
+    // The API server prunes `null` fields (`exportTo:` with no value) before validating; so do we.
+    prune_nulls(&mut spec);
     // `status` is written by controllers, not authors; everything else is unknown.
     for key in obj.keys() {
         if !matches!(key.as_str(), "apiVersion" | "kind" | "status") {

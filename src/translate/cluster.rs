@@ -12,7 +12,7 @@ use super::endpoint;
 use super::envoy::pack;
 use super::naming;
 use super::scope::{InboundPort, Scope};
-use crate::model::networking::{self, SimpleLb};
+use crate::model::networking::{self, SimpleLB};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::{Resolution, Service};
 use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
@@ -217,11 +217,11 @@ fn outbound_cluster(
             Some(networking::LbPolicy::Simple(simple)) => Some(*simple),
             _ => None,
         }) {
-            Some(SimpleLb::LeastRequest) | Some(SimpleLb::LeastConn) => {
+            Some(SimpleLB::LeastRequest) | Some(SimpleLB::LeastConn) => {
                 cluster.lb_policy = LbPolicy::LeastRequest as i32
             }
-            Some(SimpleLb::Random) => cluster.lb_policy = LbPolicy::Random as i32,
-            Some(SimpleLb::Passthrough) => {
+            Some(SimpleLB::Random) => cluster.lb_policy = LbPolicy::Random as i32,
+            Some(SimpleLB::Passthrough) => {
                 cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
                     DiscoveryType::OriginalDst as i32,
                 ));
@@ -229,7 +229,7 @@ fn outbound_cluster(
                 cluster.eds_cluster_config = None;
                 cluster.load_assignment = None;
             }
-            Some(SimpleLb::RoundRobin) | Some(SimpleLb::Unspecified) | None => {}
+            Some(SimpleLB::RoundRobin) | Some(SimpleLB::Unspecified) | None => {}
         }
     }
     if c.service

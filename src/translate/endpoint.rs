@@ -23,10 +23,10 @@ pub fn build(scope: &Scope) -> Vec<xds_endpoint::ClusterLoadAssignment> {
 /// A DestinationRule with `loadBalancer.simple: PASSTHROUGH` turns the cluster into an
 /// original-destination cluster, which has no endpoints.
 fn passthrough_lb(c: &OutboundCluster) -> bool {
-    use crate::model::networking::{LbPolicy, SimpleLb};
+    use crate::model::networking::{LbPolicy, SimpleLB};
     matches!(
         cluster::load_balancer(c).and_then(|lb| lb.lb_policy.as_ref()),
-        Some(LbPolicy::Simple(SimpleLb::Passthrough))
+        Some(LbPolicy::Simple(SimpleLB::Passthrough))
     )
 }
 

@@ -81,14 +81,26 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<xds_discovery::DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let mut requests = request.into_inner();
-        let first = requests
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
-        let proxy = proxy_from_node(first.node.as_ref())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
+        // The response stream is returned at once; the first request (which names the node) is
+        // read by the stream's task.
         tokio::spawn(async move {
+            let first = match requests.message().await {
+                Ok(Some(first)) => first,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let proxy = match proxy_from_node(first.node.as_ref()) {
+                Ok(p) => p,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
             let connection = shared.connect(proxy, false);
             let result = sotw(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
@@ -106,14 +118,26 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<xds_discovery::DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let mut requests = request.into_inner();
-        let first = requests
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
-        let proxy = proxy_from_node(first.node.as_ref())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
+        // The response stream is returned at once; the first request (which names the node) is
+        // read by the stream's task.
         tokio::spawn(async move {
+            let first = match requests.message().await {
+                Ok(Some(first)) => first,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let proxy = match proxy_from_node(first.node.as_ref()) {
+                Ok(p) => p,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
             let connection = shared.connect(proxy, true);
             let result = delta(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
