@@ -63,7 +63,12 @@ fn golden() {
     for case in &cases {
         let got = render(case);
         // Deterministic: a second run gives the same bytes.
-        assert_eq!(got, render(case), "{}: output is not deterministic", case.display());
+        assert_eq!(
+            got,
+            render(case),
+            "{}: output is not deterministic",
+            case.display()
+        );
         let expected_path = case.join("expected.yaml");
         if update {
             std::fs::write(&expected_path, &got).expect("write expected.yaml");

@@ -10,7 +10,7 @@ use envoy_types::pb::google::protobuf as pb;
 
 use super::listener::{self, RoutePlan};
 use super::naming;
-use super::scope::{Scope, resolve_host};
+use super::scope::Scope;
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking::{self, StringMatch, parse_duration};
 use crate::model::registry::{self, Service};
@@ -310,34 +310,6 @@ fn route_match(m: &networking::HttpMatchRequest) -> xds_route::RouteMatch {
     }
 }
 
-/// The cluster a VirtualService destination names.
-fn destination_cluster(
-    scope: &Scope,
-    resource: &Resource,
-    d: &networking::Destination,
-    listener_port: u16,
-) -> String {
-    let host = resolve_host(&d.host, &resource.meta.namespace, scope.domain_suffix());
-    let port = match d
-        .port
-        .as_ref()
-        .and_then(|p| u16::try_from(p.number).ok())
-        .filter(|p| *p != 0)
-    {
-        Some(p) => p,
-        None => {
-            // A destination without a port uses the service's only port, else the port the
-            // request arrived on.
-            let mut found = scope.model.registry.by_hostname(&host);
-            match found.next() {
-                Some(s) if s.ports.len() == 1 => s.ports[0].number,
-                _ => listener_port,
-            }
-        }
-    };
-    naming::outbound_cluster(port, d.subset.as_deref().unwrap_or_default(), &host)
-}
-
 fn http_routes(
     scope: &Scope,
     resource: &Resource,
@@ -421,19 +393,14 @@ fn route_action(
         return None;
     }
     let specifier = if rule.route.len() == 1 {
-        ClusterSpecifier::Cluster(destination_cluster(
-            scope,
-            resource,
-            &rule.route[0].destination,
-            port,
-        ))
+        ClusterSpecifier::Cluster(scope.destination_cluster(resource, &rule.route[0].destination, port))
     } else {
         let clusters: Vec<xds_route::weighted_cluster::ClusterWeight> = rule
             .route
             .iter()
             .filter(|d| d.weight > 0)
             .map(|d| xds_route::weighted_cluster::ClusterWeight {
-                name: destination_cluster(scope, resource, &d.destination, port),
+                name: scope.destination_cluster(resource, &d.destination, port),
                 weight: Some(pb::UInt32Value {
                     value: u32::try_from(d.weight).unwrap_or_default(),
                 }),

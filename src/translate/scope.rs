@@ -235,6 +235,28 @@ impl<'a> Scope<'a> {
             .collect()
     }
 
+    /// The cluster a VirtualService destination names: its host resolved relative to the
+    /// VirtualService's namespace; without a port, the service's only port, else the port the
+    /// traffic arrived on.
+    pub fn destination_cluster(
+        &self,
+        virtual_service: &Resource,
+        d: &networking::Destination,
+        listener_port: u16,
+    ) -> String {
+        let host = resolve_host(&d.host, &virtual_service.meta.namespace, self.domain_suffix());
+        let port = d
+            .port
+            .as_ref()
+            .and_then(|p| u16::try_from(p.number).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or_else(|| match self.model.registry.by_hostname(&host).next() {
+                Some(s) if s.ports.len() == 1 => s.ports[0].number,
+                _ => listener_port,
+            });
+        super::naming::outbound_cluster(port, d.subset.as_deref().unwrap_or_default(), &host)
+    }
+
     /// The ports of the proxy's own workload: Sidecar ingress listeners if any, else the ports
     /// of the services that select the proxy.
     pub fn inbound(&self) -> Vec<InboundPort> {
