@@ -2,13 +2,13 @@
 //! port (HTTP connection manager with RDS for HTTP ports, tcp_proxy for TCP), and inbound
 //! listeners for Sidecar ingress ports of proxies that bind their own addresses.
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 use envoy_types::pb::envoy::config::route::v3 as xds_route;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3 as router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3 as http_inspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3 as original_dst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3 as tls_inspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_proxy;
 use envoy_types::pb::google::protobuf as pb;
@@ -19,245 +19,20 @@ use super::envoy::pack;
 use super::naming;
 use super::route;
 use super::scope::{InboundPort, Scope};
-use crate::model::Diagnostic;
-use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::proxy::InterceptionMode;
-use crate::model::registry::{Protocol, Service};
-use std::sync::Arc;
+use crate::model::registry::Protocol;
 
-const WILDCARD: &str = "0.0.0.0";
-
-/// An HTTP route configuration an outbound listener fetches over RDS, and the services whose
-/// virtual hosts it holds. Shared by LDS and RDS so both agree on names.
-#[derive(Debug)]
-pub struct RoutePlan<'a> {
-    pub name: String,
-    pub port: u16,
-    pub services: Vec<&'a Arc<Service>>,
-}
-
-/// One outbound listener to build.
-#[derive(Debug)]
-enum Outbound<'a> {
-    Http {
-        route: String,
-    },
-    Tcp {
-        cluster: String,
-        service: Option<&'a Service>,
-    },
-}
-
-struct Planned<'a> {
-    address: String,
-    port: u16,
-    bind: bool,
-    kind: Outbound<'a>,
-}
+use super::outbound::{self, ChainAction, ChainPlan, ListenerPlan, WILDCARD};
 
 /// Ports handled per request: declared HTTP, and undeclared ones (istiod detects HTTP there).
 fn routes_http(protocol: Protocol) -> bool {
     protocol.is_http() || protocol == Protocol::Unsupported
 }
 
-/// The outbound listeners and route configurations of a proxy.
-fn plan<'a>(scope: &Scope<'a>) -> (Vec<Planned<'a>>, Vec<RoutePlan<'a>>) {
-    let mut listeners: BTreeMap<String, Planned<'a>> = BTreeMap::new();
-    let mut routes: BTreeMap<String, RoutePlan<'a>> = BTreeMap::new();
-    let conflict = |scope: &Scope, name: &str, what: String| {
-        scope.report(Diagnostic::warning(
-            "Proxy",
-            &scope.proxy.namespace,
-            &scope.proxy.name,
-            "",
-            format!("listener {name}: {what}"),
-        ));
-    };
-    // Explicit egress ports first: they take precedence over the catch-all.
-    for egress in scope.egress.iter().filter(|e| e.port.is_some()) {
-        let Some(port) = &egress.port else { continue };
-        let address = egress.bind.clone().unwrap_or_else(|| WILDCARD.to_string());
-        let name = naming::listener(&address, port.number);
-        if listeners.contains_key(&name) {
-            conflict(
-                scope,
-                &name,
-                "defined twice by the Sidecar; the first wins".into(),
-            );
-            continue;
-        }
-        let on_port: Vec<&Arc<Service>> = egress
-            .services
-            .iter()
-            .copied()
-            .filter(|s| s.port(port.number).is_some())
-            .collect();
-        let kind = if routes_http(port.protocol) {
-            let route = naming::route_config(port.number);
-            routes
-                .entry(route.clone())
-                .or_insert_with(|| RoutePlan {
-                    name: route.clone(),
-                    port: port.number,
-                    services: Vec::new(),
-                })
-                .services
-                .extend(on_port);
-            Outbound::Http { route }
-        } else {
-            match on_port.first() {
-                Some(s) => Outbound::Tcp {
-                    cluster: naming::outbound_cluster(port.number, "", &s.hostname),
-                    service: Some(s),
-                },
-                None => Outbound::Tcp {
-                    cluster: fallback_cluster(scope).to_string(),
-                    service: None,
-                },
-            }
-        };
-        listeners.insert(
-            name,
-            Planned {
-                address,
-                port: port.number,
-                bind: egress.binds,
-                kind,
-            },
-        );
-    }
-    for egress in scope.egress.iter().filter(|e| e.port.is_none()) {
-        for service in &egress.services {
-            for port in &service.ports {
-                if routes_http(port.protocol) {
-                    let name = naming::listener(WILDCARD, port.number);
-                    let route = naming::route_config(port.number);
-                    match listeners.get(&name) {
-                        Some(Planned {
-                            kind: Outbound::Http { route: r },
-                            ..
-                        }) if *r == route => {}
-                        Some(_) => {
-                            conflict(
-                                scope,
-                                &name,
-                                format!(
-                                    "port {} of {} is already taken",
-                                    port.number, service.hostname
-                                ),
-                            );
-                            continue;
-                        }
-                        None => {
-                            listeners.insert(
-                                name,
-                                Planned {
-                                    address: WILDCARD.to_string(),
-                                    port: port.number,
-                                    bind: egress.binds,
-                                    kind: Outbound::Http {
-                                        route: route.clone(),
-                                    },
-                                },
-                            );
-                        }
-                    }
-                    let plan = routes.entry(route.clone()).or_insert_with(|| RoutePlan {
-                        name: route,
-                        port: port.number,
-                        services: Vec::new(),
-                    });
-                    if !plan.services.iter().any(|s| s.hostname == service.hostname) {
-                        plan.services.push(service);
-                    }
-                } else {
-                    let vip = service
-                        .addresses
-                        .iter()
-                        .find(|a| a.parse::<std::net::IpAddr>().is_ok());
-                    let address = vip.cloned().unwrap_or_else(|| WILDCARD.to_string());
-                    let name = naming::listener(&address, port.number);
-                    if listeners.contains_key(&name) {
-                        conflict(
-                            scope,
-                            &name,
-                            format!(
-                                "port {} of {} is already taken",
-                                port.number, service.hostname
-                            ),
-                        );
-                        continue;
-                    }
-                    listeners.insert(
-                        name,
-                        Planned {
-                            address,
-                            port: port.number,
-                            bind: egress.binds,
-                            kind: Outbound::Tcp {
-                                cluster: naming::outbound_cluster(
-                                    port.number,
-                                    "",
-                                    &service.hostname,
-                                ),
-                                service: Some(service),
-                            },
-                        },
-                    );
-                }
-            }
-        }
-    }
-    (
-        listeners.into_values().collect(),
-        routes.into_values().collect(),
-    )
-}
-
-/// Route configurations of the proxy's outbound HTTP listeners.
-pub fn route_plans<'a>(scope: &Scope<'a>) -> Vec<RoutePlan<'a>> {
-    plan(scope).1
-}
-
-/// Where unmatched outbound traffic goes.
-pub fn fallback_cluster(scope: &Scope) -> &'static str {
-    match scope.outbound_policy {
-        OutboundTrafficPolicy::AllowAny => naming::PASSTHROUGH_CLUSTER,
-        OutboundTrafficPolicy::RegistryOnly => naming::BLACKHOLE_CLUSTER,
-    }
-}
-
 pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
     let captured = scope.proxy.interception_mode != InterceptionMode::None;
-    let mut out = Vec::new();
-    let (planned, _) = plan(scope);
-    for p in planned {
-        let name = naming::listener(&p.address, p.port);
-        let filter = match &p.kind {
-            Outbound::Http { route } => http_manager(
-                &format!("outbound_{}", name),
-                hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-                    config_source: Some(ads_config_source()),
-                    route_config_name: route.clone(),
-                }),
-            ),
-            Outbound::Tcp { cluster, service } => {
-                let _ = service;
-                tcp_proxy_filter(cluster)
-            }
-        };
-        out.push(xds_listener::Listener {
-            name: name.clone(),
-            address: Some(socket_address(&p.address, p.port)),
-            filter_chains: vec![xds_listener::FilterChain {
-                filters: vec![filter],
-                ..Default::default()
-            }],
-            bind_to_port: Some(pb::BoolValue { value: p.bind }),
-            traffic_direction: xds_core::TrafficDirection::Outbound as i32,
-            ..Default::default()
-        });
-    }
+    let (planned, _) = outbound::plan(scope);
+    let mut out: Vec<xds_listener::Listener> = planned.iter().map(outbound_listener).collect();
     let inbound = scope.inbound();
     if captured {
         out.push(virtual_outbound(scope));
@@ -281,6 +56,94 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
     out
 }
 
+fn listener_filter<T: prost::Name + prost::Message>(
+    name: &str,
+    config: &T,
+) -> xds_listener::ListenerFilter {
+    xds_listener::ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(xds_listener::listener_filter::ConfigType::TypedConfig(
+            pack(config),
+        )),
+        ..Default::default()
+    }
+}
+
+/// `10.0.0.0/8` or a bare address (a /32 or /128).
+fn cidr(s: &str) -> Option<xds_core::CidrRange> {
+    let net: ipnet::IpNet = s
+        .parse()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?;
+    Some(xds_core::CidrRange {
+        address_prefix: net.network().to_string(),
+        prefix_len: Some(pb::UInt32Value {
+            value: u32::from(net.prefix_len()),
+        }),
+    })
+}
+
+fn outbound_chain(listener: &ListenerPlan, chain: &ChainPlan) -> xds_listener::FilterChain {
+    let filter = match &chain.action {
+        ChainAction::Http { route } => http_manager(
+            &format!("outbound_{}", listener.name),
+            hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+                config_source: Some(ads_config_source()),
+                route_config_name: route.clone(),
+            }),
+        ),
+        ChainAction::Tcp { clusters } => match clusters.as_slice() {
+            [(cluster, _)] => tcp_proxy_filter(cluster),
+            weighted => tcp_proxy_weighted(weighted),
+        },
+    };
+    let has_match = !(chain.application_protocols.is_empty()
+        && chain.server_names.is_empty()
+        && chain.prefix_ranges.is_empty());
+    xds_listener::FilterChain {
+        name: chain.name.clone(),
+        filter_chain_match: has_match.then(|| xds_listener::FilterChainMatch {
+            application_protocols: chain.application_protocols.clone(),
+            server_names: chain.server_names.clone(),
+            prefix_ranges: chain.prefix_ranges.iter().filter_map(|c| cidr(c)).collect(),
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        ..Default::default()
+    }
+}
+
+fn outbound_listener(plan: &ListenerPlan) -> xds_listener::Listener {
+    let mut listener_filters = Vec::new();
+    if plan.inspect_tls || plan.sniff_http {
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &tls_inspector::TlsInspector::default(),
+        ));
+    }
+    if plan.sniff_http {
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.http_inspector",
+            &http_inspector::HttpInspector::default(),
+        ));
+    }
+    xds_listener::Listener {
+        name: plan.name.clone(),
+        address: Some(socket_address(&plan.address, plan.port)),
+        filter_chains: plan
+            .chains
+            .iter()
+            .map(|c| outbound_chain(plan, c))
+            .collect(),
+        listener_filters,
+        // Server-first protocols on sniffed ports proceed as TCP when the client stays silent.
+        continue_on_listener_filters_timeout: plan.sniff_http,
+        bind_to_port: Some(pb::BoolValue { value: plan.bind }),
+        traffic_direction: xds_core::TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
 fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {
     xds_listener::Listener {
         name: naming::VIRTUAL_OUTBOUND.to_string(),
@@ -291,7 +154,7 @@ fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {
         use_original_dst: Some(pb::BoolValue { value: true }),
         filter_chains: vec![xds_listener::FilterChain {
             name: naming::PASSTHROUGH_FILTER_CHAIN.to_string(),
-            filters: vec![tcp_proxy_filter(fallback_cluster(scope))],
+            filters: vec![tcp_proxy_filter(outbound::fallback_cluster(scope))],
             ..Default::default()
         }],
         traffic_direction: xds_core::TrafficDirection::Outbound as i32,
@@ -384,6 +247,36 @@ fn http_manager(
         config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(
             &manager,
         ))),
+    }
+}
+
+fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> xds_listener::Filter {
+    let proxy = tcp_proxy::TcpProxy {
+        stat_prefix: naming::stat_prefix(
+            clusters
+                .first()
+                .map(|(c, _)| c.as_str())
+                .unwrap_or_default(),
+        ),
+        cluster_specifier: Some(tcp_proxy::tcp_proxy::ClusterSpecifier::WeightedClusters(
+            tcp_proxy::tcp_proxy::WeightedCluster {
+                clusters: clusters
+                    .iter()
+                    .map(
+                        |(name, weight)| tcp_proxy::tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: name.clone(),
+                            weight: *weight,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+            },
+        )),
+        ..Default::default()
+    };
+    xds_listener::Filter {
+        name: "envoy.filters.network.tcp_proxy".to_string(),
+        config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(&proxy))),
     }
 }
 

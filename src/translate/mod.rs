@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod envoy;
 pub mod listener;
 pub mod naming;
+pub mod outbound;
 pub mod route;
 mod scope;
 

@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::config::route::v3 as xds_route;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf as pb;
 
-use super::listener::{self, RoutePlan};
 use super::naming;
+use super::outbound::{self, RoutePlan};
 use super::scope::Scope;
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking::{self, StringMatch, parse_duration};
@@ -22,7 +22,8 @@ pub const DEFAULT_RETRY_ON: &str =
 const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 
 pub fn build(scope: &Scope) -> Vec<xds_route::RouteConfiguration> {
-    listener::route_plans(scope)
+    outbound::plan(scope)
+        .1
         .iter()
         .map(|plan| route_configuration(scope, plan))
         .collect()
@@ -393,7 +394,11 @@ fn route_action(
         return None;
     }
     let specifier = if rule.route.len() == 1 {
-        ClusterSpecifier::Cluster(scope.destination_cluster(resource, &rule.route[0].destination, port))
+        ClusterSpecifier::Cluster(scope.destination_cluster(
+            resource,
+            &rule.route[0].destination,
+            port,
+        ))
     } else {
         let clusters: Vec<xds_route::weighted_cluster::ClusterWeight> = rule
             .route

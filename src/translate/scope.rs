@@ -244,7 +244,11 @@ impl<'a> Scope<'a> {
         d: &networking::Destination,
         listener_port: u16,
     ) -> String {
-        let host = resolve_host(&d.host, &virtual_service.meta.namespace, self.domain_suffix());
+        let host = resolve_host(
+            &d.host,
+            &virtual_service.meta.namespace,
+            self.domain_suffix(),
+        );
         let port = d
             .port
             .as_ref()
