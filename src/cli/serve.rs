@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, Admin};
-use crate::cache::Cache;
+use crate::cache::{Cache, ResourceType};
 use crate::model::MeshConfig;
 use crate::source::{Store, file::FileSource};
 use crate::xds::{Ads, Shared, push};
@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Longest a change waits for quiet before it is pushed anyway (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max", env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
+    /// Mesh-wide settings: the YAML of istiod's `mesh` ConfigMap key (rootNamespace,
+    /// trustDomain, connectTimeout, outboundTrafficPolicy are honoured). Read at start-up.
+    #[arg(long = "mesh-config", env = "BOWLINE_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
     /// Log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
@@ -58,6 +62,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.config_dir.display()
         );
     }
+    let mesh = match &args.mesh_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--mesh-config {}", path.display()))?;
+            MeshConfig::from_yaml(&text)
+                .with_context(|| format!("--mesh-config {}", path.display()))?
+        }
+        None => MeshConfig::default(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
@@ -66,7 +79,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args))?;
+    runtime.block_on(serve(args, mesh))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -79,11 +92,18 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         .context("metrics buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
+        .inspect(|_| {
+            // Counters dashboards expect to exist before the first event.
+            for t in ResourceType::ALL {
+                metrics::counter!("pilot_xds_pushes", "type" => t.as_str()).absolute(0);
+                metrics::counter!("pilot_total_xds_rejects", "type" => t.as_str()).absolute(0);
+            }
+            metrics::gauge!("pilot_xds").set(0.0);
+        })
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
-    let mesh = MeshConfig::default();
     let (events_tx, events_rx) = mpsc::channel(64);
     let (source, initial) = FileSource::start(&args.config_dir, args.debounce_after, events_tx)
         .context("file source")?;

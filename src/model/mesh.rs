@@ -36,3 +36,115 @@ impl Default for MeshConfig {
         }
     }
 }
+
+/// Errors in a mesh configuration file.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MeshError {
+    #[error("mesh config: invalid YAML: {0}")]
+    Yaml(String),
+    #[error("mesh config: {field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl MeshConfig {
+    /// Parses the YAML of istiod's `mesh` ConfigMap key. The fields bowline honours are read
+    /// and checked; the many others MeshConfig has are accepted and ignored.
+    pub fn from_yaml(text: &str) -> Result<MeshConfig, MeshError> {
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| MeshError::Yaml(e.to_string()))?;
+        let mut mesh = MeshConfig::default();
+        if value.is_null() {
+            return Ok(mesh);
+        }
+        let Some(obj) = value.as_object() else {
+            return Err(MeshError::Yaml("expected a mapping".to_string()));
+        };
+        let string = |field: &'static str| -> Result<Option<String>, MeshError> {
+            match obj.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                Some(other) => Err(MeshError::Field {
+                    field,
+                    message: format!("expected a non-empty string, got {other}"),
+                }),
+            }
+        };
+        if let Some(ns) = string("rootNamespace")? {
+            mesh.root_namespace = ns;
+        }
+        if let Some(td) = string("trustDomain")? {
+            mesh.trust_domain = td;
+        }
+        if let Some(t) = string("connectTimeout")? {
+            mesh.connect_timeout =
+                super::networking::parse_duration(&t).map_err(|message| MeshError::Field {
+                    field: "connectTimeout",
+                    message,
+                })?;
+        }
+        if let Some(policy) = obj.get("outboundTrafficPolicy").filter(|v| !v.is_null()) {
+            match policy.get("mode").and_then(|m| m.as_str()) {
+                None | Some("ALLOW_ANY") => {
+                    mesh.outbound_traffic_policy = OutboundTrafficPolicy::AllowAny
+                }
+                Some("REGISTRY_ONLY") => {
+                    mesh.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly
+                }
+                Some(other) => {
+                    return Err(MeshError::Field {
+                        field: "outboundTrafficPolicy.mode",
+                        message: format!("{other:?} is not ALLOW_ANY or REGISTRY_ONLY"),
+                    });
+                }
+            }
+        }
+        Ok(mesh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_fields_and_ignores_the_rest() {
+        let mesh = MeshConfig::from_yaml(
+            "rootNamespace: mesh-root\ntrustDomain: example.org\nconnectTimeout: 2s\n\
+             outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\n",
+        )
+        .unwrap();
+        assert_eq!(mesh.root_namespace, "mesh-root");
+        assert_eq!(mesh.trust_domain, "example.org");
+        assert_eq!(mesh.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            mesh.outbound_traffic_policy,
+            OutboundTrafficPolicy::RegistryOnly
+        );
+        assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(matches!(
+            MeshConfig::from_yaml("outboundTrafficPolicy: {mode: SOMETIMES}"),
+            Err(MeshError::Field {
+                field: "outboundTrafficPolicy.mode",
+                ..
+            })
+        ));
+        assert!(matches!(
+            MeshConfig::from_yaml("connectTimeout: soon"),
+            Err(MeshError::Field {
+                field: "connectTimeout",
+                ..
+            })
+        ));
+        assert!(matches!(
+            MeshConfig::from_yaml("[1, 2"),
+            Err(MeshError::Yaml(_))
+        ));
+    }
+}
