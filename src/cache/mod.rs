@@ -293,21 +293,11 @@ fn build(
     let output = translate::generate(&snapshot.model, proxy, types);
     let mut diagnostics = output.diagnostics.clone();
     let fresh = encode(&output, types);
-    let mut sets: Vec<Arc<TypedResources>> = Vec::with_capacity(4);
-    for t in ResourceType::ALL {
-        let set = match (&fresh, previous) {
-            (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
-            (_, Some(p)) => p.get(t).clone(),
-            _ => Arc::new(TypedResources::default()),
-        };
-        sets.push(set);
-    }
-    let candidate: [Arc<TypedResources>; 4] = [
-        sets[0].clone(),
-        sets[1].clone(),
-        sets[2].clone(),
-        sets[3].clone(),
-    ];
+    let candidate: [Arc<TypedResources>; 4] = ResourceType::ALL.map(|t| match (&fresh, previous) {
+        (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
+        (_, Some(p)) => p.get(t).clone(),
+        _ => Arc::new(TypedResources::default()),
+    });
     let checked = fresh.and_then(|_| check(&candidate));
     match checked {
         Ok(()) => ProxyResources {
@@ -473,4 +463,154 @@ pub fn rds_names(listener: &xds_listener::Listener) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MeshConfig;
+    use crate::model::resource::parse_yaml;
+    use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: ns}
+spec:
+  selector: {app: a}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: a-1, namespace: ns}
+spec: {address: 10.0.0.1, labels: {app: a}}
+"#;
+
+    fn snapshot(generation: u64, yaml: &str, changed: TypeSet) -> Snapshot {
+        let resources = parse_yaml(yaml, "t")
+            .into_iter()
+            .map(|p| Arc::new(p.resource.unwrap()))
+            .collect();
+        Snapshot {
+            generation,
+            model: Arc::new(Model::build(resources, vec![], MeshConfig::default())),
+            changed,
+            changed_at: Instant::now(),
+        }
+    }
+
+    fn proxy(ip: &str) -> Proxy {
+        Proxy::parse(
+            &format!("sidecar~{ip}~p.ns~ns.svc.cluster.local"),
+            &serde_json::json!({"LABELS": {"app": "client"}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn proxies_of_one_class_share_resources() {
+        let cache = Cache::new();
+        let s = snapshot(1, MESH, TypeSet::ALL);
+        cache.observe(&s);
+        let a = cache.resources(&s, &proxy("10.1.0.1"));
+        let b = cache.resources(&s, &proxy("10.1.0.2"));
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "replicas differing only by IP share one copy"
+        );
+        assert!(
+            a.get(ResourceType::Cds)
+                .items
+                .contains_key("outbound|80||a.ns.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn only_changed_types_are_regenerated() {
+        let cache = Cache::new();
+        let s1 = snapshot(1, MESH, TypeSet::ALL);
+        cache.observe(&s1);
+        let p = proxy("10.1.0.1");
+        let first = cache.resources(&s1, &p);
+        let moved = MESH.replace("10.0.0.1", "10.0.0.2");
+        let s2 = snapshot(2, &moved, TypeSet::only(ResourceType::Eds));
+        cache.observe(&s2);
+        let second = cache.resources(&s2, &p);
+        for t in [ResourceType::Cds, ResourceType::Lds, ResourceType::Rds] {
+            assert!(Arc::ptr_eq(first.get(t), second.get(t)), "{t:?} reused");
+        }
+        assert_ne!(
+            first.get(ResourceType::Eds).version,
+            second.get(ResourceType::Eds).version
+        );
+        // Unchanged resources keep their versions across generations.
+        let s3 = snapshot(3, &moved, TypeSet::ALL);
+        cache.observe(&s3);
+        let third = cache.resources(&s3, &p);
+        assert_eq!(
+            second.get(ResourceType::Cds).version,
+            third.get(ResourceType::Cds).version
+        );
+    }
+
+    fn typed(items: Vec<(&str, Any)>) -> Arc<TypedResources> {
+        Arc::new(TypedResources::new(
+            items
+                .into_iter()
+                .map(|(n, body)| {
+                    (
+                        n.to_string(),
+                        Arc::new(Versioned {
+                            name: n.to_string(),
+                            version: "v".into(),
+                            body,
+                        }),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn consistency_check_catches_dangling_references() {
+        let cla = envoy::pack(&xds_endpoint::ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            ..Default::default()
+        });
+        let empty = typed(vec![]);
+        let dangling = [
+            empty.clone(),
+            typed(vec![("c", cla)]),
+            empty.clone(),
+            empty.clone(),
+        ];
+        assert!(matches!(check(&dangling), Err(CacheError::DanglingEndpoints(n)) if n == "c"));
+        let eds_cluster = envoy::pack(&xds_cluster::Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
+                xds_cluster::cluster::DiscoveryType::Eds as i32,
+            )),
+            ..Default::default()
+        });
+        let missing = [
+            typed(vec![("c", eds_cluster)]),
+            empty.clone(),
+            empty.clone(),
+            empty.clone(),
+        ];
+        assert!(matches!(check(&missing), Err(CacheError::MissingEndpoints(n)) if n == "c"));
+        let route = envoy::pack(
+            &envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+                name: "80".into(),
+                ..Default::default()
+            },
+        );
+        let unreferenced = [
+            empty.clone(),
+            empty.clone(),
+            empty.clone(),
+            typed(vec![("80", route)]),
+        ];
+        assert!(matches!(check(&unreferenced), Err(CacheError::UnreferencedRoute(n)) if n == "80"));
+    }
 }
