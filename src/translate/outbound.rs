@@ -293,14 +293,14 @@ fn listener_plan(scope: &Scope, name: String, entry: Entry) -> ListenerPlan {
             );
         }
     }
-    // Plain TCP that no chain claims (a sniffed port, or a Sidecar TCP port without a service)
-    // goes where unknown traffic goes.
+    // Traffic no chain claims (plain TCP on a sniffed port, an unknown SNI or destination, a
+    // Sidecar TCP port without a service) goes where unknown traffic goes.
     let has_default = chains.iter().any(|c| {
         c.application_protocols.is_empty()
             && c.server_names.is_empty()
             && c.prefix_ranges.is_empty()
     });
-    if !has_default && (sniff_http || chains.is_empty()) {
+    if !has_default {
         chains.push(ChainPlan {
             name: format!("{name}_fallback"),
             application_protocols: Vec::new(),
@@ -408,11 +408,18 @@ fn tcp_chains(scope: &Scope, service: &Service, port: u16) -> Vec<ChainPlan> {
         // The oldest VirtualService with tcp rules for the host wins.
         return out;
     }
+    // A service declared by CIDR (ServiceEntry `addresses`) claims those destinations only.
+    let cidrs: Vec<String> = service
+        .addresses
+        .iter()
+        .filter(|a| a.contains('/'))
+        .cloned()
+        .collect();
     vec![ChainPlan {
         name: naming::outbound_cluster(port, "", &service.hostname),
         application_protocols: Vec::new(),
         server_names: Vec::new(),
-        prefix_ranges: Vec::new(),
+        prefix_ranges: cidrs,
         action: ChainAction::Tcp {
             clusters: vec![(naming::outbound_cluster(port, "", &service.hostname), 1)],
         },
