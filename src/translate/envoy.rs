@@ -47,7 +47,7 @@ pub fn pack<T: prost::Name + prost::Message>(message: &T) -> Any {
     }
 }
 
-/// Renders an `Any` as canonical protobuf JSON: `@type` first, fields in camelCase, default
+/// Renders an `Any` as canonical protobuf JSON: `@type` first, proto field names, default
 /// values omitted, map keys sorted. Nested `Any` values are expanded.
 pub fn any_to_json(any: &Any) -> Result<serde_json::Value, RenderError> {
     let type_name = any
@@ -64,10 +64,14 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, RenderError> {
             source,
         }
     })?;
-    let body = serde_json::to_value(&message).map_err(|source| RenderError::Json {
-        type_name: type_name.to_string(),
-        source,
-    })?;
+    // Proto field names (snake_case), as Envoy's own admin config dump prints them.
+    let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
+    let body = message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|source| RenderError::Json {
+            type_name: type_name.to_string(),
+            source,
+        })?;
     let mut out = serde_json::Map::new();
     out.insert(
         "@type".to_string(),
