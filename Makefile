@@ -1,0 +1,43 @@
+# bowline — see README.md.
+#
+#   make demo    run the example mesh (bowline + stock Envoy + two backends + a client loop)
+#   make test    install Envoy 1.40 (cached outside the tree) and run every test
+#   make build   release build
+#   make fmt     check formatting          make lint   clippy, warnings are errors
+#
+# UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/.
+# TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test e2e -- split'.
+
+CARGO ?= cargo
+BOWLINE_CACHE ?= $(HOME)/.cache/bowline
+ISTIO_CORPUS ?= $(CURDIR)/../shared/istio
+TEST_ARGS ?=
+export BOWLINE_CACHE ISTIO_CORPUS
+
+.PHONY: all build test demo envoy fmt lint clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Prints the path of the cached Envoy binary, installing it first if needed.
+envoy:
+	@hack/install-envoy.sh
+
+test:
+	@ENVOY_BIN="$$(hack/install-envoy.sh)" && export ENVOY_BIN && \
+	echo "make test: ENVOY_BIN=$$ENVOY_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
+	$(CARGO) test $(TEST_ARGS)
+
+demo:
+	hack/demo.sh
+
+fmt:
+	$(CARGO) fmt --check
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
