@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod netns;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -645,6 +646,8 @@ pub struct ProxySpec {
     pub service_account: String,
     pub delta: bool,
     pub interception: String,
+    /// Run Envoy with this group id (the capture rules exclude the proxy's group).
+    pub gid: Option<u32>,
 }
 
 impl ProxySpec {
@@ -658,6 +661,7 @@ impl ProxySpec {
             service_account: "default".to_string(),
             delta: true,
             interception: "NONE".to_string(),
+            gid: None,
         }
     }
 
@@ -673,6 +677,11 @@ impl ProxySpec {
 
     pub fn interception(mut self, mode: &str) -> ProxySpec {
         self.interception = mode.to_string();
+        self
+    }
+
+    pub fn run_as_group(mut self, gid: u32) -> ProxySpec {
+        self.gid = Some(gid);
         self
     }
 
@@ -759,6 +768,10 @@ impl Envoy {
             .args(["--disable-hot-restart", "--log-level", "warning"])
             .args(["--concurrency", "1"])
             .current_dir(dir.path());
+        if let Some(gid) = spec.gid {
+            use std::os::unix::process::CommandExt;
+            cmd.gid(gid);
+        }
         let proc = Proc::spawn(&format!("envoy {}", spec.id()), &mut cmd, &log);
         let mut envoy = Envoy {
             spec,
