@@ -1,0 +1,306 @@
+//! Traffic management with real traffic through a real Envoy (interception NONE, listeners bound
+//! by a Sidecar): weighted TCP routes, SNI routing of TLS passthrough, and gRPC routing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
+use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Starts bowline with `config` and a client Envoy (`client-0.shop`, app=client) on `net`.
+async fn start(net: &Net, config: &str) -> Option<(Bowline, Envoy)> {
+    let envoy_bin = envoy_bin()?;
+    let mut bowline = Bowline::new(net);
+    bowline.write("mesh.yaml", config);
+    bowline.start().await;
+    let spec = ProxySpec::sidecar("client-0", "shop", net.ip(10)).label("app", "client");
+    let envoy = Envoy::start(&envoy_bin, &bowline, spec).await;
+    bowline
+        .wait_synced(&envoy.proxy_id(), LONG)
+        .await
+        .expect("proxy synced");
+    Some((bowline, envoy))
+}
+
+async fn assert_no_nack(bowline: &Bowline, envoy: &Envoy) {
+    let all = bowline.syncz().await.expect("syncz");
+    let p = find_proxy(&all, &envoy.proxy_id()).expect("proxy connected");
+    assert!(p.nacks().is_empty(), "NACKs: {:?}", p.nacks());
+    assert_eq!(envoy.rejections().await.expect("stats"), 0);
+}
+
+/// Sends `first` on a new connection and returns the first line the far end sends back
+/// (the TCP echo backends greet with their name).
+async fn greeting(to: SocketAddr, first: &[u8]) -> Option<String> {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(to).await.ok()?;
+        s.write_all(first).await.ok()?;
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        text.lines().next().map(str::to_string)
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn workload(name: &str, ip: std::net::IpAddr, labels: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{address: \"{ip}\", labels: {{{labels}}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_tcp_routes() {
+    let net = Net::new();
+    let _primary = spawn_tcp_echo(net.addr(21, 5432), "primary")
+        .await
+        .expect("backend");
+    let _replica = spawn_tcp_echo(net.addr(22, 5432), "replica")
+        .await
+        .expect("backend");
+    let mut config = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: shop}}
+spec:
+  selector: {{app: db}}
+  ports: [{{name: tcp-pg, port: 5432}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: shop}}
+spec:
+  host: db
+  subsets: [{{name: primary, labels: {{role: primary}}}}, {{name: replica, labels: {{role: replica}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{{port: 5432}}]
+    route:
+    - {{destination: {{host: db, subset: primary}}, weight: 70}}
+    - {{destination: {{host: db, subset: replica}}, weight: 30}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: 5432, protocol: TCP, name: tcp-pg}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+"#,
+        bind = net.ip(10)
+    );
+    config.push_str(&workload("db-1", net.ip(21), "app: db, role: primary"));
+    config.push_str(&workload("db-2", net.ip(22), "app: db, role: replica"));
+    let Some((bowline, envoy)) = start(&net, &config).await else {
+        return;
+    };
+    let listener = net.addr(10, 5432);
+    let mut primary = 0usize;
+    let mut replica = 0usize;
+    for _ in 0..300 {
+        match greeting(listener, b"hello\n").await.as_deref() {
+            Some("primary") => primary += 1,
+            Some("replica") => replica += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let share = primary as f64 * 100.0 / 300.0;
+    println!(
+        "weighted TCP 70/30 over 300 connections: primary {primary}, replica {replica} ({share:.1}%)"
+    );
+    assert!(
+        (share - 70.0).abs() <= 8.0,
+        "primary share {share:.1}% is not 70±8"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}
+
+/// A minimal TLS ClientHello carrying `sni`: enough for Envoy's tls_inspector, which routes the
+/// connection by SNI without terminating TLS.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut sni_ext = Vec::new();
+    sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes()); // server name list
+    sni_ext.push(0); // host_name
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let mut extensions = Vec::new();
+    extensions.extend_from_slice(&[0x00, 0x00]); // server_name
+    extensions.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&sni_ext);
+    let mut body = vec![0x03, 0x03]; // TLS 1.2
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x2f, 0x00, 0x9c]); // cipher suites
+    body.extend_from_slice(&[0x01, 0x00]); // compression: null
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![0x01]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_routing_of_tls_passthrough() {
+    let net = Net::new();
+    let _a = spawn_tcp_echo(net.addr(21, 9443), "a")
+        .await
+        .expect("backend");
+    let _b = spawn_tcp_echo(net.addr(22, 9443), "b")
+        .await
+        .expect("backend");
+    let entry = |name: &str, host: &str, ip: std::net::IpAddr| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  hosts: [{host}]\n  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: 9443}}]\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints: [{{address: \"{ip}\"}}]\n"
+        )
+    };
+    let sidecar = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: shop}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - port: {{number: 443, protocol: TLS, name: tls}}\n    bind: \"{}\"\n    captureMode: NONE\n    hosts: [\"./*\"]\n",
+        net.ip(10)
+    );
+    let config = format!(
+        "{sidecar}{}{}",
+        entry("a", "a.example.com", net.ip(21)),
+        entry("b", "b.example.com", net.ip(22))
+    );
+    let Some((bowline, envoy)) = start(&net, &config).await else {
+        return;
+    };
+    let listener = net.addr(10, 443);
+    assert_eq!(
+        greeting(listener, &client_hello("a.example.com"))
+            .await
+            .as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        greeting(listener, &client_hello("b.example.com"))
+            .await
+            .as_deref(),
+        Some("b")
+    );
+
+    // A VirtualService tls rule sends SNI b.example.com to a's endpoints.
+    let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b-to-a, namespace: shop}\nspec:\n  hosts: [b.example.com]\n  tls:\n  - match: [{sniHosts: [b.example.com]}]\n    route: [{destination: {host: a.example.com, port: {number: 443}}}]\n";
+    bowline.write("mesh.yaml", &format!("{config}{vs}"));
+    let moved = wait_until(LONG, async || {
+        greeting(listener, &client_hello("b.example.com"))
+            .await
+            .as_deref()
+            == Some("a")
+    })
+    .await;
+    assert!(moved, "SNI b.example.com follows the tls route to a");
+    assert_eq!(
+        greeting(listener, &client_hello("a.example.com"))
+            .await
+            .as_deref(),
+        Some("a")
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routing() {
+    let net = Net::new();
+    // The gRPC backend: a second bowline's ADS server (a real gRPC service over HTTP/2).
+    let backend_net = Net::new();
+    let mut backend = Bowline::new(&backend_net);
+    let config = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: xds, namespace: shop}}
+spec:
+  selector: {{app: xds}}
+  ports: [{{name: grpc, port: 15010}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: xds-1, namespace: shop}}
+spec: {{address: "{backend_ip}", labels: {{app: xds}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: 15010, protocol: GRPC, name: grpc}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+"#,
+        backend_ip = backend.xds_addr.ip(),
+        bind = net.ip(10)
+    );
+    let Some((bowline, envoy)) = start(&net, &config).await else {
+        return;
+    };
+    backend.start().await;
+    // Dial Envoy's listener, naming the service as the authority Envoy routes on.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}:15010", net.ip(10)))
+        .expect("uri")
+        .origin(
+            "http://xds.shop.svc.cluster.local:15010"
+                .parse()
+                .expect("origin"),
+        )
+        .connect()
+        .await
+        .expect("connect to Envoy");
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let node = xds_core::Node {
+        id: "sidecar~10.0.0.1~probe.shop~shop.svc.cluster.local".into(),
+        ..Default::default()
+    };
+    let request = xds_discovery::DeltaDiscoveryRequest {
+        node: Some(node),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..Default::default()
+    };
+    // Keep the request stream open while the backend is checked.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.expect("queue request");
+    let mut responses = client
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("gRPC call through Envoy")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), responses.next())
+        .await
+        .expect("a response within 10s")
+        .expect("stream open")
+        .expect("gRPC status ok");
+    let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"PassthroughCluster"), "{names:?}");
+    // The backend saw the probe as a proxy of its own.
+    let seen = backend.syncz().await.expect("backend syncz");
+    assert!(
+        find_proxy(&seen, "probe.shop").is_some(),
+        "gRPC reached the backend"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}
