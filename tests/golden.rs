@@ -30,9 +30,15 @@ fn render(case: &Path) -> String {
     let proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
     let output = translate::generate(&model, &proxy, TypeSet::ALL);
     let mut json = output.to_json().expect("renders");
-    // Input diagnostics (rejected resources) belong in the golden file too, with paths
-    // relative to the case so the file is the same on every machine.
+    // Input diagnostics (rejected resources) belong in the golden file too. Diagnostics name
+    // files relative to the case so the file is the same on every machine.
     let base = format!("{}/", case.join("config").display());
+    let translated: Vec<String> = output
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string().replace(&base, ""))
+        .collect();
+    json["diagnostics"] = serde_json::json!(translated);
     let input: Vec<String> = model
         .diagnostics
         .iter()

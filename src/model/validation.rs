@@ -786,7 +786,8 @@ const RETRY_ON_POLICIES: [&str; 16] = [
     "unavailable",
 ];
 
-const GRPC_STATUSES: [&str; 17] = [
+/// gRPC status names Istio accepts, in code order: the index is the status code.
+pub const GRPC_STATUSES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",

@@ -16,9 +16,9 @@ use envoy_types::pb::google::protobuf as pb;
 use super::cluster::ads_config_source;
 use super::endpoint::socket_address;
 use super::envoy::pack;
-use super::naming;
 use super::route;
 use super::scope::{InboundPort, Scope};
+use super::{cors, fault, naming};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 
@@ -231,13 +231,18 @@ fn http_manager(
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route),
-        http_filters: vec![hcm::HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
-                &router::Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        // istiod's order; fault and cors act only where a route configures them.
+        http_filters: vec![
+            fault::http_filter(),
+            cors::http_filter(),
+            hcm::HttpFilter {
+                name: "envoy.filters.http.router".to_string(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
+                    &router::Router::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
         use_remote_address: Some(pb::BoolValue { value: false }),
         normalize_path: Some(pb::BoolValue { value: true }),
         ..Default::default()

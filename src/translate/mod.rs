@@ -6,13 +6,16 @@
 //! never a panic. One file per Envoy resource kind; every name comes from `naming`.
 
 pub mod cluster;
+pub mod cors;
 pub mod endpoint;
 pub mod envoy;
+pub mod fault;
 pub mod listener;
 pub mod naming;
 pub mod outbound;
 pub mod route;
 mod scope;
+mod virtual_service;
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
 use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
@@ -20,7 +23,7 @@ use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 use envoy_types::pb::envoy::config::route::v3 as xds_route;
 
 use crate::cache::{ResourceType, TypeSet};
-use crate::model::{Diagnostic, Model, Proxy};
+use crate::model::{Diagnostic, Model, Proxy, Severity};
 
 pub use scope::Scope;
 
@@ -80,4 +83,16 @@ pub fn generate(model: &Model, proxy: &Proxy, types: TypeSet) -> Output {
     }
     out.diagnostics = scope.take_diagnostics();
     out
+}
+
+/// Lowers a diagnostic raised during translation to a warning: the resource is still used.
+trait IntoWarning {
+    fn into_warning(self) -> Diagnostic;
+}
+
+impl IntoWarning for Diagnostic {
+    fn into_warning(mut self) -> Diagnostic {
+        self.severity = Severity::Warning;
+        self
+    }
 }

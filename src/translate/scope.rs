@@ -236,8 +236,7 @@ impl<'a> Scope<'a> {
     }
 
     /// The cluster a VirtualService destination names: its host resolved relative to the
-    /// VirtualService's namespace; without a port, the service's only port, else the port the
-    /// traffic arrived on.
+    /// VirtualService's namespace, then as [`Scope::qualified_destination_cluster`].
     pub fn destination_cluster(
         &self,
         virtual_service: &Resource,
@@ -249,16 +248,31 @@ impl<'a> Scope<'a> {
             &virtual_service.meta.namespace,
             self.domain_suffix(),
         );
+        self.cluster_for(&host, d, listener_port)
+    }
+
+    /// The cluster a destination names when its host is already fully qualified (delegated
+    /// routes qualify hosts in the delegate's namespace): without a port, the service's only
+    /// port, else the port the traffic arrived on.
+    pub fn qualified_destination_cluster(
+        &self,
+        d: &networking::Destination,
+        listener_port: u16,
+    ) -> String {
+        self.cluster_for(&d.host, d, listener_port)
+    }
+
+    fn cluster_for(&self, host: &str, d: &networking::Destination, listener_port: u16) -> String {
         let port = d
             .port
             .as_ref()
             .and_then(|p| u16::try_from(p.number).ok())
             .filter(|p| *p != 0)
-            .unwrap_or_else(|| match self.model.registry.by_hostname(&host).next() {
+            .unwrap_or_else(|| match self.model.registry.by_hostname(host).next() {
                 Some(s) if s.ports.len() == 1 => s.ports[0].number,
                 _ => listener_port,
             });
-        super::naming::outbound_cluster(port, d.subset.as_deref().unwrap_or_default(), &host)
+        super::naming::outbound_cluster(port, d.subset.as_deref().unwrap_or_default(), host)
     }
 
     /// The ports of the proxy's own workload: Sidecar ingress listeners if any, else the ports
