@@ -16,6 +16,7 @@ use envoy_types::pb::google::protobuf as pb;
 use super::cluster::ads_config_source;
 use super::endpoint::socket_address;
 use super::envoy::pack;
+use super::loadbalancer::TcpProxyPolicy;
 use super::naming;
 use super::route;
 use super::scope::{InboundPort, Scope};
@@ -243,7 +244,7 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
             ),
             Outbound::Tcp { cluster, service } => {
                 let _ = service;
-                tcp_proxy_filter(cluster)
+                tcp_proxy_filter_with(cluster, TcpProxyPolicy::for_cluster(scope, cluster))
             }
         };
         out.push(xds_listener::Listener {
@@ -388,13 +389,19 @@ fn http_manager(
 }
 
 fn tcp_proxy_filter(cluster: &str) -> xds_listener::Filter {
-    let proxy = tcp_proxy::TcpProxy {
+    tcp_proxy_filter_with(cluster, TcpProxyPolicy::default())
+}
+
+/// A `tcp_proxy` with the destination's DestinationRule settings.
+fn tcp_proxy_filter_with(cluster: &str, policy: TcpProxyPolicy) -> xds_listener::Filter {
+    let mut proxy = tcp_proxy::TcpProxy {
         stat_prefix: naming::stat_prefix(cluster),
         cluster_specifier: Some(tcp_proxy::tcp_proxy::ClusterSpecifier::Cluster(
             cluster.to_string(),
         )),
         ..Default::default()
     };
+    policy.apply(&mut proxy);
     xds_listener::Filter {
         name: "envoy.filters.network.tcp_proxy".to_string(),
         config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(&proxy))),

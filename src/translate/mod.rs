@@ -9,7 +9,9 @@ pub mod cluster;
 pub mod endpoint;
 pub mod envoy;
 pub mod listener;
+pub mod loadbalancer;
 pub mod naming;
+pub mod policy;
 pub mod route;
 mod scope;
 
@@ -21,7 +23,7 @@ use envoy_types::pb::envoy::config::route::v3 as xds_route;
 use crate::cache::{ResourceType, TypeSet};
 use crate::model::{Diagnostic, Model, Proxy};
 
-pub use scope::Scope;
+pub use scope::{Rule, RuleSubset, Scope};
 
 /// Generated resources, each list sorted by name, and what went wrong on the way.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -134,6 +134,7 @@ fn routes_for(scope: &Scope, service: &Service, port: u16) -> Vec<xds_route::Rou
         name: "default".to_string(),
         r#match: Some(prefix_match("/")),
         action: Some(xds_route::route::Action::Route(xds_route::RouteAction {
+            hash_policy: super::loadbalancer::hash_policy_for_cluster(scope, &default_cluster),
             cluster_specifier: Some(xds_route::route_action::ClusterSpecifier::Cluster(
                 default_cluster,
             )),
@@ -479,13 +480,16 @@ fn route_action(
             ))
         }
     };
-    Some(xds_route::RouteAction {
-        cluster_specifier: Some(specifier),
-        timeout: Some(timeout),
-        retry_policy: retry,
-        max_stream_duration: Some(grpc_timeout_cap()),
-        ..Default::default()
-    })
+    Some(super::loadbalancer::with_consistent_hash(
+        scope,
+        xds_route::RouteAction {
+            cluster_specifier: Some(specifier),
+            timeout: Some(timeout),
+            retry_policy: retry,
+            max_stream_duration: Some(grpc_timeout_cap()),
+            ..Default::default()
+        },
+    ))
 }
 
 /// The virtual host of an inbound HTTP port: everything to the inbound cluster.
