@@ -525,9 +525,12 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
         .model
         .resources
         .iter()
-        .find(|r| r.meta.namespace == service.namespace && r.meta.name == service.name)
-        .and_then(|r| match &r.spec {
-            Spec::ServiceEntry(se) => Some(se.subject_alt_names.as_slice()),
+        .find_map(|r| match &r.spec {
+            Spec::ServiceEntry(se)
+                if r.meta.namespace == service.namespace && r.meta.name == service.name =>
+            {
+                Some(se.subject_alt_names.as_slice())
+            }
             _ => None,
         })
         .unwrap_or_default()
