@@ -596,7 +596,6 @@ fn apply_tls(
     let validation = if insecure {
         tls::CertificateValidationContext::default()
     } else {
-        #[allow(deprecated)]
         tls::CertificateValidationContext {
             trusted_ca: Some(file_source(
                 settings
@@ -605,16 +604,7 @@ fn apply_tls(
                     .filter(|s| !s.is_empty())
                     .unwrap_or(SYSTEM_CA_BUNDLE),
             )),
-            // istiod matches any SAN type with the untyped matchers; Envoy still honours them.
-            match_subject_alt_names: sans
-                .iter()
-                .map(|s| type_matcher::StringMatcher {
-                    match_pattern: Some(type_matcher::string_matcher::MatchPattern::Exact(
-                        s.clone(),
-                    )),
-                    ignore_case: false,
-                })
-                .collect(),
+            match_typed_subject_alt_names: san_matchers(sans),
             crl: settings
                 .ca_crl
                 .as_deref()
@@ -649,6 +639,32 @@ fn apply_tls(
             &context,
         ))),
     });
+}
+
+/// Exact matchers for subject alternative names of any type: what istiod's untyped matchers
+/// (Envoy's deprecated `match_subject_alt_names`) mean, spelled as Envoy now wants them.
+fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
+    use tls::subject_alt_name_matcher::SanType;
+    sans.iter()
+        .flat_map(|san| {
+            [
+                SanType::Dns,
+                SanType::Uri,
+                SanType::Email,
+                SanType::IpAddress,
+            ]
+            .map(|t| tls::SubjectAltNameMatcher {
+                san_type: t as i32,
+                matcher: Some(type_matcher::StringMatcher {
+                    match_pattern: Some(type_matcher::string_matcher::MatchPattern::Exact(
+                        san.clone(),
+                    )),
+                    ignore_case: false,
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 fn file_source(path: &str) -> xds_core::DataSource {
