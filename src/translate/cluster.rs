@@ -838,38 +838,18 @@ fn passthrough(
     b.finish()
 }
 
-/// The connection pool for an inbound port (istiod's `buildInboundCluster`): the Sidecar's
-/// `ingress[].connectionPool` for the port or its `inboundConnectionPool`, else the
-/// DestinationRule of the service the port serves (rule-wide or for the service port).
-fn inbound_connection_pool<'a>(
+/// The connection pool and retry budget for an inbound port (istiod's `buildInboundCluster`):
+/// from the DestinationRule of the service the port serves (rule-wide or for the service
+/// port), with the pool replaced by the Sidecar's `ingress[].connectionPool` for the port or
+/// its `inboundConnectionPool`.
+fn inbound_policy<'a>(
     scope: &Scope<'a>,
     inbound: &InboundPort,
-) -> Option<At<'a, ConnectionPoolSettings>> {
-    if let Some(r) = scope.sidecar
-        && let Spec::Sidecar(s) = &r.spec
-    {
-        let ingress =
-            s.ingress.iter().enumerate().find(|(_, i)| {
-                i.port.number == u32::from(inbound.port) && i.connection_pool.is_some()
-            });
-        if let Some((i, ing)) = ingress
-            && let Some(cp) = &ing.connection_pool
-        {
-            return Some(At {
-                value: cp,
-                resource: r,
-                path: format!("spec.ingress[{i}].connectionPool"),
-            });
-        }
-        if let Some(cp) = &s.inbound_connection_pool {
-            return Some(At {
-                value: cp,
-                resource: r,
-                path: "spec.inboundConnectionPool".to_string(),
-            });
-        }
-    }
-    let (service, port) = scope.model.registry.services.iter().find_map(|s| {
+) -> (
+    Option<At<'a, ConnectionPoolSettings>>,
+    Option<At<'a, RetryBudget>>,
+) {
+    let service_port = scope.model.registry.services.iter().find_map(|s| {
         let selector = s.selector.as_ref()?;
         if s.namespace != scope.proxy.namespace
             || !crate::model::registry::selects(selector, &scope.proxy.labels)
@@ -880,9 +860,37 @@ fn inbound_connection_pool<'a>(
             .iter()
             .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
             .map(|p| (s, p.number))
-    })?;
-    let rule = scope.inbound_destination_rule(service);
-    policy::for_service(rule.as_ref(), port)?.connection_pool
+    });
+    let policy = service_port
+        .and_then(|(service, port)| {
+            policy::for_service(scope.inbound_destination_rule(service).as_ref(), port)
+        })
+        .unwrap_or_default();
+    let mut pool = policy.connection_pool;
+    if let Some(r) = scope.sidecar
+        && let Spec::Sidecar(s) = &r.spec
+    {
+        let ingress =
+            s.ingress.iter().enumerate().find(|(_, i)| {
+                i.port.number == u32::from(inbound.port) && i.connection_pool.is_some()
+            });
+        if let Some((i, ing)) = ingress
+            && let Some(cp) = &ing.connection_pool
+        {
+            pool = Some(At {
+                value: cp,
+                resource: r,
+                path: format!("spec.ingress[{i}].connectionPool"),
+            });
+        } else if let Some(cp) = &s.inbound_connection_pool {
+            pool = Some(At {
+                value: cp,
+                resource: r,
+                path: "spec.inboundConnectionPool".to_string(),
+            });
+        }
+    }
+    (pool, policy.retry_budget)
 }
 
 fn inbound_cluster(
@@ -918,7 +926,7 @@ fn inbound_cluster(
         ..cluster
     });
     set_upstream_protocol(scope, &mut b, inbound.protocol);
-    let pool = inbound_connection_pool(scope, inbound);
-    apply_connection_pool(scope, &mut b, pool.as_ref(), None);
+    let (pool, retry_budget) = inbound_policy(scope, inbound);
+    apply_connection_pool(scope, &mut b, pool.as_ref(), retry_budget.as_ref());
     b.finish()
 }
