@@ -649,6 +649,119 @@ mod tests {
     }
 
     #[test]
+    fn most_specific_host_match() {
+        let hosts = [
+            "*.com",
+            "*.example.com",
+            "a.example.com",
+            "*",
+            "*.b.example.com",
+        ];
+        let best = |needle| most_specific_host(needle, hosts.iter().copied());
+        assert_eq!(best("a.example.com"), Some("a.example.com"));
+        assert_eq!(best("x.b.example.com"), Some("*.b.example.com"));
+        assert_eq!(best("c.example.com"), Some("*.example.com"));
+        assert_eq!(best("other.org"), Some("*"));
+        assert_eq!(best("*.example.com"), Some("*.example.com"));
+        assert_eq!(best("*.z.example.com"), Some("*.example.com"));
+        assert_eq!(most_specific_host("a.org", ["*.com"].into_iter()), None);
+    }
+
+    fn rule(
+        name: &str,
+        export_to: &[&str],
+        selector: Option<(&str, &str)>,
+        subsets: &[&str],
+        with_policy: bool,
+    ) -> Resource {
+        use crate::model::{Kind, ObjectMeta, Spec};
+        let dr = networking::DestinationRule {
+            host: "h".into(),
+            export_to: export_to.iter().map(|s| s.to_string()).collect(),
+            workload_selector: selector.map(|(k, v)| networking::TypeWorkloadSelector {
+                match_labels: [(k.to_string(), v.to_string())].into(),
+            }),
+            subsets: subsets
+                .iter()
+                .map(|n| networking::Subset {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            traffic_policy: with_policy.then(networking::TrafficPolicy::default),
+        };
+        Resource {
+            kind: Kind::DestinationRule,
+            api_version: "networking.istio.io/v1".into(),
+            meta: ObjectMeta {
+                name: name.into(),
+                namespace: "ns".into(),
+                ..Default::default()
+            },
+            spec: Spec::DestinationRule(Box::new(dr)),
+            origin: None,
+        }
+    }
+
+    fn merged(rules: &[Resource]) -> Vec<(String, Vec<String>, Option<String>)> {
+        let mut out = Vec::new();
+        for r in rules {
+            let crate::model::Spec::DestinationRule(dr) = &r.spec else {
+                unreachable!()
+            };
+            merge_rule(&mut out, r, dr);
+        }
+        out.into_iter()
+            .map(|c| {
+                (
+                    c.resource.meta.name.clone(),
+                    c.subsets.iter().map(|s| s.subset.name.clone()).collect(),
+                    c.traffic_policy.map(|(r, _)| r.meta.name.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_merge_as_istiod() {
+        // Same exportTo, no selectors: one rule, subsets concatenated, first policy kept.
+        let rules = [
+            rule("a", &[], None, &["v1"], false),
+            rule("b", &[], None, &["v1", "v2"], true),
+        ];
+        assert_eq!(
+            merged(&rules),
+            vec![("a".into(), vec!["v1".into(), "v2".into()], Some("b".into()))]
+        );
+        // Different exportTo: kept apart.
+        let rules = [
+            rule("a", &["*"], None, &["v1"], true),
+            rule("b", &["."], None, &["v2"], true),
+        ];
+        assert_eq!(merged(&rules).len(), 2);
+        // A selector rule (private) and a plain rule private to the namespace merge into the
+        // selector rule, and the plain one is not kept separately.
+        let rules = [
+            rule("sel", &[], Some(("app", "x")), &["v1"], true),
+            rule("plain", &["."], None, &["v2"], true),
+        ];
+        assert_eq!(
+            merged(&rules),
+            vec![(
+                "sel".into(),
+                vec!["v1".into(), "v2".into()],
+                Some("sel".into())
+            )]
+        );
+        // Different selectors: separate.
+        let rules = [
+            rule("x", &[], Some(("app", "x")), &[], true),
+            rule("y", &[], Some(("app", "y")), &[], true),
+        ];
+        assert_eq!(merged(&rules).len(), 2);
+    }
+
+    #[test]
     fn export() {
         assert!(exported_to(&[], "a", "b"));
         assert!(exported_to(&[".".into()], "a", "a"));
