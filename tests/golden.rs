@@ -16,6 +16,9 @@ struct ProxyFile {
     id: String,
     #[serde(default)]
     metadata: serde_json::Value,
+    /// The Envoy node's `locality` (`region/zone/subzone`), if it reports one.
+    #[serde(default)]
+    locality: Option<String>,
 }
 
 fn render(case: &Path) -> String {
@@ -27,7 +30,10 @@ fn render(case: &Path) -> String {
     );
     let text = std::fs::read_to_string(case.join("proxy.yaml")).expect("proxy.yaml");
     let proxy_file: ProxyFile = serde_saphyr::from_str(&text).expect("proxy.yaml parses");
-    let proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
+    let mut proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
+    if let Some(l) = &proxy_file.locality {
+        proxy.set_node_locality(bowline::model::proxy::Locality::parse(l));
+    }
     let output = translate::generate(&model, &proxy, TypeSet::ALL);
     let mut json = output.to_json().expect("renders");
     // Input diagnostics (rejected resources) belong in the golden file too. Diagnostics name

@@ -66,6 +66,9 @@ pub struct BootstrapArgs {
     /// Port of the `virtualInbound` listener (ProxyConfig proxyInboundListenPort).
     #[arg(long = "proxy-inbound-listen-port", default_value_t = 15006)]
     pub proxy_inbound_listen_port: u16,
+    /// The node's locality, `region/zone/subzone` (used when the labels carry none).
+    #[arg(long, default_value = "")]
+    pub locality: String,
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long)]
     pub output: Option<std::path::PathBuf>,
@@ -120,7 +123,13 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
     } else {
         "STRICT_DNS"
     };
-    Ok(json!({
+    let mut parts = args.locality.splitn(3, '/');
+    let locality = json!({
+        "region": parts.next().unwrap_or_default(),
+        "zone": parts.next().unwrap_or_default(),
+        "sub_zone": parts.next().unwrap_or_default(),
+    });
+    let mut doc = json!({
         "node": {
             "id": node_id,
             "cluster": format!("{app}.{}", args.namespace),
@@ -187,7 +196,11 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
                 }
             }]
         }
-    }))
+    });
+    if !args.locality.is_empty() {
+        doc["node"]["locality"] = locality;
+    }
+    Ok(doc)
 }
 
 pub fn run(args: BootstrapArgs) -> anyhow::Result<ExitCode> {

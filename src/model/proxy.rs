@@ -3,7 +3,8 @@
 //!
 //! Node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<dns-domain>`. Metadata keys:
 //! `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `INSTANCE_IPS`, `ISTIO_VERSION`, `PROXY_CONFIG`,
-//! `INTERCEPTION_MODE`.
+//! `INTERCEPTION_MODE`. The locality comes from the topology labels (as istiod reads them),
+//! else from the Envoy node's `locality` ([`Proxy::set_node_locality`]).
 
 use std::collections::BTreeMap;
 
@@ -60,6 +61,79 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Label keys istiod reads a workload's locality from.
+pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+pub const LABEL_SUBZONE: &str = "topology.istio.io/subzone";
+/// `region/zone/subzone` in one label (`.` stands for `/`, which label values cannot hold).
+pub const LABEL_LOCALITY: &str = "topology.istio.io/locality";
+/// The older spelling of [`LABEL_LOCALITY`].
+pub const LABEL_LOCALITY_LEGACY: &str = "istio-locality";
+
+/// Where a workload runs: region, zone and subzone, each possibly empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+impl Locality {
+    /// Parses `region/zone/subzone` (trailing parts optional; extra `/` stay in the subzone).
+    pub fn parse(s: &str) -> Locality {
+        let mut parts = s.splitn(3, '/');
+        Locality {
+            region: parts.next().unwrap_or_default().to_string(),
+            zone: parts.next().unwrap_or_default().to_string(),
+            subzone: parts.next().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+
+    /// The locality a workload's labels declare, as istiod's `localityFromProxyLabels` reads
+    /// them: the region, zone and subzone labels if any is present, else the locality label.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<Locality> {
+        let region = labels.get(LABEL_REGION);
+        let zone = labels.get(LABEL_ZONE);
+        let subzone = labels.get(LABEL_SUBZONE);
+        if region.is_none() && zone.is_none() && subzone.is_none() {
+            let label = labels
+                .get(LABEL_LOCALITY)
+                .or_else(|| labels.get(LABEL_LOCALITY_LEGACY))
+                .filter(|l| !l.is_empty())?;
+            let label = if label.contains('/') {
+                label.clone()
+            } else {
+                label.replace('.', "/")
+            };
+            return Some(Locality::parse(&label));
+        }
+        Some(Locality {
+            region: region.cloned().unwrap_or_default(),
+            zone: zone.cloned().unwrap_or_default(),
+            subzone: subzone.cloned().unwrap_or_default(),
+        })
+    }
+}
+
+impl std::fmt::Display for Locality {
+    /// istiod's `LocalityToString`: `region`, `region/zone` or `region/zone/subzone`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.region)?;
+        if self.zone.is_empty() {
+            return Ok(());
+        }
+        write!(f, "/{}", self.zone)?;
+        if !self.subzone.is_empty() {
+            write!(f, "/{}", self.subzone)?;
+        }
+        Ok(())
+    }
+}
+
 /// A connected (or described) proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Proxy {
@@ -77,6 +151,8 @@ pub struct Proxy {
     pub istio_version: Option<String>,
     pub interception_mode: InterceptionMode,
     pub proxy_config: ProxyConfig,
+    /// From the topology labels, else the Envoy node's locality; empty when unknown.
+    pub locality: Locality,
 }
 
 /// The inputs of translation that come from the proxy. Proxies with equal classes get
@@ -91,6 +167,8 @@ pub struct ProxyClass {
     /// The workload address; only part of the class when listeners bind to it (interception
     /// mode NONE), so replicas of one workload share config otherwise.
     pub bind_ip: Option<String>,
+    /// Endpoint priorities and weights are relative to the proxy's locality.
+    pub locality: Locality,
 }
 
 impl Proxy {
@@ -206,12 +284,21 @@ impl Proxy {
             namespace,
             dns_domain: domain.to_string(),
             ip_addresses,
-            labels,
             service_account: meta_str("SERVICE_ACCOUNT")?.filter(|s| !s.is_empty()),
             istio_version: meta_str("ISTIO_VERSION")?,
             interception_mode,
             proxy_config,
+            locality: Locality::from_labels(&labels).unwrap_or_default(),
+            labels,
         })
+    }
+
+    /// Uses the locality the Envoy node reports (`node.locality`) unless the proxy's labels
+    /// already declare one, as istiod does.
+    pub fn set_node_locality(&mut self, locality: Locality) {
+        if Locality::from_labels(&self.labels).is_none() {
+            self.locality = locality;
+        }
     }
 
     /// `<pod>.<namespace>`, the id `istioctl` and `/debug/config_dump?proxyID=` use.
@@ -229,6 +316,7 @@ impl Proxy {
             bind_ip: (self.interception_mode == InterceptionMode::None)
                 .then(|| self.ip_addresses.first().cloned())
                 .flatten(),
+            locality: self.locality.clone(),
         }
     }
 }
@@ -261,6 +349,30 @@ mod tests {
         assert_eq!(p.proxy_config.proxy_listen_port, 16001);
         assert_eq!(p.proxy_config.proxy_inbound_listen_port, 15006);
         assert_eq!(p.class().bind_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn locality_from_labels_then_node() {
+        let mut p = Proxy::parse(
+            "sidecar~1.1.1.1~a.ns~ns.svc.cluster.local",
+            &json!({"LABELS": {"topology.istio.io/locality": "us-east.zone-1.rack-2"}}),
+        )
+        .unwrap();
+        assert_eq!(p.locality.to_string(), "us-east/zone-1/rack-2");
+        p.set_node_locality(Locality::parse("eu/z"));
+        assert_eq!(p.locality.to_string(), "us-east/zone-1/rack-2");
+        let mut p = Proxy::parse(
+            "sidecar~1.1.1.1~a.ns~ns.svc.cluster.local",
+            &json!({"LABELS": {"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "a"}}),
+        )
+        .unwrap();
+        assert_eq!(p.locality.to_string(), "us/a");
+        let mut q = Proxy::parse("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", &json!({})).unwrap();
+        assert!(q.locality.is_empty());
+        q.set_node_locality(Locality::parse("eu/z"));
+        assert_eq!(q.class().locality, Locality::parse("eu/z"));
+        p.set_node_locality(Locality::parse("eu/z"));
+        assert_eq!(p.locality.region, "us");
     }
 
     #[test]

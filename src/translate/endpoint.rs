@@ -1,5 +1,6 @@
 //! EDS: one `ClusterLoadAssignment` per EDS cluster, endpoints grouped by locality, subsets
-//! narrowed by their labels.
+//! narrowed by their labels, locality priorities and weights relative to the proxy (see
+//! `loadbalancer`). DNS clusters embed the same assignment.
 
 use std::collections::BTreeMap;
 
@@ -8,35 +9,28 @@ use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use envoy_types::pb::google::protobuf as pb;
 
 use super::cluster::{self, OutboundCluster};
+use super::loadbalancer::{self, Group, LabeledEndpoint};
 use super::scope::Scope;
 use crate::model::Diagnostic;
-use crate::model::registry::{self, Health, Resolution};
+use crate::model::proxy::Locality;
+use crate::model::registry::{self, Health};
 
 pub fn build(scope: &Scope) -> Vec<xds_endpoint::ClusterLoadAssignment> {
     cluster::outbound(scope)
         .iter()
-        .filter(|c| c.service.resolution == Resolution::Static && !passthrough_lb(c))
+        .filter(|c| c.uses_eds())
         .map(|c| assignment(scope, c))
         .collect()
 }
 
-/// A DestinationRule with `loadBalancer.simple: PASSTHROUGH` turns the cluster into an
-/// original-destination cluster, which has no endpoints.
-fn passthrough_lb(c: &OutboundCluster) -> bool {
-    use crate::model::networking::{LbPolicy, SimpleLB};
-    matches!(
-        cluster::load_balancer(c).and_then(|lb| lb.lb_policy.as_ref()),
-        Some(LbPolicy::Simple(SimpleLB::Passthrough))
-    )
-}
-
-/// The assignment for one outbound cluster.
+/// The assignment for one outbound cluster: the service port's endpoints (narrowed to the
+/// subset's labels), grouped by locality in locality order, with the cluster's locality load
+/// balancing applied relative to the proxy's locality.
 pub fn assignment(scope: &Scope, c: &OutboundCluster) -> xds_endpoint::ClusterLoadAssignment {
-    let _ = scope;
-    let mut by_locality: BTreeMap<String, Vec<xds_endpoint::LbEndpoint>> = BTreeMap::new();
+    let mut by_locality: BTreeMap<&str, Vec<LabeledEndpoint>> = BTreeMap::new();
     for ep in c.service.endpoints.get(&c.port).into_iter().flatten() {
         if let Some(subset) = c.subset
-            && !registry::selects(&subset.labels, &ep.labels)
+            && !registry::selects(&subset.subset.labels, &ep.labels)
         {
             continue;
         }
@@ -45,10 +39,10 @@ pub fn assignment(scope: &Scope, c: &OutboundCluster) -> xds_endpoint::ClusterLo
             Health::Unhealthy => xds_core::HealthStatus::Unhealthy,
             Health::Draining => xds_core::HealthStatus::Draining,
         };
-        by_locality
-            .entry(ep.locality.clone().unwrap_or_default())
-            .or_default()
-            .push(xds_endpoint::LbEndpoint {
+        let locality = ep.locality.as_deref().unwrap_or_default();
+        let labels = loadbalancer::with_topology_labels(&ep.labels, &Locality::parse(locality));
+        by_locality.entry(locality).or_default().push((
+            xds_endpoint::LbEndpoint {
                 health_status: health as i32,
                 load_balancing_weight: Some(pb::UInt32Value {
                     value: ep.weight.max(1),
@@ -60,25 +54,50 @@ pub fn assignment(scope: &Scope, c: &OutboundCluster) -> xds_endpoint::ClusterLo
                     },
                 )),
                 ..Default::default()
-            });
+            },
+            labels,
+        ));
+    }
+    let mut groups: Vec<Group> = by_locality
+        .into_iter()
+        .map(|(locality, endpoints)| {
+            let mut g = Group {
+                locality: Locality::parse(locality),
+                weight: 0,
+                priority: 0,
+                endpoints,
+            };
+            g.weight = g.endpoint_weight_sum();
+            g
+        })
+        .collect();
+    if let Some(setting) = loadbalancer::locality_setting(scope, c.policy.load_balancer.as_ref()) {
+        let proxy_labels =
+            loadbalancer::with_topology_labels(&scope.proxy.labels, &scope.proxy.locality);
+        loadbalancer::apply_locality(
+            &mut groups,
+            &setting,
+            &scope.proxy.locality,
+            &proxy_labels,
+            c.policy.outlier_detection.is_some(),
+        );
     }
     xds_endpoint::ClusterLoadAssignment {
         cluster_name: c.name.clone(),
-        endpoints: by_locality
+        endpoints: groups
             .into_iter()
-            .map(|(locality, lb_endpoints)| {
-                let weight: u32 = lb_endpoints
-                    .iter()
-                    .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
-                    .sum();
-                xds_endpoint::LocalityLbEndpoints {
-                    locality: locality_of(&locality),
-                    load_balancing_weight: Some(pb::UInt32Value {
-                        value: weight.max(1),
-                    }),
-                    lb_endpoints,
-                    ..Default::default()
-                }
+            .map(|g| xds_endpoint::LocalityLbEndpoints {
+                locality: (!g.locality.is_empty()).then_some(xds_core::Locality {
+                    region: g.locality.region,
+                    zone: g.locality.zone,
+                    sub_zone: g.locality.subzone,
+                }),
+                load_balancing_weight: Some(pb::UInt32Value {
+                    value: g.weight.max(1),
+                }),
+                priority: g.priority,
+                lb_endpoints: g.endpoints.into_iter().map(|(e, _)| e).collect(),
+                ..Default::default()
             })
             .collect(),
         ..Default::default()
@@ -141,18 +160,6 @@ pub fn static_assignment(
         }],
         ..Default::default()
     }
-}
-
-fn locality_of(s: &str) -> Option<xds_core::Locality> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut parts = s.splitn(3, '/');
-    Some(xds_core::Locality {
-        region: parts.next().unwrap_or_default().to_string(),
-        zone: parts.next().unwrap_or_default().to_string(),
-        sub_zone: parts.next().unwrap_or_default().to_string(),
-    })
 }
 
 /// An endpoint address: IP or DNS name with a port, or `unix://` path.

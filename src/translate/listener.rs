@@ -16,6 +16,7 @@ use envoy_types::pb::google::protobuf as pb;
 use super::cluster::ads_config_source;
 use super::endpoint::socket_address;
 use super::envoy::pack;
+use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
 use super::{cors, fault, naming};
@@ -32,7 +33,10 @@ fn routes_http(protocol: Protocol) -> bool {
 pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
     let captured = scope.proxy.interception_mode != InterceptionMode::None;
     let (planned, _) = outbound::plan(scope);
-    let mut out: Vec<xds_listener::Listener> = planned.iter().map(outbound_listener).collect();
+    let mut out: Vec<xds_listener::Listener> = planned
+        .iter()
+        .map(|p| outbound_listener(scope, p))
+        .collect();
     let inbound = scope.inbound();
     if captured {
         out.push(virtual_outbound(scope));
@@ -83,7 +87,11 @@ fn cidr(s: &str) -> Option<xds_core::CidrRange> {
     })
 }
 
-fn outbound_chain(listener: &ListenerPlan, chain: &ChainPlan) -> xds_listener::FilterChain {
+fn outbound_chain(
+    scope: &Scope,
+    listener: &ListenerPlan,
+    chain: &ChainPlan,
+) -> xds_listener::FilterChain {
     let filter = match &chain.action {
         ChainAction::Http { route } => http_manager(
             &format!("outbound_{}", listener.name),
@@ -93,7 +101,10 @@ fn outbound_chain(listener: &ListenerPlan, chain: &ChainPlan) -> xds_listener::F
             }),
         ),
         ChainAction::Tcp { clusters } => match clusters.as_slice() {
-            [(cluster, _)] => tcp_proxy_filter(cluster),
+            // The destination's DestinationRule shapes the proxy (idle timeout, source-IP hash).
+            [(cluster, _)] => {
+                tcp_proxy_filter_with(cluster, TcpProxyPolicy::for_cluster(scope, cluster))
+            }
             weighted => tcp_proxy_weighted(weighted),
         },
     };
@@ -113,7 +124,7 @@ fn outbound_chain(listener: &ListenerPlan, chain: &ChainPlan) -> xds_listener::F
     }
 }
 
-fn outbound_listener(plan: &ListenerPlan) -> xds_listener::Listener {
+fn outbound_listener(scope: &Scope, plan: &ListenerPlan) -> xds_listener::Listener {
     let mut listener_filters = Vec::new();
     if plan.inspect_tls || plan.sniff_http {
         listener_filters.push(listener_filter(
@@ -133,7 +144,7 @@ fn outbound_listener(plan: &ListenerPlan) -> xds_listener::Listener {
         filter_chains: plan
             .chains
             .iter()
-            .map(|c| outbound_chain(plan, c))
+            .map(|c| outbound_chain(scope, plan, c))
             .collect(),
         listener_filters,
         // Server-first protocols on sniffed ports proceed as TCP when the client stays silent.
@@ -286,13 +297,19 @@ fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> xds_listener::Filter {
 }
 
 fn tcp_proxy_filter(cluster: &str) -> xds_listener::Filter {
-    let proxy = tcp_proxy::TcpProxy {
+    tcp_proxy_filter_with(cluster, TcpProxyPolicy::default())
+}
+
+/// A `tcp_proxy` with the destination's DestinationRule settings.
+fn tcp_proxy_filter_with(cluster: &str, policy: TcpProxyPolicy) -> xds_listener::Filter {
+    let mut proxy = tcp_proxy::TcpProxy {
         stat_prefix: naming::stat_prefix(cluster),
         cluster_specifier: Some(tcp_proxy::tcp_proxy::ClusterSpecifier::Cluster(
             cluster.to_string(),
         )),
         ..Default::default()
     };
+    policy.apply(&mut proxy);
     xds_listener::Filter {
         name: "envoy.filters.network.tcp_proxy".to_string(),
         config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(&proxy))),

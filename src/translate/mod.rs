@@ -11,8 +11,10 @@ pub mod endpoint;
 pub mod envoy;
 pub mod fault;
 pub mod listener;
+pub mod loadbalancer;
 pub mod naming;
 pub mod outbound;
+pub mod policy;
 pub mod route;
 mod scope;
 mod virtual_service;
@@ -25,7 +27,7 @@ use envoy_types::pb::envoy::config::route::v3 as xds_route;
 use crate::cache::{ResourceType, TypeSet};
 use crate::model::{Diagnostic, Model, Proxy, Severity};
 
-pub use scope::Scope;
+pub use scope::{Rule, RuleSubset, Scope};
 
 /// Generated resources, each list sorted by name, and what went wrong on the way.
 #[derive(Debug, Default, Clone, PartialEq)]

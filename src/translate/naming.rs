@@ -17,6 +17,18 @@ pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
+/// The port, subset and host of an `outbound|<port>|<subset>|<host>` name.
+pub fn parse_outbound_cluster(name: &str) -> Option<(u16, &str, &str)> {
+    let mut parts = name.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    let subset = parts.next()?;
+    let host = parts.next()?;
+    Some((port, subset, host))
+}
+
 /// `inbound|<port>||`.
 pub fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")
@@ -45,4 +57,21 @@ pub fn inbound_route_config(port: u16) -> String {
 /// Statistics prefix of an outbound TCP proxy or connection manager: the cluster name.
 pub fn stat_prefix(cluster: &str) -> String {
     cluster.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_cluster_round_trip() {
+        let name = outbound_cluster(9080, "v1", "reviews.default.svc.cluster.local");
+        assert_eq!(
+            parse_outbound_cluster(&name),
+            Some((9080, "v1", "reviews.default.svc.cluster.local"))
+        );
+        assert_eq!(parse_outbound_cluster("inbound|80||"), None);
+        assert_eq!(parse_outbound_cluster("outbound|x||a"), None);
+        assert_eq!(parse_outbound_cluster(PASSTHROUGH_CLUSTER), None);
+    }
 }

@@ -168,15 +168,18 @@ fn routes_for(scope: &Scope, service: &Service, port: u16) -> Vec<xds_route::Rou
         return routes;
     }
     let default_cluster = naming::outbound_cluster(port, "", &service.hostname);
+    let hash_policy = super::loadbalancer::hash_policy_for_cluster(scope, &default_cluster);
+    let hashed = !hash_policy.is_empty();
     vec![xds_route::Route {
         name: "default".to_string(),
         r#match: Some(prefix_match("/")),
         action: Some(xds_route::route::Action::Route(xds_route::RouteAction {
+            hash_policy,
             cluster_specifier: Some(xds_route::route_action::ClusterSpecifier::Cluster(
                 default_cluster,
             )),
             timeout: Some(pb::Duration::default()),
-            retry_policy: retry_policy(None, false),
+            retry_policy: retry_policy(None, hashed),
             max_stream_duration: Some(grpc_timeout_cap(pb::Duration::default())),
             ..Default::default()
         })),
@@ -633,6 +636,9 @@ fn route_action(
     };
     action.cluster_specifier = Some(specifier);
     action.retry_policy = retry_policy(r.retries.as_ref(), false);
+    // The destinations' consistent-hash policies (DestinationRule); a single hashed destination
+    // keeps its retries on the same host.
+    super::loadbalancer::apply_consistent_hash(scope, &mut action);
     Some(action)
 }
 

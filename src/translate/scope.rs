@@ -2,7 +2,7 @@
 //! VirtualServices and DestinationRules that apply, and the proxy's own (inbound) ports.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::model::mesh::OutboundTrafficPolicy;
@@ -50,6 +50,178 @@ pub struct Scope<'a> {
     pub egress: Vec<Egress<'a>>,
     pub outbound_policy: OutboundTrafficPolicy,
     diagnostics: RefCell<Vec<Diagnostic>>,
+    /// DestinationRule lookups by (hostname, service namespace, outbound).
+    rule_cache: RefCell<RuleCache<'a>>,
+}
+
+type RuleCache<'a> = BTreeMap<(String, String, bool), Option<Rule<'a>>>;
+
+/// The DestinationRule in force for one host and proxy: one rule, or istiod's merge of several
+/// rules for the same host in one namespace. Each part keeps the resource it came from, so
+/// diagnostics name the right rule and field.
+#[derive(Debug, Clone)]
+pub struct Rule<'a> {
+    /// The rule the merge started from (the one with a workload selector, else the oldest).
+    pub resource: &'a Resource,
+    /// The top-level `trafficPolicy` in force: the first merged rule's that has one.
+    pub traffic_policy: Option<(&'a Resource, &'a networking::TrafficPolicy)>,
+    /// Subsets of every merged rule; a name already taken by an earlier rule is dropped.
+    pub subsets: Vec<RuleSubset<'a>>,
+    /// Whether the rule in force has a `workloadSelector`.
+    pub has_selector: bool,
+}
+
+/// A subset of a (possibly merged) DestinationRule.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSubset<'a> {
+    pub resource: &'a Resource,
+    /// Position in its rule's `spec.subsets`, for field paths.
+    pub index: usize,
+    pub subset: &'a networking::Subset,
+}
+
+impl<'a> Rule<'a> {
+    pub fn subset(&self, name: &str) -> Option<&RuleSubset<'a>> {
+        self.subsets.iter().find(|s| s.subset.name == name)
+    }
+}
+
+/// istiod's DestinationRule indexes per namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleIndex {
+    /// Rules visible in their own namespace (`exportTo` empty, `*`, `.` or the namespace).
+    NamespaceLocal,
+    /// Rules exported beyond their namespace.
+    Exported,
+    /// Rules of the root namespace private to it.
+    RootLocal,
+}
+
+/// A rule after istiod's per-namespace merge.
+#[derive(Debug, Clone)]
+struct Consolidated<'a> {
+    resource: &'a Resource,
+    selector: Option<&'a networking::Labels>,
+    export_to: BTreeSet<&'a str>,
+    traffic_policy: Option<(&'a Resource, &'a networking::TrafficPolicy)>,
+    subsets: Vec<RuleSubset<'a>>,
+}
+
+impl<'a> Consolidated<'a> {
+    fn new(resource: &'a Resource, dr: &'a networking::DestinationRule) -> Consolidated<'a> {
+        Consolidated {
+            resource,
+            selector: dr.workload_selector.as_ref().map(|w| &w.match_labels),
+            export_to: export_set(dr),
+            traffic_policy: dr.traffic_policy.as_ref().map(|tp| (resource, tp)),
+            subsets: dr
+                .subsets
+                .iter()
+                .enumerate()
+                .map(|(index, subset)| RuleSubset {
+                    resource,
+                    index,
+                    subset,
+                })
+                .collect(),
+        }
+    }
+
+    fn into_rule(self) -> Rule<'a> {
+        Rule {
+            resource: self.resource,
+            traffic_policy: self.traffic_policy,
+            subsets: self.subsets,
+            has_selector: self.selector.is_some(),
+        }
+    }
+}
+
+/// The `exportTo` set istiod indexes a rule by: rules with a workload selector are private.
+fn export_set(dr: &networking::DestinationRule) -> BTreeSet<&str> {
+    if dr.workload_selector.is_some() {
+        return BTreeSet::from(["."]);
+    }
+    dr.export_to.iter().map(String::as_str).collect()
+}
+
+/// Adds a rule to the merged rules of its host in one index, as istiod's
+/// `mergeDestinationRule` does (with `ENABLE_ENHANCED_DESTINATIONRULE_MERGE`, the default):
+/// rules with equal `exportTo` merge into the earlier one (its subsets gain the new rule's
+/// subsets with new names; its traffic policy is kept unless it has none); rules whose
+/// selectors differ stay separate.
+fn merge_rule<'a>(
+    merged: &mut Vec<Consolidated<'a>>,
+    resource: &'a Resource,
+    dr: &'a networking::DestinationRule,
+) {
+    let incoming = Consolidated::new(resource, dr);
+    if merged.is_empty() {
+        merged.push(incoming);
+        return;
+    }
+    let mut append_separately = true;
+    for existing in merged.iter_mut() {
+        if incoming.export_to == existing.export_to {
+            append_separately = false;
+        } else if !existing.export_to.is_empty()
+            && incoming.export_to.is_superset(&existing.export_to)
+        {
+            append_separately = true;
+        } else {
+            append_separately = true;
+            continue;
+        }
+        let both_without = incoming.selector.is_none() && existing.selector.is_none();
+        let both_with = incoming.selector.is_some() && existing.selector.is_some();
+        let selectors_match = incoming.selector.map(|s| s.iter().collect::<Vec<_>>())
+            == existing.selector.map(|s| s.iter().collect::<Vec<_>>());
+        if both_with && !selectors_match {
+            append_separately = true;
+            continue;
+        }
+        if both_without || (both_with && selectors_match) {
+            append_separately = false;
+        }
+        for s in &incoming.subsets {
+            if !existing
+                .subsets
+                .iter()
+                .any(|e| e.subset.name == s.subset.name)
+            {
+                existing.subsets.push(*s);
+            }
+        }
+        if existing.traffic_policy.is_none() {
+            existing.traffic_policy = incoming.traffic_policy;
+        }
+    }
+    if append_separately {
+        merged.push(incoming);
+    }
+}
+
+/// istiod's `MostSpecificHostMatch`: an exact (non-wildcard) host first, else the most specific
+/// wildcard whose suffix matches (longest, then alphabetical). A wildcard `needle` (a
+/// ServiceEntry host such as `*.example.com`) matches the same wildcard exactly, else wider ones.
+fn most_specific_host<'h>(needle: &str, hosts: impl Iterator<Item = &'h str>) -> Option<&'h str> {
+    let hosts: Vec<&str> = hosts.collect();
+    if let Some(exact) = hosts.iter().find(|h| **h == needle) {
+        return Some(exact);
+    }
+    let suffix_of = needle.strip_prefix('*').unwrap_or(needle);
+    let mut best: Option<&str> = None;
+    for h in hosts.iter().filter(|h| h.starts_with('*')) {
+        if !suffix_of.ends_with(&h[1..]) {
+            continue;
+        }
+        best = match best {
+            None => Some(h),
+            Some(b) if h.len() > b.len() || (h.len() == b.len() && *h < b) => Some(h),
+            Some(b) => Some(b),
+        };
+    }
+    best
 }
 
 /// Expands a short host name relative to a namespace, as istiod does: names without a dot
@@ -141,6 +313,7 @@ impl<'a> Scope<'a> {
             egress,
             outbound_policy,
             diagnostics: RefCell::new(Vec::new()),
+            rule_cache: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -174,44 +347,141 @@ impl<'a> Scope<'a> {
         out
     }
 
-    /// The DestinationRule for a host: the proxy's namespace first, then the service's, then the
-    /// root namespace (istiod's lookup order); the oldest rule wins within a namespace.
-    pub fn destination_rule(
-        &self,
-        service: &Service,
-    ) -> Option<(&'a Resource, &'a networking::DestinationRule)> {
-        let candidates: Vec<(&Resource, &networking::DestinationRule)> = self
-            .model
-            .destination_rules()
-            .filter(|(r, dr)| {
-                let host = resolve_host(&dr.host, &r.meta.namespace, self.domain_suffix());
-                host_matches(&host, &service.hostname)
-                    && exported_to(&dr.export_to, &r.meta.namespace, &self.proxy.namespace)
-                    && dr.workload_selector.as_ref().is_none_or(|sel| {
-                        r.meta.namespace == self.proxy.namespace
-                            && registry::selects(&sel.match_labels, &self.proxy.labels)
-                    })
-            })
-            .collect();
-        let order = [
-            self.proxy.namespace.as_str(),
-            service.namespace.as_str(),
-            self.model.mesh.root_namespace.as_str(),
-        ];
-        for ns in order {
-            // Exact host beats wildcard within a namespace.
-            let mut in_ns: Vec<&(&Resource, &networking::DestinationRule)> = candidates
-                .iter()
-                .filter(|(r, _)| r.meta.namespace == ns)
-                .collect();
-            in_ns.sort_by_key(|(r, dr)| {
-                resolve_host(&dr.host, &r.meta.namespace, self.domain_suffix()) != service.hostname
-            });
-            if let Some((r, dr)) = in_ns.first() {
-                return Some((*r, *dr));
+    /// The DestinationRule in force for outbound traffic to a service (istiod's
+    /// `SidecarScope.DestinationRule`): the rules that most specifically match the host in the
+    /// proxy's namespace, else those the service's namespace exports to it, else those the root
+    /// namespace exports to it; rules for the same host in one namespace merge (subsets
+    /// concatenated, the oldest top-level `trafficPolicy` wins). Among the result, a rule whose
+    /// `workloadSelector` selects the proxy wins, else the rule without a selector.
+    pub fn destination_rule(&self, service: &Service) -> Option<Rule<'a>> {
+        self.select_rule(service, true)
+    }
+
+    /// The DestinationRule whose connection pool applies to the proxy's own inbound cluster for
+    /// a service it implements: as for outbound, but rules with a `workloadSelector` are
+    /// ignored (istiod honours selectors for outbound traffic only).
+    pub fn inbound_destination_rule(&self, service: &Service) -> Option<Rule<'a>> {
+        self.select_rule(service, false)
+    }
+
+    fn select_rule(&self, service: &Service, outbound: bool) -> Option<Rule<'a>> {
+        let key = (
+            service.hostname.clone(),
+            service.namespace.clone(),
+            outbound,
+        );
+        if let Some(hit) = self.rule_cache.borrow().get(&key) {
+            return hit.clone();
+        }
+        let found = self.lookup_rule(service, outbound);
+        self.rule_cache.borrow_mut().insert(key, found.clone());
+        found
+    }
+
+    fn lookup_rule(&self, service: &Service, outbound: bool) -> Option<Rule<'a>> {
+        let proxy_ns = self.proxy.namespace.as_str();
+        let root = self.model.mesh.root_namespace.as_str();
+        let host = service.hostname.as_str();
+        let mut list = if proxy_ns != root {
+            self.rules_in(proxy_ns, RuleIndex::NamespaceLocal, host)
+        } else {
+            self.rules_in(root, RuleIndex::RootLocal, host)
+        };
+        if list.is_empty() {
+            list = self.exported_rules(&service.namespace, host);
+        }
+        if list.is_empty() {
+            list = self.exported_rules(root, host);
+        }
+        let mut catch_all = None;
+        for c in list {
+            match c.selector {
+                None => catch_all = Some(c),
+                Some(sel) => {
+                    if outbound
+                        && c.resource.meta.namespace == proxy_ns
+                        && registry::selects(sel, &self.proxy.labels)
+                    {
+                        return Some(c.into_rule());
+                    }
+                }
             }
         }
-        None
+        catch_all.map(Consolidated::into_rule)
+    }
+
+    /// Rules a namespace exports, for the most specific host matching `host`, keeping those
+    /// visible from the proxy's namespace.
+    fn exported_rules(&self, namespace: &str, host: &str) -> Vec<Consolidated<'a>> {
+        let proxy_ns = self.proxy.namespace.as_str();
+        self.rules_in(namespace, RuleIndex::Exported, host)
+            .into_iter()
+            .filter(|c| {
+                c.export_to.is_empty()
+                    || c.export_to.contains("*")
+                    || c.export_to.contains(proxy_ns)
+            })
+            .collect()
+    }
+
+    /// The merged rules of one of istiod's per-namespace indexes for the most specific host
+    /// that matches `host`.
+    fn rules_in(&self, namespace: &str, index: RuleIndex, host: &str) -> Vec<Consolidated<'a>> {
+        let root = self.model.mesh.root_namespace.as_str();
+        let mut rules: Vec<(&'a Resource, &'a networking::DestinationRule, String)> = self
+            .model
+            .destination_rules()
+            .filter(|(r, _)| r.meta.namespace == namespace)
+            .filter(|(r, dr)| {
+                let export = export_set(dr);
+                let ns = r.meta.namespace.as_str();
+                let private_only =
+                    export.len() == 1 && (export.contains(".") || export.contains(ns));
+                match index {
+                    RuleIndex::NamespaceLocal => {
+                        export.is_empty()
+                            || export.contains("*")
+                            || export.contains(".")
+                            || export.contains(ns)
+                    }
+                    RuleIndex::Exported => !private_only,
+                    RuleIndex::RootLocal => private_only && ns == root,
+                }
+            })
+            .map(|(r, dr)| {
+                (
+                    r,
+                    dr,
+                    resolve_host(&dr.host, &r.meta.namespace, self.domain_suffix()),
+                )
+            })
+            .collect();
+        let Some(best) = most_specific_host(host, rules.iter().map(|(_, _, h)| h.as_str())) else {
+            return Vec::new();
+        };
+        let best = best.to_string();
+        rules.retain(|(_, _, h)| *h == best);
+        // istiod's order: rules with a workload selector first, then by creation time, name and
+        // namespace.
+        rules.sort_by(|(a, adr, _), (b, bdr, _)| {
+            (
+                adr.workload_selector.is_none(),
+                a.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                &a.meta.name,
+                &a.meta.namespace,
+            )
+                .cmp(&(
+                    bdr.workload_selector.is_none(),
+                    b.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                    &b.meta.name,
+                    &b.meta.namespace,
+                ))
+        });
+        let mut out: Vec<Consolidated<'a>> = Vec::new();
+        for (r, dr, _) in rules {
+            merge_rule(&mut out, r, dr);
+        }
+        out
     }
 
     /// VirtualServices bound to the mesh that apply to a host and are visible to the proxy,
@@ -416,6 +686,119 @@ mod tests {
         assert!(host_matches("*.example.com", "a.example.com"));
         assert!(!host_matches("*.example.com", "example.com"));
         assert!(host_matches("a.b", "a.b"));
+    }
+
+    #[test]
+    fn most_specific_host_match() {
+        let hosts = [
+            "*.com",
+            "*.example.com",
+            "a.example.com",
+            "*",
+            "*.b.example.com",
+        ];
+        let best = |needle| most_specific_host(needle, hosts.iter().copied());
+        assert_eq!(best("a.example.com"), Some("a.example.com"));
+        assert_eq!(best("x.b.example.com"), Some("*.b.example.com"));
+        assert_eq!(best("c.example.com"), Some("*.example.com"));
+        assert_eq!(best("other.org"), Some("*"));
+        assert_eq!(best("*.example.com"), Some("*.example.com"));
+        assert_eq!(best("*.z.example.com"), Some("*.example.com"));
+        assert_eq!(most_specific_host("a.org", ["*.com"].into_iter()), None);
+    }
+
+    fn rule(
+        name: &str,
+        export_to: &[&str],
+        selector: Option<(&str, &str)>,
+        subsets: &[&str],
+        with_policy: bool,
+    ) -> Resource {
+        use crate::model::{Kind, ObjectMeta, Spec};
+        let dr = networking::DestinationRule {
+            host: "h".into(),
+            export_to: export_to.iter().map(|s| s.to_string()).collect(),
+            workload_selector: selector.map(|(k, v)| networking::TypeWorkloadSelector {
+                match_labels: [(k.to_string(), v.to_string())].into(),
+            }),
+            subsets: subsets
+                .iter()
+                .map(|n| networking::Subset {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            traffic_policy: with_policy.then(networking::TrafficPolicy::default),
+        };
+        Resource {
+            kind: Kind::DestinationRule,
+            api_version: "networking.istio.io/v1".into(),
+            meta: ObjectMeta {
+                name: name.into(),
+                namespace: "ns".into(),
+                ..Default::default()
+            },
+            spec: Spec::DestinationRule(Box::new(dr)),
+            origin: None,
+        }
+    }
+
+    fn merged(rules: &[Resource]) -> Vec<(String, Vec<String>, Option<String>)> {
+        let mut out = Vec::new();
+        for r in rules {
+            let crate::model::Spec::DestinationRule(dr) = &r.spec else {
+                unreachable!()
+            };
+            merge_rule(&mut out, r, dr);
+        }
+        out.into_iter()
+            .map(|c| {
+                (
+                    c.resource.meta.name.clone(),
+                    c.subsets.iter().map(|s| s.subset.name.clone()).collect(),
+                    c.traffic_policy.map(|(r, _)| r.meta.name.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_merge_as_istiod() {
+        // Same exportTo, no selectors: one rule, subsets concatenated, first policy kept.
+        let rules = [
+            rule("a", &[], None, &["v1"], false),
+            rule("b", &[], None, &["v1", "v2"], true),
+        ];
+        assert_eq!(
+            merged(&rules),
+            vec![("a".into(), vec!["v1".into(), "v2".into()], Some("b".into()))]
+        );
+        // Different exportTo: kept apart.
+        let rules = [
+            rule("a", &["*"], None, &["v1"], true),
+            rule("b", &["."], None, &["v2"], true),
+        ];
+        assert_eq!(merged(&rules).len(), 2);
+        // A selector rule (private) and a plain rule private to the namespace merge into the
+        // selector rule, and the plain one is not kept separately.
+        let rules = [
+            rule("sel", &[], Some(("app", "x")), &["v1"], true),
+            rule("plain", &["."], None, &["v2"], true),
+        ];
+        assert_eq!(
+            merged(&rules),
+            vec![(
+                "sel".into(),
+                vec!["v1".into(), "v2".into()],
+                Some("sel".into())
+            )]
+        );
+        // Different selectors: separate.
+        let rules = [
+            rule("x", &[], Some(("app", "x")), &[], true),
+            rule("y", &[], Some(("app", "y")), &[], true),
+        ];
+        assert_eq!(merged(&rules).len(), 2);
     }
 
     #[test]

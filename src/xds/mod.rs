@@ -169,10 +169,18 @@ fn proxy_from_node(node: Option<&xds_core::Node>) -> Result<Proxy, Status> {
         .as_ref()
         .map(struct_to_json)
         .unwrap_or(serde_json::Value::Null);
-    Proxy::parse(&node.id, &metadata).map_err(|e| {
+    let mut proxy = Proxy::parse(&node.id, &metadata).map_err(|e| {
         tracing::warn!(node = %node.id, error = %e, "rejected proxy");
         Status::invalid_argument(e.to_string())
-    })
+    })?;
+    if let Some(l) = &node.locality {
+        proxy.set_node_locality(crate::model::proxy::Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            subzone: l.sub_zone.clone(),
+        });
+    }
+    Ok(proxy)
 }
 
 /// google.protobuf.Struct → JSON.
