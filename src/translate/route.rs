@@ -178,10 +178,8 @@ fn routes_for(scope: &Scope, service: &Service, port: u16) -> Vec<xds_route::Rou
             cluster_specifier: Some(xds_route::route_action::ClusterSpecifier::Cluster(
                 default_cluster,
             )),
-            timeout: Some(pb::Duration::default()),
             retry_policy: retry_policy(None, hashed),
-            max_stream_duration: Some(grpc_timeout_cap(pb::Duration::default())),
-            ..Default::default()
+            ..timed_action(pb::Duration::default())
         })),
         ..Default::default()
     }]
@@ -285,11 +283,15 @@ fn parse_retry_on(retry_on: &str) -> (String, Vec<u32>) {
     (joined, codes)
 }
 
-/// gRPC's `grpc-timeout` header sets the request's timeout, capped by the route's timeout
-/// (uncapped when that is 0), as istiod configures it.
-fn grpc_timeout_cap(timeout: pb::Duration) -> xds_route::route_action::MaxStreamDuration {
-    xds_route::route_action::MaxStreamDuration {
-        grpc_timeout_header_max: Some(timeout),
+/// A route action with its `timeout`, and the same value as the cap of gRPC's `grpc-timeout`
+/// header (uncapped when 0), as istiod sets them: the deprecated `max_grpc_timeout`. Its
+/// replacement, `max_stream_duration`, must not be set: any value there switches Envoy's router to
+/// its "new timeouts", which ignore the route's `timeout` altogether.
+#[allow(deprecated)]
+fn timed_action(timeout: pb::Duration) -> xds_route::RouteAction {
+    xds_route::RouteAction {
+        timeout: Some(timeout),
+        max_grpc_timeout: Some(timeout),
         ..Default::default()
     }
 }
@@ -567,11 +569,7 @@ fn route_action(
         }
         None => pb::Duration::default(),
     };
-    let mut action = xds_route::RouteAction {
-        timeout: Some(timeout),
-        max_stream_duration: Some(grpc_timeout_cap(timeout)),
-        ..Default::default()
-    };
+    let mut action = timed_action(timeout);
     if let Some(rw) = &r.rewrite {
         if let Some(rr) = &rw.uri_regex_rewrite {
             action.regex_rewrite = Some(matcher::RegexMatchAndSubstitute {
@@ -890,9 +888,7 @@ pub fn inbound_virtual_host(port: u16, cluster: &str) -> xds_route::VirtualHost 
                 cluster_specifier: Some(xds_route::route_action::ClusterSpecifier::Cluster(
                     cluster.to_string(),
                 )),
-                timeout: Some(pb::Duration::default()),
-                max_stream_duration: Some(grpc_timeout_cap(pb::Duration::default())),
-                ..Default::default()
+                ..timed_action(pb::Duration::default())
             })),
             ..Default::default()
         }],
@@ -1152,6 +1148,59 @@ spec:
                 seconds: 0,
                 nanos: 25_000_000
             })
+        );
+    }
+
+    /// Envoy only enforces a route's `timeout` while `max_stream_duration` is unset (otherwise
+    /// its router uses the "new timeouts" and ignores `timeout`), so the gRPC cap goes in
+    /// `max_grpc_timeout`, as istiod puts it, on every kind of route.
+    #[test]
+    #[allow(deprecated)]
+    fn route_timeouts_stay_in_force() {
+        let yaml = format!(
+            "{SERVICES}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: ns}}
+spec:
+  hosts: [web]
+  http:
+  - match: [{{uri: {{prefix: /slow}}}}]
+    timeout: 1.5s
+    route: [{{destination: {{host: web}}}}]
+  - route: [{{destination: {{host: web}}}}]
+"
+        );
+        let (with_vs, diagnostics) = routes(&yaml, "ns", "web");
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let (default, _) = routes(SERVICES, "ns", "web");
+        let inbound = inbound_virtual_host(8080, "inbound|8080||").routes;
+        let timeouts: Vec<(Option<pb::Duration>, Option<pb::Duration>, bool)> = with_vs
+            .iter()
+            .chain(&default)
+            .chain(&inbound)
+            .map(action)
+            .map(|a| {
+                (
+                    a.timeout,
+                    a.max_grpc_timeout,
+                    a.max_stream_duration.is_some(),
+                )
+            })
+            .collect();
+        let zero = Some(pb::Duration::default());
+        let slow = Some(pb::Duration {
+            seconds: 1,
+            nanos: 500_000_000,
+        });
+        assert_eq!(
+            timeouts,
+            [
+                (slow, slow, false),
+                (zero, zero, false),
+                (zero, zero, false),
+                (zero, zero, false)
+            ]
         );
     }
 

@@ -1,12 +1,15 @@
-//! Small backends for tests and the demo: an HTTP server that names itself in every answer, and a
-//! TCP echo server. Shared by `tests/common` and `examples/echo.rs` (included there by `#[path]`),
-//! so it only uses the crate's normal dependencies (tokio, axum, serde_json).
+//! Small backends for tests and the demo: an HTTP server that names itself in every answer (and
+//! can be programmed per request to fail, stall or add response headers, and records what it
+//! received), and a TCP echo server. Shared by `tests/common` and `examples/echo.rs` (included
+//! there by `#[path]`), so it only uses the crate's normal dependencies (tokio, axum, serde_json).
 #![allow(dead_code)]
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -23,11 +26,75 @@ pub const ECHO_PATH_HEADER: &str = "x-echo-path";
 /// Response header echoing the request's headers, as a JSON object (name → value).
 pub const ECHO_HEADERS_HEADER: &str = "x-echo-headers";
 
+/// Request header naming the "logical request" a call belongs to: the backend numbers the calls
+/// of each key (1, 2, ...), so retries of one request, which carry the same key, are counted.
+/// [`FAIL_CALLS_HEADER`] and [`DELAY_CALLS_HEADER`] count calls per key.
+pub const KEY_HEADER: &str = "x-request-key";
+/// Request header: answer the first N calls of the key with [`FAIL_STATUS_HEADER`] (503 by
+/// default), later ones normally. Ignored without [`KEY_HEADER`].
+pub const FAIL_CALLS_HEADER: &str = "x-fail-calls";
+/// Request header: the status of the failing calls of [`FAIL_CALLS_HEADER`].
+pub const FAIL_STATUS_HEADER: &str = "x-fail-status";
+/// Request header: wait this many milliseconds (at most 60 s) before answering.
+pub const DELAY_HEADER: &str = "x-delay-ms";
+/// Request header: apply [`DELAY_HEADER`] only to the first N calls of the key (to none without
+/// [`KEY_HEADER`]).
+pub const DELAY_CALLS_HEADER: &str = "x-delay-calls";
+/// Request header `name: value` (repeatable): add that header to the response.
+pub const REPLY_HEADER: &str = "x-reply-header";
+/// Response header: which call of its key this answer was (with [`KEY_HEADER`]).
+pub const CALL_HEADER: &str = "x-call";
+
+/// Requests a backend remembers (the oldest are forgotten first), so a long-running demo
+/// backend stays small.
+const SEEN_LIMIT: usize = 10_000;
+/// Distinct keys a backend counts calls for; beyond that counting starts over.
+const KEY_LIMIT: usize = 10_000;
+
+/// One request as a backend received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The `Host` header (HTTP/1.1) or the URI's authority (HTTP/2).
+    pub authority: String,
+    /// Every header line, names lower-case, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What a backend records: the requests it received and the calls per key.
+#[derive(Debug, Default)]
+struct Record {
+    seen: VecDeque<Seen>,
+    calls: HashMap<String, u64>,
+}
+
 /// A running backend. Stops accepting connections when dropped.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     served: Arc<AtomicU64>,
+    record: Arc<Mutex<Record>>,
     task: JoinHandle<()>,
 }
 
@@ -35,6 +102,19 @@ impl Backend {
     /// Requests (HTTP) or connections (TCP) served so far.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP requests received so far (the last 10 000), oldest first. Recorded on arrival,
+    /// before any programmed delay.
+    pub fn seen(&self) -> Vec<Seen> {
+        let record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        record.seen.iter().cloned().collect()
+    }
+
+    /// How many calls carried `x-request-key: key`.
+    pub fn calls(&self, key: &str) -> u64 {
+        let record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        record.calls.get(key).copied().unwrap_or(0)
     }
 }
 
@@ -47,18 +127,23 @@ impl Drop for Backend {
 struct HttpState {
     name: String,
     served: Arc<AtomicU64>,
+    record: Arc<Mutex<Record>>,
 }
 
 /// Starts an HTTP/1.1 server on `addr` answering every request with status 200, body `name`, a
 /// `x-backend: name` header, and the request's path and headers echoed in `x-echo-path` and
-/// `x-echo-headers`. A request header `x-status: NNN` makes it answer with that status instead.
+/// `x-echo-headers`. A request header `x-status: NNN` makes it answer with that status instead;
+/// [`KEY_HEADER`], [`FAIL_CALLS_HEADER`], [`DELAY_HEADER`] and [`REPLY_HEADER`] program other
+/// behaviour. Every request is recorded ([`Backend::seen`]).
 pub async fn spawn_backend(addr: SocketAddr, name: &str) -> io::Result<Backend> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
+    let record = Arc::new(Mutex::new(Record::default()));
     let state = Arc::new(HttpState {
         name: name.to_string(),
         served: served.clone(),
+        record: record.clone(),
     });
     let app = Router::new().fallback(answer).with_state(state);
     let task = tokio::spawn(async move {
@@ -70,8 +155,17 @@ pub async fn spawn_backend(addr: SocketAddr, name: &str) -> io::Result<Backend> 
         addr,
         name: name.to_string(),
         served,
+        record,
         task,
     })
+}
+
+/// A request header as a number.
+fn header_number(req: &Request, name: &str) -> Option<u64> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 async fn answer(State(state): State<Arc<HttpState>>, req: Request) -> Response {
@@ -89,7 +183,7 @@ async fn answer(State(state): State<Arc<HttpState>>, req: Request) -> Response {
             (k.as_str().to_string(), serde_json::Value::String(v))
         })
         .collect();
-    let status = req
+    let mut status = req
         .headers()
         .get("x-status")
         .and_then(|v| v.to_str().ok())
@@ -97,8 +191,88 @@ async fn answer(State(state): State<Arc<HttpState>>, req: Request) -> Response {
         .and_then(|v| StatusCode::from_u16(v).ok())
         .unwrap_or(StatusCode::OK);
 
+    // Record the request and number its call within its key.
+    let authority = req
+        .headers()
+        .get("host")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let key = req
+        .headers()
+        .get(KEY_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let call = {
+        let mut record = state.record.lock().unwrap_or_else(PoisonError::into_inner);
+        if record.seen.len() >= SEEN_LIMIT {
+            record.seen.pop_front();
+        }
+        record.seen.push_back(Seen {
+            method: req.method().as_str().to_string(),
+            path: path.clone(),
+            authority,
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_string(), v)
+                })
+                .collect(),
+        });
+        key.map(|key| {
+            if record.calls.len() >= KEY_LIMIT && !record.calls.contains_key(&key) {
+                record.calls.clear();
+            }
+            let n = record.calls.entry(key).or_default();
+            *n += 1;
+            *n
+        })
+    };
+    // Whether a per-key behaviour applies to this call (all calls without a count header).
+    let applies = |first: Option<u64>| match (first, call) {
+        (None, _) => true,
+        (Some(first), Some(call)) => call <= first,
+        (Some(_), None) => false,
+    };
+    let delay = header_number(&req, DELAY_HEADER)
+        .filter(|_| applies(header_number(&req, DELAY_CALLS_HEADER)))
+        .map(|ms| Duration::from_millis(ms.min(60_000)));
+    let fails = header_number(&req, FAIL_CALLS_HEADER);
+    if fails.is_some() && applies(fails) {
+        status = req
+            .headers()
+            .get(FAIL_STATUS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|v| StatusCode::from_u16(v).ok())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let replies: Vec<(axum::http::HeaderName, HeaderValue)> = req
+        .headers()
+        .get_all(REPLY_HEADER)
+        .iter()
+        .filter_map(|reply| {
+            let (k, v) = reply.to_str().ok()?.split_once(':')?;
+            Some((
+                axum::http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        })
+        .collect();
+    drop(req);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+
     let mut resp = (status, state.name.clone()).into_response();
     let h = resp.headers_mut();
+    for (k, v) in replies {
+        h.append(k, v);
+    }
+    if let Some(call) = call {
+        h.insert(CALL_HEADER, HeaderValue::from(call));
+    }
     if let Ok(v) = HeaderValue::from_str(&state.name) {
         h.insert(BACKEND_HEADER, v);
     }
@@ -150,6 +324,7 @@ pub async fn spawn_tcp_echo(addr: SocketAddr, name: &str) -> io::Result<Backend>
         addr,
         name: name.to_string(),
         served,
+        record: Arc::new(Mutex::new(Record::default())),
         task,
     })
 }
