@@ -50,6 +50,9 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
+/// How long the config directory must be quiet before it is re-read.
+const FILE_SETTLE: Duration = Duration::from_millis(30);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::model::networking::parse_duration(s)
 }
@@ -105,7 +108,9 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
 async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (events_tx, events_rx) = mpsc::channel(64);
-    let (source, initial) = FileSource::start(&args.config_dir, args.debounce_after, events_tx)
+    // The file watcher only coalesces the events of one write (editors save in several steps);
+    // the push loop's debounce decides when a change is pushed.
+    let (source, initial) = FileSource::start(&args.config_dir, FILE_SETTLE, events_tx)
         .context("file source")?;
     let mut store = Store::default();
     store.apply(initial);
