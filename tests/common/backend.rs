@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -95,6 +95,8 @@ pub struct Backend {
     pub name: String,
     served: Arc<AtomicU64>,
     record: Arc<Mutex<Record>>,
+    /// The status every HTTP request is answered with while non-zero ([`Backend::fail_all`]).
+    forced: Arc<AtomicU16>,
     task: JoinHandle<()>,
 }
 
@@ -116,6 +118,22 @@ impl Backend {
         let record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
         record.calls.get(key).copied().unwrap_or(0)
     }
+
+    /// From now on answer every HTTP request with `status` (still naming the backend and
+    /// recording the request), whatever the request asks for: a failing endpoint, as outlier
+    /// detection and locality failover see one. [`Backend::heal`] ends it.
+    pub fn fail_all(&self, status: u16) {
+        assert!(
+            StatusCode::from_u16(status).is_ok() && status != 0,
+            "bad status {status}"
+        );
+        self.forced.store(status, Ordering::Relaxed);
+    }
+
+    /// Answer requests normally again (undoes [`Backend::fail_all`]).
+    pub fn heal(&self) {
+        self.forced.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Backend {
@@ -128,22 +146,26 @@ struct HttpState {
     name: String,
     served: Arc<AtomicU64>,
     record: Arc<Mutex<Record>>,
+    forced: Arc<AtomicU16>,
 }
 
 /// Starts an HTTP/1.1 server on `addr` answering every request with status 200, body `name`, a
 /// `x-backend: name` header, and the request's path and headers echoed in `x-echo-path` and
 /// `x-echo-headers`. A request header `x-status: NNN` makes it answer with that status instead;
 /// [`KEY_HEADER`], [`FAIL_CALLS_HEADER`], [`DELAY_HEADER`] and [`REPLY_HEADER`] program other
-/// behaviour. Every request is recorded ([`Backend::seen`]).
+/// behaviour. Every request is recorded ([`Backend::seen`]). [`Backend::fail_all`] makes it fail
+/// every request.
 pub async fn spawn_backend(addr: SocketAddr, name: &str) -> io::Result<Backend> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
     let record = Arc::new(Mutex::new(Record::default()));
+    let forced = Arc::new(AtomicU16::new(0));
     let state = Arc::new(HttpState {
         name: name.to_string(),
         served: served.clone(),
         record: record.clone(),
+        forced: forced.clone(),
     });
     let app = Router::new().fallback(answer).with_state(state);
     let task = tokio::spawn(async move {
@@ -156,6 +178,7 @@ pub async fn spawn_backend(addr: SocketAddr, name: &str) -> io::Result<Backend> 
         name: name.to_string(),
         served,
         record,
+        forced,
         task,
     })
 }
@@ -248,6 +271,10 @@ async fn answer(State(state): State<Arc<HttpState>>, req: Request) -> Response {
             .and_then(|v| StatusCode::from_u16(v).ok())
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     }
+    // A backend told to fail everything overrides what the request asked for.
+    if let Ok(forced) = StatusCode::from_u16(state.forced.load(Ordering::Relaxed)) {
+        status = forced;
+    }
     let replies: Vec<(axum::http::HeaderName, HeaderValue)> = req
         .headers()
         .get_all(REPLY_HEADER)
@@ -325,6 +352,7 @@ pub async fn spawn_tcp_echo(addr: SocketAddr, name: &str) -> io::Result<Backend>
         name: name.to_string(),
         served,
         record: Arc::new(Mutex::new(Record::default())),
+        forced: Arc::new(AtomicU16::new(0)),
         task,
     })
 }

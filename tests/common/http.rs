@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Response header the test backends put their name in.
 pub const BACKEND_HEADER: &str = "x-backend";
@@ -49,6 +49,8 @@ impl Response {
 pub struct HttpClient {
     addr: SocketAddr,
     timeout: Duration,
+    /// Local address to connect from (any when `None`).
+    source: Option<IpAddr>,
     conn: Option<BufReader<TcpStream>>,
 }
 
@@ -57,8 +59,15 @@ impl HttpClient {
         HttpClient {
             addr,
             timeout: Duration::from_secs(5),
+            source: None,
             conn: None,
         }
+    }
+
+    /// Connect from this local IP (e.g. another loopback address, to look like another client).
+    pub fn with_source(mut self, ip: IpAddr) -> HttpClient {
+        self.source = Some(ip);
+        self
     }
 
     /// Timeout of one whole request (connect, send, read the answer).
@@ -127,7 +136,17 @@ impl HttpClient {
         for attempt in 0..2 {
             let reused = self.conn.is_some();
             if self.conn.is_none() {
-                let stream = TcpStream::connect(self.addr).await?;
+                let stream = match self.source {
+                    None => TcpStream::connect(self.addr).await?,
+                    Some(ip) => {
+                        let socket = match ip {
+                            IpAddr::V4(_) => TcpSocket::new_v4()?,
+                            IpAddr::V6(_) => TcpSocket::new_v6()?,
+                        };
+                        socket.bind(SocketAddr::new(ip, 0))?;
+                        socket.connect(self.addr).await?
+                    }
+                };
                 stream.set_nodelay(true)?;
                 self.conn = Some(BufReader::new(stream));
             }

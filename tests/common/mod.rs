@@ -648,6 +648,8 @@ pub struct ProxySpec {
     pub interception: String,
     /// Run Envoy with this group id (the capture rules exclude the proxy's group).
     pub gid: Option<u32>,
+    /// The Envoy node's locality, `region/zone/subzone` (`bowline bootstrap --locality`).
+    pub locality: Option<String>,
 }
 
 impl ProxySpec {
@@ -662,6 +664,7 @@ impl ProxySpec {
             delta: true,
             interception: "NONE".to_string(),
             gid: None,
+            locality: None,
         }
     }
 
@@ -682,6 +685,12 @@ impl ProxySpec {
 
     pub fn run_as_group(mut self, gid: u32) -> ProxySpec {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Sets the node's locality (`region/zone/subzone`; trailing parts may be left out).
+    pub fn locality(mut self, locality: &str) -> ProxySpec {
+        self.locality = Some(locality.to_string());
         self
     }
 
@@ -739,6 +748,9 @@ impl Envoy {
             ]);
         if !labels.is_empty() {
             cmd.args(["--labels", &labels]);
+        }
+        if let Some(locality) = &spec.locality {
+            cmd.args(["--locality", locality]);
         }
         let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
         assert!(
@@ -839,6 +851,30 @@ impl Envoy {
     /// What Envoy has accepted, from its own config dump.
     pub async fn loaded(&self) -> Result<EnvoyLoaded, String> {
         Ok(EnvoyLoaded::from_dump(&self.config_dump().await?))
+    }
+
+    /// Envoy's counters and gauges whose name matches `filter` (a regex, as `/stats?filter=`;
+    /// keep it to letters, digits, `_` and `.`), by full name. Histograms are left out.
+    pub async fn stats(&self, filter: &str) -> Result<BTreeMap<String, u64>, String> {
+        let text = self.admin(&format!("/stats?filter={filter}")).await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<u64>().ok()?)))
+            .collect())
+    }
+
+    /// One counter or gauge by its full name, e.g.
+    /// `cluster.outbound|80||a.ns.svc.cluster.local.upstream_rq_pending_overflow`; `Err` when
+    /// Envoy has no such statistic (a misspelt name, a cluster not loaded).
+    pub async fn stat(&self, name: &str) -> Result<u64, String> {
+        // Filter by the last part of the name (safe in a URL), then pick the exact name.
+        let last = name.rsplit('.').next().unwrap_or(name);
+        self.stats(last)
+            .await?
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("envoy {} has no statistic {name}", self.spec.id()))
     }
 
     /// Sum of every `*.update_rejected` counter (CDS, LDS, RDS, EDS): Envoy's own NACK count.
