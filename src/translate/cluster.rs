@@ -1,6 +1,7 @@
 //! CDS: `outbound|<port>|<subset>|<host>` per imported service port and DestinationRule
 //! subset, `inbound|<port>||` per workload port, and the fixed `BlackHoleCluster`,
-//! `PassthroughCluster` and `InboundPassthroughCluster`.
+//! `PassthroughCluster` and `InboundPassthroughCluster`, and clusters for the JWKS servers of
+//! RequestAuthentications.
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
@@ -8,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::google::protobuf as pb;
 
+use super::authz;
 use super::endpoint;
 use super::envoy::pack;
 use super::naming;
@@ -81,6 +83,11 @@ pub fn build(scope: &Scope) -> Vec<xds_cluster::Cluster> {
     for inbound in scope.inbound() {
         clusters.push(inbound_cluster(scope, &inbound, &connect_timeout));
     }
+    // The JWKS servers of RequestAuthentications that the registry does not already give a
+    // cluster to.
+    let names: std::collections::BTreeSet<String> =
+        clusters.iter().map(|c| c.name.clone()).collect();
+    clusters.extend(authz::jwks_clusters(scope, &names, connect_timeout));
     clusters
 }
 

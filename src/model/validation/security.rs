@@ -595,12 +595,13 @@ impl Ctx<'_> {
                 self.err(&f, "`from.source` must not be nil");
                 continue;
             };
-            if !(s.principals.is_empty()
+            let has_identity = !(s.principals.is_empty()
                 && s.not_principals.is_empty()
                 && s.namespaces.is_empty()
-                && s.not_namespaces.is_empty())
-                && !(s.service_accounts.is_empty() && s.not_service_accounts.is_empty())
-            {
+                && s.not_namespaces.is_empty());
+            let has_accounts =
+                !(s.service_accounts.is_empty() && s.not_service_accounts.is_empty());
+            if has_identity && has_accounts {
                 self.err(
                     &f,
                     "Cannot set serviceAccounts with namespaces or principals",
