@@ -1819,3 +1819,279 @@ pub fn jwks_clusters(
     }
     out.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matcher::string_matcher::MatchPattern as M;
+
+    fn pattern(m: &matcher::StringMatcher) -> (String, String) {
+        match &m.match_pattern {
+            Some(M::Exact(v)) => ("exact".into(), v.clone()),
+            Some(M::Prefix(v)) => ("prefix".into(), v.clone()),
+            Some(M::Suffix(v)) => ("suffix".into(), v.clone()),
+            Some(M::SafeRegex(r)) => ("regex".into(), r.regex.clone()),
+            other => panic!("unexpected pattern {other:?}"),
+        }
+    }
+
+    fn p(kind: &str, v: &str) -> (String, String) {
+        (kind.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn string_matchers_follow_istio_wildcards() {
+        assert_eq!(pattern(&string_matcher("*")), p("regex", ".+"));
+        assert_eq!(pattern(&string_matcher("*.com")), p("suffix", ".com"));
+        assert_eq!(pattern(&string_matcher("/api/*")), p("prefix", "/api/"));
+        assert_eq!(pattern(&string_matcher("/x")), p("exact", "/x"));
+        let spiffe = |v| pattern(&string_matcher_with_prefix(v, "spiffe://"));
+        assert_eq!(spiffe("td/ns/a/sa/b"), p("exact", "spiffe://td/ns/a/sa/b"));
+        assert_eq!(spiffe("td/ns/a/*"), p("prefix", "spiffe://td/ns/a/"));
+        assert_eq!(spiffe("*/sa/b.c"), p("regex", "spiffe://.*/sa/b\\.c"));
+        assert_eq!(spiffe("*"), p("regex", ".+"));
+    }
+
+    #[test]
+    fn header_and_host_matchers() {
+        use xds_route::header_matcher::HeaderMatchSpecifier as H;
+        let h = header_matcher(":authority", "*", true);
+        assert_eq!(h.header_match_specifier, Some(H::PresentMatch(true)));
+        let h = header_matcher(":authority", "*.example.com", true);
+        let Some(H::StringMatch(m)) = h.header_match_specifier else {
+            panic!("string match expected")
+        };
+        assert!(m.ignore_case);
+        assert_eq!(pattern(&m), p("suffix", ".example.com"));
+        let h = header_matcher(":method", "GET", false);
+        let Some(H::StringMatch(m)) = h.header_match_specifier else {
+            panic!("string match expected")
+        };
+        assert!(!m.ignore_case);
+        assert_eq!(pattern(&m), p("exact", "GET"));
+    }
+
+    /// The (iss, sub) matchers of a request principal.
+    fn iss_sub(v: &str) -> ((String, String), (String, String)) {
+        let Some(rbac::principal::Identifier::AndIds(set)) = request_principal(v).identifier else {
+            panic!("and_ids expected")
+        };
+        let claim = |i: usize| {
+            let Some(rbac::principal::Identifier::SourcedMetadata(s)) = &set.ids[i].identifier
+            else {
+                panic!("sourced metadata expected")
+            };
+            let m = s.metadata_matcher.as_ref().unwrap();
+            assert_eq!(m.filter, naming::JWT_AUTHN_FILTER);
+            let Some(matcher::value_matcher::MatchPattern::StringMatch(sm)) =
+                &m.value.as_ref().unwrap().match_pattern
+            else {
+                panic!("string match expected")
+            };
+            pattern(sm)
+        };
+        (claim(0), claim(1))
+    }
+
+    #[test]
+    fn request_principals_split_on_the_last_slash() {
+        assert_eq!(
+            iss_sub("https://example.com/alice"),
+            (p("exact", "https://example.com"), p("exact", "alice"))
+        );
+        assert_eq!(
+            iss_sub("https://example.com/*"),
+            (p("exact", "https://example.com"), p("regex", ".+"))
+        );
+        assert_eq!(iss_sub("*"), (p("regex", ".+"), p("regex", ".+")));
+        assert_eq!(iss_sub("*/alice"), (p("regex", ".+"), p("exact", "alice")));
+        assert_eq!(
+            iss_sub("*.example.com/alice"),
+            (p("suffix", ".example.com"), p("exact", "alice"))
+        );
+        assert_eq!(iss_sub("iss-*"), (p("prefix", "iss-"), p("regex", ".+")));
+        assert_eq!(iss_sub("*-sub"), (p("regex", ".+"), p("suffix", "-sub")));
+    }
+
+    #[test]
+    fn claim_names_in_brackets() {
+        assert_eq!(names_in_nested_brackets("[a][b]").unwrap(), vec!["a", "b"]);
+        assert_eq!(names_in_nested_brackets("[a.b]").unwrap(), vec!["a.b"]);
+        assert!(names_in_nested_brackets("a]").is_err());
+        assert_eq!(name_in_brackets("[x-user]").unwrap(), "x-user");
+    }
+
+    #[test]
+    fn trust_domain_aliases() {
+        let bundle = vec!["example.com".to_string(), "old.example".to_string()];
+        let got = replace_trust_domains(
+            &[
+                "cluster.local/ns/a/sa/b".to_string(),
+                "*/ns/a/sa/b".to_string(),
+                "other.td/ns/a/sa/b".to_string(),
+                "not-a-spiffe-id".to_string(),
+            ],
+            &bundle,
+        );
+        assert_eq!(
+            got,
+            vec![
+                "example.com/ns/a/sa/b",
+                "old.example/ns/a/sa/b",
+                "*/ns/a/sa/b",
+                "other.td/ns/a/sa/b",
+                "not-a-spiffe-id"
+            ]
+        );
+        assert_eq!(
+            expand_trust_domains(&["old.example".to_string(), "x".to_string()], &bundle),
+            vec!["example.com", "old.example", "x"]
+        );
+    }
+
+    fn source_principal(attr: Attr, v: &str) -> (String, String) {
+        let c = Cond {
+            attr,
+            key: String::new(),
+            values: vec![v.to_string()],
+            not_values: vec![],
+        };
+        let Some(rbac::principal::Identifier::Authenticated(a)) =
+            value_principal(&c, v, false, "policy-ns")
+                .unwrap()
+                .identifier
+        else {
+            panic!("authenticated expected")
+        };
+        pattern(a.principal_name.as_ref().unwrap())
+    }
+
+    #[test]
+    fn peer_identity_matchers() {
+        assert_eq!(
+            source_principal(Attr::SrcNamespace, "team-*"),
+            p("regex", ".*/ns/team-.*/.*")
+        );
+        assert_eq!(
+            source_principal(Attr::SrcServiceAccount, "sa.1"),
+            p("regex", "spiffe://.+/ns/policy-ns/(.+/|)sa/sa\\.1(/.+)?")
+        );
+        assert_eq!(
+            source_principal(Attr::SrcServiceAccount, "other/sa"),
+            p("regex", "spiffe://.+/ns/other/(.+/|)sa/sa(/.+)?")
+        );
+        assert_eq!(
+            source_principal(Attr::SrcTrustDomain, "*"),
+            p("prefix", "spiffe://")
+        );
+        assert_eq!(
+            source_principal(Attr::SrcTrustDomain, "example.com"),
+            p("prefix", "spiffe://example.com/")
+        );
+        assert_eq!(
+            source_principal(Attr::SrcTrustDomain, "*.corp"),
+            p("regex", "spiffe://[^/]*\\.corp/.*")
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        let c = cidr_range("10.1.0.0/16").unwrap();
+        assert_eq!(c.address_prefix, "10.1.0.0");
+        assert_eq!(c.prefix_len.unwrap().value, 16);
+        assert_eq!(
+            cidr_range("2001:db8::1").unwrap().prefix_len.unwrap().value,
+            128
+        );
+        assert!(cidr_range("nope").is_err());
+        assert_eq!(quote_meta("a.b*c(d)"), "a\\.b\\*c\\(d\\)");
+    }
+
+    fn rule(yaml: &str) -> Rule {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn http_only_fields_on_tcp() {
+        let r = rule("to: [{operation: {paths: [/admin], ports: [\"80\"]}}]");
+        let model = rule_model(&r, &[]).unwrap();
+        // ALLOW: the rule cannot match a connection, so it is dropped.
+        assert!(generate(&model, true, rbac::rbac::Action::Allow, "ns").is_err());
+        // DENY: the path is dropped, the port stays (a wider deny).
+        let policy = generate(&model, true, rbac::rbac::Action::Deny, "ns").unwrap();
+        let Some(rbac::permission::Rule::AndRules(set)) = &policy.permissions[0].rule else {
+            panic!("and_rules expected")
+        };
+        assert_eq!(set.rules.len(), 1);
+        let Some(rbac::permission::Rule::OrRules(ports)) = &set.rules[0].rule else {
+            panic!("or_rules expected")
+        };
+        assert_eq!(
+            ports.rules[0].rule,
+            Some(rbac::permission::Rule::DestinationPort(80))
+        );
+        // HTTP: both.
+        let policy = generate(&model, false, rbac::rbac::Action::Allow, "ns").unwrap();
+        let Some(rbac::permission::Rule::AndRules(set)) = &policy.permissions[0].rule else {
+            panic!("and_rules expected")
+        };
+        assert_eq!(set.rules.len(), 2);
+    }
+
+    #[test]
+    fn rule_shape_and_order() {
+        let r = rule(
+            "from: [{source: {principals: [a/ns/b/sa/c], ipBlocks: [1.2.3.4]}}, {source: {namespaces: [x]}}]\n\
+             to: [{operation: {methods: [GET], hosts: [h]}}]\n\
+             when: [{key: source.ip, values: [5.6.7.8]}, {key: destination.port, values: [\"81\"]}]",
+        );
+        let m = rule_model(&r, &[]).unwrap();
+        let attrs = |l: &Vec<Cond>| l.iter().map(|c| c.attr).collect::<Vec<_>>();
+        // One principal list per `from`, each followed by the `when` principal conditions.
+        assert_eq!(m.principals.len(), 2);
+        assert_eq!(
+            attrs(&m.principals[0]),
+            vec![Attr::SrcPrincipal, Attr::SrcIp, Attr::SrcIp]
+        );
+        assert_eq!(
+            attrs(&m.principals[1]),
+            vec![Attr::SrcNamespace, Attr::SrcIp]
+        );
+        assert_eq!(m.permissions.len(), 1);
+        assert_eq!(
+            attrs(&m.permissions[0]),
+            vec![Attr::Host, Attr::Method, Attr::DestPort]
+        );
+        // An empty rule matches everything.
+        let any = generate(
+            &rule_model(&Rule::default(), &[]).unwrap(),
+            false,
+            rbac::rbac::Action::Allow,
+            "ns",
+        )
+        .unwrap();
+        assert_eq!(any.permissions.len(), 1);
+        assert_eq!(any.principals.len(), 1);
+    }
+
+    #[test]
+    fn path_templates_become_uri_templates() {
+        let c = Cond {
+            attr: Attr::Path,
+            key: "path-matcher".into(),
+            values: vec![],
+            not_values: vec![],
+        };
+        let Some(rbac::permission::Rule::UriTemplate(t)) =
+            value_permission(&c, "/a/{*}/b/{**}", false).unwrap().rule
+        else {
+            panic!("uri template expected")
+        };
+        assert_eq!(t.name, "uri-template");
+        let any = t.typed_config.unwrap();
+        let cfg =
+            <uri_template::UriTemplateMatchConfig as prost::Message>::decode(any.value.as_slice())
+                .unwrap();
+        assert_eq!(cfg.path_template, "/a/*/b/**");
+    }
+}

@@ -922,6 +922,246 @@ pub fn validate_provider_service(service: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::resource::parse_yaml;
+
+    /// `field: message` of every error of one document.
+    fn errors(kind: &str, spec: &str, annotations: &str) -> Vec<String> {
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: {kind}\nmetadata: {{name: p, namespace: ns{annotations}}}\nspec:\n{spec}"
+        );
+        parse_yaml(&yaml, "t.yaml")
+            .into_iter()
+            .flat_map(|p| p.diagnostics)
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect()
+    }
+
+    #[track_caller]
+    fn assert_err(kind: &str, spec: &str, field: &str, needle: &str) {
+        let e = errors(kind, spec, "");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with(&format!("{field}: ")) && m.contains(needle)),
+            "expected an error at {field} containing {needle:?}, got {e:#?}"
+        );
+    }
+
+    #[track_caller]
+    fn assert_ok(kind: &str, spec: &str) {
+        let e = errors(kind, spec, "");
+        assert!(e.is_empty(), "unexpected errors: {e:#?}");
+    }
+
+    const AP: &str = "AuthorizationPolicy";
+
+    #[test]
+    fn authorization_policy_rules() {
+        assert_ok(AP, "  {}\n");
+        assert_ok(AP, "  action: DENY\n  rules: [{}]\n");
+        assert_err(
+            AP,
+            "  action: DENY\n",
+            "spec.rules",
+            "DENY action without `rules`",
+        );
+        assert_err(
+            AP,
+            "  action: CUSTOM\n  rules: [{}]\n",
+            "spec.provider.name",
+            "must not be empty",
+        );
+        assert_err(
+            AP,
+            "  action: CUSTOM\n  provider: {name: x}\n",
+            "spec.rules",
+            "CUSTOM action without",
+        );
+        assert_err(
+            AP,
+            "  action: CUSTOM\n  provider: {name: x}\n  rules: [{from: [{source: {principals: [a]}}]}]\n",
+            "spec.rules[0].from[0].source",
+            "From.Principals is currently not supported with CUSTOM action",
+        );
+        assert_err(
+            AP,
+            "  action: CUSTOM\n  provider: {name: x}\n  rules: [{when: [{key: \"request.auth.claims[a]\", values: [b]}]}]\n",
+            "spec.rules[0].when[0].key",
+            "not supported with CUSTOM",
+        );
+        assert_err(
+            AP,
+            "  provider: {name: x}\n  rules: [{}]\n",
+            "spec.provider",
+            "non CUSTOM action",
+        );
+        assert_err(
+            AP,
+            "  rules: [{from: [{}]}]\n",
+            "spec.rules[0].from[0].source",
+            "must not be nil",
+        );
+        assert_err(
+            AP,
+            "  rules: [{from: [{source: {}}]}]\n",
+            "spec.rules[0].from[0].source",
+            "must not be empty",
+        );
+        assert_err(
+            AP,
+            "  rules: [{to: [{operation: {}}]}]\n",
+            "spec.rules[0].to[0].operation",
+            "must not be empty",
+        );
+        assert_err(
+            AP,
+            "  rules: [{from: [{source: {ipBlocks: [1.2.3.256]}}]}]\n",
+            "spec.rules[0].from[0].source.ipBlocks",
+            "bad IP address",
+        );
+        assert_err(
+            AP,
+            "  rules: [{to: [{operation: {ports: [\"70000\"]}}]}]\n",
+            "spec.rules[0].to[0].operation.ports",
+            "bad port",
+        );
+        assert_err(
+            AP,
+            "  rules: [{to: [{operation: {paths: [\"/a/{x}\"]}}]}]\n",
+            "spec.rules[0].to[0].operation.paths",
+            "beyond a supported path template",
+        );
+        assert_err(
+            AP,
+            "  rules: [{when: [{key: \"destination.labels[app]\", values: [a]}]}]\n",
+            "spec.rules[0].when[0].values",
+            "replaced by the workload selector",
+        );
+        assert_err(
+            AP,
+            "  rules: [{when: [{key: request.headers, values: [a]}]}]\n",
+            "spec.rules[0].when[0].values",
+            "should have format a[b]",
+        );
+        assert_err(
+            AP,
+            "  rules: [{when: [{key: source.ip}]}]\n",
+            "spec.rules[0].when[0]",
+            "at least one of",
+        );
+        assert_err(
+            AP,
+            "  rules: [{when: [{key: foo, values: [a]}]}]\n",
+            "spec.rules[0].when[0].values",
+            "unknown attribute",
+        );
+        assert_err(
+            AP,
+            "  rules: [{from: [{source: {trustDomains: [a/b]}}]}]\n",
+            "spec.rules[0].from[0].source.trustDomains",
+            "must not contain '/'",
+        );
+        assert_err(
+            AP,
+            "  selector: {matchLabels: {a: b}}\n  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: g}\n",
+            "spec",
+            "only one of targetRefs or selector",
+        );
+        assert_err(
+            AP,
+            "  targetRefs: [{kind: Pod, name: g}]\n",
+            "spec.targetRefs[0]",
+            "targetRef must be to one of",
+        );
+        assert_err(
+            AP,
+            "  rules: [{bogus: 1}]\n",
+            "spec.rules[0].bogus",
+            "unknown field `bogus`",
+        );
+    }
+
+    #[test]
+    fn dry_run_annotation() {
+        let with = |v: &str, spec: &str| {
+            errors(
+                AP,
+                spec,
+                &format!(", annotations: {{istio.io/dry-run: \"{v}\"}}"),
+            )
+        };
+        assert!(with("true", "  rules: [{}]\n").is_empty());
+        assert!(with("maybe", "  rules: [{}]\n")[0].contains("invalid value"));
+        assert!(
+            with("true", "  action: AUDIT\n  rules: [{}]\n")[0]
+                .contains("only supports action ALLOW/DENY")
+        );
+        let pa = errors(
+            "PeerAuthentication",
+            "  mtls: {mode: STRICT}\n",
+            ", annotations: {istio.io/dry-run: \"true\"}",
+        );
+        assert!(
+            pa[0].contains("only supported on AuthorizationPolicy"),
+            "{pa:?}"
+        );
+    }
+
+    #[test]
+    fn peer_and_request_authentication() {
+        const PA: &str = "PeerAuthentication";
+        const RA: &str = "RequestAuthentication";
+        assert_ok(
+            PA,
+            "  selector: {matchLabels: {app: a}}\n  portLevelMtls: {\"8080\": {mode: DISABLE}}\n",
+        );
+        assert_err(
+            PA,
+            "  portLevelMtls: {\"8080\": {mode: DISABLE}}\n",
+            "spec.portLevelMtls",
+            "requires selector",
+        );
+        assert_ok(
+            RA,
+            "  jwtRules: [{issuer: a, jwksUri: \"https://a.example/keys\"}]\n",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{audiences: [a]}]\n",
+            "spec.jwtRules[0].issuer",
+            "issuer or jwksUri",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{issuer: a, jwksUri: \"https://a/k\", jwks: \"{}\"}]\n",
+            "spec.jwtRules[0]",
+            "only one of jwks or jwksUri",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{issuer: a, jwks: \"{\\\"keys\\\": 1}\"}]\n",
+            "spec.jwtRules[0].jwks",
+            "jwks parse error",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{issuer: a, jwksUri: \"ftp://a/k\"}]\n",
+            "spec.jwtRules[0].jwksUri",
+            "not supported",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{issuer: a, timeout: 1500us}]\n",
+            "spec.jwtRules[0].timeout",
+            "ms precision",
+        );
+        assert_err(
+            RA,
+            "  jwtRules: [{issuer: a, outputPayloadToHeader: \"bad header\"}]\n",
+            "spec.jwtRules[0].outputPayloadToHeader",
+            "not a valid header name",
+        );
+    }
 
     #[test]
     fn jwks_uri_parsing() {
