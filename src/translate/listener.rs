@@ -195,9 +195,16 @@ fn virtual_inbound(
         transparent: (scope.proxy.interception_mode == InterceptionMode::Tproxy)
             .then_some(pb::BoolValue { value: true }),
         filter_chains: chains,
+        // Undeclared ports are authorized too, as TCP (istiod also applies its policies to
+        // the passthrough chains).
         default_filter_chain: Some(xds_listener::FilterChain {
             name: "InboundPassthroughFilterChain".to_string(),
-            filters: vec![tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)],
+            filters: security
+                .tcp
+                .iter()
+                .cloned()
+                .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
+                .collect(),
             ..Default::default()
         }),
         traffic_direction: xds_core::TrafficDirection::Inbound as i32,
