@@ -42,7 +42,8 @@ pub struct ServeArgs {
     #[arg(long = "debounce-max", env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
     /// Mesh-wide settings: the YAML of istiod's `mesh` ConfigMap key (rootNamespace,
-    /// trustDomain, connectTimeout, outboundTrafficPolicy are honoured). Read at start-up.
+    /// trustDomain, trustDomainAliases, connectTimeout, outboundTrafficPolicy and the
+    /// envoyExtAuthzHttp/envoyExtAuthzGrpc extensionProviders are honoured). Read at start-up.
     #[arg(long = "mesh-config", env = "BOWLINE_MESH_CONFIG")]
     pub mesh_config: Option<PathBuf>,
     /// Log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
@@ -110,8 +111,8 @@ async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(64);
     // The file watcher only coalesces the events of one write (editors save in several steps);
     // the push loop's debounce decides when a change is pushed.
-    let (source, initial) = FileSource::start(&args.config_dir, FILE_SETTLE, events_tx)
-        .context("file source")?;
+    let (source, initial) =
+        FileSource::start(&args.config_dir, FILE_SETTLE, events_tx).context("file source")?;
     let mut store = Store::default();
     store.apply(initial);
     let first = push::initial(&store, &mesh);

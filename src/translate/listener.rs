@@ -19,7 +19,7 @@ use super::envoy::pack;
 use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
-use super::{cors, fault, naming};
+use super::{authz, cors, fault, naming};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 
@@ -38,9 +38,10 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
         .map(|p| outbound_listener(scope, p))
         .collect();
     let inbound = scope.inbound();
+    let security = authz::Inbound::build(scope);
     if captured {
         out.push(virtual_outbound(scope));
-        out.push(virtual_inbound(scope, &inbound));
+        out.push(virtual_inbound(scope, &inbound, &security));
     } else {
         for port in inbound.iter() {
             let address = port
@@ -51,7 +52,7 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
             out.push(xds_listener::Listener {
                 name: naming::listener(&address, port.port),
                 address: Some(socket_address(&address, port.port)),
-                filter_chains: vec![inbound_chain(port)],
+                filter_chains: vec![inbound_chain(port, &security)],
                 traffic_direction: xds_core::TrafficDirection::Inbound as i32,
                 ..Default::default()
             });
@@ -95,6 +96,7 @@ fn outbound_chain(
     let filter = match &chain.action {
         ChainAction::Http { route } => http_manager(
             &format!("outbound_{}", listener.name),
+            Vec::new(),
             hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
                 config_source: Some(ads_config_source()),
                 route_config_name: route.clone(),
@@ -173,8 +175,13 @@ fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {
     }
 }
 
-fn virtual_inbound(scope: &Scope, inbound: &[InboundPort]) -> xds_listener::Listener {
-    let mut chains: Vec<xds_listener::FilterChain> = inbound.iter().map(inbound_chain).collect();
+fn virtual_inbound(
+    scope: &Scope,
+    inbound: &[InboundPort],
+    security: &authz::Inbound,
+) -> xds_listener::Listener {
+    let mut chains: Vec<xds_listener::FilterChain> =
+        inbound.iter().map(|p| inbound_chain(p, security)).collect();
     for (chain, port) in chains.iter_mut().zip(inbound) {
         chain.filter_chain_match = Some(xds_listener::FilterChainMatch {
             destination_port: Some(pb::UInt32Value {
@@ -199,9 +206,16 @@ fn virtual_inbound(scope: &Scope, inbound: &[InboundPort]) -> xds_listener::List
         transparent: (scope.proxy.interception_mode == InterceptionMode::Tproxy)
             .then_some(pb::BoolValue { value: true }),
         filter_chains: chains,
+        // Undeclared ports are authorized too, as TCP (istiod also applies its policies to
+        // the passthrough chains).
         default_filter_chain: Some(xds_listener::FilterChain {
             name: "InboundPassthroughFilterChain".to_string(),
-            filters: vec![tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)],
+            filters: security
+                .tcp
+                .iter()
+                .cloned()
+                .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
+                .collect(),
             ..Default::default()
         }),
         traffic_direction: xds_core::TrafficDirection::Inbound as i32,
@@ -209,12 +223,16 @@ fn virtual_inbound(scope: &Scope, inbound: &[InboundPort]) -> xds_listener::List
     }
 }
 
-/// The filter chain delivering one workload port's traffic to its inbound cluster.
-fn inbound_chain(port: &InboundPort) -> xds_listener::FilterChain {
+/// The filter chain delivering one workload port's traffic to its inbound cluster, behind the
+/// proxy's authorization filters (HTTP filters in the connection manager, network filters in
+/// front of tcp_proxy).
+fn inbound_chain(port: &InboundPort, security: &authz::Inbound) -> xds_listener::FilterChain {
     let cluster = naming::inbound_cluster(port.port);
+    let mut filters = Vec::new();
     let filter = if routes_http(port.protocol) {
         http_manager(
             &format!("inbound_0.0.0.0_{}", port.port),
+            security.http.clone(),
             hcm::http_connection_manager::RouteSpecifier::RouteConfig(
                 xds_route::RouteConfiguration {
                     name: naming::inbound_route_config(port.port),
@@ -225,35 +243,42 @@ fn inbound_chain(port: &InboundPort) -> xds_listener::FilterChain {
             ),
         )
     } else {
+        filters.extend(security.tcp.iter().cloned());
         tcp_proxy_filter(&cluster)
     };
+    filters.push(filter);
     xds_listener::FilterChain {
         name: cluster.clone(),
-        filters: vec![filter],
+        filters,
         ..Default::default()
     }
 }
 
+/// An HTTP connection manager; `pre` are the authorization and authentication filters that
+/// run first (inbound only).
 fn http_manager(
     stat_prefix: &str,
+    pre: Vec<hcm::HttpFilter>,
     route: hcm::http_connection_manager::RouteSpecifier,
 ) -> xds_listener::Filter {
+    // istiod's order: authn/authz first; fault and cors act only where a route configures them.
+    let mut http_filters = pre;
+    http_filters.extend([
+        fault::http_filter(),
+        cors::http_filter(),
+        hcm::HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
+                &router::Router::default(),
+            ))),
+            ..Default::default()
+        },
+    ]);
     let manager = hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route),
-        // istiod's order; fault and cors act only where a route configures them.
-        http_filters: vec![
-            fault::http_filter(),
-            cors::http_filter(),
-            hcm::HttpFilter {
-                name: "envoy.filters.http.router".to_string(),
-                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
-                    &router::Router::default(),
-                ))),
-                ..Default::default()
-            },
-        ],
+        http_filters,
         use_remote_address: Some(pb::BoolValue { value: false }),
         normalize_path: Some(pb::BoolValue { value: true }),
         ..Default::default()

@@ -5,6 +5,7 @@
 //! inputs (ordered by name). What cannot be translated is skipped and reported as a diagnostic,
 //! never a panic. One file per Envoy resource kind; every name comes from `naming`.
 
+pub mod authz;
 pub mod cluster;
 pub mod cors;
 pub mod endpoint;

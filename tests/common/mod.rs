@@ -341,6 +341,7 @@ pub struct Bowline {
     pub admin_addr: SocketAddr,
     log: PathBuf,
     proc: Option<Proc>,
+    mesh_config: Option<PathBuf>,
 }
 
 impl Bowline {
@@ -360,8 +361,16 @@ impl Bowline {
             admin_addr: net.addr(1, 15014),
             log,
             proc: None,
+            mesh_config: None,
             dir,
         }
+    }
+
+    /// Gives the next [`Bowline::start`] this mesh config (`--mesh-config`).
+    pub fn set_mesh_config(&mut self, yaml: &str) {
+        let path = self.dir.path().join("mesh-config.yaml");
+        fs::write(&path, yaml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        self.mesh_config = Some(path);
     }
 
     pub fn dir(&self) -> &Path {
@@ -424,6 +433,9 @@ impl Bowline {
             .arg(self.admin_addr.to_string())
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
+        if let Some(mesh) = &self.mesh_config {
+            cmd.arg("--mesh-config").arg(mesh);
+        }
         self.proc = Some(Proc::spawn("bowline", &mut cmd, &self.log).quiet());
         let admin = self.admin_addr;
         let ready = poll(Duration::from_secs(30), async || {
