@@ -5,8 +5,9 @@
 //! (`kube`), their validation (`validation`, shared by the CLI, the file source and the
 //! webhook), the service registry built from Services, EndpointSlices, ServiceEntries and
 //! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), the proxy asking for config
-//! (`proxy`) and the workload identity it has proven (`identity`). Nothing here does I/O, knows tokio, gRPC, Envoy types or Kubernetes clients; an
-//! invalid resource becomes a `Diagnostic`, never a panic.
+//! (`proxy`) and the workload identity it has proven (`identity`). Nothing here does I/O,
+//! knows tokio, gRPC, Envoy types or Kubernetes clients; an invalid resource becomes a
+//! `Diagnostic`, never a panic.
 
 pub mod diagnostic;
 pub mod identity;

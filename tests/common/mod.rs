@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod http;
 pub mod netns;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -338,14 +339,21 @@ pub struct Bowline {
     pub config_dir: PathBuf,
     staging: PathBuf,
     pub xds_addr: SocketAddr,
+    /// The TLS xDS port (callers authenticate).
+    pub xds_tls_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `--ca-dir`: bowline's root and token key (created on first start).
+    pub ca_dir: PathBuf,
+    /// More `bowline serve` arguments.
+    pub extra_args: Vec<String>,
     log: PathBuf,
     proc: Option<Proc>,
 }
 
 impl Bowline {
-    /// Prepares (does not start) a bowline serving xDS on `<net>.1:15010` and admin on
-    /// `<net>.1:15014`, with an empty config directory.
+    /// Prepares (does not start) a bowline serving xDS on `<net>.1:15010`, TLS xDS on
+    /// `<net>.1:15012` and admin on `<net>.1:15014`, with an empty config directory and a CA
+    /// directory of its own.
     pub fn new(net: &Net) -> Bowline {
         let dir = TempDir::new("bowline");
         let config_dir = dir.path().join("config");
@@ -357,7 +365,10 @@ impl Bowline {
             config_dir,
             staging,
             xds_addr: net.addr(1, 15010),
+            xds_tls_addr: net.addr(1, 15012),
             admin_addr: net.addr(1, 15014),
+            ca_dir: dir.path().join("ca"),
+            extra_args: Vec::new(),
             log,
             proc: None,
             dir,
@@ -422,6 +433,11 @@ impl Bowline {
             .arg(self.xds_addr.to_string())
             .arg("--admin-addr")
             .arg(self.admin_addr.to_string())
+            .arg("--xds-tls-addr")
+            .arg(self.xds_tls_addr.to_string())
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
+            .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
         self.proc = Some(Proc::spawn("bowline", &mut cmd, &self.log).quiet());
@@ -648,6 +664,12 @@ pub struct ProxySpec {
     pub interception: String,
     /// Run Envoy with this group id (the capture rules exclude the proxy's group).
     pub gid: Option<u32>,
+    /// Prove the identity with a bowline token over the TLS port.
+    pub token: bool,
+    /// Connect here instead of the bowline's own address (a TLS address when `token`).
+    pub xds_addr: Option<String>,
+    /// More `bowline bootstrap` arguments.
+    pub bootstrap_args: Vec<String>,
 }
 
 impl ProxySpec {
@@ -662,7 +684,27 @@ impl ProxySpec {
             delta: true,
             interception: "NONE".to_string(),
             gid: None,
+            token: false,
+            xds_addr: None,
+            bootstrap_args: Vec::new(),
         }
+    }
+
+    /// Authenticate with a token over the TLS port (the proxy then gets certificates and
+    /// mutual TLS).
+    pub fn with_token(mut self) -> ProxySpec {
+        self.token = true;
+        self
+    }
+
+    pub fn xds_addr(mut self, addr: &str) -> ProxySpec {
+        self.xds_addr = Some(addr.to_string());
+        self
+    }
+
+    pub fn bootstrap_arg(mut self, arg: &str) -> ProxySpec {
+        self.bootstrap_args.push(arg.to_string());
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> ProxySpec {
@@ -723,12 +765,19 @@ impl Envoy {
             .collect::<Vec<_>>()
             .join(",");
         let mut cmd = Command::new(BOWLINE);
+        let xds_addr = spec.xds_addr.clone().unwrap_or_else(|| {
+            if spec.token {
+                bowline.xds_tls_addr.to_string()
+            } else {
+                bowline.xds_addr.to_string()
+            }
+        });
         cmd.args(["bootstrap", "--type", "sidecar"])
             .args(["--name", &spec.name])
             .args(["--namespace", &spec.namespace])
             .args(["--ip", &spec.ip.to_string()])
             .args(["--service-account", &spec.service_account])
-            .args(["--xds-addr", &bowline.xds_addr.to_string()])
+            .args(["--xds-addr", &xds_addr])
             .args(["--admin-port", &admin_port.to_string()])
             .arg(if spec.delta { "--delta" } else { "--sotw" })
             .args(["--interception-mode", &spec.interception])
@@ -740,6 +789,10 @@ impl Envoy {
         if !labels.is_empty() {
             cmd.args(["--labels", &labels]);
         }
+        if spec.token {
+            cmd.arg("--token").arg("--ca-dir").arg(&bowline.ca_dir);
+        }
+        cmd.args(&spec.bootstrap_args);
         let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
         assert!(
             out.status.success(),
