@@ -23,6 +23,9 @@ pub struct MeshConfig {
     pub connect_timeout: std::time::Duration,
     /// Kubernetes DNS domain suffix (`cluster.local`).
     pub domain_suffix: String,
+    /// `enableAutoMtls`: clusters without TLS settings send mTLS to endpoints labelled
+    /// `security.istio.io/tlsMode: istio` (istiod's default: on).
+    pub enable_auto_mtls: bool,
 }
 
 impl Default for MeshConfig {
@@ -33,6 +36,7 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             connect_timeout: std::time::Duration::from_secs(10),
             domain_suffix: "cluster.local".to_string(),
+            enable_auto_mtls: true,
         }
     }
 }
@@ -85,6 +89,16 @@ impl MeshConfig {
                     message,
                 })?;
         }
+        match obj.get("enableAutoMtls") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Bool(b)) => mesh.enable_auto_mtls = *b,
+            Some(other) => {
+                return Err(MeshError::Field {
+                    field: "enableAutoMtls",
+                    message: format!("expected true or false, got {other}"),
+                });
+            }
+        }
         if let Some(policy) = obj.get("outboundTrafficPolicy").filter(|v| !v.is_null()) {
             match policy.get("mode").and_then(|m| m.as_str()) {
                 None | Some("ALLOW_ANY") => {
@@ -113,7 +127,7 @@ mod tests {
     fn parses_known_fields_and_ignores_the_rest() {
         let mesh = MeshConfig::from_yaml(
             "rootNamespace: mesh-root\ntrustDomain: example.org\nconnectTimeout: 2s\n\
-             outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\n",
+             outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\nenableAutoMtls: false\n",
         )
         .unwrap();
         assert_eq!(mesh.root_namespace, "mesh-root");
@@ -123,7 +137,9 @@ mod tests {
             mesh.outbound_traffic_policy,
             OutboundTrafficPolicy::RegistryOnly
         );
+        assert!(!mesh.enable_auto_mtls);
         assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
+        assert!(MeshConfig::default().enable_auto_mtls);
     }
 
     #[test]
