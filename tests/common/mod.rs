@@ -670,6 +670,9 @@ pub struct ProxySpec {
     pub xds_addr: Option<String>,
     /// More `bowline bootstrap` arguments.
     pub bootstrap_args: Vec<String>,
+    /// Files written into Envoy's working directory before it starts (relative path,
+    /// contents): what an operator mounts for DestinationRule `MUTUAL` certificates.
+    pub files: Vec<(String, String)>,
 }
 
 impl ProxySpec {
@@ -687,6 +690,7 @@ impl ProxySpec {
             token: false,
             xds_addr: None,
             bootstrap_args: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -704,6 +708,12 @@ impl ProxySpec {
 
     pub fn bootstrap_arg(mut self, arg: &str) -> ProxySpec {
         self.bootstrap_args.push(arg.to_string());
+        self
+    }
+
+    pub fn file(mut self, relative: &str, contents: &str) -> ProxySpec {
+        self.files
+            .push((relative.to_string(), contents.to_string()));
         self
     }
 
@@ -814,6 +824,13 @@ impl Envoy {
         )
         .expect("write bootstrap");
 
+        for (relative, contents) in &spec.files {
+            let target = dir.path().join(relative);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).expect("create file dir");
+            }
+            fs::write(&target, contents).expect("write proxy file");
+        }
         let log = dir.path().join("envoy.log");
         let mut cmd = Command::new(bin);
         cmd.arg("-c")
