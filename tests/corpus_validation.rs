@@ -68,6 +68,15 @@ struct Counts {
     invalid_rejected: usize,
     other_accepted: usize,
     skipped: usize,
+    /// Per kind: valid accepted, invalid rejected, other accepted.
+    by_kind: std::collections::BTreeMap<String, [usize; 3]>,
+}
+
+impl Counts {
+    fn kind(&mut self, doc: &serde_json::Value, slot: usize) {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        self.by_kind.entry(kind.to_string()).or_default()[slot] += 1;
+    }
 }
 
 #[test]
@@ -99,6 +108,7 @@ fn istio_corpus() {
                 .and_then(|o| o.remove("_err"))
                 .map(|e| e.as_str().map(str::to_string).unwrap_or(e.to_string()));
             let what = describe(&doc);
+            let kind_of = doc.clone();
             let parsed = parse_value(doc, Some(&origin));
             let errors: Vec<String> = parsed
                 .diagnostics
@@ -109,6 +119,7 @@ fn istio_corpus() {
             if expect_valid {
                 if errors.is_empty() {
                     counts.valid_accepted += 1;
+                    counts.kind(&kind_of, 0);
                 } else {
                     failures.push(format!("{file}: {what} rejected: {}", errors.join("; ")));
                 }
@@ -119,6 +130,7 @@ fn istio_corpus() {
                 ));
             } else {
                 counts.invalid_rejected += 1;
+                counts.kind(&kind_of, 1);
                 println!(
                     "rejected {what} (istio: {}) -> {}",
                     why.unwrap_or_default(),
@@ -137,6 +149,7 @@ fn istio_corpus() {
                     continue;
                 }
                 let what = describe(&doc);
+                let kind_of = doc.clone();
                 let parsed = parse_value(doc, Some(&origin));
                 let errors: Vec<String> = parsed
                     .diagnostics
@@ -146,6 +159,7 @@ fn istio_corpus() {
                     .collect();
                 if errors.is_empty() {
                     counts.other_accepted += 1;
+                    counts.kind(&kind_of, 2);
                 } else {
                     failures.push(format!("{origin}: {what} rejected: {}", errors.join("; ")));
                 }
@@ -158,6 +172,11 @@ fn istio_corpus() {
          documents of unmodeled kinds skipped",
         counts.valid_accepted, counts.invalid_rejected, counts.other_accepted, counts.skipped
     );
+    for (kind, [valid, invalid, other]) in &counts.by_kind {
+        println!(
+            "  {kind}: {valid} valid accepted, {invalid} invalid rejected, {other} other accepted"
+        );
+    }
     assert!(
         failures.is_empty(),
         "{} corpus failures:\n{}",

@@ -1,5 +1,6 @@
 //! Golden tests: `testdata/translate/<case>/` holds `config/` (input YAML), `proxy.yaml` (the
-//! node id and metadata of the proxy asking) and `expected.yaml` (every generated resource as
+//! node id and metadata of the proxy asking), optionally `mesh.yaml` (istiod's mesh config;
+//! defaults otherwise) and `expected.yaml` (every generated resource as
 //! canonical JSON rendered to YAML, plus diagnostics). `UPDATE_GOLDEN=1` rewrites the expected
 //! files; reviewing that diff is how translation changes are read.
 
@@ -26,10 +27,14 @@ struct ProxyFile {
 
 fn render(case: &Path) -> String {
     let loaded = load_dir(&case.join("config")).expect("config dir loads");
+    let mesh = match std::fs::read_to_string(case.join("mesh.yaml")) {
+        Ok(text) => MeshConfig::from_yaml(&text).expect("mesh.yaml is valid"),
+        Err(_) => MeshConfig::default(),
+    };
     let model = Model::build(
         loaded.resources.into_iter().map(Arc::new).collect(),
         loaded.diagnostics,
-        MeshConfig::default(),
+        mesh,
     );
     let text = std::fs::read_to_string(case.join("proxy.yaml")).expect("proxy.yaml");
     let proxy_file: ProxyFile = serde_saphyr::from_str(&text).expect("proxy.yaml parses");

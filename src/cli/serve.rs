@@ -81,7 +81,8 @@ pub struct ServeArgs {
     #[arg(long = "debounce-max", env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
     /// Mesh-wide settings: the YAML of istiod's `mesh` ConfigMap key (rootNamespace,
-    /// trustDomain, connectTimeout, outboundTrafficPolicy are honoured). Read at start-up.
+    /// trustDomain, trustDomainAliases, connectTimeout, outboundTrafficPolicy and the
+    /// envoyExtAuthzHttp/envoyExtAuthzGrpc extensionProviders are honoured). Read at start-up.
     #[arg(long = "mesh-config", env = "BOWLINE_MESH_CONFIG")]
     pub mesh_config: Option<PathBuf>,
     /// Log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.

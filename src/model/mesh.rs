@@ -1,7 +1,9 @@
 //! Mesh-wide settings: the subset of Istio's MeshConfig that bowline honours, with istiod's
 //! defaults.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 /// What a sidecar does with traffic to destinations outside the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -26,6 +28,91 @@ pub struct MeshConfig {
     /// `enableAutoMtls`: clusters without TLS settings send mTLS to endpoints labelled
     /// `security.istio.io/tlsMode: istio` (istiod's default: on).
     pub enable_auto_mtls: bool,
+    /// Other trust domains whose identities count as this mesh's (`trustDomainAliases`).
+    pub trust_domain_aliases: Vec<String>,
+    /// `extensionProviders`: the external authorizers CUSTOM AuthorizationPolicies name.
+    pub extension_providers: Vec<ExtensionProvider>,
+}
+
+/// One `extensionProviders` entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtensionProvider {
+    pub name: String,
+    pub provider: Provider,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    EnvoyExtAuthzHttp(ExtAuthzHttp),
+    EnvoyExtAuthzGrpc(ExtAuthzGrpc),
+    /// A provider of another kind (tracing, logging, ...): named here so a CUSTOM policy that
+    /// names it can be told it is not an authorizer.
+    Other(String),
+}
+
+/// `envoyExtAuthzHttp`: an HTTP external authorization service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthzHttp {
+    /// `<host>` or `<namespace>/<host>` of a service in the registry.
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    /// Deprecated spelling of `includeRequestHeadersInCheck`, used only when that is unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<RequestBody>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// `envoyExtAuthzGrpc`: a gRPC (`envoy.service.auth.v3.Authorization`) authorization service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthzGrpc {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<RequestBody>,
+}
+
+/// `includeRequestBodyInCheck`: buffer the body and send it to the authorizer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestBody {
+    #[serde(default)]
+    pub max_request_bytes: u32,
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    #[serde(default)]
+    pub pack_as_bytes: bool,
 }
 
 impl Default for MeshConfig {
@@ -37,6 +124,8 @@ impl Default for MeshConfig {
             connect_timeout: std::time::Duration::from_secs(10),
             domain_suffix: "cluster.local".to_string(),
             enable_auto_mtls: true,
+            trust_domain_aliases: Vec::new(),
+            extension_providers: Vec::new(),
         }
     }
 }
@@ -51,6 +140,8 @@ pub enum MeshError {
         field: &'static str,
         message: String,
     },
+    #[error("mesh config: extensionProviders[{index}]: {message}")]
+    Provider { index: usize, message: String },
 }
 
 impl MeshConfig {
@@ -115,8 +206,180 @@ impl MeshConfig {
                 }
             }
         }
+        if let Some(aliases) = obj.get("trustDomainAliases").filter(|v| !v.is_null()) {
+            mesh.trust_domain_aliases =
+                serde_json::from_value(aliases.clone()).map_err(|e| MeshError::Field {
+                    field: "trustDomainAliases",
+                    message: e.to_string(),
+                })?;
+        }
+        if let Some(list) = obj.get("extensionProviders").filter(|v| !v.is_null()) {
+            let Some(items) = list.as_array() else {
+                return Err(MeshError::Field {
+                    field: "extensionProviders",
+                    message: "expected a list".to_string(),
+                });
+            };
+            for (index, item) in items.iter().enumerate() {
+                let provider = extension_provider(item)
+                    .map_err(|message| MeshError::Provider { index, message })?;
+                if mesh
+                    .extension_providers
+                    .iter()
+                    .any(|p| p.name == provider.name)
+                {
+                    return Err(MeshError::Provider {
+                        index,
+                        message: format!(
+                            "extension provider name must be unique, found duplicate: {}",
+                            provider.name
+                        ),
+                    });
+                }
+                mesh.extension_providers.push(provider);
+            }
+        }
         Ok(mesh)
     }
+
+    /// The extension provider of this name.
+    pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
+    }
+}
+
+/// Provider names are used in metadata keys and RBAC policy names: lowercase DNS-label
+/// characters, as istiod requires.
+fn validate_provider_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("extension provider name must not be empty".to_string());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "provider name {name:?} too long (max 63 characters)"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(format!(
+            "invalid provider name {name:?}: only lowercase letters, digits and inner hyphens are allowed"
+        ));
+    }
+    Ok(())
+}
+
+fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, String> {
+    let Some(obj) = item.as_object() else {
+        return Err("expected a mapping".to_string());
+    };
+    let name = obj
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string();
+    validate_provider_name(&name)?;
+    let kinds: Vec<&String> = obj.keys().filter(|k| k.as_str() != "name").collect();
+    let [kind] = kinds.as_slice() else {
+        return Err(format!(
+            "provider {name:?} must set exactly one provider type, found {}",
+            kinds.len()
+        ));
+    };
+    let value = obj.get(kind.as_str()).cloned().unwrap_or_default();
+    let value = if value.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        value
+    };
+    let typed = |e: serde_json::Error| format!("provider {name:?}: {kind}: {e}");
+    let provider = match kind.as_str() {
+        "envoyExtAuthzHttp" => {
+            let p: ExtAuthzHttp = serde_json::from_value(value).map_err(typed)?;
+            check_common(
+                &name,
+                &p.service,
+                p.port,
+                p.timeout.as_deref(),
+                p.status_on_error.as_deref(),
+            )?;
+            if let Some(prefix) = p.path_prefix.as_deref().filter(|s| !s.is_empty())
+                && !prefix.starts_with('/')
+            {
+                return Err(format!(
+                    "provider {name:?}: pathPrefix should begin with `/` but found {prefix:?}"
+                ));
+            }
+            for (field, headers) in [
+                (
+                    "includeRequestHeadersInCheck",
+                    &p.include_request_headers_in_check,
+                ),
+                ("includeHeadersInCheck", &p.include_headers_in_check),
+                ("headersToUpstreamOnAllow", &p.headers_to_upstream_on_allow),
+                (
+                    "headersToDownstreamOnDeny",
+                    &p.headers_to_downstream_on_deny,
+                ),
+                (
+                    "headersToDownstreamOnAllow",
+                    &p.headers_to_downstream_on_allow,
+                ),
+            ] {
+                if headers.iter().any(|h| h == "*" || h.is_empty()) {
+                    return Err(format!(
+                        "provider {name:?}: {field}: a single wildcard (\"*\") or an empty name is not supported, change it to either prefix or suffix match"
+                    ));
+                }
+            }
+            Provider::EnvoyExtAuthzHttp(p)
+        }
+        "envoyExtAuthzGrpc" => {
+            let p: ExtAuthzGrpc = serde_json::from_value(value).map_err(typed)?;
+            check_common(
+                &name,
+                &p.service,
+                p.port,
+                p.timeout.as_deref(),
+                p.status_on_error.as_deref(),
+            )?;
+            Provider::EnvoyExtAuthzGrpc(p)
+        }
+        other => Provider::Other(other.to_string()),
+    };
+    Ok(ExtensionProvider { name, provider })
+}
+
+fn check_common(
+    name: &str,
+    service: &str,
+    port: u32,
+    timeout: Option<&str>,
+    status_on_error: Option<&str>,
+) -> Result<(), String> {
+    super::validation::security::validate_provider_service(service)
+        .map_err(|e| format!("provider {name:?}: service: {e}"))?;
+    if !(1..=65535).contains(&port) {
+        return Err(format!(
+            "provider {name:?}: port must be in the range [1, 65535], found: {port}"
+        ));
+    }
+    if let Some(t) = timeout {
+        super::networking::parse_duration(t)
+            .map_err(|e| format!("provider {name:?}: timeout: {e}"))?;
+    }
+    if let Some(s) = status_on_error.filter(|s| !s.is_empty()) {
+        let ok = s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+        if !ok {
+            return Err(format!(
+                "provider {name:?}: unsupported statusOnError {s:?} (an HTTP status code)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -140,6 +403,46 @@ mod tests {
         assert!(!mesh.enable_auto_mtls);
         assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
         assert!(MeshConfig::default().enable_auto_mtls);
+    }
+
+    #[test]
+    fn parses_extension_providers() {
+        let mesh = MeshConfig::from_yaml(
+            "trustDomainAliases: [old.example]\nextensionProviders:\n\
+             - name: ext-http\n  envoyExtAuthzHttp:\n    service: authz.foo.svc.cluster.local\n\
+             \x20   port: 8000\n    timeout: 2s\n    failOpen: true\n\
+             \x20   includeRequestHeadersInCheck: [x-user]\n\
+             - name: ext-grpc\n  envoyExtAuthzGrpc: {service: foo/authz.foo.svc.cluster.local, port: 9000}\n\
+             - name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
+        )
+        .unwrap();
+        assert_eq!(mesh.trust_domain_aliases, vec!["old.example"]);
+        assert_eq!(mesh.extension_providers.len(), 3);
+        let Some(ExtensionProvider {
+            provider: Provider::EnvoyExtAuthzHttp(http),
+            ..
+        }) = mesh.extension_provider("ext-http")
+        else {
+            panic!("ext-http is an HTTP authorizer")
+        };
+        assert_eq!(http.port, 8000);
+        assert!(http.fail_open);
+        assert!(matches!(
+            mesh.extension_provider("zipkin").map(|p| &p.provider),
+            Some(Provider::Other(k)) if k == "zipkin"
+        ));
+        for bad in [
+            "extensionProviders: [{name: Bad, envoyExtAuthzGrpc: {service: a.b, port: 1}}]",
+            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 0}}]",
+            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1, bogus: 1}}]",
+            "extensionProviders: [{name: a, envoyExtAuthzHttp: {service: a.b, port: 1, pathPrefix: x}}]",
+            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}}, {name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}}]",
+        ] {
+            assert!(
+                matches!(MeshConfig::from_yaml(bad), Err(MeshError::Provider { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The typed, validated view of the mesh.
 //!
 //! Contract: `model` turns parsed documents into immutable values: Istio resources as serde
-//! structs that reject unknown fields (`networking`), the Kubernetes kinds read in file mode
+//! structs that reject unknown fields (`networking`, `security`), the Kubernetes kinds read in file mode
 //! (`kube`), their validation (`validation`, shared by the CLI, the file source and the
 //! webhook), the service registry built from Services, EndpointSlices, ServiceEntries and
 //! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), the proxy asking for config
@@ -14,6 +14,7 @@ pub mod identity;
 pub mod kube;
 pub mod networking;
 pub mod resource;
+pub mod security;
 pub mod validation;
 
 pub use diagnostic::{Diagnostic, Severity};

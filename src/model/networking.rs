@@ -30,7 +30,7 @@ fn one_of(group: &str, set: &[(&str, bool)]) -> Result<(), String> {
 /// Address lists as YAML 1.2 parsers read them: an unquoted IPv6 address ending in `::` (e.g.
 /// `2001:db8::`) parses as a one-entry mapping `{"2001:db8:": null}`, where Go's YAML parser
 /// (and so `kubectl` and Istio) reads a string. Such entries are turned back into the string.
-mod lenient {
+pub(crate) mod lenient {
     use serde::Deserializer;
     use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::diagnostic::Diagnostic;
 use super::kube;
 use super::networking;
+use super::security;
 use super::validation;
 
 /// The kinds bowline understands.
@@ -19,19 +20,25 @@ pub enum Kind {
     WorkloadEntry,
     Sidecar,
     Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
     Service,
     EndpointSlice,
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::Sidecar,
         Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Namespace,
@@ -45,6 +52,9 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
             Kind::Gateway => "Gateway",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::RequestAuthentication => "RequestAuthentication",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Namespace => "Namespace",
@@ -54,6 +64,7 @@ impl Kind {
     /// The API group and the versions of it that are served for this kind.
     pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
         const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+        const SECURITY: &[&str] = &["v1", "v1beta1"];
         match self {
             Kind::VirtualService
             | Kind::DestinationRule
@@ -61,6 +72,9 @@ impl Kind {
             | Kind::WorkloadEntry
             | Kind::Sidecar
             | Kind::Gateway => ("networking.istio.io", NETWORKING),
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
+                ("security.istio.io", SECURITY)
+            }
             Kind::Service | Kind::Namespace => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
@@ -136,6 +150,9 @@ pub enum Spec {
     WorkloadEntry(Box<networking::WorkloadEntry>),
     Sidecar(Box<networking::Sidecar>),
     Gateway(Box<networking::Gateway>),
+    AuthorizationPolicy(Box<security::AuthorizationPolicy>),
+    PeerAuthentication(Box<security::PeerAuthentication>),
+    RequestAuthentication(Box<security::RequestAuthentication>),
     Service(Box<kube::ServiceSpec>),
     EndpointSlice(Box<kube::EndpointSlice>),
     Namespace,
@@ -391,6 +408,9 @@ fn parse_spec(
         Kind::WorkloadEntry => Spec::WorkloadEntry(typed("spec", spec)?),
         Kind::Sidecar => Spec::Sidecar(typed("spec", spec)?),
         Kind::Gateway => Spec::Gateway(typed("spec", spec)?),
+        Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(typed("spec", spec)?),
+        Kind::PeerAuthentication => Spec::PeerAuthentication(typed("spec", spec)?),
+        Kind::RequestAuthentication => Spec::RequestAuthentication(typed("spec", spec)?),
         Kind::Service => Spec::Service(typed("spec", spec)?),
         Kind::EndpointSlice | Kind::Namespace => unreachable!("handled above"),
     })

@@ -5,6 +5,7 @@
 //! `x-kubernetes-validations` rules), so that a resource accepted here is one Kubernetes and
 //! istiod would accept. Errors reject the resource; warnings are reported and the resource is
 //! used. Field paths use the YAML (camelCase) names, e.g. `spec.http[0].route[1].weight`.
+//! The `security.istio.io` kinds are checked in the `security` submodule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,6 +15,8 @@ use super::diagnostic::{Diagnostic, Severity};
 use super::kube;
 use super::networking::*;
 use super::resource::{Kind, Resource, Spec};
+
+pub mod security;
 
 /// Validates one resource; the result holds errors and warnings.
 pub fn validate(resource: &Resource) -> Vec<Diagnostic> {
@@ -29,6 +32,9 @@ pub fn validate(resource: &Resource) -> Vec<Diagnostic> {
         Spec::WorkloadEntry(s) => v.workload_entry(s),
         Spec::Sidecar(s) => v.sidecar(s),
         Spec::Gateway(s) => v.gateway(s),
+        Spec::AuthorizationPolicy(s) => v.authorization_policy(s),
+        Spec::PeerAuthentication(s) => v.peer_authentication(s),
+        Spec::RequestAuthentication(s) => v.request_authentication(s),
         Spec::Service(s) => v.service(s),
         Spec::EndpointSlice(s) => v.endpoint_slice(s),
         Spec::Namespace => {}
@@ -81,8 +87,12 @@ impl Ctx<'_> {
             return;
         }
         let annotations = &self.resource.meta.annotations;
-        let is_istio = self.resource.kind.group_versions().0 == "networking.istio.io";
-        if is_istio && annotations.contains_key(ANNOTATION_DRY_RUN) {
+        let is_istio = self.resource.kind.group_versions().0.ends_with(".istio.io");
+        // AuthorizationPolicy supports it (checked with the policy's action).
+        if is_istio
+            && self.resource.kind != Kind::AuthorizationPolicy
+            && annotations.contains_key(ANNOTATION_DRY_RUN)
+        {
             self.err(
                 "metadata.annotations",
                 format!(

@@ -1,6 +1,7 @@
 //! CDS: `outbound|<port>|<subset>|<host>` per imported service port and DestinationRule
 //! subset, `inbound|<port>||` per workload port, and the fixed `BlackHoleCluster`,
-//! `PassthroughCluster` and `InboundPassthroughCluster`.
+//! `PassthroughCluster` and `InboundPassthroughCluster`, and clusters for the JWKS servers of
+//! RequestAuthentications.
 //!
 //! A cluster's DestinationRule policy (see `policy`) becomes, as istiod builds it: circuit
 //! breaker thresholds (istiod's unlimited defaults, lowered by `connectionPool`), the connect
@@ -20,6 +21,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as type_matcher;
 use envoy_types::pb::envoy::r#type::v3 as xds_type;
 use envoy_types::pb::google::protobuf as pb;
 
+use super::authz;
 use super::endpoint;
 use super::envoy::pack;
 use super::loadbalancer;
@@ -135,6 +137,11 @@ pub fn build(scope: &Scope) -> Vec<xds_cluster::Cluster> {
     for inbound in scope.inbound() {
         clusters.push(inbound_cluster(scope, &inbound, &connect_timeout));
     }
+    // The JWKS servers of RequestAuthentications that the registry does not already give a
+    // cluster to.
+    let names: std::collections::BTreeSet<String> =
+        clusters.iter().map(|c| c.name.clone()).collect();
+    clusters.extend(authz::jwks_clusters(scope, &names, connect_timeout));
     clusters
 }
 

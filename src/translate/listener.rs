@@ -19,7 +19,7 @@ use super::envoy::pack;
 use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
-use super::{cors, fault, naming};
+use super::{authz, cors, fault, naming};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 
@@ -40,9 +40,10 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
         .map(|p| outbound_listener(scope, p))
         .collect();
     let inbound = scope.inbound();
+    let security = authz::Inbound::build(scope);
     if captured {
         out.push(virtual_outbound(scope));
-        out.push(virtual_inbound(scope, &inbound));
+        out.push(virtual_inbound(scope, &inbound, &security));
     } else {
         for port in inbound.iter() {
             let address = port
@@ -50,7 +51,7 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
                 .clone()
                 .or_else(|| scope.proxy.ip_addresses.first().cloned())
                 .unwrap_or_else(|| WILDCARD.to_string());
-            let chains = inbound_chains(scope, port, false);
+            let chains = inbound_chains(scope, port, false, &security);
             let inspect = chains.iter().any(matches_transport);
             out.push(xds_listener::Listener {
                 name: naming::listener(&address, port.port),
@@ -107,6 +108,7 @@ fn outbound_chain(
     let filter = match &chain.action {
         ChainAction::Http { route } => http_manager(
             &format!("outbound_{}", listener.name),
+            Vec::new(),
             hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
                 config_source: Some(ads_config_source()),
                 route_config_name: route.clone(),
@@ -193,15 +195,25 @@ fn matches_transport(chain: &xds_listener::FilterChain) -> bool {
         .is_some_and(|m| !m.transport_protocol.is_empty())
 }
 
-fn virtual_inbound(scope: &Scope, inbound: &[InboundPort]) -> xds_listener::Listener {
+fn virtual_inbound(
+    scope: &Scope,
+    inbound: &[InboundPort],
+    security: &authz::Inbound,
+) -> xds_listener::Listener {
     let mut chains: Vec<xds_listener::FilterChain> = inbound
         .iter()
-        .flat_map(|port| inbound_chains(scope, port, true))
+        .flat_map(|port| inbound_chains(scope, port, true, security))
         .collect();
-    // Traffic to ports the proxy does not know passes through, in the workload's mode.
+    // Traffic to ports the proxy does not know passes through, in the workload's mode, and is
+    // authorized too, as TCP (istiod also applies its policies to the passthrough chains).
     let passthrough = |mtls: bool| xds_listener::FilterChain {
         name: "InboundPassthroughFilterChain".to_string(),
-        filters: vec![tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)],
+        filters: security
+            .tcp
+            .iter()
+            .cloned()
+            .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
+            .collect(),
         transport_socket: mtls.then(|| mtls::downstream(false)),
         ..Default::default()
     };
@@ -266,10 +278,11 @@ fn inbound_chains(
     scope: &Scope,
     port: &InboundPort,
     port_match: bool,
+    security: &authz::Inbound,
 ) -> Vec<xds_listener::FilterChain> {
     let mode = authn::inbound_mode(scope, Some(port.port));
     let http = routes_http(port.protocol);
-    let base = inbound_chain(port, mode != MtlsMode::Disable);
+    let base = inbound_chain(port, security, mode != MtlsMode::Disable);
     let matching = |transport: &str, alpn: &[&str]| {
         let m = xds_listener::FilterChainMatch {
             destination_port: port_match.then_some(pb::UInt32Value {
@@ -320,13 +333,21 @@ fn inbound_chains(
     }
 }
 
-/// The filter chain delivering one workload port's traffic to its inbound cluster; `xfcc`:
-/// tell the application who the mTLS peer is (`x-forwarded-client-cert`, as istiod sets it).
-fn inbound_chain(port: &InboundPort, xfcc: bool) -> xds_listener::FilterChain {
+/// The filter chain delivering one workload port's traffic to its inbound cluster, behind the
+/// proxy's authorization filters (HTTP filters in the connection manager, network filters in
+/// front of tcp_proxy); `xfcc`: tell the application who the mTLS peer is
+/// (`x-forwarded-client-cert`, as istiod sets it).
+fn inbound_chain(
+    port: &InboundPort,
+    security: &authz::Inbound,
+    xfcc: bool,
+) -> xds_listener::FilterChain {
     let cluster = naming::inbound_cluster(port.port);
+    let mut filters = Vec::new();
     let filter = if routes_http(port.protocol) {
         let mut filter = http_manager(
             &format!("inbound_0.0.0.0_{}", port.port),
+            security.http.clone(),
             hcm::http_connection_manager::RouteSpecifier::RouteConfig(
                 xds_route::RouteConfiguration {
                     name: naming::inbound_route_config(port.port),
@@ -341,11 +362,13 @@ fn inbound_chain(port: &InboundPort, xfcc: bool) -> xds_listener::FilterChain {
         }
         filter
     } else {
+        filters.extend(security.tcp.iter().cloned());
         tcp_proxy_filter(&cluster)
     };
+    filters.push(filter);
     xds_listener::FilterChain {
         name: cluster.clone(),
-        filters: vec![filter],
+        filters,
         ..Default::default()
     }
 }
@@ -372,26 +395,31 @@ fn set_xfcc(filter: &mut xds_listener::Filter) {
     *any = pack(&manager);
 }
 
+/// An HTTP connection manager; `pre` are the authorization and authentication filters that
+/// run first (inbound only).
 fn http_manager(
     stat_prefix: &str,
+    pre: Vec<hcm::HttpFilter>,
     route: hcm::http_connection_manager::RouteSpecifier,
 ) -> xds_listener::Filter {
+    // istiod's order: authn/authz first; fault and cors act only where a route configures them.
+    let mut http_filters = pre;
+    http_filters.extend([
+        fault::http_filter(),
+        cors::http_filter(),
+        hcm::HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
+                &router::Router::default(),
+            ))),
+            ..Default::default()
+        },
+    ]);
     let manager = hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route),
-        // istiod's order; fault and cors act only where a route configures them.
-        http_filters: vec![
-            fault::http_filter(),
-            cors::http_filter(),
-            hcm::HttpFilter {
-                name: "envoy.filters.http.router".to_string(),
-                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
-                    &router::Router::default(),
-                ))),
-                ..Default::default()
-            },
-        ],
+        http_filters,
         use_remote_address: Some(pb::BoolValue { value: false }),
         normalize_path: Some(pb::BoolValue { value: true }),
         ..Default::default()

@@ -6,6 +6,7 @@
 //! never a panic. One file per Envoy resource kind; every name comes from `naming`.
 
 pub mod authn;
+pub mod authz;
 pub mod cluster;
 pub mod cors;
 pub mod endpoint;

@@ -68,6 +68,45 @@ pub fn stat_prefix(cluster: &str) -> String {
     cluster.to_string()
 }
 
+/// Names of the filters authorization and request authentication insert (Envoy's own names, as
+/// istiod uses them).
+pub const RBAC_HTTP_FILTER: &str = "envoy.filters.http.rbac";
+pub const RBAC_NETWORK_FILTER: &str = "envoy.filters.network.rbac";
+pub const EXT_AUTHZ_HTTP_FILTER: &str = "envoy.filters.http.ext_authz";
+pub const EXT_AUTHZ_NETWORK_FILTER: &str = "envoy.filters.network.ext_authz";
+pub const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
+/// Stat prefix of network RBAC and ext_authz filters.
+pub const RBAC_TCP_STAT_PREFIX: &str = "tcp.";
+/// Shadow-rule stat prefixes: dry-run ALLOW and DENY policies, and CUSTOM policies (whose RBAC
+/// filter only marks the requests ext_authz must check).
+pub const RBAC_DRY_RUN_ALLOW_PREFIX: &str = "istio_dry_run_allow_";
+pub const RBAC_DRY_RUN_DENY_PREFIX: &str = "istio_dry_run_deny_";
+pub const RBAC_EXT_AUTHZ_PREFIX: &str = "istio_ext_authz_";
+/// Dynamic metadata key the RBAC filter sets to the matching shadow policy's name.
+pub const RBAC_SHADOW_EFFECTIVE_POLICY_ID: &str = "shadow_effective_policy_id";
+/// Prefix of the RBAC policy names of CUSTOM policies.
+pub const EXT_AUTHZ_POLICY_PREFIX: &str = "istio-ext-authz";
+/// Suffix of the deny-everything policies standing in for a CUSTOM policy that cannot be built.
+pub const BAD_CUSTOM_ACTION_SUFFIX: &str = "-deny-due-to-bad-CUSTOM-action";
+
+/// RBAC policy name of one rule of an AuthorizationPolicy:
+/// `[istio-ext-authz-<provider>-]ns[<namespace>]-policy[<name>]-rule[<index>]`.
+pub fn rbac_policy(namespace: &str, name: &str, rule: usize, provider: Option<&str>) -> String {
+    let prefix = match provider {
+        Some(p) => format!("{EXT_AUTHZ_POLICY_PREFIX}-{p}-"),
+        None => String::new(),
+    };
+    format!("{prefix}ns[{namespace}]-policy[{name}]-rule[{rule}]")
+}
+
+/// jwt_authn provider name of the `index`-th JWT rule (rules sorted by issuer).
+pub fn jwt_provider(index: usize) -> String {
+    format!("origins-{index}")
+}
+
+/// Workload identities are SPIFFE IDs: `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`.
+pub const SPIFFE_PREFIX: &str = "spiffe://";
+
 #[cfg(test)]
 mod tests {
     use super::*;

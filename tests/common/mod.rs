@@ -348,6 +348,7 @@ pub struct Bowline {
     pub extra_args: Vec<String>,
     log: PathBuf,
     proc: Option<Proc>,
+    mesh_config: Option<PathBuf>,
 }
 
 impl Bowline {
@@ -371,8 +372,16 @@ impl Bowline {
             extra_args: Vec::new(),
             log,
             proc: None,
+            mesh_config: None,
             dir,
         }
+    }
+
+    /// Gives the next [`Bowline::start`] this mesh config (`--mesh-config`).
+    pub fn set_mesh_config(&mut self, yaml: &str) {
+        let path = self.dir.path().join("mesh-config.yaml");
+        fs::write(&path, yaml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        self.mesh_config = Some(path);
     }
 
     pub fn dir(&self) -> &Path {
@@ -440,6 +449,9 @@ impl Bowline {
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
+        if let Some(mesh) = &self.mesh_config {
+            cmd.arg("--mesh-config").arg(mesh);
+        }
         self.proc = Some(Proc::spawn("bowline", &mut cmd, &self.log).quiet());
         let admin = self.admin_addr;
         let ready = poll(Duration::from_secs(30), async || {
