@@ -379,3 +379,93 @@ fn bad_ca_files_stop_the_start_before_a_port_is_bound() {
         "the xDS port was never bound"
     );
 }
+
+#[tokio::test]
+async fn tls_stream_survives_pushes() {
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec:\n  ports: [{name: http, port: 80}]\n");
+    bowline.start().await;
+    let root = root(&bowline);
+    let good = token(&bowline, "shop", "cart");
+    let channel = grpc_channel(
+        bowline.xds_tls_addr,
+        SERVER_NAME,
+        client_config(&root, None, &["h2"]),
+    )
+    .await
+    .expect("TLS channel");
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(xds_discovery::DeltaDiscoveryRequest {
+        node: Some(node("shop", "cart")),
+        type_url: CDS.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let request = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), Some(&good));
+    let mut responses = client
+        .delta_aggregated_resources(request)
+        .await
+        .unwrap()
+        .into_inner();
+    for round in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(10), responses.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no response"))
+            .expect("a response")
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        tx.send(xds_discovery::DeltaDiscoveryRequest {
+            type_url: CDS.to_string(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        bowline.write(
+            "a.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: shop}}\nspec:\n  ports: [{{name: http, port: {}}}]\n", 81 + round),
+        );
+    }
+}
+
+#[tokio::test]
+async fn envoy_over_tls_follows_changes() {
+    let Some(bin) = common::envoy_bin() else {
+        return;
+    };
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec:\n  ports: [{name: http, port: 80}]\n");
+    bowline.start().await;
+    bowline.write("cart.yaml", &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  selector: {{app: cart}}\n  ports: [{{name: http, port: 8080}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: cart, namespace: shop}}\nspec: {{address: {}, serviceAccount: cart, labels: {{app: cart, security.istio.io/tlsMode: istio}}}}\n", net.ip(20)));
+    let spec = common::ProxySpec::sidecar("cart-0", "shop", net.ip(20))
+        .label("app", "cart")
+        .service_account("cart")
+        .with_token();
+    let envoy = common::Envoy::start(&bin, &bowline, spec).await;
+    bowline
+        .wait_synced("cart-0.shop", Duration::from_secs(20))
+        .await
+        .expect("synced over TLS");
+    for port in [81, 82, 83] {
+        bowline.write(
+            "a.yaml",
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: shop}}\nspec:\n  ports: [{{name: http, port: {port}}}]\n"),
+        );
+        let name = format!("outbound|{port}||a.shop.svc.cluster.local");
+        let ok = common::wait_until(Duration::from_secs(20), async || {
+            envoy
+                .loaded()
+                .await
+                .is_ok_and(|l| l.clusters.contains(&name))
+        })
+        .await;
+        assert!(
+            ok,
+            "Envoy follows the change to port {port}: {}",
+            bowline.log_tail()
+        );
+    }
+}

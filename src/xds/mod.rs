@@ -208,6 +208,14 @@ impl AggregatedDiscoveryService for Ads {
             let connection = shared.connect(proxy, false, ads.transport);
             let result = sotw(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
+            match &result {
+                Ok(()) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, "proxy disconnected")
+                }
+                Err(status) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, code = ?status.code(), message = status.message(), "proxy stream ended")
+                }
+            }
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
@@ -247,6 +255,14 @@ impl AggregatedDiscoveryService for Ads {
             let connection = shared.connect(proxy, true, ads.transport);
             let result = delta(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
+            match &result {
+                Ok(()) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, "proxy disconnected")
+                }
+                Err(status) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, code = ?status.code(), message = status.message(), "proxy stream ended")
+                }
+            }
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }

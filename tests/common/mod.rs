@@ -685,6 +685,9 @@ pub struct ProxySpec {
     /// Files written into Envoy's working directory before it starts (relative path,
     /// contents): what an operator mounts for DestinationRule `MUTUAL` certificates.
     pub files: Vec<(String, String)>,
+    /// `virtualOutbound` and `virtualInbound` ports (default: free ones), fixed when capture
+    /// rules must exist before Envoy starts, as istio-init's do.
+    pub listen_ports: Option<(u16, u16)>,
 }
 
 impl ProxySpec {
@@ -703,7 +706,13 @@ impl ProxySpec {
             xds_addr: None,
             bootstrap_args: Vec::new(),
             files: Vec::new(),
+            listen_ports: None,
         }
+    }
+
+    pub fn listen_ports(mut self, outbound: u16, inbound: u16) -> ProxySpec {
+        self.listen_ports = Some((outbound, inbound));
+        self
     }
 
     /// Authenticate with a token over the TLS port (the proxy then gets certificates and
@@ -778,8 +787,9 @@ impl Envoy {
     pub async fn start(bin: &Path, bowline: &Bowline, spec: ProxySpec) -> Envoy {
         let dir = TempDir::new(&format!("envoy-{}", spec.name));
         let admin_port = free_port();
-        let listen_port = free_port();
-        let inbound_listen_port = free_port();
+        let (listen_port, inbound_listen_port) = spec
+            .listen_ports
+            .unwrap_or_else(|| (free_port(), free_port()));
         let labels = spec
             .labels
             .iter()
