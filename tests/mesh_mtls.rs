@@ -1,6 +1,6 @@
 //! Mutual TLS with real Envoy and real TLS, pods as network namespaces: pods A and B joined by a
-//! veth pair, each with istio-init's capture (outbound to the proxy, inbound to 15006's
-//! stand-in) and a stock Envoy that proved its identity with a bowline token; bowline in a third
+//! veth pair, each with istio-init's capture (outbound to 15001, inbound to 15006, the proxy's
+//! group excluded) and a stock Envoy that proved its identity with a bowline token; bowline in a third
 //! namespace (the control plane), linked to each pod, with an operator's CA plugged in (root and
 //! intermediate) and 60-second workload certificates. Traffic stays inside these namespaces.
 
@@ -169,8 +169,10 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     };
     // istio-init runs before the proxy starts: connections that predate the rules would be
     // picked up mid-stream by conntrack and redirected.
-    b.capture_inbound(15006);
-    a.capture_outbound(15001);
+    for pod in [&a, &b] {
+        pod.capture_outbound(15001);
+        pod.capture_inbound(15006);
+    }
     let envoy_b = Arc::new(envoy_in(
         &b,
         ca_dir.clone(),
@@ -265,7 +267,6 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     // A TLS client without a sidecar (the control-plane namespace), with a certificate bowline
     // signed for it: B's sidecar presents B's identity and the intermediate, and B's app sees
     // the client's identity.
-    let root_pem = std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
     let (client_chain, client_key) = {
         let bowline = bowline.clone();
         let ca_dir = ca_dir.clone();
@@ -301,7 +302,6 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
             presented[0].to_vec()
         })
     };
-    let _ = root_pem;
 
     // STRICT refuses a plaintext client without a sidecar; PERMISSIVE accepts it.
     let plaintext = || {

@@ -4,7 +4,8 @@
 //! Contract: the caller must authenticate (see [`super::authn`]); the certificate's only SAN is
 //! the caller's SPIFFE ID, whatever the CSR asks for; the lifetime is the requested
 //! `validity_duration`, capped at the workload TTL. The answer is the chain, leaf first, root
-//! last. Refusals are logged with the caller's address, never with the CSR or a token.
+//! last. Refusals are logged with the caller's address, never with the CSR or a token; istiod's
+//! `citadel_server_*` counters count requests, authentication failures and issued certificates.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ impl IstioCertificateService for CertificateService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        metrics::counter!("citadel_server_csr_count").increment(1);
         let caller = Caller::from_request(&request);
         let remote = caller
             .remote
@@ -48,12 +50,14 @@ impl IstioCertificateService for CertificateService {
         let identity = match self.authn.authenticate(&caller).await {
             Ok(Some(id)) => id,
             Ok(None) => {
+                metrics::counter!("citadel_server_authentication_failure_count").increment(1);
                 tracing::warn!(%remote, "certificate refused: the caller presented no credential");
                 return Err(Status::unauthenticated(
                     "authenticate with a bowline token (authorization: Bearer) or a client certificate",
                 ));
             }
             Err(e) => {
+                metrics::counter!("citadel_server_authentication_failure_count").increment(1);
                 tracing::warn!(%remote, error = %e, "certificate refused: authentication failed");
                 return Err(Status::unauthenticated(format!(
                     "authentication failed: {e}"
