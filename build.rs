@@ -1,6 +1,10 @@
-//! Build script: makes the protobuf descriptors of Envoy's API (shipped inside the envoy-types
-//! crate as `src/generated/types.bin`) available to bowline, which needs them to render Envoy
-//! resources as JSON (config dumps, golden files) and to compute canonical content versions.
+//! Build script:
+//! - makes the protobuf descriptors of Envoy's API (shipped inside the envoy-types crate as
+//!   `src/generated/types.bin`) available to bowline, which needs them to render Envoy resources
+//!   as JSON (config dumps, golden files) and to compute canonical content versions;
+//! - compiles `proto/` (bowline's definition of Istio's certificate service) with protox and
+//!   tonic-prost-build, without a system protoc. Well-known types resolve to envoy-types'
+//!   `google.protobuf`, so a `Struct` is the same Rust type everywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +21,22 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"))
         .join("envoy_descriptors.bin");
     std::fs::copy(source.join(DESCRIPTORS), &out).expect("copy envoy descriptors");
+    compile_protos(&manifest_dir);
+}
+
+/// `proto/**/*.proto` → Rust (messages, tonic client and server) in OUT_DIR.
+fn compile_protos(manifest_dir: &Path) {
+    const PROTOS: &[&str] = &["istio/v1/auth/ca.proto"];
+    let root = manifest_dir.join("proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let descriptors = protox::compile(PROTOS, [&root]).expect("proto/ compiles");
+    tonic_prost_build::configure()
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::envoy_types::pb::google::protobuf")
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)
+        .expect("generate Rust for proto/");
 }
 
 /// The locked envoy-types version, unpacked in cargo's registry cache.

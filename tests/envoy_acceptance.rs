@@ -106,9 +106,22 @@ struct Rig {
 
 impl Rig {
     fn spec(&self) -> ProxySpec {
+        // DestinationRule MUTUAL names certificate files Envoy reads itself (it rejects a
+        // cluster whose files are missing): the corpus's relative paths exist in Envoy's
+        // working directory, as an operator would mount them.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["client.example".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate")
+            .pem();
+        let dir = "tests/testdata/certs/default";
         ProxySpec::sidecar("acceptance-0", NS, self.net.ip(10))
             .label("app", "acceptance")
             .interception("REDIRECT")
+            .file(&format!("{dir}/cert-chain.pem"), &cert)
+            .file(&format!("{dir}/key.pem"), &key.serialize_pem())
+            .file(&format!("{dir}/root-cert.pem"), &cert)
     }
 
     async fn start_envoy(&mut self) {

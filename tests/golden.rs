@@ -20,6 +20,9 @@ struct ProxyFile {
     /// The Envoy node's `locality` (`region/zone/subzone`), if it reports one.
     #[serde(default)]
     locality: Option<String>,
+    /// The SPIFFE ID the proxy proved on the TLS port (it then holds a workload certificate).
+    #[serde(default)]
+    identity: Option<String>,
 }
 
 fn render(case: &Path) -> String {
@@ -38,6 +41,10 @@ fn render(case: &Path) -> String {
     let mut proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
     if let Some(l) = &proxy_file.locality {
         proxy.set_node_locality(bowline::model::proxy::Locality::parse(l));
+    }
+    if let Some(id) = &proxy_file.identity {
+        proxy.identity = Some(bowline::model::Identity::parse(id).expect("identity parses"));
+        proxy.workload_certificate = true;
     }
     let output = translate::generate(&model, &proxy, TypeSet::ALL);
     let mut json = output.to_json().expect("renders");

@@ -1,11 +1,15 @@
-//! Envoy `ConfigDump` JSON of what bowline serves one proxy.
+//! Envoy `ConfigDump` JSON of what bowline serves one proxy. Secrets appear with their
+//! private keys replaced by `[redacted]`, as in Envoy's own config dump.
 
 use envoy_types::pb::envoy::admin::v3 as admin;
 
 use crate::cache::{ProxyResources, ResourceType};
 use crate::translate::envoy::{self, RenderError};
 
-pub fn render(resources: &ProxyResources) -> Result<serde_json::Value, RenderError> {
+pub fn render(
+    resources: &ProxyResources,
+    secrets: &std::collections::BTreeMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<serde_json::Value, RenderError> {
     let items = |t: ResourceType| resources.get(t).items.values().cloned().collect::<Vec<_>>();
     let clusters = admin::ClustersConfigDump {
         version_info: resources.get(ResourceType::Cds).version.clone(),
@@ -57,12 +61,24 @@ pub fn render(resources: &ProxyResources) -> Result<serde_json::Value, RenderErr
             .collect(),
         ..Default::default()
     };
+    let secrets = admin::SecretsConfigDump {
+        dynamic_active_secrets: secrets
+            .iter()
+            .map(|(name, body)| admin::secrets_config_dump::DynamicSecret {
+                name: name.clone(),
+                secret: Some(body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
     let dump = admin::ConfigDump {
         configs: vec![
             envoy::pack(&clusters),
             envoy::pack(&endpoints),
             envoy::pack(&listeners),
             envoy::pack(&routes),
+            envoy::pack(&secrets),
         ],
     };
     let mut json = envoy::any_to_json(&envoy::pack(&dump))?;

@@ -101,7 +101,7 @@ async fn config_dump(State(admin): State<Admin>, Query(q): Query<DumpQuery>) -> 
         )
             .into_response();
     };
-    let Some(proxy) = admin.shared.registry.proxy(&id) else {
+    let Some(connection) = admin.shared.registry.connection(&id) else {
         return (
             StatusCode::NOT_FOUND,
             format!("proxy {id:?} is not connected\n"),
@@ -109,8 +109,8 @@ async fn config_dump(State(admin): State<Admin>, Query(q): Query<DumpQuery>) -> 
             .into_response();
     };
     let snapshot = admin.shared.snapshots.borrow().clone();
-    let resources = admin.shared.cache.resources(&snapshot, &proxy);
-    match config_dump::render(&resources) {
+    let resources = admin.shared.cache.resources(&snapshot, &connection.proxy);
+    match config_dump::render(&resources, &connection.secrets()) {
         Ok(json) => Json(json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

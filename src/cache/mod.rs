@@ -31,11 +31,23 @@ pub enum ResourceType {
     Eds,
     Lds,
     Rds,
+    /// Secrets (SDS over ADS): made per stream by the CA, not by translation.
+    Sds,
 }
 
 impl ResourceType {
-    /// Push order: clusters before endpoints, listeners before routes.
-    pub const ALL: [ResourceType; 4] = [
+    /// Push order: clusters before endpoints, listeners before routes, secrets last (as
+    /// istiod).
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::Cds,
+        ResourceType::Eds,
+        ResourceType::Lds,
+        ResourceType::Rds,
+        ResourceType::Sds,
+    ];
+
+    /// The types translation generates from the model (cached per proxy class).
+    pub const CONFIG: [ResourceType; 4] = [
         ResourceType::Cds,
         ResourceType::Eds,
         ResourceType::Lds,
@@ -50,6 +62,9 @@ impl ResourceType {
             }
             ResourceType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
             ResourceType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            ResourceType::Sds => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -63,6 +78,7 @@ impl ResourceType {
             ResourceType::Eds => "eds",
             ResourceType::Lds => "lds",
             ResourceType::Rds => "rds",
+            ResourceType::Sds => "sds",
         }
     }
 
@@ -126,7 +142,7 @@ pub struct TypedResources {
 }
 
 impl TypedResources {
-    fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
+    pub fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
         let mut hasher = Sha256::new();
         for (name, item) in &items {
             hasher.update(name.as_bytes());
@@ -162,8 +178,12 @@ pub struct ProxyResources {
 }
 
 impl ProxyResources {
+    /// The resources of a config type; secrets are not cached here (an empty set).
     pub fn get(&self, t: ResourceType) -> &Arc<TypedResources> {
-        &self.types[t.index()]
+        static EMPTY: std::sync::OnceLock<Arc<TypedResources>> = std::sync::OnceLock::new();
+        self.types
+            .get(t.index())
+            .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
     }
 }
 
@@ -293,11 +313,12 @@ fn build(
     let output = translate::generate(&snapshot.model, proxy, types);
     let mut diagnostics = output.diagnostics.clone();
     let fresh = encode(&output, types);
-    let candidate: [Arc<TypedResources>; 4] = ResourceType::ALL.map(|t| match (&fresh, previous) {
-        (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
-        (_, Some(p)) => p.get(t).clone(),
-        _ => Arc::new(TypedResources::default()),
-    });
+    let candidate: [Arc<TypedResources>; 4] =
+        ResourceType::CONFIG.map(|t| match (&fresh, previous) {
+            (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
+            (_, Some(p)) => p.get(t).clone(),
+            _ => Arc::new(TypedResources::default()),
+        });
     let checked = fresh.and_then(|_| check(&candidate));
     match checked {
         Ok(()) => ProxyResources {

@@ -1,6 +1,13 @@
 //! `bowline bootstrap`: an Envoy bootstrap for a stock Envoy sidecar or gateway. ADS over gRPC
 //! to bowline (delta by default), the node id and metadata istiod expects, admin on loopback,
 //! and LDS/CDS from ADS. `envoy -c <file>` runs it as is.
+//!
+//! With `--token` the proxy proves its identity: bowline's TLS port (`--xds-addr` points at
+//! it), its serving certificate verified against the mesh root (from `--ca-dir`, or
+//! `--root-cert`) and name, and a token signed with the key in `--ca-dir`, bound to
+//! `--namespace` and `--service-account`, sent as gRPC initial metadata
+//! `authorization: Bearer <token>`. Envoy sends it whenever the xDS stream (re)connects, so the
+//! bootstrap must be made anew (and Envoy restarted) before the token expires (`--token-ttl`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -69,9 +76,59 @@ pub struct BootstrapArgs {
     /// The node's locality, `region/zone/subzone` (used when the labels carry none).
     #[arg(long, default_value = "")]
     pub locality: String,
+    /// Connect to bowline's TLS port (verify its certificate against the mesh root).
+    #[arg(long)]
+    pub tls: bool,
+    /// Embed a token that proves `--namespace`/`--service-account` (implies `--tls`); signed
+    /// with the key in `--ca-dir`.
+    #[arg(long)]
+    pub token: bool,
+    /// How long the token is valid.
+    #[arg(long = "token-ttl", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: std::time::Duration,
+    /// bowline's CA directory: the mesh root (root-cert.pem) and the token signing key.
+    #[arg(long = "ca-dir")]
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// The mesh root certificate (PEM), when not read from `--ca-dir`.
+    #[arg(long = "root-cert")]
+    pub root_cert: Option<std::path::PathBuf>,
+    /// The name bowline's serving certificate is checked for (SNI and SAN).
+    #[arg(long = "xds-server-name", default_value = "istiod.istio-system.svc")]
+    pub xds_server_name: String,
+    /// The mesh's trust domain (MeshConfig trustDomain).
+    #[arg(long = "trust-domain", default_value = "cluster.local")]
+    pub trust_domain: String,
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long)]
     pub output: Option<std::path::PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::model::networking::parse_duration(s)
+}
+
+/// A token for an identity, signed with the key in `ca_dir`.
+pub fn sign_token(
+    ca_dir: &std::path::Path,
+    trust_domain: &str,
+    namespace: &str,
+    service_account: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let identity = crate::model::Identity::new(trust_domain, namespace, service_account)
+        .with_context(|| {
+            format!("{trust_domain:?}/{namespace:?}/{service_account:?} is not a usable identity")
+        })?;
+    let path = ca_dir.join(crate::ca::TOKEN_KEY);
+    if !path.exists() {
+        bail!(
+            "{}: no token signing key (bowline serve --ca-dir {} creates it on first start)",
+            path.display(),
+            ca_dir.display()
+        );
+    }
+    let key = crate::ca::token::TokenKey::load_or_create(&path)?;
+    Ok(key.sign(&identity, ttl)?)
 }
 
 fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -199,6 +256,50 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
     });
     if !args.locality.is_empty() {
         doc["node"]["locality"] = locality;
+    }
+    if args.tls || args.token {
+        let root_path = match (&args.root_cert, &args.ca_dir) {
+            (Some(p), _) => p.clone(),
+            (None, Some(dir)) => dir.join(crate::ca::ROOT_CERT),
+            (None, None) => bail!("--tls and --token need the mesh root: --ca-dir or --root-cert"),
+        };
+        let root = std::fs::read_to_string(&root_path)
+            .with_context(|| format!("reading {}", root_path.display()))?;
+        if !root.contains("-----BEGIN CERTIFICATE-----") {
+            bail!("{}: no PEM certificate", root_path.display());
+        }
+        let cluster = &mut doc["static_resources"]["clusters"][0];
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": args.xds_server_name,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": {"inline_string": root},
+                        "match_typed_subject_alt_names": [{
+                            "san_type": "DNS",
+                            "matcher": {"exact": args.xds_server_name}
+                        }]
+                    }
+                }
+            }
+        });
+    }
+    if args.token {
+        let Some(dir) = &args.ca_dir else {
+            bail!("--token needs --ca-dir (the token signing key)");
+        };
+        let token = sign_token(
+            dir,
+            &args.trust_domain,
+            &args.namespace,
+            &args.service_account,
+            args.token_ttl,
+        )?;
+        doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
+            json!([{"key": "authorization", "value": format!("Bearer {token}")}]);
     }
     Ok(doc)
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `validate`, `bootstrap`.
+//! The command line: `serve`, `validate`, `bootstrap`, `token`.
 //!
 //! Contract: parse arguments, call the stages, print. Errors here are `anyhow` and end the
 //! process with a one-line message and a non-zero exit.
@@ -25,6 +25,24 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print an Envoy bootstrap (JSON) that connects a stock Envoy to bowline over ADS.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Print a token that proves a workload identity to bowline (signed with the key in
+    /// --ca-dir), for `authorization: Bearer` or an Istio agent.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[arg(long = "ca-dir")]
+    pub ca_dir: std::path::PathBuf,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    #[arg(long = "service-account", default_value = "default")]
+    pub service_account: String,
+    #[arg(long = "trust-domain", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = |s: &str| crate::model::networking::parse_duration(s))]
+    pub ttl: std::time::Duration,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
@@ -32,5 +50,16 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Token(args) => {
+            let token = bootstrap::sign_token(
+                &args.ca_dir,
+                &args.trust_domain,
+                &args.namespace,
+                &args.service_account,
+                args.ttl,
+            )?;
+            println!("{token}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

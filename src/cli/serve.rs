@@ -1,4 +1,11 @@
-//! `bowline serve`: file source → push loop → cache → ADS, plus the admin HTTP server.
+//! `bowline serve`: file source → push loop → cache → ADS on the plaintext and TLS ports, the
+//! CA (IstioCertificateService on both ports, SDS over ADS), plus the admin HTTP server.
+//!
+//! What each port allows: the plaintext port (15010) serves configuration to anyone, as
+//! istiod's does, and signs CSRs for callers that authenticate (the private key stays with the
+//! caller); it never serves the `default` secret, which carries a private key. The TLS port
+//! (15012) requires a bowline token or a client certificate bowline issued, and serves
+//! configuration, certificates and both secrets.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +17,16 @@ use anyhow::{Context, bail};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, Admin};
+use crate::ca::authn::{
+    Authenticator, Authenticators, ClientCertAuthenticator, TokenAuthenticator,
+};
+use crate::ca::service::CertificateService;
+use crate::ca::{Ca, CaOptions};
 use crate::cache::{Cache, ResourceType};
 use crate::model::MeshConfig;
 use crate::source::{Store, file::FileSource};
-use crate::xds::{Ads, Shared, push};
+use crate::xds::tls::TlsPort;
+use crate::xds::{Ads, Security, Shared, push};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -28,6 +41,32 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:15010"
     )]
     pub xds_addr: SocketAddr,
+    /// Address of the TLS xDS and CA gRPC server (istiod's 15012); callers authenticate with a
+    /// bowline token or client certificate. `off` disables it.
+    #[arg(
+        long = "xds-tls-addr",
+        env = "BOWLINE_XDS_TLS_ADDR",
+        default_value = "127.0.0.1:15012",
+        value_parser = parse_optional_addr
+    )]
+    pub xds_tls_addr: MaybeAddr,
+    /// DNS names in the TLS port's serving certificate (comma-separated), besides istiod's
+    /// service names and `localhost`.
+    #[arg(
+        long = "xds-tls-name",
+        env = "BOWLINE_XDS_TLS_NAMES",
+        value_delimiter = ','
+    )]
+    pub xds_tls_names: Vec<String>,
+    /// The CA directory in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem): an operator's plugged-in CA, or where bowline creates and keeps its
+    /// self-signed root (and its token signing key) on first start. Without it the root lives
+    /// in memory and tokens cannot be issued.
+    #[arg(long = "ca-dir", env = "BOWLINE_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Lifetime of workload certificates; they are renewed at half-life.
+    #[arg(long = "workload-cert-ttl", env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
     /// Address of the admin HTTP server (/ready, /debug/*, /metrics).
     #[arg(
         long = "admin-addr",
@@ -58,6 +97,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::model::networking::parse_duration(s)
 }
 
+/// An address or `off` (an alias, so clap parses the whole value instead of treating the
+/// argument as optional).
+pub type MaybeAddr = Option<SocketAddr>;
+
+fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
+    if s == "off" || s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?} is not host:port or `off`: {e}"))
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Bad start-up configuration is reported before anything is bound.
     if !args.config_dir.is_dir() {
@@ -75,15 +127,39 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => MeshConfig::default(),
     };
+    if args.workload_cert_ttl < Duration::from_secs(10) {
+        bail!(
+            "--workload-cert-ttl {:?}: at least 10s",
+            args.workload_cert_ttl
+        );
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    let ca = Ca::load(&CaOptions {
+        dir: args.ca_dir.clone(),
+        trust_domain: mesh.trust_domain.clone(),
+        workload_ttl: args.workload_cert_ttl,
+    })
+    .context("--ca-dir")?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args, mesh))?;
+    tracing::info!(
+        source = ?ca.source(),
+        trust_domain = ca.trust_domain(),
+        workload_cert_ttl = ?ca.workload_ttl(),
+        "certificate authority ready"
+    );
+    if args.ca_dir.is_none() {
+        tracing::warn!(
+            "no --ca-dir: the root CA lives in memory only; certificates do not survive a restart and tokens cannot be issued"
+        );
+    }
+    runtime.block_on(serve(args, mesh, Arc::new(ca)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -106,7 +182,7 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         })
 }
 
-async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (events_tx, events_rx) = mpsc::channel(64);
     // The file watcher only coalesces the events of one write (editors save in several steps);
@@ -126,15 +202,61 @@ async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
     let cache = Arc::new(Cache::new());
     cache.observe(&first);
     let (snapshots_tx, snapshots_rx) = watch::channel(first);
-    let shared = Shared::new(cache.clone(), snapshots_rx);
+    let mut authenticators: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(key) = ca.token_key() {
+        authenticators.push(Arc::new(TokenAuthenticator::new(
+            key.clone(),
+            ca.trust_domain(),
+        )));
+    }
+    authenticators.push(Arc::new(ClientCertAuthenticator));
+    let authn = Authenticators::new(authenticators);
+    let shared = Shared::with_security(
+        cache.clone(),
+        snapshots_rx,
+        Some(Security {
+            ca: ca.clone(),
+            authn: authn.clone(),
+        }),
+    );
+    // The serving certificate is made before any port is bound: a CA that cannot sign fails
+    // the start.
+    let tls_port = match args.xds_tls_addr {
+        Some(addr) => {
+            let mut names = crate::xds::tls::default_server_names();
+            names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
+            let ips = if addr.ip().is_unspecified() {
+                Vec::new()
+            } else {
+                vec![addr.ip()]
+            };
+            Some(Arc::new(
+                TlsPort::new(&ca, names, ips).context("--xds-tls-addr")?,
+            ))
+        }
+        None => None,
+    };
 
     let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
         .await
         .with_context(|| format!("--xds-addr {}", args.xds_addr))?;
+    let tls_listener = match args.xds_tls_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--xds-tls-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
-    tracing::info!(xds = %args.xds_addr, admin = %args.admin_addr, "serving");
+    tracing::info!(
+        xds = %args.xds_addr,
+        xds_tls = args.xds_tls_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        admin = %args.admin_addr,
+        "serving"
+    );
 
     let debounce = push::Debounce {
         quiet: args.debounce_after,
@@ -148,14 +270,30 @@ async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
         snapshots_tx,
         debounce,
     ));
-    let ads = Ads::new(shared.clone()).into_service();
+    let certificates = CertificateService::new(ca.clone(), authn);
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads)
+        .add_service(Ads::new(shared.clone()).into_service())
+        .add_service(certificates.clone().into_service())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
             shutdown_signal(),
         );
+    let grpc_tls = async {
+        let (Some(port), Some(listener)) = (tls_port, tls_listener) else {
+            return std::future::pending().await;
+        };
+        let renewer = tokio::spawn(port.clone().renew(ca.clone()));
+        let incoming = crate::xds::tls::incoming(listener, port.acceptor.clone(), ca.clone());
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(Ads::tls(shared.clone()).into_service())
+            .add_service(certificates.into_service())
+            .serve_with_incoming_shutdown(incoming, shutdown_signal())
+            .await;
+        renewer.abort();
+        result
+    };
     let admin_app = admin::router(Admin {
         shared: shared.clone(),
         metrics,
@@ -163,6 +301,7 @@ async fn serve(args: ServeArgs, mesh: MeshConfig) -> anyhow::Result<()> {
     let http = axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         r = grpc => r.context("xds server"),
+        r = grpc_tls => r.context("TLS xds server"),
         r = http => r.context("admin server"),
     };
     pusher.abort();

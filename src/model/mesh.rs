@@ -25,6 +25,9 @@ pub struct MeshConfig {
     pub connect_timeout: std::time::Duration,
     /// Kubernetes DNS domain suffix (`cluster.local`).
     pub domain_suffix: String,
+    /// `enableAutoMtls`: clusters without TLS settings send mTLS to endpoints labelled
+    /// `security.istio.io/tlsMode: istio` (istiod's default: on).
+    pub enable_auto_mtls: bool,
     /// Other trust domains whose identities count as this mesh's (`trustDomainAliases`).
     pub trust_domain_aliases: Vec<String>,
     /// `extensionProviders`: the external authorizers CUSTOM AuthorizationPolicies name.
@@ -120,6 +123,7 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             connect_timeout: std::time::Duration::from_secs(10),
             domain_suffix: "cluster.local".to_string(),
+            enable_auto_mtls: true,
             trust_domain_aliases: Vec::new(),
             extension_providers: Vec::new(),
         }
@@ -175,6 +179,16 @@ impl MeshConfig {
                     field: "connectTimeout",
                     message,
                 })?;
+        }
+        match obj.get("enableAutoMtls") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Bool(b)) => mesh.enable_auto_mtls = *b,
+            Some(other) => {
+                return Err(MeshError::Field {
+                    field: "enableAutoMtls",
+                    message: format!("expected true or false, got {other}"),
+                });
+            }
         }
         if let Some(policy) = obj.get("outboundTrafficPolicy").filter(|v| !v.is_null()) {
             match policy.get("mode").and_then(|m| m.as_str()) {
@@ -376,7 +390,7 @@ mod tests {
     fn parses_known_fields_and_ignores_the_rest() {
         let mesh = MeshConfig::from_yaml(
             "rootNamespace: mesh-root\ntrustDomain: example.org\nconnectTimeout: 2s\n\
-             outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\n",
+             outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\nenableAutoMtls: false\n",
         )
         .unwrap();
         assert_eq!(mesh.root_namespace, "mesh-root");
@@ -386,7 +400,9 @@ mod tests {
             mesh.outbound_traffic_policy,
             OutboundTrafficPolicy::RegistryOnly
         );
+        assert!(!mesh.enable_auto_mtls);
         assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
+        assert!(MeshConfig::default().enable_auto_mtls);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! structs that reject unknown fields (`networking`, `security`), the Kubernetes kinds read in file mode
 //! (`kube`), their validation (`validation`, shared by the CLI, the file source and the
 //! webhook), the service registry built from Services, EndpointSlices, ServiceEntries and
-//! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), and the proxy asking for config
-//! (`proxy`). Nothing here does I/O, knows tokio, gRPC, Envoy types or Kubernetes clients; an
-//! invalid resource becomes a `Diagnostic`, never a panic.
+//! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), the proxy asking for config
+//! (`proxy`) and the workload identity it has proven (`identity`). Nothing here does I/O,
+//! knows tokio, gRPC, Envoy types or Kubernetes clients; an invalid resource becomes a
+//! `Diagnostic`, never a panic.
 
 pub mod diagnostic;
+pub mod identity;
 pub mod kube;
 pub mod networking;
 pub mod resource;
@@ -23,5 +25,6 @@ pub mod proxy;
 pub mod registry;
 
 pub use config::{Change, Model};
+pub use identity::Identity;
 pub use mesh::MeshConfig;
 pub use proxy::{Proxy, ProxyClass};

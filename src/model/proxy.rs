@@ -24,6 +24,14 @@ pub enum ProxyError {
         field: &'static str,
         message: String,
     },
+    #[error(
+        "node metadata says namespace {namespace:?}, service account {service_account:?}, but the caller proved {identity}"
+    )]
+    IdentityMismatch {
+        namespace: String,
+        service_account: String,
+        identity: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -153,6 +161,12 @@ pub struct Proxy {
     pub proxy_config: ProxyConfig,
     /// From the topology labels, else the Envoy node's locality; empty when unknown.
     pub locality: Locality,
+    /// The identity the proxy proved (set by xds after authentication, never read from
+    /// metadata).
+    pub identity: Option<crate::model::Identity>,
+    /// Whether the proxy is served a workload certificate (`default` secret): it proved its
+    /// identity on the TLS port. Only then is mutual TLS part of its configuration.
+    pub workload_certificate: bool,
 }
 
 /// The inputs of translation that come from the proxy. Proxies with equal classes get
@@ -169,6 +183,8 @@ pub struct ProxyClass {
     pub bind_ip: Option<String>,
     /// Endpoint priorities and weights are relative to the proxy's locality.
     pub locality: Locality,
+    /// Whether mutual TLS is configured (the proxy holds a workload certificate).
+    pub workload_certificate: bool,
 }
 
 impl Proxy {
@@ -290,6 +306,8 @@ impl Proxy {
             proxy_config,
             locality: Locality::from_labels(&labels).unwrap_or_default(),
             labels,
+            identity: None,
+            workload_certificate: false,
         })
     }
 
@@ -317,7 +335,25 @@ impl Proxy {
                 .then(|| self.ip_addresses.first().cloned())
                 .flatten(),
             locality: self.locality.clone(),
+            workload_certificate: self.workload_certificate,
         }
+    }
+
+    /// istiod's check of a proven identity against the node: the metadata namespace (else the
+    /// node id's) and, when set, the metadata service account must be the identity's.
+    pub fn check_identity(&self, identity: &crate::model::Identity) -> Result<(), ProxyError> {
+        let sa_ok = self
+            .service_account
+            .as_deref()
+            .is_none_or(|sa| sa == identity.service_account);
+        if self.namespace == identity.namespace && sa_ok {
+            return Ok(());
+        }
+        Err(ProxyError::IdentityMismatch {
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone().unwrap_or_default(),
+            identity: identity.spiffe_id(),
+        })
     }
 }
 
@@ -373,6 +409,24 @@ mod tests {
         assert_eq!(q.class().locality, Locality::parse("eu/z"));
         p.set_node_locality(Locality::parse("eu/z"));
         assert_eq!(p.locality.region, "us");
+    }
+
+    #[test]
+    fn identity_must_match_namespace_and_service_account() {
+        let p = Proxy::parse(
+            "sidecar~1.1.1.1~a.shop~shop.svc.cluster.local",
+            &json!({"NAMESPACE": "shop", "SERVICE_ACCOUNT": "cart"}),
+        )
+        .unwrap();
+        let id = |ns: &str, sa: &str| crate::model::Identity::new("cluster.local", ns, sa).unwrap();
+        assert!(p.check_identity(&id("shop", "cart")).is_ok());
+        assert!(matches!(
+            p.check_identity(&id("shop", "admin")),
+            Err(ProxyError::IdentityMismatch { .. })
+        ));
+        assert!(p.check_identity(&id("kube-system", "cart")).is_err());
+        let no_sa = Proxy::parse("sidecar~1.1.1.1~a.shop~x", &json!({})).unwrap();
+        assert!(no_sa.check_identity(&id("shop", "anything")).is_ok());
     }
 
     #[test]

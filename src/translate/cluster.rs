@@ -25,6 +25,7 @@ use super::authz;
 use super::endpoint;
 use super::envoy::pack;
 use super::loadbalancer;
+use super::mtls;
 use super::naming;
 use super::policy::{self, At, Policy};
 use super::scope::{InboundPort, RuleSubset, Scope};
@@ -522,6 +523,56 @@ fn apply_outlier_detection(
     }
 }
 
+/// istiod's mTLS SNI for a cluster.
+fn outbound_sni(c: &OutboundCluster) -> String {
+    naming::outbound_sni(
+        c.port,
+        c.subset.map(|s| s.subset.name.as_str()).unwrap_or_default(),
+        &c.service.hostname,
+    )
+}
+
+/// The SPIFFE IDs a service's workloads run as (istiod's secure naming): the service accounts
+/// of its endpoints, and a ServiceEntry's `subjectAltNames`. Empty when unknown: any
+/// certificate of the mesh is then accepted.
+fn service_accounts(scope: &Scope, service: &Service) -> Vec<String> {
+    let mut ids: std::collections::BTreeSet<String> = service
+        .endpoints
+        .values()
+        .flatten()
+        .filter_map(|e| e.service_account.as_deref())
+        .filter(|sa| !sa.is_empty())
+        .map(|sa| {
+            crate::model::identity::spiffe_id(
+                &scope.model.mesh.trust_domain,
+                &service.namespace,
+                sa,
+            )
+        })
+        .collect();
+    ids.extend(service_entry_sans(scope, service).iter().cloned());
+    ids.into_iter().collect()
+}
+
+/// Auto mTLS (istiod's `buildAutoMtlsSettings`): without TLS settings of its own, a cluster of
+/// an in-mesh service sends mTLS to the endpoints labelled `security.istio.io/tlsMode: istio`
+/// and plaintext to the others.
+fn apply_auto_mtls(scope: &Scope, b: &mut Building, c: &OutboundCluster) {
+    if !scope.proxy.workload_certificate
+        || !scope.model.mesh.enable_auto_mtls
+        || c.service.mesh_external
+        || b.cluster.transport_socket.is_some()
+    {
+        return;
+    }
+    let socket = mtls::upstream(
+        &outbound_sni(c),
+        &service_accounts(scope, c.service),
+        b.explicit_http2(),
+    );
+    b.cluster.transport_socket_matches = mtls::auto_matches(socket);
+}
+
 /// The ServiceEntry `subjectAltNames` of a service, which istiod verifies upstream TLS against
 /// when the rule lists none.
 fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] {
@@ -544,8 +595,10 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
 }
 
 /// `tls`: DISABLE sends plaintext; SIMPLE originates TLS (istiod's `constructUpstreamTLS`,
-/// with the CA read from a file by Envoy instead of served by the agent over SDS). The
-/// certificate-bearing modes and gateway credentials are not supported here yet.
+/// with the CA read from a file by Envoy instead of served by the agent over SDS); MUTUAL adds
+/// the operator's client certificate and key files; ISTIO_MUTUAL uses the proxy's workload
+/// certificate and the mesh trust bundle over SDS (see `mtls`). Gateway credentials
+/// (`credentialName`) are not supported here yet.
 fn apply_tls(
     scope: &Scope,
     b: &mut Building,
@@ -556,19 +609,50 @@ fn apply_tls(
     let settings = t.value;
     match settings.mode {
         None | Some(ClientTlsMode::Disable) => return,
-        Some(mode @ (ClientTlsMode::IstioMutual | ClientTlsMode::Mutual)) => {
-            let name = if mode == ClientTlsMode::Mutual {
-                "MUTUAL"
+        Some(ClientTlsMode::IstioMutual) => {
+            if !scope.proxy.workload_certificate {
+                scope.report(t.warning(
+                    "mode",
+                    "ISTIO_MUTUAL needs a workload certificate, and this proxy has none (it did not prove its identity on bowline's TLS port); connections to this destination are not encrypted",
+                ));
+                return;
+            }
+            let sni = settings
+                .sni
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| outbound_sni(c));
+            let sans = if settings.subject_alt_names.is_empty() {
+                service_accounts(scope, c.service)
             } else {
-                "ISTIO_MUTUAL"
+                settings.subject_alt_names.clone()
             };
-            scope.report(t.warning(
-                "mode",
-                format!(
-                    "{name} is not supported yet; connections to this destination are not encrypted"
-                ),
-            ));
+            b.cluster.transport_socket = Some(mtls::upstream(&sni, &sans, b.explicit_http2()));
             return;
+        }
+        Some(ClientTlsMode::Mutual) => {
+            let missing: Vec<&str> = [
+                ("clientCertificate", &settings.client_certificate),
+                ("privateKey", &settings.private_key),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+            .map(|(n, _)| n)
+            .collect();
+            let has_credential = settings
+                .credential_name
+                .as_deref()
+                .is_some_and(|c| !c.is_empty());
+            if !missing.is_empty() && !has_credential {
+                scope.report(t.warning(
+                    "",
+                    format!(
+                        "MUTUAL needs {}; no TLS is originated",
+                        missing.join(" and ")
+                    ),
+                ));
+                return;
+            }
         }
         Some(ClientTlsMode::Simple) => {}
     }
@@ -620,8 +704,21 @@ fn apply_tls(
             ..Default::default()
         }
     };
+    let client_certificate = match (
+        settings.mode,
+        settings.client_certificate.as_deref(),
+        settings.private_key.as_deref(),
+    ) {
+        (Some(ClientTlsMode::Mutual), Some(cert), Some(key)) => vec![tls::TlsCertificate {
+            certificate_chain: Some(file_source(cert)),
+            private_key: Some(file_source(key)),
+            ..Default::default()
+        }],
+        _ => Vec::new(),
+    };
     let context = tls::UpstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificates: client_certificate,
             tls_params: Some(tls::TlsParameters {
                 tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
                 tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
@@ -782,8 +879,9 @@ fn outbound_cluster(
     let has_selector = scope
         .destination_rule(c.service)
         .is_some_and(|r| r.has_selector);
-    if let Some(t) = &p.tls {
-        apply_tls(scope, &mut b, c, t, has_selector);
+    match &p.tls {
+        Some(t) if t.value.mode.is_some() => apply_tls(scope, &mut b, c, t, has_selector),
+        _ => apply_auto_mtls(scope, &mut b, c),
     }
     if let Some(pp) = &p.proxy_protocol {
         apply_proxy_protocol(&mut b, pp);

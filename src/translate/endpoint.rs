@@ -53,7 +53,7 @@ pub fn assignment(scope: &Scope, c: &OutboundCluster) -> xds_endpoint::ClusterLo
                         ..Default::default()
                     },
                 )),
-                ..Default::default()
+                metadata: super::mtls::endpoint_metadata(&ep.labels),
             },
             labels,
         ));

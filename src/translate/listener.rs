@@ -23,6 +23,8 @@ use super::{authz, cors, fault, naming};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 
+use super::authn::{self, MtlsMode};
+use super::mtls;
 use super::outbound::{self, ChainAction, ChainPlan, ListenerPlan, WILDCARD};
 
 /// Ports handled per request: declared HTTP, and undeclared ones (istiod detects HTTP there).
@@ -49,10 +51,20 @@ pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
                 .clone()
                 .or_else(|| scope.proxy.ip_addresses.first().cloned())
                 .unwrap_or_else(|| WILDCARD.to_string());
+            let chains = inbound_chains(scope, port, false, &security);
+            let inspect = chains.iter().any(matches_transport);
             out.push(xds_listener::Listener {
                 name: naming::listener(&address, port.port),
                 address: Some(socket_address(&address, port.port)),
-                filter_chains: vec![inbound_chain(port, &security)],
+                filter_chains: chains,
+                listener_filters: if inspect {
+                    vec![listener_filter(
+                        "envoy.filters.listener.tls_inspector",
+                        &tls_inspector::TlsInspector::default(),
+                    )]
+                } else {
+                    Vec::new()
+                },
                 traffic_direction: xds_core::TrafficDirection::Inbound as i32,
                 ..Default::default()
             });
@@ -175,20 +187,74 @@ fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {
     }
 }
 
+/// Whether a chain selects on the transport protocol (needs the `tls_inspector`).
+fn matches_transport(chain: &xds_listener::FilterChain) -> bool {
+    chain
+        .filter_chain_match
+        .as_ref()
+        .is_some_and(|m| !m.transport_protocol.is_empty())
+}
+
 fn virtual_inbound(
     scope: &Scope,
     inbound: &[InboundPort],
     security: &authz::Inbound,
 ) -> xds_listener::Listener {
-    let mut chains: Vec<xds_listener::FilterChain> =
-        inbound.iter().map(|p| inbound_chain(p, security)).collect();
-    for (chain, port) in chains.iter_mut().zip(inbound) {
-        chain.filter_chain_match = Some(xds_listener::FilterChainMatch {
-            destination_port: Some(pb::UInt32Value {
-                value: u32::from(port.port),
-            }),
-            ..Default::default()
-        });
+    let mut chains: Vec<xds_listener::FilterChain> = inbound
+        .iter()
+        .flat_map(|port| inbound_chains(scope, port, true, security))
+        .collect();
+    // Traffic to ports the proxy does not know passes through, in the workload's mode, and is
+    // authorized too, as TCP (istiod also applies its policies to the passthrough chains).
+    let passthrough = |mtls: bool| xds_listener::FilterChain {
+        name: "InboundPassthroughFilterChain".to_string(),
+        filters: security
+            .tcp
+            .iter()
+            .cloned()
+            .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
+            .collect(),
+        transport_socket: mtls.then(|| mtls::downstream(false)),
+        ..Default::default()
+    };
+    let mode = authn::inbound_mode(scope, None);
+    let default_filter_chain = match mode {
+        MtlsMode::Disable => Some(passthrough(false)),
+        MtlsMode::Permissive => {
+            chains.push(xds_listener::FilterChain {
+                filter_chain_match: Some(xds_listener::FilterChainMatch {
+                    transport_protocol: "tls".to_string(),
+                    application_protocols: mtls::ISTIO_MTLS_ALPNS.map(String::from).to_vec(),
+                    ..Default::default()
+                }),
+                ..passthrough(true)
+            });
+            Some(passthrough(false))
+        }
+        // No default: plaintext to an unknown port matches no chain and is closed.
+        MtlsMode::Strict => {
+            chains.push(xds_listener::FilterChain {
+                filter_chain_match: Some(xds_listener::FilterChainMatch {
+                    transport_protocol: "tls".to_string(),
+                    ..Default::default()
+                }),
+                ..passthrough(true)
+            });
+            None
+        }
+    };
+    let mut listener_filters = vec![xds_listener::ListenerFilter {
+        name: "envoy.filters.listener.original_dst".to_string(),
+        config_type: Some(xds_listener::listener_filter::ConfigType::TypedConfig(
+            pack(&original_dst::OriginalDst {}),
+        )),
+        ..Default::default()
+    }];
+    if chains.iter().any(matches_transport) {
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &tls_inspector::TlsInspector::default(),
+        ));
     }
     xds_listener::Listener {
         name: naming::VIRTUAL_INBOUND.to_string(),
@@ -196,41 +262,90 @@ fn virtual_inbound(
             WILDCARD,
             scope.proxy.proxy_config.proxy_inbound_listen_port,
         )),
-        listener_filters: vec![xds_listener::ListenerFilter {
-            name: "envoy.filters.listener.original_dst".to_string(),
-            config_type: Some(xds_listener::listener_filter::ConfigType::TypedConfig(
-                pack(&original_dst::OriginalDst {}),
-            )),
-            ..Default::default()
-        }],
+        listener_filters,
         transparent: (scope.proxy.interception_mode == InterceptionMode::Tproxy)
             .then_some(pb::BoolValue { value: true }),
         filter_chains: chains,
-        // Undeclared ports are authorized too, as TCP (istiod also applies its policies to
-        // the passthrough chains).
-        default_filter_chain: Some(xds_listener::FilterChain {
-            name: "InboundPassthroughFilterChain".to_string(),
-            filters: security
-                .tcp
-                .iter()
-                .cloned()
-                .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
-                .collect(),
-            ..Default::default()
-        }),
+        default_filter_chain,
         traffic_direction: xds_core::TrafficDirection::Inbound as i32,
         ..Default::default()
     }
 }
 
+/// The filter chains of one workload port in its mTLS mode; `port_match`: select the port by
+/// its original destination (the captured `virtualInbound` listener).
+fn inbound_chains(
+    scope: &Scope,
+    port: &InboundPort,
+    port_match: bool,
+    security: &authz::Inbound,
+) -> Vec<xds_listener::FilterChain> {
+    let mode = authn::inbound_mode(scope, Some(port.port));
+    let http = routes_http(port.protocol);
+    let base = inbound_chain(port, security, mode != MtlsMode::Disable);
+    let matching = |transport: &str, alpn: &[&str]| {
+        let m = xds_listener::FilterChainMatch {
+            destination_port: port_match.then_some(pb::UInt32Value {
+                value: u32::from(port.port),
+            }),
+            transport_protocol: transport.to_string(),
+            application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        (m != xds_listener::FilterChainMatch::default()).then_some(m)
+    };
+    let mtls_chain = |alpn: &[&str]| xds_listener::FilterChain {
+        filter_chain_match: matching("tls", alpn),
+        transport_socket: Some(mtls::downstream(http)),
+        ..base.clone()
+    };
+    match mode {
+        MtlsMode::Disable => vec![xds_listener::FilterChain {
+            filter_chain_match: matching("", &[]),
+            ..base
+        }],
+        MtlsMode::Strict => vec![
+            mtls_chain(&[]),
+            // Plaintext to a STRICT port is closed, even when the workload's other ports
+            // pass plaintext through.
+            xds_listener::FilterChain {
+                name: format!("{}-plaintext-refused", base.name),
+                filter_chain_match: matching("raw_buffer", &[]),
+                filters: vec![tcp_proxy_filter(naming::BLACKHOLE_CLUSTER)],
+                ..Default::default()
+            },
+        ],
+        MtlsMode::Permissive => {
+            let mut chains = vec![mtls_chain(&mtls::ISTIO_MTLS_ALPNS)];
+            if !http {
+                // TLS that is not the mesh's (the application's own) passes through.
+                chains.push(xds_listener::FilterChain {
+                    filter_chain_match: matching("tls", &[]),
+                    ..base.clone()
+                });
+            }
+            chains.push(xds_listener::FilterChain {
+                filter_chain_match: matching("raw_buffer", &[]),
+                ..base
+            });
+            chains
+        }
+    }
+}
+
 /// The filter chain delivering one workload port's traffic to its inbound cluster, behind the
 /// proxy's authorization filters (HTTP filters in the connection manager, network filters in
-/// front of tcp_proxy).
-fn inbound_chain(port: &InboundPort, security: &authz::Inbound) -> xds_listener::FilterChain {
+/// front of tcp_proxy); `xfcc`: tell the application who the mTLS peer is
+/// (`x-forwarded-client-cert`, as istiod sets it).
+fn inbound_chain(
+    port: &InboundPort,
+    security: &authz::Inbound,
+    xfcc: bool,
+) -> xds_listener::FilterChain {
     let cluster = naming::inbound_cluster(port.port);
     let mut filters = Vec::new();
     let filter = if routes_http(port.protocol) {
-        http_manager(
+        let mut filter = http_manager(
             &format!("inbound_0.0.0.0_{}", port.port),
             security.http.clone(),
             hcm::http_connection_manager::RouteSpecifier::RouteConfig(
@@ -241,7 +356,11 @@ fn inbound_chain(port: &InboundPort, security: &authz::Inbound) -> xds_listener:
                     ..Default::default()
                 },
             ),
-        )
+        );
+        if xfcc {
+            set_xfcc(&mut filter);
+        }
+        filter
     } else {
         filters.extend(security.tcp.iter().cloned());
         tcp_proxy_filter(&cluster)
@@ -252,6 +371,28 @@ fn inbound_chain(port: &InboundPort, security: &authz::Inbound) -> xds_listener:
         filters,
         ..Default::default()
     }
+}
+
+/// istiod's inbound `forward_client_cert_details: APPEND_FORWARD` with the peer's subject, DNS
+/// and URI SANs.
+fn set_xfcc(filter: &mut xds_listener::Filter) {
+    use prost::Message;
+    let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+        return;
+    };
+    let Ok(mut manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
+        return;
+    };
+    manager.forward_client_cert_details =
+        hcm::http_connection_manager::ForwardClientCertDetails::AppendForward as i32;
+    manager.set_current_client_cert_details =
+        Some(hcm::http_connection_manager::SetCurrentClientCertDetails {
+            subject: Some(pb::BoolValue { value: true }),
+            dns: true,
+            uri: true,
+            ..Default::default()
+        });
+    *any = pack(&manager);
 }
 
 /// An HTTP connection manager; `pre` are the authorization and authentication filters that

@@ -5,6 +5,7 @@
 //! inputs (ordered by name). What cannot be translated is skipped and reported as a diagnostic,
 //! never a panic. One file per Envoy resource kind; every name comes from `naming`.
 
+pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod cors;
@@ -13,6 +14,7 @@ pub mod envoy;
 pub mod fault;
 pub mod listener;
 pub mod loadbalancer;
+pub mod mtls;
 pub mod naming;
 pub mod outbound;
 pub mod policy;

@@ -9,6 +9,10 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub const PASSTHROUGH_FILTER_CHAIN: &str = "PassthroughFilterChain";
 pub const ALLOW_ANY_VHOST: &str = "allow_any";
 pub const BLOCK_ALL_VHOST: &str = "block_all";
+/// SDS secret with the proxy's own certificate chain and key (istiod's name).
+pub const SDS_DEFAULT: &str = "default";
+/// SDS secret with the mesh's trust bundle (istiod's name).
+pub const SDS_ROOTCA: &str = "ROOTCA";
 /// Source address of connections from the sidecar to its own workload, excluded from capture.
 pub const INBOUND_PASSTHROUGH_BIND_V4: &str = "127.0.0.6";
 
@@ -27,6 +31,11 @@ pub fn parse_outbound_cluster(name: &str) -> Option<(u16, &str, &str)> {
     let subset = parts.next()?;
     let host = parts.next()?;
     Some((port, subset, host))
+}
+
+/// istiod's SNI for mTLS to a cluster: `outbound_.<port>_.<subset>_.<host>`.
+pub fn outbound_sni(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound_.{port}_.{subset}_.{host}")
 }
 
 /// `inbound|<port>||`.

@@ -1,14 +1,24 @@
-//! The xDS protocol: Envoy's Aggregated Discovery Service, state of the world and delta, on one
-//! gRPC port.
+//! The xDS protocol: Envoy's Aggregated Discovery Service, state of the world and delta, on the
+//! plaintext port (istiod's 15010) and the TLS port (15012).
 //!
-//! Contract: every stream identifies its proxy from the first request's node, then receives the
-//! resources the cache generates for that proxy, pushed when a new model snapshot changes them
-//! (only changed types; delta streams only changed resources). `push` turns source events into
-//! debounced model snapshots; `status` records what each proxy was sent, ACKed and NACKed.
+//! Contract: every stream first authenticates its caller (see `ca::authn`): on the TLS port a
+//! bowline token or client certificate is required; on the plaintext port an anonymous caller
+//! gets configuration (as istiod's 15010 serves it) but a presented credential that does not
+//! verify is refused. A proven identity must match the node metadata's NAMESPACE and
+//! SERVICE_ACCOUNT, as istiod checks; a refusal is logged and the stream ends with an error
+//! before any resource is sent. The stream then identifies its proxy from the first request's
+//! node and receives the resources the cache generates for that proxy, pushed when a new model
+//! snapshot changes them (only changed types; delta streams only changed resources), and its
+//! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
+//! carries a private key), renewed at half-life. `push` turns source events into debounced
+//! model snapshots; `status` records what each proxy was sent, ACKed and NACKed; `tls` is the
+//! TLS port's transport.
 
 pub mod push;
+pub mod sds;
 pub mod status;
 pub mod stream;
+pub mod tls;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,42 +34,134 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cache::{Cache, ProxyResources, ResourceType, Snapshot};
-use crate::model::Proxy;
+use crate::ca::Ca;
+use crate::ca::authn::{Authenticators, Caller};
+use crate::cache::{Cache, ProxyResources, ResourceType, Snapshot, TypedResources};
+use crate::model::{Identity, Proxy};
+use sds::Secrets;
 use status::{Connection, Registry};
 use stream::{Ack, Stream};
 
 /// Per-stream response buffer: a slow proxy blocks only its own stream.
 const STREAM_BUFFER: usize = 8;
 
+/// The port a stream arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Plaintext,
+    Tls,
+}
+
+/// The CA and the ways callers prove who they are.
+#[derive(Clone)]
+pub struct Security {
+    pub ca: Arc<Ca>,
+    pub authn: Authenticators,
+}
+
 /// Everything the streams share.
 pub struct Shared {
     pub cache: Arc<Cache>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub registry: Arc<Registry>,
+    /// `None`: no CA; every caller is anonymous and no secret is served.
+    pub security: Option<Security>,
     next_connection: AtomicU64,
 }
 
 impl Shared {
     pub fn new(cache: Arc<Cache>, snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Shared> {
+        Shared::with_security(cache, snapshots, None)
+    }
+
+    pub fn with_security(
+        cache: Arc<Cache>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        security: Option<Security>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             cache,
             snapshots,
             registry: Arc::new(Registry::default()),
+            security,
             next_connection: AtomicU64::new(1),
         })
     }
 }
 
-/// The ADS gRPC service.
+/// The ADS gRPC service of one port.
 #[derive(Clone)]
 pub struct Ads {
     shared: Arc<Shared>,
+    transport: Transport,
 }
 
 impl Ads {
+    /// ADS on the plaintext port.
     pub fn new(shared: Arc<Shared>) -> Ads {
-        Ads { shared }
+        Ads {
+            shared,
+            transport: Transport::Plaintext,
+        }
+    }
+
+    /// ADS on the TLS port.
+    pub fn tls(shared: Arc<Shared>) -> Ads {
+        Ads {
+            shared,
+            transport: Transport::Tls,
+        }
+    }
+
+    /// Who the caller is (see the module docs); `Err` refuses the stream.
+    async fn authenticate(&self, caller: &Caller) -> Result<Option<Identity>, Status> {
+        let remote = caller
+            .remote
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let result = match &self.shared.security {
+            Some(security) => security.authn.authenticate(caller).await,
+            None => Ok(None),
+        };
+        match result {
+            Ok(Some(id)) => Ok(Some(id)),
+            Ok(None) if self.transport == Transport::Tls => {
+                tracing::warn!(%remote, "xDS stream refused: no token or client certificate on the TLS port");
+                metrics::counter!("pilot_xds_auth_failures").increment(1);
+                Err(Status::unauthenticated(
+                    "authenticate with a bowline token (authorization: Bearer) or a client certificate",
+                ))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "xDS stream refused: authentication failed");
+                metrics::counter!("pilot_xds_auth_failures").increment(1);
+                Err(Status::unauthenticated(format!(
+                    "authentication failed: {e}"
+                )))
+            }
+        }
+    }
+
+    /// The proxy of a first request, checked against the proven identity.
+    fn admit(
+        &self,
+        node: Option<&xds_core::Node>,
+        identity: Option<Identity>,
+    ) -> Result<Proxy, Status> {
+        let mut proxy = proxy_from_node(node)?;
+        if let Some(id) = &identity {
+            if let Err(e) = proxy.check_identity(id) {
+                tracing::warn!(node = %proxy.id, error = %e, "xDS stream refused: identity does not match the node");
+                metrics::counter!("pilot_xds_auth_failures").increment(1);
+                return Err(Status::permission_denied(e.to_string()));
+            }
+            proxy.workload_certificate =
+                self.transport == Transport::Tls && self.shared.security.is_some();
+        }
+        proxy.identity = identity;
+        Ok(proxy)
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Ads> {
@@ -80,9 +182,11 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<xds_discovery::DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let identity = self.authenticate(&Caller::from_request(&request)).await?;
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
+        let ads = self.clone();
         // The response stream is returned at once; the first request (which names the node) is
         // read by the stream's task.
         tokio::spawn(async move {
@@ -94,16 +198,24 @@ impl AggregatedDiscoveryService for Ads {
                     return;
                 }
             };
-            let proxy = match proxy_from_node(first.node.as_ref()) {
+            let proxy = match ads.admit(first.node.as_ref(), identity) {
                 Ok(p) => p,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
             };
-            let connection = shared.connect(proxy, false);
+            let connection = shared.connect(proxy, false, ads.transport);
             let result = sotw(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
+            match &result {
+                Ok(()) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, "proxy disconnected")
+                }
+                Err(status) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, code = ?status.code(), message = status.message(), "proxy stream ended")
+                }
+            }
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
@@ -117,9 +229,11 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<xds_discovery::DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let identity = self.authenticate(&Caller::from_request(&request)).await?;
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
+        let ads = self.clone();
         // The response stream is returned at once; the first request (which names the node) is
         // read by the stream's task.
         tokio::spawn(async move {
@@ -131,16 +245,24 @@ impl AggregatedDiscoveryService for Ads {
                     return;
                 }
             };
-            let proxy = match proxy_from_node(first.node.as_ref()) {
+            let proxy = match ads.admit(first.node.as_ref(), identity) {
                 Ok(p) => p,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
             };
-            let connection = shared.connect(proxy, true);
+            let connection = shared.connect(proxy, true, ads.transport);
             let result = delta(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
+            match &result {
+                Ok(()) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, "proxy disconnected")
+                }
+                Err(status) => {
+                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, code = ?status.code(), message = status.message(), "proxy stream ended")
+                }
+            }
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
@@ -152,10 +274,17 @@ impl AggregatedDiscoveryService for Ads {
 }
 
 impl Shared {
-    fn connect(&self, proxy: Proxy, delta: bool) -> Arc<Connection> {
+    fn connect(&self, proxy: Proxy, delta: bool, transport: Transport) -> Arc<Connection> {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(proxy = %proxy.id, connection = id, delta, "proxy connected");
-        let connection = Arc::new(Connection::new(id, proxy, delta));
+        tracing::info!(
+            proxy = %proxy.id,
+            connection = id,
+            delta,
+            ?transport,
+            identity = proxy.identity.as_ref().map(|i| i.spiffe_id()).unwrap_or_default(),
+            "proxy connected"
+        );
+        let connection = Arc::new(Connection::new(id, proxy, delta, transport));
         self.registry.insert(connection.clone());
         connection
     }
@@ -260,6 +389,64 @@ fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
     t
 }
 
+/// The secrets of a stream: `default` only for a proxy that holds a workload certificate.
+fn secrets_for(shared: &Shared, proxy: &Proxy) -> Secrets {
+    let ca = shared.security.as_ref().map(|s| s.ca.clone());
+    let identity = proxy
+        .identity
+        .clone()
+        .filter(|_| proxy.workload_certificate);
+    Secrets::new(ca, identity)
+}
+
+/// The set a type's responses are made from.
+fn set_of<'a>(
+    t: ResourceType,
+    resources: &'a ProxyResources,
+    secrets: &'a Secrets,
+) -> &'a TypedResources {
+    if t == ResourceType::Sds {
+        secrets.resources()
+    } else {
+        resources.get(t)
+    }
+}
+
+/// Makes sure the secrets a watch names exist (issuing the first certificate), and records
+/// them for debug views.
+fn prepare_secrets(secrets: &mut Secrets, stream: &Stream, connection: &Connection) {
+    let Some(watch) = stream.watches.get(&ResourceType::Sds) else {
+        return;
+    };
+    if let Err(e) = secrets.ensure(&watch.names) {
+        tracing::error!(proxy = %connection.proxy.id, error = %e, "issuing a workload certificate failed");
+    }
+    connection.set_secrets(secrets.dump.clone());
+}
+
+/// Sleeps until the stream's certificate is due for renewal (forever without one).
+async fn renewal(secrets: &Secrets) {
+    match secrets.renew_in() {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Renews the stream's certificate; on failure retries in 10 s (the old one stays valid until
+/// its expiry).
+fn renew(secrets: &mut Secrets, connection: &Connection) -> bool {
+    match secrets.renew() {
+        Ok(()) => {
+            connection.set_secrets(secrets.dump.clone());
+            true
+        }
+        Err(e) => {
+            tracing::error!(proxy = %connection.proxy.id, error = %e, "renewing a workload certificate failed");
+            false
+        }
+    }
+}
+
 async fn sotw(
     shared: &Shared,
     connection: Arc<Connection>,
@@ -269,6 +456,7 @@ async fn sotw(
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
     let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -294,15 +482,18 @@ async fn sotw(
                 watch.subscribed = true;
                 watch.wildcard = wildcard;
                 watch.names = names.into_iter().filter(|n| n != "*").collect();
+                if t == ResourceType::Sds {
+                    prepare_secrets(&mut secrets, &stream, &connection);
+                }
+                let set = set_of(t, &resources, &secrets);
                 if ack == Ack::Initial
                     && !request.version_info.is_empty()
-                    && stream.sotw_version(t, &resources).as_deref()
-                        == Some(request.version_info.as_str())
+                    && stream.sotw_version(t, set).as_deref() == Some(request.version_info.as_str())
                 {
                     // Reconnected with exactly what we would send: nothing to do.
                     stream.mark_synced(t, &request.version_info);
                 } else if (changed || ack == Ack::Initial)
-                    && let Some(r) = stream.sotw_response(t, &resources, true, None)
+                    && let Some(r) = stream.sotw_response(t, set, true, None)
                 {
                     send(tx, r).await?;
                 }
@@ -322,10 +513,17 @@ async fn sotw(
                 }
                 let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
                 resources = latest;
-                for t in ResourceType::ALL {
-                    if let Some(r) = stream.sotw_response(t, &resources, false, Some(snapshot.changed_at)) {
+                for t in ResourceType::CONFIG {
+                    if let Some(r) = stream.sotw_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
                         send(tx, r).await?;
                     }
+                }
+            }
+            _ = renewal(&secrets) => {
+                if renew(&mut secrets, &connection)
+                    && let Some(r) = stream.sotw_response(ResourceType::Sds, secrets.resources(), false, None)
+                {
+                    send(tx, r).await?;
                 }
             }
         }
@@ -341,6 +539,7 @@ async fn delta(
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
     let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -380,11 +579,16 @@ async fn delta(
                     watch.known.remove(name);
                 }
             }
+            if t == ResourceType::Sds {
+                prepare_secrets(&mut secrets, &stream, &connection);
+            }
             if ack != Ack::Stale || force {
                 let since = None;
                 // A first request is always answered, even when the client already holds
                 // everything (it waits for a response to finish initialising).
-                if let Some(r) = stream.delta_response(t, &resources, force, since) {
+                if let Some(r) =
+                    stream.delta_response(t, set_of(t, &resources, &secrets), force, since)
+                {
                     send(tx, r).await?;
                 }
             }
@@ -403,10 +607,17 @@ async fn delta(
                 }
                 let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
                 resources = latest;
-                for t in ResourceType::ALL {
-                    if let Some(r) = stream.delta_response(t, &resources, false, Some(snapshot.changed_at)) {
+                for t in ResourceType::CONFIG {
+                    if let Some(r) = stream.delta_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
                         send(tx, r).await?;
                     }
+                }
+            }
+            _ = renewal(&secrets) => {
+                if renew(&mut secrets, &connection)
+                    && let Some(r) = stream.delta_response(ResourceType::Sds, secrets.resources(), false, None)
+                {
+                    send(tx, r).await?;
                 }
             }
         }

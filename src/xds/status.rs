@@ -7,6 +7,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use envoy_types::pb::google::protobuf::Any;
+
+use super::Transport;
 use crate::cache::ResourceType;
 use crate::model::Proxy;
 
@@ -35,8 +38,11 @@ pub struct Connection {
     pub id: u64,
     pub proxy: Proxy,
     pub delta: bool,
+    pub transport: Transport,
     pub connected_at: SystemTime,
     types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
+    /// The secrets last sent, private keys redacted (for config dumps).
+    secrets: Mutex<BTreeMap<String, Any>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,19 +51,38 @@ pub struct ConnectionView {
     pub node_id: String,
     pub connection: u64,
     pub delta: bool,
+    pub transport: Transport,
+    /// The SPIFFE ID the proxy proved, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub connected_at_unix: u64,
     pub types: BTreeMap<ResourceType, TypeStatus>,
 }
 
 impl Connection {
-    pub fn new(id: u64, proxy: Proxy, delta: bool) -> Connection {
+    pub fn new(id: u64, proxy: Proxy, delta: bool, transport: Transport) -> Connection {
         Connection {
             id,
             proxy,
             delta,
+            transport,
             connected_at: SystemTime::now(),
             types: Mutex::new(BTreeMap::new()),
+            secrets: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Records the (redacted) secrets sent.
+    pub fn set_secrets(&self, secrets: BTreeMap<String, Any>) {
+        *self.secrets.lock().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    /// The secrets last sent, private keys redacted.
+    pub fn secrets(&self) -> BTreeMap<String, Any> {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn update(&self, t: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
@@ -71,6 +96,8 @@ impl Connection {
             node_id: self.proxy.id.clone(),
             connection: self.id,
             delta: self.delta,
+            transport: self.transport,
+            identity: self.proxy.identity.as_ref().map(|i| i.spiffe_id()),
             connected_at_unix: self
                 .connected_at
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -102,12 +129,18 @@ impl Registry {
 
     /// The proxy of a live connection, by `<pod>.<namespace>` or full node id.
     pub fn proxy(&self, id: &str) -> Option<Proxy> {
+        self.connection(id).map(|c| c.proxy.clone())
+    }
+
+    /// The newest live connection of a proxy, by `<pod>.<namespace>` or full node id.
+    pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
         self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .rev()
             .find(|c| c.proxy.short_id() == id || c.proxy.id == id)
-            .map(|c| c.proxy.clone())
+            .cloned()
     }
 
     pub fn views(&self) -> Vec<ConnectionView> {

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use sha2::{Digest, Sha256};
 
 use super::status::{Connection, Nack};
-use crate::cache::{ProxyResources, ResourceType, Versioned};
+use crate::cache::{ResourceType, TypedResources, Versioned};
 
 /// Subscription and delivery state of one resource type on one stream.
 #[derive(Debug, Default)]
@@ -35,12 +35,7 @@ pub struct Watch {
 
 impl Watch {
     /// The resources this watch selects, in name order.
-    fn desired<'a>(
-        &self,
-        resources: &'a ProxyResources,
-        t: ResourceType,
-    ) -> Vec<&'a Arc<Versioned>> {
-        let set = resources.get(t);
+    fn desired<'a>(&self, set: &'a TypedResources) -> Vec<&'a Arc<Versioned>> {
         if self.wildcard {
             set.items.values().collect()
         } else {
@@ -179,7 +174,7 @@ impl Stream {
     pub fn sotw_response(
         &mut self,
         t: ResourceType,
-        resources: &ProxyResources,
+        resources: &TypedResources,
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DiscoveryResponse> {
@@ -190,7 +185,7 @@ impl Stream {
         if !watch.wildcard && watch.names.is_empty() {
             return None;
         }
-        let items = watch.desired(resources, t);
+        let items = watch.desired(resources);
         let version = set_version(&items);
         if !force && watch.sent_version.as_deref() == Some(version.as_str()) {
             return None;
@@ -208,9 +203,9 @@ impl Stream {
 
     /// State of the world: the version the client would get now (to skip resending on
     /// reconnect).
-    pub fn sotw_version(&self, t: ResourceType, resources: &ProxyResources) -> Option<String> {
+    pub fn sotw_version(&self, t: ResourceType, resources: &TypedResources) -> Option<String> {
         let watch = self.watches.get(&t)?;
-        Some(set_version(&watch.desired(resources, t)))
+        Some(set_version(&watch.desired(resources)))
     }
 
     /// Delta: the resources that changed since what the client holds, and those it holds that
@@ -219,7 +214,7 @@ impl Stream {
     pub fn delta_response(
         &mut self,
         t: ResourceType,
-        resources: &ProxyResources,
+        resources: &TypedResources,
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DeltaDiscoveryResponse> {
@@ -227,7 +222,7 @@ impl Stream {
         if !watch.subscribed {
             return None;
         }
-        let items = watch.desired(resources, t);
+        let items = watch.desired(resources);
         let version = set_version(&items);
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
@@ -289,6 +284,7 @@ impl Stream {
 mod tests {
     use super::*;
     use crate::model::Proxy;
+    use crate::xds::Transport;
 
     fn stream() -> Stream {
         let proxy = Proxy::parse(
@@ -296,7 +292,12 @@ mod tests {
             &serde_json::json!({}),
         )
         .unwrap();
-        Stream::new(Arc::new(Connection::new(7, proxy, false)))
+        Stream::new(Arc::new(Connection::new(
+            7,
+            proxy,
+            false,
+            Transport::Plaintext,
+        )))
     }
 
     #[test]

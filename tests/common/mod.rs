@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod http;
 pub mod netns;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -338,15 +339,22 @@ pub struct Bowline {
     pub config_dir: PathBuf,
     staging: PathBuf,
     pub xds_addr: SocketAddr,
+    /// The TLS xDS port (callers authenticate).
+    pub xds_tls_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `--ca-dir`: bowline's root and token key (created on first start).
+    pub ca_dir: PathBuf,
+    /// More `bowline serve` arguments.
+    pub extra_args: Vec<String>,
     log: PathBuf,
     proc: Option<Proc>,
     mesh_config: Option<PathBuf>,
 }
 
 impl Bowline {
-    /// Prepares (does not start) a bowline serving xDS on `<net>.1:15010` and admin on
-    /// `<net>.1:15014`, with an empty config directory.
+    /// Prepares (does not start) a bowline serving xDS on `<net>.1:15010`, TLS xDS on
+    /// `<net>.1:15012` and admin on `<net>.1:15014`, with an empty config directory and a CA
+    /// directory of its own.
     pub fn new(net: &Net) -> Bowline {
         let dir = TempDir::new("bowline");
         let config_dir = dir.path().join("config");
@@ -358,7 +366,10 @@ impl Bowline {
             config_dir,
             staging,
             xds_addr: net.addr(1, 15010),
+            xds_tls_addr: net.addr(1, 15012),
             admin_addr: net.addr(1, 15014),
+            ca_dir: dir.path().join("ca"),
+            extra_args: Vec::new(),
             log,
             proc: None,
             mesh_config: None,
@@ -431,6 +442,11 @@ impl Bowline {
             .arg(self.xds_addr.to_string())
             .arg("--admin-addr")
             .arg(self.admin_addr.to_string())
+            .arg("--xds-tls-addr")
+            .arg(self.xds_tls_addr.to_string())
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
+            .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
         if let Some(mesh) = &self.mesh_config {
@@ -662,6 +678,18 @@ pub struct ProxySpec {
     pub gid: Option<u32>,
     /// The Envoy node's locality, `region/zone/subzone` (`bowline bootstrap --locality`).
     pub locality: Option<String>,
+    /// Prove the identity with a bowline token over the TLS port.
+    pub token: bool,
+    /// Connect here instead of the bowline's own address (a TLS address when `token`).
+    pub xds_addr: Option<String>,
+    /// More `bowline bootstrap` arguments.
+    pub bootstrap_args: Vec<String>,
+    /// Files written into Envoy's working directory before it starts (relative path,
+    /// contents): what an operator mounts for DestinationRule `MUTUAL` certificates.
+    pub files: Vec<(String, String)>,
+    /// `virtualOutbound` and `virtualInbound` ports (default: free ones), fixed when capture
+    /// rules must exist before Envoy starts, as istio-init's do.
+    pub listen_ports: Option<(u16, u16)>,
 }
 
 impl ProxySpec {
@@ -677,7 +705,40 @@ impl ProxySpec {
             interception: "NONE".to_string(),
             gid: None,
             locality: None,
+            token: false,
+            xds_addr: None,
+            bootstrap_args: Vec::new(),
+            files: Vec::new(),
+            listen_ports: None,
         }
+    }
+
+    pub fn listen_ports(mut self, outbound: u16, inbound: u16) -> ProxySpec {
+        self.listen_ports = Some((outbound, inbound));
+        self
+    }
+
+    /// Authenticate with a token over the TLS port (the proxy then gets certificates and
+    /// mutual TLS).
+    pub fn with_token(mut self) -> ProxySpec {
+        self.token = true;
+        self
+    }
+
+    pub fn xds_addr(mut self, addr: &str) -> ProxySpec {
+        self.xds_addr = Some(addr.to_string());
+        self
+    }
+
+    pub fn bootstrap_arg(mut self, arg: &str) -> ProxySpec {
+        self.bootstrap_args.push(arg.to_string());
+        self
+    }
+
+    pub fn file(mut self, relative: &str, contents: &str) -> ProxySpec {
+        self.files
+            .push((relative.to_string(), contents.to_string()));
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> ProxySpec {
@@ -735,8 +796,9 @@ impl Envoy {
     pub async fn start(bin: &Path, bowline: &Bowline, spec: ProxySpec) -> Envoy {
         let dir = TempDir::new(&format!("envoy-{}", spec.name));
         let admin_port = free_port();
-        let listen_port = free_port();
-        let inbound_listen_port = free_port();
+        let (listen_port, inbound_listen_port) = spec
+            .listen_ports
+            .unwrap_or_else(|| (free_port(), free_port()));
         let labels = spec
             .labels
             .iter()
@@ -744,12 +806,19 @@ impl Envoy {
             .collect::<Vec<_>>()
             .join(",");
         let mut cmd = Command::new(BOWLINE);
+        let xds_addr = spec.xds_addr.clone().unwrap_or_else(|| {
+            if spec.token {
+                bowline.xds_tls_addr.to_string()
+            } else {
+                bowline.xds_addr.to_string()
+            }
+        });
         cmd.args(["bootstrap", "--type", "sidecar"])
             .args(["--name", &spec.name])
             .args(["--namespace", &spec.namespace])
             .args(["--ip", &spec.ip.to_string()])
             .args(["--service-account", &spec.service_account])
-            .args(["--xds-addr", &bowline.xds_addr.to_string()])
+            .args(["--xds-addr", &xds_addr])
             .args(["--admin-port", &admin_port.to_string()])
             .arg(if spec.delta { "--delta" } else { "--sotw" })
             .args(["--interception-mode", &spec.interception])
@@ -764,6 +833,10 @@ impl Envoy {
         if let Some(locality) = &spec.locality {
             cmd.args(["--locality", locality]);
         }
+        if spec.token {
+            cmd.arg("--token").arg("--ca-dir").arg(&bowline.ca_dir);
+        }
+        cmd.args(&spec.bootstrap_args);
         let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
         assert!(
             out.status.success(),
@@ -785,6 +858,13 @@ impl Envoy {
         )
         .expect("write bootstrap");
 
+        for (relative, contents) in &spec.files {
+            let target = dir.path().join(relative);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).expect("create file dir");
+            }
+            fs::write(&target, contents).expect("write proxy file");
+        }
         let log = dir.path().join("envoy.log");
         let mut cmd = Command::new(bin);
         cmd.arg("-c")

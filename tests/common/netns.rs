@@ -87,7 +87,51 @@ impl Netns {
     }
 }
 
+static NEXT_LINK: AtomicU32 = AtomicU32::new(0);
+
+/// Joins two namespaces with a veth pair: `a_ip` and `b_ip` (`/prefix`) on its ends, both up.
+/// The pair lives in the namespaces and goes with them.
+pub fn veth(a: &NsHandle, a_ip: &str, b: &NsHandle, b_ip: &str, prefix: u8) {
+    let n = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+    let tag = std::process::id() % 100_000;
+    let (na, nb) = (format!("bl{tag}x{n}a"), format!("bl{tag}x{n}b"));
+    run(&[
+        "ip", "link", "add", &na, "netns", &a.name, "type", "veth", "peer", "name", &nb, "netns",
+        &b.name,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (ns, dev, ip) in [(a, &na, a_ip), (b, &nb, b_ip)] {
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/{prefix}"), "dev", dev]);
+        ns.exec(&["ip", "link", "set", dev, "up"]);
+    }
+}
+
 impl NsHandle {
+    /// istio-init's inbound capture: every TCP connection arriving at the namespace is
+    /// redirected to the proxy's inbound port.
+    pub fn capture_inbound(&self, inbound_port: u16) {
+        let port = inbound_port.to_string();
+        let rules: [&[&str]; 3] = [
+            &["-N", "ISTIO_INBOUND"],
+            &[
+                "-A",
+                "ISTIO_INBOUND",
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &port,
+            ],
+            &["-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"],
+        ];
+        for rule in rules {
+            let mut args = vec!["iptables", "-t", "nat"];
+            args.extend_from_slice(rule);
+            self.exec(&args);
+        }
+    }
+
     /// Runs a command inside the namespace; panics if it fails.
     pub fn exec(&self, args: &[&str]) {
         let mut full = vec!["ip", "netns", "exec", &self.name];

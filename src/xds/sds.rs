@@ -1,0 +1,254 @@
+//! SDS over ADS: the secrets `default` (the proxy's certificate chain and private key) and
+//! `ROOTCA` (the trust bundle, validated with SPIFFE semantics by Envoy's SPIFFE certificate
+//! validator), served per stream as `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`.
+//!
+//! Contract: `ROOTCA` is served to every stream (it is public). `default` is served only to a
+//! stream that proved its identity on the TLS port: its certificate is signed for that
+//! identity, issued for that stream alone when it is first asked for, and replaced at its
+//! half-life; the replacement reaches Envoy as a new `default`, which Envoy applies without
+//! closing connections. Versions are derived from the certificates, never from the key. Secret
+//! bodies kept for debug views have their private key replaced by `[redacted]`, as Envoy's own
+//! config dump does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::google::protobuf::Any;
+use sha2::{Digest, Sha256};
+
+use crate::ca::{Ca, CaError, WorkloadCert};
+use crate::cache::{TypedResources, Versioned};
+use crate::model::Identity;
+use crate::translate::envoy::pack;
+
+pub use crate::translate::naming::{SDS_DEFAULT, SDS_ROOTCA};
+
+/// Name of Envoy's SPIFFE certificate validator extension.
+const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
+
+fn inline(bytes: &[u8]) -> Option<xds_core::DataSource> {
+    Some(xds_core::DataSource {
+        specifier: Some(xds_core::data_source::Specifier::InlineBytes(
+            bytes.to_vec(),
+        )),
+        ..Default::default()
+    })
+}
+
+fn redacted() -> Option<xds_core::DataSource> {
+    Some(xds_core::DataSource {
+        specifier: Some(xds_core::data_source::Specifier::InlineString(
+            "[redacted]".to_string(),
+        )),
+        ..Default::default()
+    })
+}
+
+/// `default`: the chain (leaf first) and the key.
+pub fn default_secret(cert: &WorkloadCert) -> tls::Secret {
+    tls::Secret {
+        name: SDS_DEFAULT.to_string(),
+        r#type: Some(tls::secret::Type::TlsCertificate(tls::TlsCertificate {
+            certificate_chain: inline(cert.chain_pem.as_bytes()),
+            private_key: inline(cert.key.expose()),
+            ..Default::default()
+        })),
+    }
+}
+
+/// `default` as debug views show it: the private key replaced by `[redacted]`.
+pub fn redact(secret: &tls::Secret) -> tls::Secret {
+    let mut out = secret.clone();
+    if let Some(tls::secret::Type::TlsCertificate(c)) = &mut out.r#type {
+        if c.private_key.is_some() {
+            c.private_key = redacted();
+        }
+        if c.private_key_provider.is_some() {
+            c.private_key_provider = None;
+        }
+    }
+    out
+}
+
+/// `ROOTCA`: peers must present a SPIFFE certificate of the mesh's trust domain that chains to
+/// the trust bundle.
+pub fn root_secret(ca: &Ca) -> tls::Secret {
+    let spiffe = tls::SpiffeCertValidatorConfig {
+        trust_domains: vec![tls::spiffe_cert_validator_config::TrustDomain {
+            name: ca.trust_domain().to_string(),
+            trust_bundle: inline(ca.root_pem().as_bytes()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    tls::Secret {
+        name: SDS_ROOTCA.to_string(),
+        r#type: Some(tls::secret::Type::ValidationContext(
+            tls::CertificateValidationContext {
+                custom_validator_config: Some(xds_core::TypedExtensionConfig {
+                    name: SPIFFE_VALIDATOR.to_string(),
+                    typed_config: Some(pack(&spiffe)),
+                }),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn version_of(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+        h.update([0]);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The secrets of one stream.
+pub struct Secrets {
+    ca: Option<Arc<Ca>>,
+    /// The identity `default` is issued for; `None`: this stream gets no `default`.
+    identity: Option<Identity>,
+    current: Option<WorkloadCert>,
+    /// After a failed renewal: not before this.
+    retry_at: Option<SystemTime>,
+    set: Arc<TypedResources>,
+    /// Redacted bodies, by name, for debug views.
+    pub dump: BTreeMap<String, Any>,
+}
+
+impl Secrets {
+    /// `ca`: bowline's CA, if it runs one; `identity`: set when the stream may hold a
+    /// certificate.
+    pub fn new(ca: Option<Arc<Ca>>, identity: Option<Identity>) -> Secrets {
+        let mut s = Secrets {
+            ca,
+            identity,
+            current: None,
+            retry_at: None,
+            set: Arc::new(TypedResources::default()),
+            dump: BTreeMap::new(),
+        };
+        s.rebuild();
+        s
+    }
+
+    pub fn resources(&self) -> &TypedResources {
+        &self.set
+    }
+
+    /// Issues the first certificate when `default` is asked for and none is held yet.
+    pub fn ensure(&mut self, wanted: &std::collections::BTreeSet<String>) -> Result<(), CaError> {
+        if self.current.is_none() && self.identity.is_some() && wanted.contains(SDS_DEFAULT) {
+            self.renew()?;
+        }
+        Ok(())
+    }
+
+    /// When the held certificate is due for renewal.
+    pub fn renew_in(&self) -> Option<Duration> {
+        let cert = self.current.as_ref()?;
+        let at = match self.retry_at {
+            Some(r) => r.max(cert.renew_at()),
+            None => cert.renew_at(),
+        };
+        Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+
+    /// A new certificate (and key) for the stream's identity.
+    pub fn renew(&mut self) -> Result<(), CaError> {
+        let (Some(ca), Some(identity)) = (&self.ca, &self.identity) else {
+            return Ok(());
+        };
+        let cert = match ca.issue(identity) {
+            Ok(c) => c,
+            Err(e) => {
+                self.retry_at = Some(SystemTime::now() + Duration::from_secs(10));
+                return Err(e);
+            }
+        };
+        self.retry_at = None;
+        tracing::info!(identity = %identity, serial = %cert.serial, "workload certificate issued");
+        self.current = Some(cert);
+        self.rebuild();
+        Ok(())
+    }
+
+    fn rebuild(&mut self) {
+        let mut items = BTreeMap::new();
+        self.dump.clear();
+        if let Some(ca) = &self.ca {
+            let root = root_secret(ca);
+            let body = pack(&root);
+            self.dump.insert(SDS_ROOTCA.to_string(), body.clone());
+            items.insert(
+                SDS_ROOTCA.to_string(),
+                Arc::new(Versioned {
+                    name: SDS_ROOTCA.to_string(),
+                    version: version_of(&[ca.root_pem().as_bytes()]),
+                    body,
+                }),
+            );
+        }
+        if let Some(cert) = &self.current {
+            let secret = default_secret(cert);
+            self.dump
+                .insert(SDS_DEFAULT.to_string(), pack(&redact(&secret)));
+            items.insert(
+                SDS_DEFAULT.to_string(),
+                Arc::new(Versioned {
+                    name: SDS_DEFAULT.to_string(),
+                    version: version_of(&[cert.serial.as_bytes(), cert.chain_pem.as_bytes()]),
+                    body: pack(&secret),
+                }),
+            );
+        }
+        self.set = Arc::new(TypedResources::new(items));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaOptions, DEFAULT_WORKLOAD_TTL};
+
+    #[test]
+    fn default_only_for_an_identity_and_renewed() {
+        let ca = Arc::new(
+            Ca::load(&CaOptions {
+                dir: None,
+                trust_domain: "cluster.local".into(),
+                workload_ttl: DEFAULT_WORKLOAD_TTL,
+            })
+            .unwrap(),
+        );
+        let wanted: std::collections::BTreeSet<String> =
+            [SDS_DEFAULT, SDS_ROOTCA].map(String::from).into();
+        let mut anonymous = Secrets::new(Some(ca.clone()), None);
+        anonymous.ensure(&wanted).unwrap();
+        assert_eq!(
+            anonymous.resources().items.keys().collect::<Vec<_>>(),
+            vec![SDS_ROOTCA]
+        );
+        let id = Identity::new("cluster.local", "a", "sa").unwrap();
+        let mut s = Secrets::new(Some(ca), Some(id));
+        s.ensure(&wanted).unwrap();
+        let first = s.resources().items[SDS_DEFAULT].version.clone();
+        let renew_in = s.renew_in().unwrap();
+        assert!(renew_in <= DEFAULT_WORKLOAD_TTL / 2 && renew_in > DEFAULT_WORKLOAD_TTL / 3);
+        s.renew().unwrap();
+        assert_ne!(s.resources().items[SDS_DEFAULT].version, first);
+        let dump = serde_json::to_string(
+            &crate::translate::envoy::any_to_json(&s.dump[SDS_DEFAULT]).unwrap(),
+        )
+        .unwrap();
+        assert!(dump.contains("[redacted]"), "{dump}");
+        assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+    }
+}
