@@ -68,6 +68,38 @@ impl Ctx<'_> {
     fn namespace(&self) -> &str {
         &self.resource.meta.namespace
     }
+
+    /// A `matchLabels` selector (DestinationRule `workloadSelector`, the security kinds'
+    /// `selector`) under `base`: keys non-empty, no wildcards, values up to 63 characters.
+    fn type_selector(&mut self, base: &str, sel: &super::networking::TypeWorkloadSelector) {
+        let f = format!("{base}.matchLabels");
+        for (k, v) in &sel.match_labels {
+            if k.is_empty() {
+                self.err(
+                    &f,
+                    format!("empty key is not supported in selector: \"={v}\""),
+                );
+            }
+            if k.contains('*') || v.contains('*') {
+                self.err(
+                    format!("{f}.{k}"),
+                    format!("wildcard is not supported in selector: \"{k}={v}\""),
+                );
+            }
+            if v.len() > 63 {
+                self.err(
+                    format!("{f}.{k}"),
+                    "label value may not exceed 63 characters",
+                );
+            }
+        }
+        if sel.match_labels.len() > 4096 {
+            self.err(&f, "at most 4096 labels are allowed");
+        }
+        if sel.match_labels.is_empty() {
+            self.warn(base, "workload selector specified without labels");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1798,36 +1830,7 @@ impl Ctx<'_> {
             dr.workload_selector.is_some(),
         );
         if let Some(sel) = &dr.workload_selector {
-            let f = "spec.workloadSelector.matchLabels";
-            for (k, v) in &sel.match_labels {
-                if k.is_empty() {
-                    self.err(
-                        f,
-                        format!("empty key is not supported in selector: \"={v}\""),
-                    );
-                }
-                if k.contains('*') || v.contains('*') {
-                    self.err(
-                        format!("{f}.{k}"),
-                        format!("wildcard is not supported in selector: \"{k}={v}\""),
-                    );
-                }
-                if v.len() > 63 {
-                    self.err(
-                        format!("{f}.{k}"),
-                        "label value may not exceed 63 characters",
-                    );
-                }
-            }
-            if sel.match_labels.len() > 4096 {
-                self.err(f, "at most 4096 labels are allowed");
-            }
-            if sel.match_labels.is_empty() {
-                self.warn(
-                    "spec.workloadSelector",
-                    "workload selector specified without labels",
-                );
-            }
+            self.type_selector("spec.workloadSelector", sel);
         }
     }
 

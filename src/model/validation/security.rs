@@ -338,36 +338,8 @@ pub fn check_jwks(text: &str) -> Result<bool, String> {
 impl Ctx<'_> {
     /// `selector.matchLabels` of the security kinds.
     fn security_selector(&mut self, selector: Option<&TypeWorkloadSelector>) {
-        let Some(sel) = selector else { return };
-        let f = "spec.selector.matchLabels";
-        for (k, v) in &sel.match_labels {
-            if k.is_empty() {
-                self.err(
-                    f,
-                    format!("empty key is not supported in selector: \"={v}\""),
-                );
-            }
-            if k.contains('*') || v.contains('*') {
-                self.err(
-                    format!("{f}.{k}"),
-                    format!("wildcard is not supported in selector: \"{k}={v}\""),
-                );
-            }
-            if v.len() > 63 {
-                self.err(
-                    format!("{f}.{k}"),
-                    "label value may not exceed 63 characters",
-                );
-            }
-        }
-        if sel.match_labels.len() > 4096 {
-            self.err(f, "at most 4096 labels are allowed");
-        }
-        if sel.match_labels.is_empty() {
-            self.warn(
-                "spec.selector",
-                "workload selector specified without labels",
-            );
+        if let Some(sel) = selector {
+            self.type_selector("spec.selector", sel);
         }
     }
 
