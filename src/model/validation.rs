@@ -69,14 +69,13 @@ impl Ctx<'_> {
         &self.resource.meta.namespace
     }
 
-    /// A `matchLabels` selector (DestinationRule `workloadSelector`, the security kinds'
-    /// `selector`) under `base`: keys non-empty, no wildcards, values up to 63 characters.
-    fn type_selector(&mut self, base: &str, sel: &super::networking::TypeWorkloadSelector) {
-        let f = format!("{base}.matchLabels");
-        for (k, v) in &sel.match_labels {
+    /// Selector labels under `f`: keys non-empty, no wildcards, values up to 63 characters, at
+    /// most `max` of them.
+    fn selector_labels(&mut self, f: &str, labels: &super::networking::Labels, max: usize) {
+        for (k, v) in labels {
             if k.is_empty() {
                 self.err(
-                    &f,
+                    f,
                     format!("empty key is not supported in selector: \"={v}\""),
                 );
             }
@@ -93,9 +92,15 @@ impl Ctx<'_> {
                 );
             }
         }
-        if sel.match_labels.len() > 4096 {
-            self.err(&f, "at most 4096 labels are allowed");
+        if labels.len() > max {
+            self.err(f, format!("at most {max} labels are allowed"));
         }
+    }
+
+    /// A `matchLabels` selector (DestinationRule `workloadSelector`, the security kinds'
+    /// `selector`) under `base`: keys non-empty, no wildcards, values up to 63 characters.
+    fn type_selector(&mut self, base: &str, sel: &super::networking::TypeWorkloadSelector) {
+        self.selector_labels(&format!("{base}.matchLabels"), &sel.match_labels, 4096);
         if sel.match_labels.is_empty() {
             self.warn(base, "workload selector specified without labels");
         }
@@ -504,30 +509,7 @@ impl Ctx<'_> {
     /// The networking `WorkloadSelector` (`labels`) of ServiceEntry and Sidecar.
     fn workload_selector(&mut self, field: &str, selector: Option<&WorkloadSelector>, what: &str) {
         let Some(sel) = selector else { return };
-        let lf = format!("{field}.labels");
-        for (k, v) in &sel.labels {
-            if k.is_empty() {
-                self.err(
-                    &lf,
-                    format!("empty key is not supported in selector: \"={v}\""),
-                );
-            }
-            if k.contains('*') || v.contains('*') {
-                self.err(
-                    format!("{lf}.{k}"),
-                    format!("wildcard is not supported in selector: \"{k}={v}\""),
-                );
-            }
-            if v.len() > 63 {
-                self.err(
-                    format!("{lf}.{k}"),
-                    "label value may not exceed 63 characters",
-                );
-            }
-        }
-        if sel.labels.len() > 256 {
-            self.err(&lf, "at most 256 labels are allowed");
-        }
+        self.selector_labels(&format!("{field}.labels"), &sel.labels, 256);
         if sel.labels.is_empty() {
             self.warn(
                 field,
