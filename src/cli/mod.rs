@@ -1,9 +1,10 @@
-//! The command line: `serve`, `validate`, `bootstrap`.
+//! The command line: `serve`, `validate`, `bootstrap`, `load`.
 //!
 //! Contract: parse arguments, call the stages, print. Errors here are `anyhow` and end the
 //! process with a one-line message and a non-zero exit.
 
 pub mod bootstrap;
+pub mod load;
 pub mod serve;
 pub mod validate;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print an Envoy bootstrap (JSON) that connects a stock Envoy to bowline over ADS.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Load an xDS server with simulated proxies and measure convergence (see testdata/load/).
+    Load(load::LoadArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Load(args) => load::run(args),
     }
 }
