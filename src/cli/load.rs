@@ -103,12 +103,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join(format!("bowline-load-{}", scenario.name)));
     if args.write_only {
         let mesh = load::mesh::Mesh::new(&scenario.mesh, &config_dir);
-        mesh.prepare_dir()?;
-        let files = mesh.write_all()?;
+        let files = load::run::write_mesh(&scenario, &mesh)?;
         println!("wrote {files} files to {}", config_dir.display());
-        if scenario.mesh.istio_benchmark.is_some() {
-            eprintln!("note: the istio_benchmark file is expanded only by a full run");
-        }
         return Ok(ExitCode::SUCCESS);
     }
     let xds_addr = match (args.xds_addr, args.spawn, &args.server_cmd) {

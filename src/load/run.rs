@@ -65,12 +65,11 @@ struct Counters {
     server_cpu: Option<f64>,
 }
 
-/// Runs a scenario to the end (or to `max_duration`).
-pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LoadError> {
-    let started = Instant::now();
-    let mut mesh = Mesh::new(&scenario.mesh, &options.config_dir);
+/// Writes a scenario's whole mesh (the generated services and the expanded istiod benchmark
+/// file, if any) into the mesh's directory, which is cleared first; returns the file count.
+pub fn write_mesh(scenario: &Scenario, mesh: &Mesh) -> Result<usize, LoadError> {
     mesh.prepare_dir()?;
-    let files = mesh.write_all()?;
+    let mut files = mesh.write_all()?;
     if let Some(b) = &scenario.mesh.istio_benchmark {
         let text = std::fs::read_to_string(&b.file).map_err(|e| LoadError::Io {
             what: format!("reading {}", b.file.display()),
@@ -84,8 +83,17 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LoadE
             file: b.file.display().to_string(),
             source: e,
         })?;
-        mesh::write_atomic(&options.config_dir.join("istio-benchmark.yaml"), &expanded)?;
+        mesh::write_atomic(&mesh.dir().join("istio-benchmark.yaml"), &expanded)?;
+        files += 1;
     }
+    Ok(files)
+}
+
+/// Runs a scenario to the end (or to `max_duration`).
+pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LoadError> {
+    let started = Instant::now();
+    let mut mesh = Mesh::new(&scenario.mesh, &options.config_dir);
+    let files = write_mesh(scenario, &mesh)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         uri: format!("http://{}", options.xds_addr),
