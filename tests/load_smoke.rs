@@ -36,7 +36,10 @@ fn check(report: &serde_json::Value) {
     assert_eq!(phases.len(), 8, "{report:#}");
     for phase in phases {
         let name = phase["name"].as_str().unwrap_or_default();
-        assert!(phase["expected"].as_u64().unwrap_or(0) > 0, "{name}: no proxy expected");
+        assert!(
+            phase["expected"].as_u64().unwrap_or(0) > 0,
+            "{name}: no proxy expected"
+        );
         assert_eq!(
             phase["converged"], phase["expected"],
             "{name}: not every proxy converged: {phase:#}"
