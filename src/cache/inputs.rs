@@ -14,40 +14,86 @@
 //! regenerate (VirtualServices and destinations: listeners and routes; endpoints of static
 //! services: EDS; anything else: every type).
 //!
+//! Rules, Sidecars and services are compared by revision: each model's index numbers every
+//! distinct content once (carrying numbers over from the previous index for unchanged
+//! content), so comparing a class's inputs is comparing numbers.
+//!
 //! A translation change that reads the model some other way must extend `ClassInputs` (the
-//! cache's differential test compares skipped and full regeneration on generated meshes).
+//! cache's differential test, tests/cache_incremental.rs, compares skipped and full
+//! regeneration on generated meshes).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{ResourceType, TypeSet};
-use crate::model::registry::{Port, Resolution, Service};
-use crate::model::{MeshConfig, Model, Proxy, Resource, Spec};
+use crate::model::registry::{Resolution, Service};
+use crate::model::{MeshConfig, Model, Proxy, Resource, ResourceKey, Spec};
 use crate::translate::Scope;
+
+/// A number that identifies one content: equal revisions mean equal content.
+type Revision = u64;
+
+/// Revisions of a service as an imported service: its configuration (everything but the
+/// endpoints) and its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceRevision {
+    config: Revision,
+    endpoints: Revision,
+    /// Envoy resolves its endpoints by DNS: they are part of the cluster.
+    dns: bool,
+}
 
 /// Per-model lookups shared by every class: built once per generation.
 #[derive(Debug)]
 pub struct ModelIndex {
     pub generation: u64,
-    /// Registry service indexes by every dot-separated prefix of their hostname
-    /// (`a`, `a.ns`, `a.ns.svc`, ..., the full name).
-    by_prefix: HashMap<String, Vec<usize>>,
     virtual_services: Vec<IndexedRule>,
     destination_rules: Vec<IndexedRule>,
+    /// Per registry service: the rules (positions in the lists above) with a host that could
+    /// name it; rules with a wildcard host could name any.
+    virtual_services_by_service: Vec<Vec<usize>>,
+    destination_rules_by_service: Vec<Vec<usize>>,
+    wildcard_virtual_services: Vec<usize>,
+    wildcard_destination_rules: Vec<usize>,
+    /// Registry index by service address (`Arc::as_ptr`).
+    by_address: HashMap<usize, usize, foldhash::fast::FixedState>,
+    /// Per registry service (same index).
+    services: Vec<ServiceRevision>,
+    /// Sidecars, VirtualServices and DestinationRules: revision and content.
+    rules: HashMap<ResourceKey, (Revision, Arc<Resource>)>,
+    /// Services by (hostname, namespace): revisions and content.
+    service_contents: HashMap<(String, String), (ServiceRevision, Arc<Service>)>,
 }
+
+/// A revision no content has: the input is unknown and counts as changed.
+const UNKNOWN: Revision = Revision::MAX;
 
 #[derive(Debug)]
 struct IndexedRule {
     /// Index in `model.resources`.
     resource: usize,
+    revision: Revision,
     hosts: Vec<String>,
     /// VirtualServices: registry services any string of the rule names.
     candidates: Vec<usize>,
 }
 
 impl ModelIndex {
-    pub fn build(model: &Model, generation: u64) -> ModelIndex {
+    /// Indexes `model`, keeping the revisions `previous` gave to unchanged contents; new
+    /// revisions come from `counter`, shared by every index of the cache.
+    pub fn build(
+        model: &Model,
+        generation: u64,
+        previous: Option<&ModelIndex>,
+        counter: &AtomicU64,
+    ) -> ModelIndex {
+        let revision = || counter.fetch_add(1, Ordering::Relaxed);
+        // Registry service indexes by every dot-separated prefix of their hostname (`a`,
+        // `a.ns`, `a.ns.svc`, ..., the full name).
         let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut services = Vec::with_capacity(model.registry.services.len());
+        let mut service_contents = HashMap::new();
         for (i, s) in model.registry.services.iter().enumerate() {
             let mut end = 0;
             loop {
@@ -59,10 +105,40 @@ impl ModelIndex {
                     None => break,
                 }
             }
+            let key = (s.hostname.clone(), s.namespace.clone());
+            let old = previous.and_then(|p| p.service_contents.get(&key));
+            let config = match old {
+                Some((r, o)) if same_config(o, s) => r.config,
+                _ => revision(),
+            };
+            let endpoints = match old {
+                Some((r, o)) if o.endpoints == s.endpoints => r.endpoints,
+                _ => revision(),
+            };
+            let r = ServiceRevision {
+                config,
+                endpoints,
+                dns: matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin),
+            };
+            services.push(r);
+            service_contents.insert(key, (r, s.clone()));
         }
         let mut virtual_services = Vec::new();
         let mut destination_rules = Vec::new();
+        let mut rules = HashMap::new();
         for (i, r) in model.resources.iter().enumerate() {
+            if !matches!(
+                r.spec,
+                Spec::VirtualService(_) | Spec::DestinationRule(_) | Spec::Sidecar(_)
+            ) {
+                continue;
+            }
+            let key = r.key();
+            let rev = match previous.and_then(|p| p.rules.get(&key)) {
+                Some((rev, old)) if **old == **r => *rev,
+                _ => revision(),
+            };
+            rules.insert(key, (rev, r.clone()));
             match &r.spec {
                 Spec::VirtualService(vs) => {
                     let mut strings = Vec::new();
@@ -79,40 +155,102 @@ impl ModelIndex {
                     candidates.dedup();
                     virtual_services.push(IndexedRule {
                         resource: i,
+                        revision: rev,
                         hosts: vs.hosts.clone(),
                         candidates,
                     });
                 }
                 Spec::DestinationRule(dr) => destination_rules.push(IndexedRule {
                     resource: i,
+                    revision: rev,
                     hosts: vec![dr.host.clone()],
                     candidates: Vec::new(),
                 }),
                 _ => {}
             }
         }
+        let n = model.registry.services.len();
+        let mut virtual_services_by_service = vec![Vec::new(); n];
+        let mut destination_rules_by_service = vec![Vec::new(); n];
+        let mut wildcard_virtual_services = Vec::new();
+        let mut wildcard_destination_rules = Vec::new();
+        for (rules, by_service, wildcard) in [
+            (
+                &virtual_services,
+                &mut virtual_services_by_service,
+                &mut wildcard_virtual_services,
+            ),
+            (
+                &destination_rules,
+                &mut destination_rules_by_service,
+                &mut wildcard_destination_rules,
+            ),
+        ] {
+            for (position, rule) in rules.iter().enumerate() {
+                if rule.hosts.iter().any(|h| h.contains('*')) {
+                    wildcard.push(position);
+                    continue;
+                }
+                let mut named: Vec<usize> = rule
+                    .hosts
+                    .iter()
+                    .filter_map(|h| by_prefix.get(h.as_str()))
+                    .flatten()
+                    .copied()
+                    .collect();
+                named.sort_unstable();
+                named.dedup();
+                for i in named {
+                    by_service[i].push(position);
+                }
+            }
+        }
+        let by_address = model
+            .registry
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::as_ptr(s) as *const () as usize, i))
+            .collect();
         ModelIndex {
             generation,
-            by_prefix,
             virtual_services,
             destination_rules,
+            virtual_services_by_service,
+            destination_rules_by_service,
+            wildcard_virtual_services,
+            wildcard_destination_rules,
+            by_address,
+            services,
+            rules,
+            service_contents,
         }
     }
 
-    /// Whether a rule host could match one of `hostnames` after resolution.
-    fn could_match(&self, model: &Model, host: &str, hostnames: &HashSet<&str>) -> bool {
-        if host.contains('*') {
-            return true;
-        }
-        self.by_prefix.get(host).is_some_and(|ids| {
-            ids.iter().any(|i| {
-                model
-                    .registry
-                    .services
-                    .get(*i)
-                    .is_some_and(|s| hostnames.contains(s.hostname.as_str()))
-            })
-        })
+    /// The registry index of a service of the indexed model.
+    fn position(&self, s: &Arc<Service>) -> Option<usize> {
+        self.by_address
+            .get(&(Arc::as_ptr(s) as *const () as usize))
+            .copied()
+    }
+
+    /// Positions (in model order) of the rules that could name one of `services`.
+    fn rules_for(
+        &self,
+        services: &[usize],
+        by_service: &[Vec<usize>],
+        wildcard: &[usize],
+    ) -> Vec<usize> {
+        let mut out: Vec<usize> = services
+            .iter()
+            .filter_map(|i| by_service.get(*i))
+            .flatten()
+            .chain(wildcard)
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -125,101 +263,105 @@ fn collect_strings(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// A registry service as a VirtualService destination sees it.
-#[derive(Debug, Clone, PartialEq)]
-struct DestinationView {
-    hostname: String,
-    namespace: String,
-    ports: Vec<Port>,
-}
-
 /// Everything one class's output is a function of, at one model.
 #[derive(Debug)]
 pub struct ClassInputs {
     mesh: MeshConfig,
-    sidecar: Option<Resource>,
+    sidecar: Option<Revision>,
     /// Per egress listener: its Debug form without the services, and the services.
-    egress: Vec<(String, Vec<Arc<Service>>)>,
+    egress: Vec<(String, Vec<Option<ServiceRevision>>)>,
     inbound: String,
-    virtual_services: Vec<Arc<Resource>>,
-    destination_rules: Vec<Arc<Resource>>,
-    destinations: Vec<DestinationView>,
-    /// Indexes (in `model.resources`) of the rules above, to build the reduced model.
-    rule_indexes: HashSet<usize>,
+    virtual_services: Vec<Revision>,
+    destination_rules: Vec<Revision>,
+    /// Configuration revisions of the services VirtualService destinations may name.
+    destinations: Vec<Revision>,
+    /// Indexes (in `model.resources`) of the rules above, sorted, to build the reduced
+    /// model.
+    rule_indexes: Vec<usize>,
+    /// Some imported service is not in the index: nothing can be skipped.
+    unknown: bool,
 }
 
 impl ClassInputs {
     pub fn of(model: &Model, index: &ModelIndex, proxy: &Proxy) -> ClassInputs {
         let scope = Scope::new(model, proxy);
-        let egress: Vec<(String, Vec<Arc<Service>>)> = scope
+        let mut unknown = false;
+        let mut imported = Vec::new();
+        let egress = scope
             .egress
             .iter()
             .map(|e| {
-                (
-                    format!("{:?} {:?} {:?}", e.port, e.bind, e.binds),
-                    e.services.iter().map(|s| Arc::clone(s)).collect(),
-                )
+                let services = e
+                    .services
+                    .iter()
+                    .map(|s| {
+                        let position = index.position(s);
+                        unknown |= position.is_none();
+                        imported.extend(position);
+                        position.and_then(|i| index.services.get(i).copied())
+                    })
+                    .collect();
+                (format!("{:?} {:?} {:?}", e.port, e.bind, e.binds), services)
             })
             .collect();
-        let hostnames: HashSet<&str> = scope
-            .egress
-            .iter()
-            .flat_map(|e| e.services.iter().map(|s| s.hostname.as_str()))
-            .collect();
-        let mut rule_indexes = HashSet::new();
+        imported.sort_unstable();
+        imported.dedup();
+        let mut rule_indexes = Vec::new();
         let mut virtual_services = Vec::new();
         let mut candidates = Vec::new();
-        for rule in &index.virtual_services {
-            if rule
-                .hosts
-                .iter()
-                .any(|h| index.could_match(model, h, &hostnames))
-                && let Some(r) = model.resources.get(rule.resource)
-            {
-                rule_indexes.insert(rule.resource);
-                virtual_services.push(r.clone());
+        for p in index.rules_for(
+            &imported,
+            &index.virtual_services_by_service,
+            &index.wildcard_virtual_services,
+        ) {
+            if let Some(rule) = index.virtual_services.get(p) {
+                rule_indexes.push(rule.resource);
+                virtual_services.push(rule.revision);
                 candidates.extend(rule.candidates.iter().copied());
             }
         }
         let mut destination_rules = Vec::new();
-        for rule in &index.destination_rules {
-            if rule
-                .hosts
-                .iter()
-                .any(|h| index.could_match(model, h, &hostnames))
-                && let Some(r) = model.resources.get(rule.resource)
-            {
-                rule_indexes.insert(rule.resource);
-                destination_rules.push(r.clone());
+        for p in index.rules_for(
+            &imported,
+            &index.destination_rules_by_service,
+            &index.wildcard_destination_rules,
+        ) {
+            if let Some(rule) = index.destination_rules.get(p) {
+                rule_indexes.push(rule.resource);
+                destination_rules.push(rule.revision);
             }
         }
+        rule_indexes.sort_unstable();
         candidates.sort_unstable();
         candidates.dedup();
         let destinations = candidates
             .iter()
-            .filter_map(|i| model.registry.services.get(*i))
-            .map(|s| DestinationView {
-                hostname: s.hostname.clone(),
-                namespace: s.namespace.clone(),
-                ports: s.ports.clone(),
-            })
+            .filter_map(|i| index.services.get(*i))
+            .map(|r| r.config)
             .collect();
+        let sidecar = scope
+            .sidecar
+            .map(|r| index.rules.get(&r.key()).map_or(UNKNOWN, |(rev, _)| *rev));
         ClassInputs {
             mesh: model.mesh.clone(),
-            sidecar: scope.sidecar.cloned(),
+            sidecar,
             egress,
             inbound: format!("{:?}", scope.inbound()),
             virtual_services,
             destination_rules,
             destinations,
             rule_indexes,
+            unknown,
         }
     }
 
     /// The types whose output may differ between a class with inputs `self` and `new`.
     pub fn changed(&self, new: &ClassInputs) -> TypeSet {
-        if self.mesh != new.mesh
+        if self.unknown
+            || new.unknown
+            || self.mesh != new.mesh
             || self.sidecar != new.sidecar
+            || self.sidecar == Some(UNKNOWN)
             || self.inbound != new.inbound
             || self.destination_rules != new.destination_rules
             || self.egress.len() != new.egress.len()
@@ -232,12 +374,17 @@ impl ClassInputs {
                 return TypeSet::ALL;
             }
             for (a, b) in old.iter().zip(new) {
-                match service_change(a, b) {
-                    ServiceChange::None => {}
-                    ServiceChange::Endpoints => {
-                        types = types.union(TypeSet::only(ResourceType::Eds))
+                let (Some(a), Some(b)) = (a, b) else {
+                    return TypeSet::ALL;
+                };
+                if a.config != b.config {
+                    return TypeSet::ALL;
+                }
+                if a.endpoints != b.endpoints {
+                    if a.dns || b.dns {
+                        return TypeSet::ALL;
                     }
-                    ServiceChange::Config => return TypeSet::ALL,
+                    types = types.union(TypeSet::only(ResourceType::Eds));
                 }
             }
         }
@@ -262,7 +409,7 @@ impl ClassInputs {
             .enumerate()
             .filter(|(i, r)| {
                 !matches!(r.spec, Spec::VirtualService(_) | Spec::DestinationRule(_))
-                    || self.rule_indexes.contains(i)
+                    || self.rule_indexes.binary_search(i).is_ok()
             })
             .map(|(_, r)| r.clone())
             .collect();
@@ -270,15 +417,8 @@ impl ClassInputs {
     }
 }
 
-enum ServiceChange {
-    None,
-    Endpoints,
-    Config,
-}
-
-/// How a service differs as an imported service. Endpoints of services Envoy resolves by DNS
-/// live in the cluster, so they count as configuration.
-fn service_change(a: &Service, b: &Service) -> ServiceChange {
+/// Whether two services are equal but for their endpoints.
+fn same_config(a: &Service, b: &Service) -> bool {
     let Service {
         hostname,
         namespace,
@@ -290,9 +430,9 @@ fn service_change(a: &Service, b: &Service) -> ServiceChange {
         mesh_external,
         export_to,
         selector,
-        endpoints,
+        endpoints: _,
     } = a;
-    let config_equal = *hostname == b.hostname
+    *hostname == b.hostname
         && *namespace == b.namespace
         && *name == b.name
         && *origin == b.origin
@@ -301,15 +441,5 @@ fn service_change(a: &Service, b: &Service) -> ServiceChange {
         && *resolution == b.resolution
         && *mesh_external == b.mesh_external
         && *export_to == b.export_to
-        && *selector == b.selector;
-    if !config_equal {
-        return ServiceChange::Config;
-    }
-    if *endpoints == b.endpoints {
-        ServiceChange::None
-    } else if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
-        ServiceChange::Config
-    } else {
-        ServiceChange::Endpoints
-    }
+        && *selector == b.selector
 }

@@ -266,6 +266,8 @@ impl Interner {
 pub struct Cache {
     inner: Mutex<Inner>,
     index: Mutex<Option<Arc<ModelIndex>>>,
+    /// Source of the indexes' content revisions (never reused).
+    revisions: std::sync::atomic::AtomicU64,
     interner: Interner,
 }
 
@@ -302,9 +304,17 @@ impl Cache {
         let mut index = lock(&self.index);
         match index.as_ref() {
             Some(i) if i.generation == snapshot.generation => i.clone(),
-            _ => {
-                let built = Arc::new(ModelIndex::build(&snapshot.model, snapshot.generation));
-                *index = Some(built.clone());
+            previous => {
+                let built = Arc::new(ModelIndex::build(
+                    &snapshot.model,
+                    snapshot.generation,
+                    previous.map(|p| p.as_ref()),
+                    &self.revisions,
+                ));
+                // Keep the newest; an index for an older generation is used once.
+                if previous.is_none_or(|p| p.generation < snapshot.generation) {
+                    *index = Some(built.clone());
+                }
                 built
             }
         }
