@@ -40,19 +40,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let generated = Mesh::new(&scenario.mesh, Path::new("/bench"));
-
-    let t = Instant::now();
-    let mut resources = Vec::new();
-    let mut yaml_bytes = 0;
-    for (file, content) in generated.files() {
-        yaml_bytes += content.len();
-        for doc in parse_yaml(&content, &file.display().to_string()) {
-            if let Some(r) = doc.resource {
-                resources.push(Arc::new(r));
+    let mut generated = Mesh::new(&scenario.mesh, Path::new("/bench"));
+    let load = |mesh: &Mesh| {
+        let mut resources = Vec::new();
+        let mut yaml_bytes = 0;
+        for (file, content) in mesh.files() {
+            yaml_bytes += content.len();
+            for doc in parse_yaml(&content, &file.display().to_string()) {
+                if let Some(r) = doc.resource {
+                    resources.push(Arc::new(r));
+                }
             }
         }
-    }
+        (resources, yaml_bytes)
+    };
+
+    let t = Instant::now();
+    let (resources, yaml_bytes) = load(&generated);
     let parse = t.elapsed();
     let t = Instant::now();
     let model = Arc::new(Model::build(resources, vec![], MeshConfig::default()));
@@ -122,11 +126,51 @@ fn main() {
     }
     let cached = t.elapsed();
 
+    // A route edit, then an endpoint added, on service 17 (or the last one): what bringing
+    // every sampled class forward costs.
+    let target = 17.min(scenario.mesh.services.saturating_sub(1));
+    let mut forward = Vec::new();
+    for (generation, what) in [(2u64, "route edit"), (3, "endpoint add")] {
+        let edit = if generation == 2 {
+            generated.route_edit(target)
+        } else {
+            generated.endpoint_add(target, 1)
+        };
+        if edit.is_err() {
+            break;
+        }
+        let next = Arc::new(Model::build(
+            load(&generated).0,
+            vec![],
+            MeshConfig::default(),
+        ));
+        let change = next.change_from(&model);
+        let snapshot = Snapshot {
+            generation,
+            model: next,
+            changed: if change.config {
+                TypeSet::ALL
+            } else {
+                TypeSet::only(ResourceType::Eds)
+            },
+            changed_at: Instant::now(),
+        };
+        cache.observe(&snapshot);
+        let t = Instant::now();
+        for p in &proxies {
+            let _ = cache.resources(&snapshot, p);
+        }
+        forward.push((what, t.elapsed()));
+    }
+
     println!("\nper proxy class (mean over {n} classes):");
     println!("translate::generate (all)  {}", per(generate, n));
     println!("encode (pack to Any)       {}", per(encode, n));
     println!("content versions           {}", per(version, n));
     println!("Cache::resources (total)   {}", per(cached, n));
+    for (what, d) in forward {
+        println!("  after a {what:<13}       {}", per(d, n));
+    }
     println!("\nper proxy:");
     for t in ResourceType::ALL {
         let i = t as usize;
