@@ -5,14 +5,21 @@
 //! resources the cache generates for that proxy, pushed when a new model snapshot changes them
 //! (only changed types; delta streams only changed resources). `push` turns source events into
 //! debounced model snapshots; `status` records what each proxy was sent, ACKed and NACKed.
+//!
+//! Generating configuration is CPU work and never runs on the runtime's threads: a stream
+//! that needs resources its class does not have yet waits (asynchronously) for one build per
+//! class and generation, run on the blocking pool with at most one build per CPU at a time.
+//! A slow proxy holds up only its own stream: each stream has a small response buffer and
+//! always moves to the newest snapshot, skipping those it was too slow to see.
 
 pub mod push;
 pub mod status;
 pub mod stream;
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
@@ -25,12 +32,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Cache, ProxyResources, ResourceType, Snapshot};
-use crate::model::Proxy;
+use crate::model::{Proxy, ProxyClass};
 use status::{Connection, Registry};
 use stream::{Ack, Stream};
 
 /// Per-stream response buffer: a slow proxy blocks only its own stream.
 const STREAM_BUFFER: usize = 8;
+
+type Build = Arc<tokio::sync::OnceCell<Arc<ProxyResources>>>;
+
+/// Builds in progress or done, one per class and generation, and the CPUs they may use.
+struct Builds {
+    permits: tokio::sync::Semaphore,
+    cells: Mutex<HashMap<(ProxyClass, u64), Build>>,
+    /// Newest generation seen; older cells are dropped when it advances.
+    newest: AtomicU64,
+}
 
 /// Everything the streams share.
 pub struct Shared {
@@ -38,16 +55,65 @@ pub struct Shared {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub registry: Arc<Registry>,
     next_connection: AtomicU64,
+    builds: Builds,
 }
 
 impl Shared {
     pub fn new(cache: Arc<Cache>, snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Shared> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Shared {
             cache,
             snapshots,
             registry: Arc::new(Registry::default()),
             next_connection: AtomicU64::new(1),
+            builds: Builds {
+                permits: tokio::sync::Semaphore::new(cpus),
+                cells: Mutex::new(HashMap::new()),
+                newest: AtomicU64::new(0),
+            },
         })
+    }
+
+    /// The proxy's resources at `snapshot`: from the cache when its class is up to date,
+    /// else from the one build of its class at this generation (started here if none is).
+    async fn resources(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        proxy: &Proxy,
+    ) -> Result<Arc<ProxyResources>, Status> {
+        if let Some(r) = self.cache.ready(snapshot, proxy) {
+            return Ok(r);
+        }
+        let generation = snapshot.generation;
+        let cell = {
+            let mut cells = self.builds.cells.lock().unwrap_or_else(|p| p.into_inner());
+            if self.builds.newest.fetch_max(generation, Ordering::Relaxed) < generation {
+                cells.retain(|(_, g), _| *g + 1 >= generation);
+            }
+            cells
+                .entry((proxy.class(), generation))
+                .or_default()
+                .clone()
+        };
+        let resources = cell
+            .get_or_try_init(|| async {
+                let _permit = self
+                    .builds
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::unavailable("shutting down"))?;
+                let (cache, snapshot, proxy) =
+                    (self.cache.clone(), snapshot.clone(), proxy.clone());
+                tokio::task::spawn_blocking(move || cache.resources(&snapshot, &proxy))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "generating configuration failed");
+                        Status::internal("generating configuration failed")
+                    })
+            })
+            .await?;
+        Ok(resources.clone())
     }
 }
 
@@ -227,14 +293,14 @@ fn json_to_value(v: &serde_json::Value) -> pb::Value {
 }
 
 /// The proxy's resources at the newest snapshot.
-fn current(
+async fn current(
     shared: &Shared,
     rx: &mut watch::Receiver<Arc<Snapshot>>,
     proxy: &Proxy,
-) -> (Arc<Snapshot>, Arc<ProxyResources>) {
+) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
     let snapshot = rx.borrow_and_update().clone();
-    let resources = shared.cache.resources(&snapshot, proxy);
-    (snapshot, resources)
+    let resources = shared.resources(&snapshot, proxy).await?;
+    Ok((snapshot, resources))
 }
 
 /// Sends, or ends the stream quietly when the client has gone.
@@ -260,7 +326,7 @@ async fn sotw(
     tx: &mpsc::Sender<Result<xds_discovery::DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -312,7 +378,7 @@ async fn sotw(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
+                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
                 resources = latest;
                 for t in ResourceType::ALL {
                     if let Some(r) = stream.sotw_response(t, &resources, false, Some(snapshot.changed_at)) {
@@ -332,7 +398,7 @@ async fn delta(
     tx: &mpsc::Sender<Result<xds_discovery::DeltaDiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -393,7 +459,7 @@ async fn delta(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
+                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
                 resources = latest;
                 for t in ResourceType::ALL {
                     if let Some(r) = stream.delta_response(t, &resources, false, Some(snapshot.changed_at)) {
