@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::load::scenario::XdsMode;
+use crate::load::scenario::{RegistryKind, XdsMode};
 use crate::load::server::ServerCommand;
 use crate::load::{self, Options, Scenario};
 
@@ -16,6 +16,12 @@ use crate::load::{self, Options, Scenario};
 pub enum Mode {
     Sotw,
     Delta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registry {
+    Kubernetes,
+    ServiceEntry,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +48,15 @@ pub struct LoadArgs {
     /// Append the server's standard error to this file.
     #[arg(long = "server-log")]
     pub server_log: Option<PathBuf>,
+    /// Run after the mesh is written (`{path}`: the config directory) and after each change
+    /// (`{path}`: the file), e.g. `kubectl apply -f {path}` for a server that reads the
+    /// Kubernetes API. Split on whitespace (no shell). Its time counts in convergence.
+    #[arg(long = "apply-cmd")]
+    pub apply_cmd: Option<String>,
+    /// Override the scenario's registry: `service-entry` writes ServiceEntries (what istiod
+    /// reads from a config directory) instead of Services and EndpointSlices.
+    #[arg(long, value_enum)]
+    pub registry: Option<Registry>,
     /// Pid of an external server, to report its CPU time and memory.
     #[arg(long = "server-pid")]
     pub server_pid: Option<u32>,
@@ -92,6 +107,12 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         scenario.proxies.mode = match mode {
             Mode::Sotw => XdsMode::Sotw,
             Mode::Delta => XdsMode::Delta,
+        };
+    }
+    if let Some(registry) = args.registry {
+        scenario.mesh.registry = match registry {
+            Registry::Kubernetes => RegistryKind::Kubernetes,
+            Registry::ServiceEntry => RegistryKind::ServiceEntry,
         };
     }
     scenario
@@ -159,6 +180,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         server_pid: args.server_pid,
         max_duration: args.max_duration,
         progress: !args.quiet,
+        apply: args.apply_cmd.clone(),
     };
     let threads = args
         .threads

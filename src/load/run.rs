@@ -41,6 +41,49 @@ pub struct Options {
     pub max_duration: Duration,
     /// Progress lines on standard error.
     pub progress: bool,
+    /// Run after the mesh is written (`{path}` is the config directory) and after each change
+    /// (`{path}` is the file written), e.g. `kubectl apply -f {path}` for a server that reads
+    /// the Kubernetes API rather than the directory. Split on whitespace; no shell.
+    pub apply: Option<String>,
+}
+
+/// Longest an `apply` command may run.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the `apply` command for `path`, if there is one.
+async fn apply(options: &Options, path: &std::path::Path) -> Result<(), LoadError> {
+    let Some(template) = &options.apply else {
+        return Ok(());
+    };
+    let words: Vec<String> = template
+        .split_whitespace()
+        .map(|w| w.replace("{path}", &path.display().to_string()))
+        .collect();
+    let Some((program, args)) = words.split_first() else {
+        return Err(LoadError::Step("--apply-cmd is empty".into()));
+    };
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(APPLY_TIMEOUT, run)
+        .await
+        .map_err(|_| LoadError::Step(format!("{program}: no exit within 120s")))?
+        .map_err(|e| LoadError::Io {
+            what: format!("running {program}"),
+            source: e,
+        })?;
+    if !output.status.success() {
+        return Err(LoadError::Step(format!(
+            "{program} {}: {}: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 const POLL: Duration = Duration::from_millis(10);
@@ -94,6 +137,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LoadE
     let started = Instant::now();
     let mut mesh = Mesh::new(&scenario.mesh, &options.config_dir);
     let files = write_mesh(scenario, &mesh)?;
+    apply(options, &options.config_dir).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         uri: format!("http://{}", options.xds_addr),
@@ -449,6 +493,7 @@ impl Run<'_> {
         let before = self.counters();
         let (expectation, markers) = self.expect(&change);
         mesh::write_atomic(&change.path, &change.content)?;
+        apply(self.options, &change.path).await?;
         let expected = self.reached(&expectation);
         let e = expectation.clone();
         let all = self
@@ -592,6 +637,7 @@ impl Run<'_> {
             };
             let (e, markers) = self.expect(&change);
             mesh::write_atomic(&change.path, &change.content)?;
+            apply(self.options, &change.path).await?;
             made.push((e, markers, start.elapsed().as_secs_f64()));
             if last_retire.elapsed() > Duration::from_millis(200) {
                 self.retire(false);
