@@ -349,6 +349,9 @@ async fn sotw(
                 let watch = stream.watches.entry(t).or_default();
                 let changed =
                     !watch.subscribed || watch.wildcard != wildcard || watch.names != names;
+                if changed {
+                    watch.seen = None;
+                }
                 watch.subscribed = true;
                 watch.wildcard = wildcard;
                 watch.names = names.into_iter().filter(|n| n != "*").collect();
@@ -409,6 +412,13 @@ async fn delta(
             let ack = stream.acknowledge(t, &request.response_nonce, "", error);
             let watch = stream.watches.entry(t).or_default();
             let first_for_type = !watch.subscribed;
+            if first_for_type
+                || !request.resource_names_subscribe.is_empty()
+                || !request.resource_names_unsubscribe.is_empty()
+            {
+                // The subscription changes: the next response is computed afresh.
+                watch.seen = None;
+            }
             let mut force = false;
             if first_for_type {
                 watch.subscribed = true;

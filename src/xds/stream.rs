@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use sha2::{Digest, Sha256};
 
 use super::status::{Connection, Nack};
-use crate::cache::{ProxyResources, ResourceType, Versioned};
+use crate::cache::{ProxyResources, ResourceType, TypedResources, Versioned};
 
 /// Subscription and delivery state of one resource type on one stream.
 #[derive(Debug, Default)]
@@ -31,6 +31,19 @@ pub struct Watch {
     pub sent_version: Option<String>,
     /// Delta: what the client holds, name → version.
     pub known: BTreeMap<String, String>,
+    /// The resources the last response was computed from. When a push finds the same set
+    /// (unchanged by the new snapshot) and the subscription did not change since, there is
+    /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
+    pub seen: Option<Arc<TypedResources>>,
+}
+
+impl Watch {
+    /// Whether `resources` is the set the last response was computed from.
+    fn unchanged(&self, resources: &Arc<TypedResources>) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, resources))
+    }
 }
 
 impl Watch {
@@ -183,13 +196,17 @@ impl Stream {
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DiscoveryResponse> {
-        let watch = self.watches.get(&t)?;
+        let watch = self.watches.get_mut(&t)?;
         if !watch.subscribed {
             return None;
         }
         if !watch.wildcard && watch.names.is_empty() {
             return None;
         }
+        if !force && watch.unchanged(resources.get(t)) {
+            return None;
+        }
+        watch.seen = Some(resources.get(t).clone());
         let items = watch.desired(resources, t);
         let version = set_version(&items);
         if !force && watch.sent_version.as_deref() == Some(version.as_str()) {
@@ -223,10 +240,14 @@ impl Stream {
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DeltaDiscoveryResponse> {
-        let watch = self.watches.get(&t)?;
+        let watch = self.watches.get_mut(&t)?;
         if !watch.subscribed {
             return None;
         }
+        if !force && watch.unchanged(resources.get(t)) {
+            return None;
+        }
+        watch.seen = Some(resources.get(t).clone());
         let items = watch.desired(resources, t);
         let version = set_version(&items);
         let changed: Vec<&Arc<Versioned>> = items
