@@ -15,6 +15,7 @@
 pub mod push;
 pub mod status;
 pub mod stream;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -23,9 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::google::protobuf as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -128,10 +127,9 @@ impl Ads {
         Ads { shared }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+    /// The gRPC service to add to a tonic server (see `transport`).
+    pub fn into_service(self) -> transport::AdsService {
+        transport::AdsService::new(self)
     }
 }
 
