@@ -45,7 +45,7 @@ pub struct LoadArgs {
     /// `{xds_addr}` are replaced. Needs --xds-addr.
     #[arg(long = "server-cmd")]
     pub server_cmd: Option<String>,
-    /// Append the server's standard error to this file.
+    /// Append the server's standard output and error (its log) to this file.
     #[arg(long = "server-log")]
     pub server_log: Option<PathBuf>,
     /// Run after the mesh is written (`{path}`: the config directory) and after each change

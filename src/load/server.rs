@@ -18,7 +18,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
-    /// The server's standard error goes here (discarded when absent).
+    /// The server's standard output and error go here (discarded when absent).
     pub log: Option<PathBuf>,
 }
 
@@ -104,24 +104,26 @@ impl Server {
     }
 
     async fn spawn(&mut self) -> Result<(), LoadError> {
-        let stderr = match &self.command.log {
+        let (stdout, stderr) = match &self.command.log {
             Some(path) => {
+                let io = |e| LoadError::Io {
+                    what: format!("opening server log {}", path.display()),
+                    source: e,
+                };
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| LoadError::Io {
-                        what: format!("opening server log {}", path.display()),
-                        source: e,
-                    })?;
-                Stdio::from(file)
+                    .map_err(io)?;
+                let copy = file.try_clone().map_err(io)?;
+                (Stdio::from(file), Stdio::from(copy))
             }
-            None => Stdio::null(),
+            None => (Stdio::null(), Stdio::null()),
         };
         let mut child = tokio::process::Command::new(&self.command.program)
             .args(&self.command.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
