@@ -352,11 +352,11 @@ impl Run<'_> {
         }
         self.progress(&format!("{} proxies started", self.proxies.len()));
         let proxies = self.proxies.clone();
-        let all = self
-            .wait_until(self.scenario.timeout, || {
-                proxies.iter().all(|p| p.status().synced_at.is_some())
-            })
-            .await;
+        // Stragglers that make it during the settle wait still count.
+        self.wait_until(self.scenario.timeout, || {
+            proxies.iter().all(|p| p.status().synced_at.is_some())
+        })
+        .await;
         let duration = start.elapsed();
         self.settle().await;
         let statuses: Vec<_> = self.proxies.iter().map(|p| p.status()).collect();
@@ -380,7 +380,7 @@ impl Run<'_> {
             duration_ms: duration.as_secs_f64() * 1000.0,
             ..Default::default()
         };
-        if !all {
+        if phase.converged < phase.expected {
             phase.problem = Some(self.stragglers("not in sync", |_, s| s.synced_at.is_none()));
         }
         self.traffic(&mut phase, &before);
@@ -521,7 +521,7 @@ impl Run<'_> {
             convergence_ms: Percentiles::of(samples),
             ..Default::default()
         };
-        if !all {
+        if phase.converged < phase.expected {
             let e = &expectation;
             phase.problem = Some(self.stragglers("did not converge", |p, _| {
                 e.applies.includes(&p.identity.namespace)
@@ -553,11 +553,10 @@ impl Run<'_> {
             s.stream_opened_at.is_some_and(|at| at > t0) && (!delta || s.stream_in_sync)
         };
         let proxies = self.proxies.clone();
-        let all = self
-            .wait_until(self.scenario.timeout, || {
-                proxies.iter().all(|p| reconnected(&p.status()))
-            })
-            .await;
+        self.wait_until(self.scenario.timeout, || {
+            proxies.iter().all(|p| reconnected(&p.status()))
+        })
+        .await;
         self.settle().await;
         let samples: Vec<f64> = self
             .proxies
@@ -582,7 +581,7 @@ impl Run<'_> {
             convergence_ms: Percentiles::of(samples),
             ..Default::default()
         };
-        if !all {
+        if phase.converged < phase.expected {
             phase.problem = Some(self.stragglers("not back in sync", |_, s| !reconnected(s)));
         }
         self.traffic(&mut phase, &before);
@@ -646,7 +645,7 @@ impl Run<'_> {
         }
         self.progress(&format!("churn: {} changes made; waiting", made.len()));
         let expected: usize = made.iter().map(|(e, _, _)| self.reached(e)).sum();
-        let all = {
+        {
             let made = made.clone();
             let targets: Vec<usize> = made.iter().map(|(e, _, _)| self.reached(e)).collect();
             self.wait_until(self.scenario.timeout, || {
@@ -654,8 +653,8 @@ impl Run<'_> {
                     .zip(&targets)
                     .all(|((e, _, _), t)| e.met_count.load(Ordering::Relaxed) as usize >= *t)
             })
-            .await
-        };
+            .await;
+        }
         self.settle().await;
         self.retire(true);
         let mut samples = Vec::new();
@@ -703,7 +702,7 @@ impl Run<'_> {
                 .collect(),
             ..Default::default()
         };
-        if !all {
+        if phase.converged < phase.expected {
             phase.problem = Some(format!(
                 "{} of {expected} (change, proxy) pairs did not converge",
                 expected - phase.converged
