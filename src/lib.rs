@@ -2,13 +2,15 @@
 //! Envoy over xDS.
 //!
 //! The crate is laid out as the pipeline it implements:
-//! `source` → `model` → `translate` → `cache` → `xds`, with `admin` and `cli` at the edges.
+//! `source` → `model` → `translate` → `cache` → `xds`, with `admin`, `cli` and `load` (the
+//! ADS load generator) at the edges.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod ca;
 pub mod cache;
 pub mod cli;
+pub mod load;
 pub mod model;
 pub mod source;
 pub mod translate;

@@ -467,3 +467,21 @@ async fn sotw_versions_nonces_and_reconnect() {
         Some(pushed.version_info.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_stream_without_a_node_ends_with_a_grpc_status() {
+    let server = Server::start(&mesh_yaml(80, &["127.0.0.11"])).await;
+    let mut s = Delta::open(&server).await;
+    s.send(xds_discovery::DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        ..Default::default()
+    })
+    .await;
+    let end = tokio::time::timeout(Duration::from_secs(5), s.rx.next())
+        .await
+        .expect("an answer within 5s")
+        .expect("a status, not a silent end");
+    let status = end.expect_err("the stream fails");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "first request has no node");
+}

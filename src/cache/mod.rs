@@ -7,9 +7,19 @@
 //! is never re-sent. A generated set is checked for consistency (every EDS name is an EDS
 //! cluster, every route configuration is referenced by a listener) before it is handed out; a
 //! class whose new set fails the check keeps its last good set.
+//!
+//! After a change a class is regenerated only if its inputs changed (`inputs`: the Sidecar,
+//! imported services, inbound ports and the rules that can apply to it), and only the types
+//! those inputs feed; translation is handed a model without the VirtualServices and
+//! DestinationRules that cannot apply to the class. Encoded resources are interned: a
+//! resource whose name and bytes were generated before (for any class) is the same shared
+//! `Versioned`, so its content version is computed once.
+
+mod inputs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
@@ -22,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass};
 use crate::translate::{self, Output, envoy};
+use inputs::{ClassInputs, ModelIndex};
 
 /// The resource types bowline generates, in the order they are pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -108,6 +119,9 @@ impl TypeSet {
     }
     pub fn union(self, other: TypeSet) -> TypeSet {
         TypeSet(self.0 | other.0)
+    }
+    pub fn intersection(self, other: TypeSet) -> TypeSet {
+        TypeSet(self.0 & other.0)
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -203,6 +217,8 @@ pub enum CacheError {
 
 struct ClassEntry {
     resources: Arc<ProxyResources>,
+    /// What the resources were generated from.
+    inputs: ClassInputs,
     /// Model generation this entry was last requested at (for eviction).
     last_used: u64,
 }
@@ -219,10 +235,60 @@ struct Inner {
     changes: VecDeque<(u64, TypeSet)>,
 }
 
+type InternKey = (ResourceType, u64);
+
+/// Encoded resources by (type, hash of name and bytes), shared by every class.
+#[derive(Default)]
+struct Interner {
+    items: Mutex<HashMap<InternKey, Vec<Weak<Versioned>>>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Interner {
+    fn key(&self, t: ResourceType, name: &str, body: &Any) -> InternKey {
+        (t, self.hasher.hash_one((name, body.value.as_slice())))
+    }
+
+    fn get(&self, key: &InternKey, name: &str, body: &Any) -> Option<Arc<Versioned>> {
+        lock(&self.items)
+            .get(key)?
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|v| v.name == name && v.body == *body)
+    }
+
+    /// Inserts `v` unless an equal resource got there first; returns the shared one.
+    fn insert(&self, key: InternKey, v: Arc<Versioned>) -> Arc<Versioned> {
+        let mut items = lock(&self.items);
+        let list = items.entry(key).or_default();
+        if let Some(found) = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|o| o.name == v.name && o.body == v.body)
+        {
+            return found;
+        }
+        list.push(Arc::downgrade(&v));
+        v
+    }
+
+    /// Forgets resources no class holds any more.
+    fn prune(&self) {
+        lock(&self.items).retain(|_, list| {
+            list.retain(|w| w.strong_count() > 0);
+            !list.is_empty()
+        });
+    }
+}
+
 /// Shared generated resources for every proxy class.
 #[derive(Default)]
 pub struct Cache {
     inner: Mutex<Inner>,
+    index: Mutex<Option<Arc<ModelIndex>>>,
+    /// Source of the indexes' content revisions (never reused).
+    revisions: std::sync::atomic::AtomicU64,
+    interner: Interner,
 }
 
 impl Cache {
@@ -241,10 +307,51 @@ impl Cache {
         }
         let generation = snapshot.generation;
         inner.classes.retain(|_, slot| {
-            lock(slot)
-                .as_ref()
-                .is_none_or(|e| e.last_used + EVICT_AFTER >= generation)
+            // A slot being built is in use.
+            slot.try_lock()
+                .map(|e| {
+                    e.as_ref()
+                        .is_none_or(|e| e.last_used + EVICT_AFTER >= generation)
+                })
+                .unwrap_or(true)
         });
+        drop(inner);
+        self.interner.prune();
+    }
+
+    /// The per-model index for a snapshot, built once per generation.
+    fn index(&self, snapshot: &Snapshot) -> Arc<ModelIndex> {
+        let mut index = lock(&self.index);
+        match index.as_ref() {
+            Some(i) if i.generation == snapshot.generation => i.clone(),
+            previous => {
+                let built = Arc::new(ModelIndex::build(
+                    &snapshot.model,
+                    snapshot.generation,
+                    previous.map(|p| p.as_ref()),
+                    &self.revisions,
+                ));
+                // Keep the newest; an index for an older generation is used once.
+                if previous.is_none_or(|p| p.generation < snapshot.generation) {
+                    *index = Some(built.clone());
+                }
+                built
+            }
+        }
+    }
+
+    /// The resources for `proxy` at `snapshot` if they are ready, without generating and
+    /// without waiting for a generation in progress.
+    pub fn ready(&self, snapshot: &Snapshot, proxy: &Proxy) -> Option<Arc<ProxyResources>> {
+        let class = proxy.class();
+        let slot = lock(&self.inner).classes.get(&class)?.clone();
+        let mut entry = slot.try_lock().ok()?;
+        let e = entry.as_mut()?;
+        if e.resources.generation < snapshot.generation {
+            return None;
+        }
+        e.last_used = e.last_used.max(snapshot.generation);
+        Some(e.resources.clone())
     }
 
     /// Types that changed after `from` up to and including `to`, or every type when the log
@@ -279,14 +386,36 @@ impl Cache {
                 return e.resources.clone();
             }
         }
-        let previous = entry.as_ref().map(|e| e.resources.clone());
-        let types = match &previous {
-            Some(p) => self.changed_between(p.generation, snapshot.generation),
-            None => TypeSet::ALL,
+        let inputs = ClassInputs::of(&snapshot.model, &self.index(snapshot), proxy);
+        let (previous, types) = match entry.as_ref() {
+            Some(e) => (
+                Some(e.resources.clone()),
+                self.changed_between(e.resources.generation, snapshot.generation)
+                    .intersection(e.inputs.changed(&inputs)),
+            ),
+            None => (None, TypeSet::ALL),
         };
-        let resources = Arc::new(build(snapshot, proxy, previous.as_deref(), types));
+        let resources = match previous {
+            Some(p) if types.is_empty() => Arc::new(ProxyResources {
+                generation: snapshot.generation,
+                types: p.types.clone(),
+                diagnostics: p.diagnostics.clone(),
+            }),
+            previous => {
+                let model = inputs.reduced(&snapshot.model);
+                Arc::new(build(
+                    &model,
+                    snapshot.generation,
+                    proxy,
+                    previous.as_deref(),
+                    types,
+                    &self.interner,
+                ))
+            }
+        };
         *entry = Some(ClassEntry {
             resources: resources.clone(),
+            inputs,
             last_used: snapshot.generation,
         });
         resources
@@ -300,19 +429,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Generates the `types` that changed and reuses the rest from `previous`.
 fn build(
-    snapshot: &Snapshot,
+    model: &Model,
+    generation: u64,
     proxy: &Proxy,
     previous: Option<&ProxyResources>,
     types: TypeSet,
+    interner: &Interner,
 ) -> ProxyResources {
     let types = if previous.is_none() {
         TypeSet::ALL
     } else {
         types
     };
-    let output = translate::generate(&snapshot.model, proxy, types);
+    let output = translate::generate(model, proxy, types);
     let mut diagnostics = output.diagnostics.clone();
-    let fresh = encode(&output, types);
+    let fresh = encode(&output, types, interner);
     let candidate: [Arc<TypedResources>; 4] =
         ResourceType::CONFIG.map(|t| match (&fresh, previous) {
             (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
@@ -322,7 +453,7 @@ fn build(
     let checked = fresh.and_then(|_| check(&candidate));
     match checked {
         Ok(()) => ProxyResources {
-            generation: snapshot.generation,
+            generation,
             types: candidate,
             diagnostics,
         },
@@ -340,7 +471,7 @@ fn build(
                 None => Default::default(),
             };
             ProxyResources {
-                generation: snapshot.generation,
+                generation,
                 types,
                 diagnostics,
             }
@@ -348,48 +479,77 @@ fn build(
     }
 }
 
-/// Encodes the generated types, each resource with its content version.
-fn encode(output: &Output, types: TypeSet) -> Result<[Arc<TypedResources>; 4], CacheError> {
-    fn set<T: Message + Name>(
-        label: &'static str,
-        items: &[T],
-        name: impl Fn(&T) -> &str,
-    ) -> Result<Arc<TypedResources>, CacheError> {
+/// Encodes the generated types, each resource with its content version. A resource already
+/// interned (same name and bytes) is shared, version included.
+fn encode(
+    output: &Output,
+    types: TypeSet,
+    interner: &Interner,
+) -> Result<[Arc<TypedResources>; 4], CacheError> {
+    let set = |t: ResourceType,
+               label: &'static str,
+               items: Vec<(&str, Any)>|
+     -> Result<Arc<TypedResources>, CacheError> {
         let mut map = BTreeMap::new();
-        for item in items {
-            let body = envoy::pack(item);
-            let version = content_version(&body)
-                .map_err(|e| CacheError::Version(label, name(item).to_string(), e))?;
-            map.insert(
-                name(item).to_string(),
-                Arc::new(Versioned {
-                    name: name(item).to_string(),
-                    version,
-                    body,
-                }),
-            );
+        for (name, body) in items {
+            let key = interner.key(t, name, &body);
+            let versioned = match interner.get(&key, name, &body) {
+                Some(v) => v,
+                None => {
+                    let version = content_version(&body)
+                        .map_err(|e| CacheError::Version(label, name.to_string(), e))?;
+                    interner.insert(
+                        key,
+                        Arc::new(Versioned {
+                            name: name.to_string(),
+                            version,
+                            body,
+                        }),
+                    )
+                }
+            };
+            map.insert(name.to_string(), versioned);
         }
         Ok(Arc::new(TypedResources::new(map)))
+    };
+    fn packed<T: Message + Name>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<(&str, Any)> {
+        items.iter().map(|i| (name(i), envoy::pack(i))).collect()
     }
     let empty = || Arc::new(TypedResources::default());
     Ok([
         if types.contains(ResourceType::Cds) {
-            set("cluster", &output.clusters, |c| &c.name)?
+            set(
+                ResourceType::Cds,
+                "cluster",
+                packed(&output.clusters, |c| &c.name),
+            )?
         } else {
             empty()
         },
         if types.contains(ResourceType::Eds) {
-            set("endpoint", &output.endpoints, |c| &c.cluster_name)?
+            set(
+                ResourceType::Eds,
+                "endpoint",
+                packed(&output.endpoints, |c| &c.cluster_name),
+            )?
         } else {
             empty()
         },
         if types.contains(ResourceType::Lds) {
-            set("listener", &output.listeners, |l| &l.name)?
+            set(
+                ResourceType::Lds,
+                "listener",
+                packed(&output.listeners, |l| &l.name),
+            )?
         } else {
             empty()
         },
         if types.contains(ResourceType::Rds) {
-            set("route", &output.routes, |r| &r.name)?
+            set(
+                ResourceType::Rds,
+                "route",
+                packed(&output.routes, |r| &r.name),
+            )?
         } else {
             empty()
         },

@@ -1,9 +1,10 @@
-//! The command line: `serve`, `validate`, `bootstrap`, `token`.
+//! The command line: `serve`, `validate`, `bootstrap`, `token`, `load`.
 //!
 //! Contract: parse arguments, call the stages, print. Errors here are `anyhow` and end the
 //! process with a one-line message and a non-zero exit.
 
 pub mod bootstrap;
+pub mod load;
 pub mod serve;
 pub mod validate;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print an Envoy bootstrap (JSON) that connects a stock Envoy to bowline over ADS.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Load an xDS server with simulated proxies and measure convergence (see testdata/load/).
+    Load(load::LoadArgs),
     /// Print a token that proves a workload identity to bowline (signed with the key in
     /// --ca-dir), for `authorization: Bearer` or an Istio agent.
     Token(TokenArgs),
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Load(args) => load::run(args),
         Command::Token(args) => {
             let token = bootstrap::sign_token(
                 &args.ca_dir,

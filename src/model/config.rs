@@ -69,6 +69,8 @@ impl Model {
         for s in &registry.services {
             let bytes = serde_json::to_vec(&s.endpoints).unwrap_or_default();
             endpoints.update(&bytes);
+            // The endpoints' identities are the names clusters verify (mTLS SANs).
+            config.update(serde_json::to_vec(&s.service_accounts()).unwrap_or_default());
             // Envoy resolves DNS endpoints itself: they live in the cluster, not in EDS.
             if matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
                 config.update(&bytes);

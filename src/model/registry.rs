@@ -132,6 +132,16 @@ pub struct Service {
 }
 
 impl Service {
+    /// The service accounts its endpoints run as (the identities a client verifies).
+    pub fn service_accounts(&self) -> std::collections::BTreeSet<&str> {
+        self.endpoints
+            .values()
+            .flatten()
+            .filter_map(|e| e.service_account.as_deref())
+            .filter(|sa| !sa.is_empty())
+            .collect()
+    }
+
     pub fn port(&self, number: u16) -> Option<&Port> {
         self.ports.iter().find(|p| p.number == number)
     }

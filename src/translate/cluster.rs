@@ -537,11 +537,8 @@ fn outbound_sni(c: &OutboundCluster) -> String {
 /// certificate of the mesh is then accepted.
 fn service_accounts(scope: &Scope, service: &Service) -> Vec<String> {
     let mut ids: std::collections::BTreeSet<String> = service
-        .endpoints
-        .values()
-        .flatten()
-        .filter_map(|e| e.service_account.as_deref())
-        .filter(|sa| !sa.is_empty())
+        .service_accounts()
+        .into_iter()
         .map(|sa| {
             crate::model::identity::spiffe_id(
                 &scope.model.mesh.trust_domain,

@@ -12,23 +12,29 @@
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
 //! carries a private key), renewed at half-life. `push` turns source events into debounced
 //! model snapshots; `status` records what each proxy was sent, ACKed and NACKed; `tls` is the
-//! TLS port's transport.
+//! TLS port's transport; `transport` frames ADS responses.
+//!
+//! Generating configuration is CPU work and never runs on the runtime's threads: a stream
+//! that needs resources its class does not have yet waits (asynchronously) for one build per
+//! class and generation, run on the blocking pool with at most one build per CPU at a time.
+//! A slow proxy holds up only its own stream: each stream has a small response buffer and
+//! always moves to the newest snapshot, skipping those it was too slow to see.
 
 pub mod push;
 pub mod sds;
 pub mod status;
 pub mod stream;
 pub mod tls;
+pub mod transport;
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::google::protobuf as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +43,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::ca::Ca;
 use crate::ca::authn::{Authenticators, Caller};
 use crate::cache::{Cache, ProxyResources, ResourceType, Snapshot, TypedResources};
-use crate::model::{Identity, Proxy};
+use crate::model::{Identity, Proxy, ProxyClass};
 use sds::Secrets;
 use status::{Connection, Registry};
 use stream::{Ack, Stream};
@@ -60,6 +66,16 @@ pub struct Security {
     pub authn: Authenticators,
 }
 
+type Build = Arc<tokio::sync::OnceCell<Arc<ProxyResources>>>;
+
+/// Builds in progress or done, one per class and generation, and the CPUs they may use.
+struct Builds {
+    permits: tokio::sync::Semaphore,
+    cells: Mutex<HashMap<(ProxyClass, u64), Build>>,
+    /// Newest generation seen; older cells are dropped when it advances.
+    newest: AtomicU64,
+}
+
 /// Everything the streams share.
 pub struct Shared {
     pub cache: Arc<Cache>,
@@ -68,6 +84,7 @@ pub struct Shared {
     /// `None`: no CA; every caller is anonymous and no secret is served.
     pub security: Option<Security>,
     next_connection: AtomicU64,
+    builds: Builds,
 }
 
 impl Shared {
@@ -80,13 +97,61 @@ impl Shared {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         security: Option<Security>,
     ) -> Arc<Shared> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Shared {
             cache,
             snapshots,
             registry: Arc::new(Registry::default()),
             security,
             next_connection: AtomicU64::new(1),
+            builds: Builds {
+                permits: tokio::sync::Semaphore::new(cpus),
+                cells: Mutex::new(HashMap::new()),
+                newest: AtomicU64::new(0),
+            },
         })
+    }
+
+    /// The proxy's resources at `snapshot`: from the cache when its class is up to date,
+    /// else from the one build of its class at this generation (started here if none is).
+    async fn resources(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        proxy: &Proxy,
+    ) -> Result<Arc<ProxyResources>, Status> {
+        if let Some(r) = self.cache.ready(snapshot, proxy) {
+            return Ok(r);
+        }
+        let generation = snapshot.generation;
+        let cell = {
+            let mut cells = self.builds.cells.lock().unwrap_or_else(|p| p.into_inner());
+            if self.builds.newest.fetch_max(generation, Ordering::Relaxed) < generation {
+                cells.retain(|(_, g), _| *g + 1 >= generation);
+            }
+            cells
+                .entry((proxy.class(), generation))
+                .or_default()
+                .clone()
+        };
+        let resources = cell
+            .get_or_try_init(|| async {
+                let _permit = self
+                    .builds
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::unavailable("shutting down"))?;
+                let (cache, snapshot, proxy) =
+                    (self.cache.clone(), snapshot.clone(), proxy.clone());
+                tokio::task::spawn_blocking(move || cache.resources(&snapshot, &proxy))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "generating configuration failed");
+                        Status::internal("generating configuration failed")
+                    })
+            })
+            .await?;
+        Ok(resources.clone())
     }
 }
 
@@ -164,10 +229,9 @@ impl Ads {
         Ok(proxy)
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+    /// The gRPC service to add to a tonic server (see `transport`).
+    pub fn into_service(self) -> transport::AdsService {
+        transport::AdsService::new(self)
     }
 }
 
@@ -364,14 +428,14 @@ fn json_to_value(v: &serde_json::Value) -> pb::Value {
 }
 
 /// The proxy's resources at the newest snapshot.
-fn current(
+async fn current(
     shared: &Shared,
     rx: &mut watch::Receiver<Arc<Snapshot>>,
     proxy: &Proxy,
-) -> (Arc<Snapshot>, Arc<ProxyResources>) {
+) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
     let snapshot = rx.borrow_and_update().clone();
-    let resources = shared.cache.resources(&snapshot, proxy);
-    (snapshot, resources)
+    let resources = shared.resources(&snapshot, proxy).await?;
+    Ok((snapshot, resources))
 }
 
 /// Sends, or ends the stream quietly when the client has gone.
@@ -404,7 +468,7 @@ fn set_of<'a>(
     t: ResourceType,
     resources: &'a ProxyResources,
     secrets: &'a Secrets,
-) -> &'a TypedResources {
+) -> &'a Arc<TypedResources> {
     if t == ResourceType::Sds {
         secrets.resources()
     } else {
@@ -455,7 +519,7 @@ async fn sotw(
     tx: &mpsc::Sender<Result<xds_discovery::DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
     let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
@@ -479,6 +543,9 @@ async fn sotw(
                 let watch = stream.watches.entry(t).or_default();
                 let changed =
                     !watch.subscribed || watch.wildcard != wildcard || watch.names != names;
+                if changed {
+                    watch.seen = None;
+                }
                 watch.subscribed = true;
                 watch.wildcard = wildcard;
                 watch.names = names.into_iter().filter(|n| n != "*").collect();
@@ -511,7 +578,7 @@ async fn sotw(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
+                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
                 resources = latest;
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.sotw_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
@@ -538,7 +605,7 @@ async fn delta(
     tx: &mpsc::Sender<Result<xds_discovery::DeltaDiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy);
+    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
     let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
@@ -550,6 +617,13 @@ async fn delta(
             let ack = stream.acknowledge(t, &request.response_nonce, "", error);
             let watch = stream.watches.entry(t).or_default();
             let first_for_type = !watch.subscribed;
+            if first_for_type
+                || !request.resource_names_subscribe.is_empty()
+                || !request.resource_names_unsubscribe.is_empty()
+            {
+                // The subscription changes: the next response is computed afresh.
+                watch.seen = None;
+            }
             let mut force = false;
             if first_for_type {
                 watch.subscribed = true;
@@ -605,7 +679,7 @@ async fn delta(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy);
+                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
                 resources = latest;
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.delta_response(t, resources.get(t), false, Some(snapshot.changed_at)) {

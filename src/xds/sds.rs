@@ -139,7 +139,7 @@ impl Secrets {
         s
     }
 
-    pub fn resources(&self) -> &TypedResources {
+    pub fn resources(&self) -> &Arc<TypedResources> {
         &self.set
     }
 

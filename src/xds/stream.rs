@@ -31,6 +31,19 @@ pub struct Watch {
     pub sent_version: Option<String>,
     /// Delta: what the client holds, name → version.
     pub known: BTreeMap<String, String>,
+    /// The resources the last response was computed from. When a push finds the same set
+    /// (unchanged by the new snapshot) and the subscription did not change since, there is
+    /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
+    pub seen: Option<Arc<TypedResources>>,
+}
+
+impl Watch {
+    /// Whether `resources` is the set the last response was computed from.
+    fn unchanged(&self, resources: &Arc<TypedResources>) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, resources))
+    }
 }
 
 impl Watch {
@@ -174,17 +187,21 @@ impl Stream {
     pub fn sotw_response(
         &mut self,
         t: ResourceType,
-        resources: &TypedResources,
+        resources: &Arc<TypedResources>,
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DiscoveryResponse> {
-        let watch = self.watches.get(&t)?;
+        let watch = self.watches.get_mut(&t)?;
         if !watch.subscribed {
             return None;
         }
         if !watch.wildcard && watch.names.is_empty() {
             return None;
         }
+        if !force && watch.unchanged(resources) {
+            return None;
+        }
+        watch.seen = Some(resources.clone());
         let items = watch.desired(resources);
         let version = set_version(&items);
         if !force && watch.sent_version.as_deref() == Some(version.as_str()) {
@@ -214,14 +231,18 @@ impl Stream {
     pub fn delta_response(
         &mut self,
         t: ResourceType,
-        resources: &TypedResources,
+        resources: &Arc<TypedResources>,
         force: bool,
         since: Option<Instant>,
     ) -> Option<xds_discovery::DeltaDiscoveryResponse> {
-        let watch = self.watches.get(&t)?;
+        let watch = self.watches.get_mut(&t)?;
         if !watch.subscribed {
             return None;
         }
+        if !force && watch.unchanged(resources) {
+            return None;
+        }
+        watch.seen = Some(resources.clone());
         let items = watch.desired(resources);
         let version = set_version(&items);
         let changed: Vec<&Arc<Versioned>> = items

@@ -1,0 +1,536 @@
+//! What one proxy class's generated configuration is a function of, so the cache can skip
+//! classes a change cannot affect and hand translation only the rules that can apply.
+//!
+//! Translation reads the attributed inputs through `translate::Scope`: the Sidecar
+//! it picks (by namespace and labels) and the services each egress listener imports (from the
+//! registry); the proxy's inbound ports (services selecting it); the DestinationRule of each
+//! imported service (matched by host); the VirtualServices of each imported hostname (matched
+//! by host); and, for a VirtualService destination, the ports of the registry service of that
+//! host. `ClassInputs` captures a superset of these for one class at one model: a rule is
+//! kept when one of its hosts could name an imported service (a wildcard, or a dot-separated
+//! prefix of the hostname — host resolution only ever appends a suffix), and a destination's
+//! candidate services are every registry service named by any string in a kept
+//! VirtualService. Equal inputs give equal output; unequal inputs say which types to
+//! regenerate (VirtualServices and destinations: listeners and routes; endpoints of static
+//! services: EDS; anything else: every type). DestinationRules are looked up for the
+//! services the proxy imports and for those it serves (inbound policy).
+//!
+//! Rules, Sidecars and services are compared by revision: each model's index numbers every
+//! distinct content once (carrying numbers over from the previous index for unchanged
+//! content), so comparing a class's inputs is comparing numbers.
+//!
+//! Only VirtualServices, DestinationRules, Sidecars and endpoints are attributed to classes.
+//! Everything else translation reads (the mesh settings, the security policies, every other
+//! kind, and the configuration of every service, service accounts of its endpoints included)
+//! is one model-wide revision, `rest`: a change there regenerates every class. A new input
+//! that translation starts to read is therefore safe unless it is one of the attributed kinds;
+//! a translation change that reads those some other way must extend `ClassInputs` (the
+//! cache's differential test, tests/cache_incremental.rs, compares skipped and full
+//! regeneration on generated meshes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache::{ResourceType, TypeSet};
+use crate::model::registry::{Resolution, Service};
+use crate::model::{Model, Proxy, Resource, ResourceKey, Spec};
+use crate::translate::Scope;
+
+/// A number that identifies one content: equal revisions mean equal content.
+type Revision = u64;
+
+/// Revisions of a service as an imported service: its configuration (everything but the
+/// endpoints) and its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceRevision {
+    config: Revision,
+    endpoints: Revision,
+    /// Envoy resolves its endpoints by DNS: they are part of the cluster.
+    dns: bool,
+}
+
+/// Per-model lookups shared by every class: built once per generation.
+#[derive(Debug)]
+pub struct ModelIndex {
+    pub generation: u64,
+    virtual_services: Vec<IndexedRule>,
+    destination_rules: Vec<IndexedRule>,
+    /// Per registry service: the rules (positions in the lists above) with a host that could
+    /// name it; rules with a wildcard host could name any.
+    virtual_services_by_service: Vec<Vec<usize>>,
+    destination_rules_by_service: Vec<Vec<usize>>,
+    wildcard_virtual_services: Vec<usize>,
+    wildcard_destination_rules: Vec<usize>,
+    /// Registry index by service address (`Arc::as_ptr`).
+    by_address: HashMap<usize, usize, foldhash::fast::FixedState>,
+    /// Per registry service (same index).
+    services: Vec<ServiceRevision>,
+    /// Sidecars, VirtualServices and DestinationRules: revision and content.
+    rules: HashMap<ResourceKey, (Revision, Arc<Resource>)>,
+    /// Services by (hostname, namespace): revisions and content.
+    service_contents: HashMap<(String, String), (ServiceRevision, Arc<Service>)>,
+    /// Everything else translation may read, as one revision: the mesh settings, every
+    /// resource that is not a VirtualService, DestinationRule, Sidecar or pure endpoint source
+    /// (EndpointSlice, WorkloadEntry), and the configuration of every service. A kind or field
+    /// this index does not attribute to classes lands here, so a change to it regenerates
+    /// every class: unknown inputs are safe by default, only slower.
+    rest: (Revision, [u8; 32]),
+}
+
+/// A revision no content has: the input is unknown and counts as changed.
+const UNKNOWN: Revision = Revision::MAX;
+
+#[derive(Debug)]
+struct IndexedRule {
+    /// Index in `model.resources`.
+    resource: usize,
+    revision: Revision,
+    hosts: Vec<String>,
+    /// VirtualServices: registry services any string of the rule names.
+    candidates: Vec<usize>,
+}
+
+impl ModelIndex {
+    /// Indexes `model`, keeping the revisions `previous` gave to unchanged contents; new
+    /// revisions come from `counter`, shared by every index of the cache.
+    pub fn build(
+        model: &Model,
+        generation: u64,
+        previous: Option<&ModelIndex>,
+        counter: &AtomicU64,
+    ) -> ModelIndex {
+        let revision = || counter.fetch_add(1, Ordering::Relaxed);
+        // Registry service indexes by every dot-separated prefix of their hostname (`a`,
+        // `a.ns`, `a.ns.svc`, ..., the full name).
+        let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut services = Vec::with_capacity(model.registry.services.len());
+        let mut service_contents = HashMap::new();
+        for (i, s) in model.registry.services.iter().enumerate() {
+            let mut end = 0;
+            loop {
+                let next = s.hostname[end..].find('.').map(|p| end + p);
+                let prefix = &s.hostname[..next.unwrap_or(s.hostname.len())];
+                by_prefix.entry(prefix.to_string()).or_default().push(i);
+                match next {
+                    Some(dot) => end = dot + 1,
+                    None => break,
+                }
+            }
+            let key = (s.hostname.clone(), s.namespace.clone());
+            let old = previous.and_then(|p| p.service_contents.get(&key));
+            let config = match old {
+                Some((r, o)) if same_config(o, s) => r.config,
+                _ => revision(),
+            };
+            let endpoints = match old {
+                Some((r, o)) if o.endpoints == s.endpoints => r.endpoints,
+                _ => revision(),
+            };
+            let r = ServiceRevision {
+                config,
+                endpoints,
+                dns: matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin),
+            };
+            services.push(r);
+            service_contents.insert(key, (r, s.clone()));
+        }
+        let mut virtual_services = Vec::new();
+        let mut destination_rules = Vec::new();
+        let mut rules = HashMap::new();
+        for (i, r) in model.resources.iter().enumerate() {
+            if !matches!(
+                r.spec,
+                Spec::VirtualService(_) | Spec::DestinationRule(_) | Spec::Sidecar(_)
+            ) {
+                continue;
+            }
+            let key = r.key();
+            let rev = match previous.and_then(|p| p.rules.get(&key)) {
+                Some((rev, old)) if **old == **r => *rev,
+                _ => revision(),
+            };
+            rules.insert(key, (rev, r.clone()));
+            match &r.spec {
+                Spec::VirtualService(vs) => {
+                    let mut strings = Vec::new();
+                    if let Ok(value) = serde_json::to_value(vs.as_ref()) {
+                        collect_strings(&value, &mut strings);
+                    }
+                    let mut candidates: Vec<usize> = strings
+                        .iter()
+                        .filter_map(|s| by_prefix.get(s.as_str()))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    candidates.sort_unstable();
+                    candidates.dedup();
+                    virtual_services.push(IndexedRule {
+                        resource: i,
+                        revision: rev,
+                        hosts: vs.hosts.clone(),
+                        candidates,
+                    });
+                }
+                Spec::DestinationRule(dr) => destination_rules.push(IndexedRule {
+                    resource: i,
+                    revision: rev,
+                    hosts: vec![dr.host.clone()],
+                    candidates: Vec::new(),
+                }),
+                _ => {}
+            }
+        }
+        let n = model.registry.services.len();
+        let mut virtual_services_by_service = vec![Vec::new(); n];
+        let mut destination_rules_by_service = vec![Vec::new(); n];
+        let mut wildcard_virtual_services = Vec::new();
+        let mut wildcard_destination_rules = Vec::new();
+        for (rules, by_service, wildcard) in [
+            (
+                &virtual_services,
+                &mut virtual_services_by_service,
+                &mut wildcard_virtual_services,
+            ),
+            (
+                &destination_rules,
+                &mut destination_rules_by_service,
+                &mut wildcard_destination_rules,
+            ),
+        ] {
+            for (position, rule) in rules.iter().enumerate() {
+                // A delegate VirtualService has no hosts: it applies wherever its root does.
+                // A delegate VirtualService has no hosts: it applies wherever its root does.
+                if rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.contains('*')) {
+                    wildcard.push(position);
+                    continue;
+                }
+                let mut named: Vec<usize> = rule
+                    .hosts
+                    .iter()
+                    .filter_map(|h| by_prefix.get(h.as_str()))
+                    .flatten()
+                    .copied()
+                    .collect();
+                named.sort_unstable();
+                named.dedup();
+                for i in named {
+                    by_service[i].push(position);
+                }
+            }
+        }
+        let rest_hash = rest_hash(model);
+        let rest = match previous {
+            Some(p) if p.rest.1 == rest_hash => p.rest,
+            _ => (revision(), rest_hash),
+        };
+        let by_address = model
+            .registry
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::as_ptr(s) as *const () as usize, i))
+            .collect();
+        ModelIndex {
+            generation,
+            virtual_services,
+            destination_rules,
+            virtual_services_by_service,
+            destination_rules_by_service,
+            wildcard_virtual_services,
+            wildcard_destination_rules,
+            by_address,
+            services,
+            rules,
+            service_contents,
+            rest,
+        }
+    }
+
+    /// The registry index of a service of the indexed model.
+    fn position(&self, s: &Arc<Service>) -> Option<usize> {
+        self.by_address
+            .get(&(Arc::as_ptr(s) as *const () as usize))
+            .copied()
+    }
+
+    /// Positions (in model order) of the rules that could name one of `services`.
+    fn rules_for(
+        &self,
+        services: &[usize],
+        by_service: &[Vec<usize>],
+        wildcard: &[usize],
+    ) -> Vec<usize> {
+        let mut out: Vec<usize> = services
+            .iter()
+            .filter_map(|i| by_service.get(*i))
+            .flatten()
+            .chain(wildcard)
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// The hash behind `ModelIndex::rest`.
+fn rest_hash(model: &Model) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&model.mesh).unwrap_or_default());
+    for r in &model.resources {
+        if matches!(
+            r.spec,
+            Spec::VirtualService(_)
+                | Spec::DestinationRule(_)
+                | Spec::Sidecar(_)
+                | Spec::EndpointSlice(_)
+                | Spec::WorkloadEntry(_)
+        ) {
+            continue;
+        }
+        h.update(serde_json::to_vec(r.as_ref()).unwrap_or_default());
+        h.update([0]);
+    }
+    for s in &model.registry.services {
+        let Service {
+            hostname,
+            namespace,
+            name,
+            origin,
+            ports,
+            addresses,
+            resolution,
+            mesh_external,
+            export_to,
+            selector,
+            endpoints: _,
+        } = s.as_ref();
+        let config = serde_json::json!([
+            hostname,
+            namespace,
+            name,
+            origin,
+            ports,
+            addresses,
+            resolution,
+            mesh_external,
+            export_to,
+            selector,
+            s.service_accounts(),
+        ]);
+        h.update(serde_json::to_vec(&config).unwrap_or_default());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+fn collect_strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Everything one class's output is a function of, at one model.
+#[derive(Debug)]
+pub struct ClassInputs {
+    rest: Revision,
+    sidecar: Option<Revision>,
+    /// Per egress listener: its Debug form without the services, and the services.
+    egress: Vec<(String, Vec<Option<ServiceRevision>>)>,
+    inbound: String,
+    virtual_services: Vec<Revision>,
+    destination_rules: Vec<Revision>,
+    /// Configuration revisions of the services VirtualService destinations may name.
+    destinations: Vec<Revision>,
+    /// Indexes (in `model.resources`) of the rules above, sorted, to build the reduced
+    /// model.
+    rule_indexes: Vec<usize>,
+    /// Some imported service is not in the index: nothing can be skipped.
+    unknown: bool,
+}
+
+impl ClassInputs {
+    pub fn of(model: &Model, index: &ModelIndex, proxy: &Proxy) -> ClassInputs {
+        let scope = Scope::new(model, proxy);
+        let mut unknown = false;
+        let mut imported = Vec::new();
+        let egress = scope
+            .egress
+            .iter()
+            .map(|e| {
+                let services = e
+                    .services
+                    .iter()
+                    .map(|s| {
+                        let position = index.position(s);
+                        unknown |= position.is_none();
+                        imported.extend(position);
+                        position.and_then(|i| index.services.get(i).copied())
+                    })
+                    .collect();
+                (format!("{:?} {:?} {:?}", e.port, e.bind, e.binds), services)
+            })
+            .collect();
+        imported.sort_unstable();
+        imported.dedup();
+        // DestinationRules also apply to the services this proxy serves (inbound policy),
+        // whether or not it imports them.
+        let mut served = imported.clone();
+        served.extend(
+            model
+                .registry
+                .services
+                .iter()
+                .filter(|s| {
+                    s.namespace == proxy.namespace
+                        && s.selector
+                            .as_ref()
+                            .is_some_and(|sel| crate::model::registry::selects(sel, &proxy.labels))
+                })
+                .filter_map(|s| index.position(s)),
+        );
+        served.sort_unstable();
+        served.dedup();
+        let mut rule_indexes = Vec::new();
+        let mut virtual_services = Vec::new();
+        let mut candidates = Vec::new();
+        for p in index.rules_for(
+            &imported,
+            &index.virtual_services_by_service,
+            &index.wildcard_virtual_services,
+        ) {
+            if let Some(rule) = index.virtual_services.get(p) {
+                rule_indexes.push(rule.resource);
+                virtual_services.push(rule.revision);
+                candidates.extend(rule.candidates.iter().copied());
+            }
+        }
+        let mut destination_rules = Vec::new();
+        for p in index.rules_for(
+            &served,
+            &index.destination_rules_by_service,
+            &index.wildcard_destination_rules,
+        ) {
+            if let Some(rule) = index.destination_rules.get(p) {
+                rule_indexes.push(rule.resource);
+                destination_rules.push(rule.revision);
+            }
+        }
+        rule_indexes.sort_unstable();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let destinations = candidates
+            .iter()
+            .filter_map(|i| index.services.get(*i))
+            .map(|r| r.config)
+            .collect();
+        let sidecar = scope
+            .sidecar
+            .map(|r| index.rules.get(&r.key()).map_or(UNKNOWN, |(rev, _)| *rev));
+        ClassInputs {
+            rest: index.rest.0,
+            sidecar,
+            egress,
+            inbound: format!("{:?}", scope.inbound()),
+            virtual_services,
+            destination_rules,
+            destinations,
+            rule_indexes,
+            unknown,
+        }
+    }
+
+    /// The types whose output may differ between a class with inputs `self` and `new`.
+    pub fn changed(&self, new: &ClassInputs) -> TypeSet {
+        if self.unknown
+            || new.unknown
+            || self.rest != new.rest
+            || self.sidecar != new.sidecar
+            || self.sidecar == Some(UNKNOWN)
+            || self.inbound != new.inbound
+            || self.destination_rules != new.destination_rules
+            || self.egress.len() != new.egress.len()
+        {
+            return TypeSet::ALL;
+        }
+        let mut types = TypeSet::NONE;
+        for ((old_listener, old), (new_listener, new)) in self.egress.iter().zip(&new.egress) {
+            if old_listener != new_listener || old.len() != new.len() {
+                return TypeSet::ALL;
+            }
+            for (a, b) in old.iter().zip(new) {
+                let (Some(a), Some(b)) = (a, b) else {
+                    return TypeSet::ALL;
+                };
+                if a.config != b.config {
+                    return TypeSet::ALL;
+                }
+                if a.endpoints != b.endpoints {
+                    if a.dns || b.dns {
+                        return TypeSet::ALL;
+                    }
+                    types = types.union(TypeSet::only(ResourceType::Eds));
+                }
+            }
+        }
+        if self.virtual_services != new.virtual_services || self.destinations != new.destinations {
+            types = types
+                .union(TypeSet::only(ResourceType::Lds))
+                .union(TypeSet::only(ResourceType::Rds));
+        }
+        types
+    }
+
+    /// The model translation needs for this class: the same, without the VirtualServices and
+    /// DestinationRules that cannot apply to it (translation looks rules up by host, so fewer
+    /// rules make every lookup cheaper without changing its result).
+    pub fn reduced(&self, model: &Model) -> Model {
+        let mut reduced = Model::default();
+        reduced.mesh = model.mesh.clone();
+        reduced.registry = model.registry.clone();
+        reduced.resources = model
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                !matches!(r.spec, Spec::VirtualService(_) | Spec::DestinationRule(_))
+                    || self.rule_indexes.binary_search(i).is_ok()
+            })
+            .map(|(_, r)| r.clone())
+            .collect();
+        reduced
+    }
+}
+
+/// Whether two services are equal but for their endpoints.
+fn same_config(a: &Service, b: &Service) -> bool {
+    let Service {
+        hostname,
+        namespace,
+        name,
+        origin,
+        ports,
+        addresses,
+        resolution,
+        mesh_external,
+        export_to,
+        selector,
+        endpoints: _,
+    } = a;
+    *hostname == b.hostname
+        && *namespace == b.namespace
+        && *name == b.name
+        && *origin == b.origin
+        && *ports == b.ports
+        && *addresses == b.addresses
+        && *resolution == b.resolution
+        && *mesh_external == b.mesh_external
+        && *export_to == b.export_to
+        && *selector == b.selector
+        && a.service_accounts() == b.service_accounts()
+}

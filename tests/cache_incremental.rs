@@ -1,0 +1,320 @@
+//! The cache regenerates a class only when its inputs changed, only the types they feed, and
+//! translates against a model without the rules that cannot apply. This checks that the result
+//! is exactly what a full regeneration gives, class by class, over a sequence of changes that
+//! reach some classes and not others (route edits, endpoints, new services, wildcard rules, a
+//! destination's ports, a selected Sidecar, an inbound DestinationRule, security policies),
+//! with and without Sidecar scoping.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bowline::cache::{Cache, ResourceType, Snapshot, TypeSet};
+use bowline::load::Scenario;
+use bowline::load::mesh::{self, Mesh};
+use bowline::model::resource::parse_yaml;
+use bowline::model::{MeshConfig, Model, Proxy};
+use bowline::translate::{self, envoy};
+
+fn versions<T: prost::Message + prost::Name>(
+    items: &[T],
+    name: impl Fn(&T) -> &str,
+) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = items
+        .iter()
+        .map(|i| {
+            (
+                name(i).to_string(),
+                bowline::cache::content_version(&envoy::pack(i)).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn model(files: &[String]) -> Arc<Model> {
+    let mut resources = Vec::new();
+    for text in files {
+        for doc in parse_yaml(text, "test") {
+            assert!(
+                doc.diagnostics.iter().all(|d| !d.is_error()),
+                "{:?}\n{text}",
+                doc.diagnostics
+            );
+            resources.extend(doc.resource.map(Arc::new));
+        }
+    }
+    Arc::new(Model::build(resources, vec![], MeshConfig::default()))
+}
+
+fn files(mesh: &Mesh) -> Vec<String> {
+    mesh.files().into_iter().map(|(_, c)| c).collect()
+}
+
+const EXTERNAL: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: ns-1}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
+"#;
+
+/// Applies to the ServiceEntry's host (which has no VirtualService of its own) and routes to
+/// svc-3 without naming a port, so the route's cluster depends on svc-3's ports.
+const WILDCARD_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild, namespace: ns-1}
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - match: [{uri: {prefix: /wild}}]
+    route: [{destination: {host: svc-3.ns-3.svc.cluster.local}}]
+"#;
+
+const DELEGATING_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: ns-1}
+spec:
+  hosts: [api.example.com]
+  http:
+  - match: [{uri: {prefix: /d}}]
+    delegate: {name: api-routes, namespace: ns-1}
+"#;
+
+/// The delegate of `DELEGATING_VS` (no hosts of its own).
+fn delegate(prefix: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api-routes, namespace: ns-1}}
+spec:
+  http:
+  - match: [{{uri: {{prefix: {prefix}}}}}]
+    route: [{{destination: {{host: api.example.com}}}}]
+"#
+    )
+}
+
+const ROOT_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: istio-system}
+spec:
+  host: "*.cluster.local"
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
+"#;
+
+const SELECTED_SIDECAR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: only-svc-2, namespace: ns-2}
+spec:
+  workloadSelector: {labels: {app: svc-2}}
+  egress:
+  - hosts: ["ns-0/*"]
+"#;
+
+const NAMESPACE_AUTHZ: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: ns-1}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+"#;
+
+const MESH_STRICT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+"#;
+
+/// A rule for svc-2 that its own proxies apply inbound, whether or not they import svc-2.
+const INBOUND_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-2-inbound, namespace: ns-2}
+spec:
+  host: svc-2.ns-2.svc.cluster.local
+  trafficPolicy: {connectionPool: {http: {http1MaxPendingRequests: 3}}}
+"#;
+
+/// svc-3 with one port (9090): VirtualService destinations without a port now resolve to it.
+fn single_port(text: &str) -> String {
+    text.replace(
+        "  - name: http\n    port: 80\n    targetPort: 80\n  - name: tcp-db\n    port: 5432\n    targetPort: 5432\n",
+        "  - name: http\n    port: 9090\n    targetPort: 9090\n",
+    )
+}
+
+fn check(scoping: bool, registry: &str) {
+    let scenario = Scenario::from_yaml(
+        &format!(
+            "name: t\nmesh: {{services: 12, namespaces: 4, endpoints: 2, sidecar_scoping: {scoping}, destination_rules: true, registry: {registry}, ports: [{{name: http, number: 80}}, {{name: tcp-db, number: 5432}}]}}\nproxies: {{count: 24}}\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let proxies: Vec<Proxy> = mesh::proxies(&scenario)
+        .iter()
+        .map(|p| Proxy::parse(&p.node_id, &serde_json::Value::Object(p.metadata.clone())).unwrap())
+        .enumerate()
+        // Half the proxies hold a workload certificate: their clusters verify the endpoints'
+        // identities and their listeners apply PeerAuthentication.
+        .map(|(i, mut p)| {
+            p.workload_certificate = i % 2 == 0;
+            p
+        })
+        .collect();
+    let mut m = Mesh::new(&scenario.mesh, Path::new("/t"));
+    let mut states: Vec<(String, Vec<String>)> = vec![("initial".into(), files(&m))];
+    m.route_edit(5).unwrap();
+    states.push(("route edit".into(), files(&m)));
+    m.endpoint_add(6, 1).unwrap();
+    states.push(("endpoint add".into(), files(&m)));
+    m.endpoint_remove(1, 1).unwrap();
+    states.push(("endpoint remove".into(), files(&m)));
+    m.new_service(2).unwrap();
+    states.push(("new service".into(), files(&m)));
+    let mut extra = files(&m);
+    extra.push(EXTERNAL.into());
+    states.push(("external service".into(), extra.clone()));
+    extra.push(WILDCARD_VS.into());
+    states.push(("wildcard VirtualService".into(), extra.clone()));
+    extra.push(DELEGATING_VS.into());
+    extra.push(delegate("/d/one"));
+    states.push(("delegating VirtualService".into(), extra.clone()));
+    let last = extra.len() - 1;
+    extra[last] = delegate("/d/two");
+    states.push(("delegate edit".into(), extra.clone()));
+    extra.push(ROOT_DR.into());
+    states.push(("root DestinationRule".into(), extra.clone()));
+    let svc3 = extra
+        .iter()
+        .position(|f| f.contains("name: svc-3\n"))
+        .unwrap();
+    if registry == "kubernetes" {
+        let changed = single_port(&extra[svc3]);
+        assert_ne!(changed, extra[svc3]);
+        extra[svc3] = changed;
+        states.push(("destination ports".into(), extra.clone()));
+    }
+    let svc5 = extra
+        .iter()
+        .position(|f| f.contains("name: svc-5\n"))
+        .unwrap();
+    let subsets = extra[svc5].replace(
+        "  trafficPolicy:\n",
+        "  subsets: [{name: v1, labels: {version: v1}}]\n  trafficPolicy:\n",
+    );
+    assert_ne!(subsets, extra[svc5]);
+    extra[svc5] = subsets;
+    states.push(("DestinationRule subsets".into(), extra.clone()));
+    extra.push(SELECTED_SIDECAR.into());
+    states.push(("selected Sidecar".into(), extra.clone()));
+    if registry == "kubernetes" {
+        // svc-2's proxies import ns-0 only now: a change of svc-2 reaches them inbound only.
+        let svc2 = extra
+            .iter()
+            .position(|f| f.contains("name: svc-2\n"))
+            .unwrap();
+        extra[svc2] = single_port(&extra[svc2]);
+        states.push(("inbound ports".into(), extra.clone()));
+    }
+    extra.push(INBOUND_DR.into());
+    states.push(("inbound DestinationRule".into(), extra.clone()));
+    extra.push(NAMESPACE_AUTHZ.into());
+    states.push(("namespace AuthorizationPolicy".into(), extra.clone()));
+    extra.push(MESH_STRICT.into());
+    states.push(("mesh-wide STRICT".into(), extra.clone()));
+    let sidecar = extra
+        .iter()
+        .position(|f| f.contains("name: only-svc-2"))
+        .unwrap();
+    extra[sidecar] = SELECTED_SIDECAR.replace(
+        "  egress:",
+        "  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n  egress:",
+    );
+    states.push(("Sidecar outbound policy".into(), extra.clone()));
+    m.route_edit(5).unwrap();
+    m.route_edit(0).unwrap();
+    let mut last = files(&m);
+    last.extend(extra[files(&m).len()..].iter().cloned());
+    states.push(("two route edits".into(), last));
+
+    let incremental = Cache::new();
+    let mut previous: Option<Arc<Snapshot>> = None;
+    for (generation, (what, state)) in states.iter().enumerate() {
+        let model = model(state);
+        let changed = match &previous {
+            None => TypeSet::ALL,
+            Some(p) => {
+                let c = model.change_from(&p.model);
+                if c.config {
+                    TypeSet::ALL
+                } else if c.endpoints {
+                    TypeSet::only(ResourceType::Eds)
+                } else {
+                    TypeSet::NONE
+                }
+            }
+        };
+        let snapshot = Arc::new(Snapshot {
+            generation: generation as u64 + 1,
+            model: model.clone(),
+            changed,
+            changed_at: Instant::now(),
+        });
+        incremental.observe(&snapshot);
+        for proxy in &proxies {
+            let got = incremental.resources(&snapshot, proxy);
+            // The reference: translation of the whole model, every type.
+            let out = translate::generate(&model, proxy, TypeSet::ALL);
+            let want: [Vec<(String, String)>; 4] = [
+                versions(&out.clusters, |c| &c.name),
+                versions(&out.endpoints, |c| &c.cluster_name),
+                versions(&out.listeners, |l| &l.name),
+                versions(&out.routes, |r| &r.name),
+            ];
+            for t in ResourceType::CONFIG {
+                let g: Vec<(String, String)> = got
+                    .get(t)
+                    .items
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.version.clone()))
+                    .collect();
+                assert_eq!(
+                    g,
+                    want[t as usize],
+                    "scoping {scoping}, {registry}, after {what}: {} {} differs from a full regeneration",
+                    proxy.id,
+                    t.as_str()
+                );
+            }
+        }
+        previous = Some(snapshot);
+    }
+}
+
+#[test]
+fn skipped_and_full_regeneration_agree_with_sidecar_scoping() {
+    check(true, "kubernetes");
+}
+
+#[test]
+fn skipped_and_full_regeneration_agree_without_scoping() {
+    check(false, "kubernetes");
+}
+
+#[test]
+fn skipped_and_full_regeneration_agree_with_service_entries() {
+    check(true, "service_entry");
+}
