@@ -3,6 +3,8 @@
 //! group excluded) and a stock Envoy that proved its identity with a bowline token; bowline in a third
 //! namespace (the control plane), linked to each pod, with an operator's CA plugged in (root and
 //! intermediate) and 60-second workload certificates. Traffic stays inside these namespaces.
+//! Besides mTLS itself: an AuthorizationPolicy that admits one service account, decided on
+//! the identities the certificates prove.
 
 mod common;
 
@@ -58,6 +60,11 @@ spec: {{address: {A_IP}, serviceAccount: a, labels: {{app: a, security.istio.io/
 "#
     )
 }
+
+/// On B: only A's service account may call.
+const ALLOW_ONLY_A: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+metadata: {name: only-a, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: b}}\n  \
+action: ALLOW\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/a]}}]}]\n";
 
 fn peer_authentication(mode: &str) -> String {
     format!(
@@ -302,6 +309,63 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
             presented[0].to_vec()
         })
     };
+
+    // Authorization between proven identities: an ALLOW policy on B naming A's service
+    // account admits A (through its sidecar, over mTLS) and refuses the TLS client that proves
+    // identity `c`; without the policy `c` is admitted again.
+    let c_status = || {
+        let bowline = bowline.clone();
+        let ca_dir = ca_dir.clone();
+        cp.run(move || async move {
+            let (chain, key) = client_certificate(&bowline, &ca_dir, "c").await;
+            let (_, answer) = exchange(
+                addr(B_TO_CP, 8080),
+                Some((&chain, &key)),
+                &["istio"],
+                b"GET / HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .expect("mTLS to B from a TLS client");
+            String::from_utf8_lossy(&answer)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+        })
+    };
+    let a_status = || {
+        a.run(|| async {
+            HttpClient::new(addr(B_VIP, 80))
+                .get("b.mesh.svc.cluster.local", "/", &[])
+                .await
+                .map(|r| r.status)
+                .ok()
+        })
+    };
+    {
+        let bowline = bowline.clone();
+        cp.run(move || async move { bowline.write("authz.yaml", ALLOW_ONLY_A) });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c_status() != Some(403) {
+        assert!(
+            Instant::now() < deadline,
+            "ALLOW for A refuses identity c with 403"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(a_status(), Some(200), "ALLOW for A admits A");
+    {
+        let bowline = bowline.clone();
+        cp.run(move || async move { bowline.remove("authz.yaml") });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c_status() != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "without the policy, identity c is admitted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // STRICT refuses a plaintext client without a sidecar; PERMISSIVE accepts it.
     let plaintext = || {
