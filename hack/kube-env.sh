@@ -208,36 +208,33 @@ build_locked() {
 # --- start / stop ------------------------------------------------------------------------------
 
 USED_PORTS=" "
+PORT=""
 
-# A TCP port on 127.0.0.1 that nothing uses (in any state), and not handed out before in this run.
-# It is picked below the kernel's ephemeral range, so that no outgoing connection (say, the
-# apiserver's to etcd) takes it between now and the moment its server binds it.
-free_port() {
-    local p hex i lo=32768 hi span
+# Sets PORT to $1 if given (and not 0), else to a TCP port on 127.0.0.1 that nothing uses (in any
+# state) and that was not handed out before in this run. Free ports are picked outside the
+# kernel's ephemeral range, so that no outgoing connection (say, the apiserver's to etcd) takes one
+# between now and the moment its server binds it.
+pick_port() {
+    local p hex _ lo=32768 hi=60999 span
+    if [ -n "${1:-}" ] && [ "$1" != 0 ]; then
+        PORT="$1"
+        USED_PORTS+="$PORT "
+        return 0
+    fi
     read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
     if [ "$lo" -gt 12000 ]; then span=$((lo - 10000)); lo=10000; else lo=$((hi + 1)); span=$((65535 - hi)); fi
     [ "$span" -gt 100 ] || die "no port range outside the ephemeral range $(cat /proc/sys/net/ipv4/ip_local_port_range)"
-    for i in $(seq 1 200); do
+    for _ in $(seq 1 200); do
         p=$((lo + (RANDOM * 32768 + RANDOM) % span))
         case "$USED_PORTS" in *" $p "*) continue ;; esac
-        hex="$(printf ':%04X ' "$p")"
-        if ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '{print $2}' | grep -qi -- "${hex% }\$"; then
+        hex="$(printf ':%04X' "$p")"
+        if ! awk '{print $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -qi -- "$hex\$"; then
+            PORT="$p"
             USED_PORTS+="$p "
-            echo "$p"
             return 0
         fi
     done
     die "found no free port"
-}
-
-port_or_free() {
-    local p="${1:-}"
-    if [ -n "$p" ] && [ "$p" != 0 ]; then
-        USED_PORTS+="$p "
-        echo "$p"
-    else
-        free_port
-    fi
 }
 
 # Is the process in pid file $1 (DIR/<name>.pid) alive and still the one we started? Every
@@ -254,7 +251,7 @@ pid_alive() {
 # Sends TERM to the components named in $2.. of DIR $1 at once, waits up to 10s for them to
 # exit, then KILLs what is left; removes their pid files.
 stop_components() {
-    local dir="$1" name pid i pids="" alive
+    local dir="$1" name pid _ pids="" alive
     shift
     for name in "$@"; do
         if pid_alive "$dir/$name.pid"; then
@@ -264,7 +261,7 @@ stop_components() {
             pids+=" $pid"
         fi
     done
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         alive=""
         for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive+=" $pid"; done
         pids="$alive"
@@ -415,10 +412,10 @@ start() {
     local t0=$SECONDS
 
     local etcd_port etcd_peer_port api_port kcm_port pki="$dir/pki"
-    etcd_port="$(port_or_free "${KUBE_ENV_ETCD_PORT:-}")"
-    etcd_peer_port="$(port_or_free "${KUBE_ENV_ETCD_PEER_PORT:-}")"
-    api_port="$(port_or_free "${KUBE_ENV_APISERVER_PORT:-}")"
-    kcm_port="$(port_or_free "${KUBE_ENV_CONTROLLER_MANAGER_PORT:-}")"
+    pick_port "${KUBE_ENV_ETCD_PORT:-}"; etcd_port="$PORT"
+    pick_port "${KUBE_ENV_ETCD_PEER_PORT:-}"; etcd_peer_port="$PORT"
+    pick_port "${KUBE_ENV_APISERVER_PORT:-}"; api_port="$PORT"
+    pick_port "${KUBE_ENV_CONTROLLER_MANAGER_PORT:-}"; kcm_port="$PORT"
     make_pki "$pki" "$(first_ip "$KUBE_ENV_SERVICE_CIDR")"
     # Any failure from here on must not leave a process behind.
     trap 'log "start failed"; stop "$dir" >/dev/null 2>&1 || true' ERR
@@ -466,7 +463,7 @@ start() {
 
     if [ "$KUBE_ENV_CONTROLLER_MANAGER" = 1 ]; then
         write_kubeconfig "$dir/controller-manager.kubeconfig" "https://127.0.0.1:$api_port" controller-manager "$pki"
-        log "starting kube-controller-manager on https://127.0.0.1:$kcm_port ($KUBE_ENV_CONTROLLERS)"
+        log "starting kube-controller-manager on https://127.0.0.1:$kcm_port (controllers: \$KUBE_ENV_CONTROLLERS)"
         launch "$dir" kube-controller-manager \
             --kubeconfig="$dir/controller-manager.kubeconfig" \
             --bind-address=127.0.0.1 \
