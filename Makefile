@@ -4,6 +4,8 @@
 #   make test    install Envoy 1.40 (cached outside the tree) and run every test
 #   make build   release build
 #   make fmt     check formatting          make lint   clippy, warnings are errors
+#   make kube-env  build (or reuse) etcd, kube-apiserver, kube-controller-manager and kubectl,
+#                  cached outside the tree; see hack/kube-env.sh for start/stop
 #
 # UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/.
 # TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test e2e -- split'.
@@ -14,7 +16,7 @@ ISTIO_CORPUS ?= $(CURDIR)/../shared/istio
 TEST_ARGS ?=
 export BOWLINE_CACHE ISTIO_CORPUS
 
-.PHONY: all build test demo envoy fmt lint clean
+.PHONY: all build test demo envoy kube-env fmt lint clean
 
 all: build
 
@@ -32,6 +34,10 @@ test:
 
 demo:
 	hack/demo.sh
+
+# Prints the directory of the cached Kubernetes binaries, building them first if needed.
+kube-env:
+	@hack/kube-env.sh build
 
 fmt:
 	$(CARGO) fmt --check
