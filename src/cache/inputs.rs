@@ -72,7 +72,7 @@ pub struct ModelIndex {
     service_contents: HashMap<(String, String), (ServiceRevision, Arc<Service>)>,
     /// Everything else translation may read, as one revision: the mesh settings, every
     /// resource that is not a VirtualService, DestinationRule, Sidecar or pure endpoint source
-    /// (EndpointSlice, WorkloadEntry), and the configuration of every service. A kind or field
+    /// (EndpointSlice, WorkloadEntry, Pod), and the configuration of every service. A kind or field
     /// this index does not attribute to classes lands here, so a change to it regenerates
     /// every class: unknown inputs are safe by default, only slower.
     rest: (Revision, [u8; 32]),
@@ -287,6 +287,7 @@ fn rest_hash(model: &Model) -> [u8; 32] {
                 | Spec::Sidecar(_)
                 | Spec::EndpointSlice(_)
                 | Spec::WorkloadEntry(_)
+                | Spec::Pod(_)
         ) {
             continue;
         }

@@ -61,7 +61,12 @@ impl Model {
         let mut endpoints = Sha256::new();
         config.update(serde_json::to_vec(&mesh).unwrap_or_default());
         for r in &resources {
-            if matches!(r.kind, Kind::EndpointSlice | Kind::WorkloadEntry) {
+            // Endpoint sources: they reach the configuration through the registry's endpoints
+            // (and their service accounts, hashed below).
+            if matches!(
+                r.kind,
+                Kind::EndpointSlice | Kind::WorkloadEntry | Kind::Pod
+            ) {
                 continue;
             }
             config.update(serde_json::to_vec(r.as_ref()).unwrap_or_default());

@@ -1,5 +1,5 @@
-//! The Kubernetes kinds bowline reads in file mode (Service, EndpointSlice, Namespace): only the
-//! fields the service registry uses. Other fields are accepted and ignored, as the API server
+//! The Kubernetes kinds bowline reads (Service, EndpointSlice, Pod, Namespace), from files or
+//! from the API server: only the fields the service registry uses. Other fields are accepted and ignored, as the API server
 //! and kubectl add many.
 
 use std::collections::BTreeMap;
@@ -115,3 +115,34 @@ pub struct EndpointPort {
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Pod: what an endpoint of its EndpointSlice inherits (labels come from the metadata).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(default, rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(default)]
+    pub phase: Option<String>,
+}
+
+/// The pod label istiod reads a workload's locality from (`region.zone.subzone`).
+pub const LOCALITY_LABEL: &str = "istio-locality";

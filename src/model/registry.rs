@@ -195,6 +195,16 @@ impl Registry {
                 _ => None,
             })
             .collect();
+        let pods: Pods = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::Pod(p) => Some((
+                    (r.meta.namespace.as_str(), r.meta.name.as_str()),
+                    (r.as_ref(), p.as_ref()),
+                )),
+                _ => None,
+            })
+            .collect();
         let mut slices: BTreeMap<(&str, &str), Vec<&kube::EndpointSlice>> = BTreeMap::new();
         for r in resources {
             if let Spec::EndpointSlice(slice) = &r.spec
@@ -214,7 +224,14 @@ impl Registry {
                         .get(&(r.meta.namespace.as_str(), r.meta.name.as_str()))
                         .map(Vec::as_slice)
                         .unwrap_or_default();
-                    services.push(kubernetes_service(r, spec, found, &workload_entries, mesh));
+                    services.push(kubernetes_service(
+                        r,
+                        spec,
+                        found,
+                        &pods,
+                        &workload_entries,
+                        mesh,
+                    ));
                 }
                 Spec::ServiceEntry(se) => {
                     services.extend(service_entry(r, se, &workload_entries));
@@ -250,10 +267,49 @@ fn to_port(n: i64) -> Option<u16> {
     u16::try_from(n).ok().filter(|p| *p != 0)
 }
 
+/// Pods by (namespace, name).
+type Pods<'a> = BTreeMap<(&'a str, &'a str), (&'a Resource, &'a kube::Pod)>;
+
+/// What an EndpointSlice endpoint inherits from the Pod it names: labels, service account
+/// (Kubernetes' default is `default`) and locality (the `istio-locality` label, else the
+/// slice's zone).
+fn pod_identity(
+    pods: &Pods,
+    namespace: &str,
+    ep: &kube::Endpoint,
+) -> (Labels, Option<String>, Option<String>) {
+    let zone = ep.zone.as_ref().map(|z| format!("/{z}"));
+    let pod = ep
+        .target_ref
+        .as_ref()
+        .filter(|t| t.kind.as_deref() == Some("Pod"))
+        .and_then(|t| {
+            let ns = t.namespace.as_deref().unwrap_or(namespace);
+            pods.get(&(ns, t.name.as_deref()?))
+        });
+    let Some((meta, pod)) = pod else {
+        return (Labels::new(), None, zone);
+    };
+    let locality = meta
+        .meta
+        .labels
+        .get(kube::LOCALITY_LABEL)
+        .map(|l| l.replace('.', "/"))
+        .or(zone);
+    let service_account = pod
+        .spec
+        .service_account_name
+        .clone()
+        .filter(|sa| !sa.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    (meta.meta.labels.clone(), Some(service_account), locality)
+}
+
 fn kubernetes_service(
     r: &Resource,
     spec: &kube::ServiceSpec,
     slices: &[&kube::EndpointSlice],
+    pods: &Pods,
     workload_entries: &[(&Resource, &networking::WorkloadEntry)],
     mesh: &MeshConfig,
 ) -> Service {
@@ -329,13 +385,14 @@ fn kubernetes_service(
                     (Some(false), _) => Health::Unhealthy,
                     _ => Health::Healthy,
                 };
+                let (labels, service_account, locality) = pod_identity(pods, &r.meta.namespace, ep);
                 for address in &ep.addresses {
                     list.push(Endpoint {
                         address: address.clone(),
                         port: target,
-                        labels: Labels::new(),
-                        service_account: None,
-                        locality: ep.zone.as_ref().map(|z| format!("/{z}")),
+                        labels: labels.clone(),
+                        service_account: service_account.clone(),
+                        locality: locality.clone(),
                         weight: 1,
                         health,
                     });

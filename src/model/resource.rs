@@ -25,11 +25,12 @@ pub enum Kind {
     RequestAuthentication,
     Service,
     EndpointSlice,
+    Pod,
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -41,6 +42,7 @@ impl Kind {
         Kind::RequestAuthentication,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::Pod,
         Kind::Namespace,
     ];
 
@@ -57,6 +59,7 @@ impl Kind {
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
         }
     }
@@ -75,7 +78,7 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 ("security.istio.io", SECURITY)
             }
-            Kind::Service | Kind::Namespace => ("", &["v1"]),
+            Kind::Service | Kind::Pod | Kind::Namespace => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
@@ -155,6 +158,7 @@ pub enum Spec {
     RequestAuthentication(Box<security::RequestAuthentication>),
     Service(Box<kube::ServiceSpec>),
     EndpointSlice(Box<kube::EndpointSlice>),
+    Pod(Box<kube::Pod>),
     Namespace,
 }
 
@@ -378,10 +382,20 @@ fn parse_spec(
     kind: Kind,
     obj: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Spec, (String, String)> {
-    // Kubernetes kinds: EndpointSlice keeps its fields at the top level, Namespace has nothing
-    // bowline reads, Service has a spec.
+    // Kubernetes kinds: EndpointSlice keeps its fields at the top level, a Pod's spec and
+    // status are both read (and mostly ignored), Namespace has nothing bowline reads, Service
+    // has a spec.
     match kind {
         Kind::Namespace => return Ok(Spec::Namespace),
+        Kind::Pod => {
+            let value = serde_json::json!({
+                "spec": obj.remove("spec").unwrap_or_default(),
+                "status": obj.remove("status").unwrap_or_default(),
+            });
+            let mut value = value;
+            prune_nulls(&mut value);
+            return typed("", value).map(|p| Spec::Pod(Box::new(p)));
+        }
         Kind::EndpointSlice => {
             obj.remove("kind");
             obj.remove("apiVersion");
@@ -412,6 +426,6 @@ fn parse_spec(
         Kind::PeerAuthentication => Spec::PeerAuthentication(typed("spec", spec)?),
         Kind::RequestAuthentication => Spec::RequestAuthentication(typed("spec", spec)?),
         Kind::Service => Spec::Service(typed("spec", spec)?),
-        Kind::EndpointSlice | Kind::Namespace => unreachable!("handled above"),
+        Kind::EndpointSlice | Kind::Pod | Kind::Namespace => unreachable!("handled above"),
     })
 }
