@@ -29,7 +29,8 @@ envoy:
 
 test:
 	@ENVOY_BIN="$$(hack/install-envoy.sh)" && export ENVOY_BIN && \
-	echo "make test: ENVOY_BIN=$$ENVOY_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
+	KUBE_ENV_BIN="$$(hack/kube-env.sh build)" && export KUBE_ENV_BIN && \
+	echo "make test: ENVOY_BIN=$$ENVOY_BIN KUBE_ENV_BIN=$$KUBE_ENV_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
 	$(CARGO) test $(TEST_ARGS)
 
 demo:

@@ -2,8 +2,8 @@
 //! Envoy over xDS.
 //!
 //! The crate is laid out as the pipeline it implements:
-//! `source` → `model` → `translate` → `cache` → `xds`, with `admin`, `cli` and `load` (the
-//! ADS load generator) at the edges.
+//! `source` → `model` → `translate` → `cache` → `xds`, with `ca`, `webhook`, `admin`, `cli` and
+//! `load` (the ADS load generator) at the edges.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,4 +14,5 @@ pub mod load;
 pub mod model;
 pub mod source;
 pub mod translate;
+pub mod webhook;
 pub mod xds;

@@ -12,10 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bowline::ca::pb::IstioCertificateRequest;
-use bowline::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use common::netns::{Netns, PROXY_GID, veth};
-use common::tls::{certs, exchange, uri_sans};
+use common::tls::{certs, create_certificate, exchange, uri_sans};
 use common::{Bowline, Envoy, HttpClient, Net, ProxySpec};
 
 const A_IP: &str = "10.89.0.1";
@@ -638,31 +636,9 @@ async fn client_certificate(
         Duration::from_secs(3600),
     )
     .expect("token");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
-        .unwrap()
-        .connect()
+    let (chain, key) = create_certificate(bowline.xds_addr, &token)
         .await
-        .expect("plaintext channel");
-    let mut request = tonic::Request::new(IstioCertificateRequest {
-        csr,
-        validity_duration: 3600,
-        metadata: None,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let chain = IstioCertificateServiceClient::new(channel)
-        .create_certificate(request)
-        .await
-        .expect("certificate")
-        .into_inner()
-        .cert_chain;
+        .expect("certificate");
     let _ = certs(&chain[0]);
-    (chain[..chain.len() - 1].concat(), key.serialize_pem())
+    (chain[..chain.len() - 1].concat(), key)
 }

@@ -17,6 +17,7 @@ mod keys;
 pub mod pem;
 pub mod service;
 pub mod token;
+pub mod tokenreview;
 
 /// Generated from `proto/istio/v1/auth/ca.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -83,6 +83,11 @@ pub struct BootstrapArgs {
     /// with the key in `--ca-dir`.
     #[arg(long)]
     pub token: bool,
+    /// Embed this token (a file's contents, e.g. a projected Kubernetes service-account token
+    /// with audience `istio-ca`) instead of signing one (implies `--tls`). Envoy sends it on
+    /// every (re)connection, so the bootstrap must be renewed before the token expires.
+    #[arg(long = "token-file", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// How long the token is valid.
     #[arg(long = "token-ttl", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: std::time::Duration,
@@ -257,11 +262,13 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
     if !args.locality.is_empty() {
         doc["node"]["locality"] = locality;
     }
-    if args.tls || args.token {
+    if args.tls || args.token || args.token_file.is_some() {
         let root_path = match (&args.root_cert, &args.ca_dir) {
             (Some(p), _) => p.clone(),
             (None, Some(dir)) => dir.join(crate::ca::ROOT_CERT),
-            (None, None) => bail!("--tls and --token need the mesh root: --ca-dir or --root-cert"),
+            (None, None) => {
+                bail!("--tls, --token and --token-file need the mesh root: --ca-dir or --root-cert")
+            }
         };
         let root = std::fs::read_to_string(&root_path)
             .with_context(|| format!("reading {}", root_path.display()))?;
@@ -298,6 +305,16 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
             &args.service_account,
             args.token_ttl,
         )?;
+        doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
+            json!([{"key": "authorization", "value": format!("Bearer {token}")}]);
+    }
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file {}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("--token-file {}: empty", path.display());
+        }
         doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
             json!([{"key": "authorization", "value": format!("Bearer {token}")}]);
     }

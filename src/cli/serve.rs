@@ -21,19 +21,46 @@ use crate::ca::authn::{
     Authenticator, Authenticators, ClientCertAuthenticator, TokenAuthenticator,
 };
 use crate::ca::service::CertificateService;
+use crate::ca::tokenreview::{ISTIO_CA_AUDIENCE, TokenReviewAuthenticator};
 use crate::ca::{Ca, CaOptions};
 use crate::cache::{Cache, ResourceType};
 use crate::model::MeshConfig;
-use crate::source::{Store, file::FileSource};
+use crate::source::{Store, file::FileSource, kube};
 use crate::xds::tls::TlsPort;
 use crate::xds::{Ads, Security, Shared, push};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Directory of Istio and Kubernetes YAML (`*.yaml`, `*.yml`, recursive), watched for
-    /// changes.
+    /// changes (file mode). Can be combined with a Kubernetes source.
     #[arg(long = "config-dir", env = "BOWLINE_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    /// Watch this cluster (Kubernetes mode): Istio resources, Services, EndpointSlices, Pods,
+    /// Namespaces and the mesh ConfigMap. Inside a pod the in-cluster configuration is used
+    /// without this flag.
+    #[arg(long = "kubeconfig", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace bowline's own configuration lives in (the mesh ConfigMap `istio`).
+    #[arg(
+        long = "system-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub system_namespace: String,
+    /// Address of the admission webhooks (HTTPS, istiod's 15017: /validate); `off` disables
+    /// them.
+    #[arg(
+        long = "webhook-addr",
+        env = "BOWLINE_WEBHOOK_ADDR",
+        default_value = "off",
+        value_parser = parse_optional_addr
+    )]
+    pub webhook_addr: MaybeAddr,
+    /// The ValidatingWebhookConfiguration whose `caBundle` bowline keeps set to its root (and
+    /// whose failure policy it sets to Fail), in Kubernetes mode with --webhook-addr. Default:
+    /// istiod's `istio-validator-<system namespace>`.
+    #[arg(long = "webhook-config", env = "BOWLINE_WEBHOOK_CONFIG")]
+    pub webhook_config: Option<String>,
     /// Address of the plaintext xDS (ADS) gRPC server.
     #[arg(
         long = "xds-addr",
@@ -110,13 +137,24 @@ fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
         .map_err(|e| format!("{s:?} is not host:port or `off`: {e}"))
 }
 
+/// How long start-up waits for the first list of every watched Kubernetes kind before it
+/// serves what it has.
+const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Kubernetes mode: a kubeconfig was given, or bowline runs in a pod.
+fn kube_mode(args: &ServeArgs) -> bool {
+    args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Bad start-up configuration is reported before anything is bound.
-    if !args.config_dir.is_dir() {
-        bail!(
-            "--config-dir {}: not a directory",
-            args.config_dir.display()
-        );
+    if let Some(dir) = &args.config_dir
+        && !dir.is_dir()
+    {
+        bail!("--config-dir {}: not a directory", dir.display());
+    }
+    if args.config_dir.is_none() && !kube_mode(&args) {
+        bail!("nothing to serve: give --config-dir (file mode) or --kubeconfig (Kubernetes mode)");
     }
     let mesh = match &args.mesh_config {
         Some(path) => {
@@ -184,16 +222,74 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
 
 async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
-    let (events_tx, events_rx) = mpsc::channel(64);
+    let (events_tx, mut events_rx) = mpsc::channel(64);
+    let mut store = Store::default();
     // The file watcher only coalesces the events of one write (editors save in several steps);
     // the push loop's debounce decides when a change is pushed.
-    let (source, initial) =
-        FileSource::start(&args.config_dir, FILE_SETTLE, events_tx).context("file source")?;
-    let mut store = Store::default();
-    store.apply(initial);
+    let file_source = match &args.config_dir {
+        Some(dir) => {
+            let (source, initial) =
+                FileSource::start(dir, FILE_SETTLE, events_tx.clone()).context("file source")?;
+            store.apply(initial);
+            Some(source)
+        }
+        None => None,
+    };
+    let kube_client = if kube_mode(&args) {
+        Some(
+            kube::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes")?,
+        )
+    } else {
+        None
+    };
+    let kube_tasks = if let Some(client) = kube_client.clone() {
+        let mut tasks = vec![tokio::spawn(crate::webhook::publish::run(
+            client.clone(),
+            args.webhook_addr.map(|_| {
+                args.webhook_config
+                    .clone()
+                    .unwrap_or_else(|| format!("istio-validator-{}", args.system_namespace))
+            }),
+            ca.root_pem().to_string(),
+        ))];
+        tasks.extend(kube::start(
+            client,
+            kube::MeshConfigMap {
+                namespace: args.system_namespace.clone(),
+                ..Default::default()
+            },
+            events_tx.clone(),
+        ));
+        // Serve once every kind is listed, so no proxy is handed a half-known mesh.
+        let deadline = tokio::time::Instant::now() + KUBE_SYNC_TIMEOUT;
+        let synced = |store: &Store| {
+            kube::KINDS
+                .iter()
+                .all(|k| store.has(crate::source::SourceId::Kube(*k)))
+        };
+        while !synced(&store) {
+            match tokio::time::timeout_at(deadline, events_rx.recv()).await {
+                Ok(Some(event)) => store.apply(event),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        "Kubernetes: not every kind was listed within {KUBE_SYNC_TIMEOUT:?}; serving what is known"
+                    );
+                    break;
+                }
+            }
+        }
+        tasks
+    } else {
+        Vec::new()
+    };
+    drop(events_tx);
     let first = push::initial(&store, &mesh);
     tracing::info!(
-        dir = %args.config_dir.display(),
+        dir = %args.config_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "-".into()),
+        kubernetes = kube_mode(&args),
         resources = first.model.resources.len(),
         services = first.model.registry.services.len(),
         rejected = first.model.diagnostics.iter().filter(|d| d.is_error()).count(),
@@ -206,6 +302,14 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
     if let Some(key) = ca.token_key() {
         authenticators.push(Arc::new(TokenAuthenticator::new(
             key.clone(),
+            ca.trust_domain(),
+        )));
+    }
+    // Kubernetes service-account tokens (audience istio-ca), as istiod checks them.
+    if let Some(client) = kube_client {
+        authenticators.push(Arc::new(TokenReviewAuthenticator::new(
+            client,
+            vec![ISTIO_CA_AUDIENCE.to_string()],
             ca.trust_domain(),
         )));
     }
@@ -248,12 +352,34 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
         ),
         None => None,
     };
+    let webhook = match args.webhook_addr {
+        Some(addr) => {
+            let mut names = crate::xds::tls::default_server_names();
+            names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
+            let ips = if addr.ip().is_unspecified() {
+                Vec::new()
+            } else {
+                vec![addr.ip()]
+            };
+            let port = Arc::new(
+                TlsPort::with_alpn(&ca, names, ips, &[b"http/1.1"]).context("--webhook-addr")?,
+            );
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--webhook-addr {addr}"))?;
+            let tls = crate::webhook::TlsListener::new(listener, &port, ca.clone())
+                .with_context(|| format!("--webhook-addr {addr}"))?;
+            Some((port, tls))
+        }
+        None => None,
+    };
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
     tracing::info!(
         xds = %args.xds_addr,
         xds_tls = args.xds_tls_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        webhooks = args.webhook_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         admin = %args.admin_addr,
         "serving"
     );
@@ -299,13 +425,28 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
         metrics,
     });
     let http = axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
+    let webhooks = async {
+        let Some((port, listener)) = webhook else {
+            return std::future::pending().await;
+        };
+        let renewer = tokio::spawn(port.renew(ca.clone()));
+        let result = axum::serve(listener, crate::webhook::router())
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
+        renewer.abort();
+        result
+    };
     let result = tokio::select! {
+        r = webhooks => r.context("webhook server"),
         r = grpc => r.context("xds server"),
         r = grpc_tls => r.context("TLS xds server"),
         r = http => r.context("admin server"),
     };
     pusher.abort();
-    drop(source);
+    for task in kube_tasks {
+        task.abort();
+    }
+    drop(file_source);
     result
 }
 

@@ -31,7 +31,11 @@ impl Default for Debounce {
 
 /// Builds the first snapshot from the store's current state.
 pub fn initial(store: &Store, mesh: &MeshConfig) -> Arc<Snapshot> {
-    let model = Model::build(store.resources(), store.diagnostics(), mesh.clone());
+    let model = Model::build(
+        store.resources(),
+        store.diagnostics(),
+        store.mesh().unwrap_or(mesh).clone(),
+    );
     Arc::new(Snapshot {
         generation: 1,
         model: Arc::new(model),
@@ -67,7 +71,12 @@ pub async fn run(
             }
         }
         let previous = snapshots.borrow().clone();
-        let model = Model::build(store.resources(), store.diagnostics(), mesh.clone());
+        // A source's mesh configuration (the cluster's ConfigMap) wins over the configured one.
+        let model = Model::build(
+            store.resources(),
+            store.diagnostics(),
+            store.mesh().unwrap_or(&mesh).clone(),
+        );
         let change = model.change_from(&previous.model);
         let changed = if change.config {
             TypeSet::ALL

@@ -107,6 +107,16 @@ impl TlsPort {
         names: Vec<String>,
         ips: Vec<std::net::IpAddr>,
     ) -> Result<TlsPort, TlsError> {
+        TlsPort::with_alpn(ca, names, ips, &[b"h2"])
+    }
+
+    /// The same with other application protocols (the webhooks speak HTTP/1.1).
+    pub fn with_alpn(
+        ca: &Ca,
+        names: Vec<String>,
+        ips: Vec<std::net::IpAddr>,
+        alpn: &[&[u8]],
+    ) -> Result<TlsPort, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for der in ca.root_der() {
@@ -128,7 +138,7 @@ impl TlsPort {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(serving.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsPort {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             serving,
@@ -170,6 +180,12 @@ impl TlsPort {
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+}
+
+impl TlsConnection {
+    pub fn remote(&self) -> Option<std::net::SocketAddr> {
+        self.peer.remote
+    }
 }
 
 impl tonic::transport::server::Connected for TlsConnection {

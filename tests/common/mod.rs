@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod kube;
 pub mod netns;
 pub mod tls;
 

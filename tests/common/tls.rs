@@ -240,3 +240,39 @@ fn complete(answer: &[u8]) -> bool {
         .unwrap_or(0);
     body.len() >= len
 }
+
+/// `IstioCertificateService/CreateCertificate` on bowline's plaintext port with `bearer` as
+/// the credential, for a fresh key: the chain (leaf first, root last) and the key's PEM.
+pub async fn create_certificate(
+    xds_addr: SocketAddr,
+    bearer: &str,
+) -> Result<(Vec<String>, String), tonic::Status> {
+    use bowline::ca::pb::IstioCertificateRequest;
+    use bowline::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .expect("CSR")
+        .pem()
+        .expect("CSR PEM");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds_addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr,
+        validity_duration: 3600,
+        metadata: None,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {bearer}").parse().expect("header value"),
+    );
+    let chain = IstioCertificateServiceClient::new(channel)
+        .create_certificate(request)
+        .await?
+        .into_inner()
+        .cert_chain;
+    Ok((chain, key.serialize_pem()))
+}

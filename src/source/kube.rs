@@ -1,0 +1,263 @@
+//! The Kubernetes source: watches the API server for the Istio kinds bowline models and for
+//! Services, EndpointSlices, Pods and Namespaces, and for the mesh ConfigMap (`istio` in the
+//! system namespace, key `mesh`).
+//!
+//! Contract: one kube-rs watcher per kind (each kind is a `SourceId` of its own). A watcher
+//! lists, then watches; a relist (at start, after a `410 Gone` or a lost watch) is buffered
+//! and handed over as one `Objects { relist: true }` event, so the store swaps that kind's
+//! state atomically; errors back off (kube-rs' default backoff) and never end the source.
+//! Every object goes through the same parse and validation as a file document: an invalid
+//! object is skipped and reported as a diagnostic of its own, the rest of its list is used.
+//! An Istio kind is watched in the first version the API server serves of those bowline reads
+//! (`v1`, then the older ones): the server converts between versions, so one watch sees every
+//! object. A kind whose CRD is not installed counts as empty and is looked for again every
+//! `CRD_RETRY`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+
+use super::{Event, Object, SourceId};
+use crate::model::resource::parse_value;
+use crate::model::{Diagnostic, Kind, MeshConfig, ResourceKey};
+
+/// How often a kind whose CRD is missing is looked for again.
+const CRD_RETRY: Duration = Duration::from_secs(10);
+
+/// The kinds watched, each a source of its own.
+pub const KINDS: [Kind; 13] = Kind::ALL;
+
+/// Where the mesh configuration lives.
+#[derive(Debug, Clone)]
+pub struct MeshConfigMap {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Default for MeshConfigMap {
+    fn default() -> Self {
+        MeshConfigMap {
+            namespace: "istio-system".into(),
+            name: "istio".into(),
+        }
+    }
+}
+
+/// Errors connecting to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("no Kubernetes configuration: {0}")]
+    Infer(String),
+    #[error("Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// A client from a kubeconfig file, or (without one) from the pod's service account or the
+/// `KUBECONFIG` environment.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let fail = |message: String| KubeError::Kubeconfig {
+                path: path.display().to_string(),
+                message,
+            };
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| fail(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::Infer(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+}
+
+/// Starts a watcher per kind and one for the mesh ConfigMap; they run until `events` closes.
+pub fn start(
+    client: kube::Client,
+    mesh: MeshConfigMap,
+    events: mpsc::Sender<Event>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = KINDS
+        .into_iter()
+        .map(|kind| tokio::spawn(watch_kind(client.clone(), kind, events.clone())))
+        .collect();
+    tasks.push(tokio::spawn(watch_mesh(client, mesh, events)));
+    tasks
+}
+
+/// The API resource of `kind` in the first version the server serves, if any.
+async fn discover(client: &kube::Client, kind: Kind) -> Result<Option<ApiResource>, kube::Error> {
+    let (group, versions) = kind.group_versions();
+    for version in versions {
+        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+        match kube::discovery::oneshot::pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => return Ok(Some(resource)),
+            // Not served (no such group/version, or the kind is not in it).
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(kube::Error::Discovery(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+async fn watch_kind(client: kube::Client, kind: Kind, events: mpsc::Sender<Event>) {
+    let source = SourceId::Kube(kind);
+    let resource = loop {
+        match discover(&client, kind).await {
+            Ok(Some(r)) => break r,
+            Ok(None) => {
+                tracing::warn!(%kind, "not served by the API server (CRD not installed?); watching again in {CRD_RETRY:?}");
+                let empty = Event::Objects {
+                    source,
+                    objects: Vec::new(),
+                    relist: true,
+                };
+                if events.send(empty).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(%kind, error = %e, "discovering the API resource"),
+        }
+        tokio::time::sleep(CRD_RETRY).await;
+    };
+    tracing::info!(%kind, api_version = %resource.api_version, "watching");
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listing: Option<Vec<Object>> = None;
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(watcher::Event::Init) => {
+                listing = Some(Vec::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                listing
+                    .get_or_insert_with(Vec::new)
+                    .push(object(kind, &resource, o));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => Event::Objects {
+                source,
+                objects: listing.take().unwrap_or_default(),
+                relist: true,
+            },
+            Ok(watcher::Event::Apply(o)) => Event::Objects {
+                source,
+                objects: vec![object(kind, &resource, o)],
+                relist: false,
+            },
+            Ok(watcher::Event::Delete(o)) => Event::Delete {
+                source,
+                key: key(kind, &o),
+            },
+            Err(e) => {
+                tracing::warn!(%kind, error = %e, "watch failed; retrying");
+                continue;
+            }
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn key(kind: Kind, o: &DynamicObject) -> ResourceKey {
+    ResourceKey {
+        kind,
+        namespace: o.metadata.namespace.clone().unwrap_or_default(),
+        name: o.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Parses and validates one object as a file document would be.
+fn object(kind: Kind, resource: &ApiResource, o: DynamicObject) -> Object {
+    let key = key(kind, &o);
+    let mut value = match serde_json::to_value(&o) {
+        Ok(v) => v,
+        Err(e) => {
+            return Object {
+                diagnostics: vec![Diagnostic::error(
+                    kind.as_str(),
+                    &key.namespace,
+                    &key.name,
+                    "",
+                    format!("object does not serialize: {e}"),
+                )],
+                key,
+                resource: None,
+            };
+        }
+    };
+    if let Some(map) = value.as_object_mut() {
+        // List items carry no type fields.
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            // What the server adds and bowline does not read.
+            meta.remove("managedFields");
+        }
+    }
+    let origin = format!("kubernetes:{}", key);
+    let parsed = parse_value(value, Some(&origin));
+    Object {
+        key,
+        resource: parsed.resource,
+        diagnostics: parsed.diagnostics,
+    }
+}
+
+async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sender<Event>) {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, &mesh.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", mesh.name));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut found = false;
+    while let Some(item) = stream.next().await {
+        let update = match item {
+            Ok(watcher::Event::Init) => {
+                found = false;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(cm)) | Ok(watcher::Event::Apply(cm)) => {
+                found = true;
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("mesh"))
+                    .cloned()
+                    .unwrap_or_default();
+                match MeshConfig::from_yaml(&text) {
+                    Ok(m) => Some(Box::new(m)),
+                    Err(e) => {
+                        tracing::error!(
+                            configmap = %format!("{}/{}", mesh.namespace, mesh.name),
+                            error = %e,
+                            "mesh configuration (key `mesh`) is invalid; keeping the previous one"
+                        );
+                        continue;
+                    }
+                }
+            }
+            Ok(watcher::Event::InitDone) if found => continue,
+            Ok(watcher::Event::InitDone) | Ok(watcher::Event::Delete(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching the mesh ConfigMap failed; retrying");
+                continue;
+            }
+        };
+        if events.send(Event::Mesh(update)).await.is_err() {
+            return;
+        }
+    }
+}

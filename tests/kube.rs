@@ -1,0 +1,525 @@
+//! Kubernetes mode against a real kube-apiserver (hack/kube-env.sh; no kubelet, so the tests
+//! create a Node and Pods and report Pod status themselves; EndpointSlices come from the real
+//! kube-controller-manager):
+//!
+//! - bookinfo applied with kubectl reaches a stock Envoy (bootstrapped as productpage's
+//!   sidecar) as `outbound|9080||reviews.default.svc.cluster.local` with the reviews pods'
+//!   endpoints; a VirtualService applied with kubectl changes its routes without a restart and
+//!   its deletion reverts them; a new ready Pod changes endpoints only (no cluster push);
+//! - a projected service-account token (audience `istio-ca`) is checked with TokenReview: a
+//!   sidecar bootstrapped with it gets its service account's certificate over SDS, and the CA
+//!   service refuses tokens for another audience;
+//! - with bowline's CRDs (manifests/crds.yaml, which leave validation to the webhook), the
+//!   validating webhook registered with the API server denies every document of Istio's
+//!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
+//!   every `*-valid.yaml` document.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::kube::KubeEnv;
+use common::{Bowline, Envoy, Net, ProxySpec};
+
+const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
+
+/// bowline's CRDs (manifests/crds.yaml): Istio's kinds and versions, validated by the webhook.
+fn istio_crds(kube: &KubeEnv) {
+    kube.kubectl(&[
+        "apply",
+        "-f",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/crds.yaml"),
+    ]);
+    kube.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+}
+
+/// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).
+async fn envoy_endpoints(envoy: &Envoy, cluster: &str) -> Vec<String> {
+    let text = envoy.admin("/clusters").await.unwrap_or_default();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
+        .filter_map(|rest| {
+            let (addr, field) = rest.split_once("::")?;
+            field.starts_with("health_flags").then(|| addr.to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Envoy's stat `name` (from `/stats?filter=`), 0 when absent.
+async fn envoy_stat(envoy: &Envoy, name: &str) -> u64 {
+    let text = envoy
+        .admin(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether Envoy's route configuration for port 9080 sends reviews traffic 80/20 to v1/v2.
+async fn weighted_reviews(envoy: &Envoy) -> bool {
+    let dump = envoy
+        .admin("/config_dump?resource=dynamic_route_configs")
+        .await
+        .unwrap_or_default();
+    dump.contains("outbound|9080|v1|reviews.default.svc.cluster.local")
+        && dump.contains("outbound|9080|v2|reviews.default.svc.cluster.local")
+        && dump.contains("\"weight\": 80")
+}
+
+#[test]
+fn bookinfo_from_the_api_server() {
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(corpus) = common::istio_corpus() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    istio_crds(&kube);
+    let bookinfo = corpus.join("samples/bookinfo/platform/kube/bookinfo.yaml");
+    kube.kubectl(&["apply", "-f", &bookinfo.display().to_string()]);
+    // The Deployments' own Pods are never scheduled (no scheduler or kubelet): these stand in.
+    kube.node("node-1");
+    let pods = [
+        (
+            "productpage-v1-0",
+            "10.244.0.10",
+            "bookinfo-productpage",
+            "productpage",
+            "v1",
+        ),
+        (
+            "reviews-v1-0",
+            "10.244.0.21",
+            "bookinfo-reviews",
+            "reviews",
+            "v1",
+        ),
+        (
+            "reviews-v2-0",
+            "10.244.0.22",
+            "bookinfo-reviews",
+            "reviews",
+            "v2",
+        ),
+        (
+            "reviews-v3-0",
+            "10.244.0.23",
+            "bookinfo-reviews",
+            "reviews",
+            "v3",
+        ),
+        (
+            "ratings-v1-0",
+            "10.244.0.30",
+            "bookinfo-ratings",
+            "ratings",
+            "v1",
+        ),
+        (
+            "details-v1-0",
+            "10.244.0.40",
+            "bookinfo-details",
+            "details",
+            "v1",
+        ),
+    ];
+    for (name, ip, sa, app, version) in pods {
+        kube.ready_pod(
+            "default",
+            name,
+            ip,
+            sa,
+            &[
+                ("app", app),
+                ("version", version),
+                ("security.istio.io/tlsMode", "istio"),
+            ],
+        );
+    }
+    assert!(
+        kube.wait_for(
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                "default",
+                "-l",
+                "kubernetes.io/service-name=reviews",
+                "-o",
+                "json"
+            ],
+            Duration::from_secs(30),
+            |out| ["10.244.0.21", "10.244.0.22", "10.244.0.23"]
+                .iter()
+                .all(|ip| out.contains(ip)),
+        ),
+        "the EndpointSlice controller lists the three reviews pods"
+    );
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+    rt.block_on(bowline.start());
+    let spec = ProxySpec::sidecar(
+        "productpage-v1-0",
+        "default",
+        "10.244.0.10".parse().unwrap(),
+    )
+    .label("app", "productpage")
+    .label("version", "v1")
+    .service_account("bookinfo-productpage");
+    let envoy = rt.block_on(Envoy::start(&envoy_bin, &bowline, spec));
+
+    // The reviews cluster with the three pods' endpoints.
+    let want = vec![
+        "10.244.0.21:9080".to_string(),
+        "10.244.0.22:9080".to_string(),
+        "10.244.0.23:9080".to_string(),
+    ];
+    let got = rt.block_on(common::poll(Duration::from_secs(30), async || {
+        let e = envoy_endpoints(&envoy, REVIEWS).await;
+        if e == want {
+            Ok(e)
+        } else {
+            Err(format!("{e:?}"))
+        }
+    }));
+    assert_eq!(
+        got,
+        Ok(want),
+        "Envoy's endpoints of {REVIEWS}\n{}",
+        bowline.log_tail()
+    );
+    assert!(!rt.block_on(weighted_reviews(&envoy)));
+
+    // A VirtualService applied with kubectl changes the routes; deleting it reverts them.
+    let networking = corpus.join("samples/bookinfo/networking");
+    kube.kubectl(&[
+        "apply",
+        "-f",
+        &networking
+            .join("destination-rule-all.yaml")
+            .display()
+            .to_string(),
+    ]);
+    kube.kubectl(&[
+        "apply",
+        "-f",
+        &networking
+            .join("virtual-service-reviews-80-20.yaml")
+            .display()
+            .to_string(),
+    ]);
+    let weighted = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        weighted_reviews(&envoy).await
+    }));
+    assert!(
+        weighted,
+        "80/20 routes after kubectl apply\n{}",
+        bowline.log_tail()
+    );
+    kube.kubectl(&["delete", "virtualservice", "reviews", "-n", "default"]);
+    let reverted = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        !weighted_reviews(&envoy).await
+    }));
+    assert!(reverted, "routes revert after kubectl delete");
+
+    // Scaling up: a new ready Pod reaches Envoy as an endpoint, with no cluster push.
+    let cds_before = rt.block_on(envoy_stat(&envoy, "cluster_manager.cds.update_success"));
+    kube.ready_pod(
+        "default",
+        "reviews-v3-1",
+        "10.244.0.24",
+        "bookinfo-reviews",
+        &[
+            ("app", "reviews"),
+            ("version", "v3"),
+            ("security.istio.io/tlsMode", "istio"),
+        ],
+    );
+    let scaled = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        envoy_endpoints(&envoy, REVIEWS)
+            .await
+            .contains(&"10.244.0.24:9080".to_string())
+    }));
+    assert!(scaled, "the new pod is an endpoint of {REVIEWS}");
+    let cds_after = rt.block_on(envoy_stat(&envoy, "cluster_manager.cds.update_success"));
+    assert_eq!(
+        cds_before, cds_after,
+        "an endpoint change pushes no clusters"
+    );
+
+    // A projected service-account token (audience istio-ca) proves the identity on the TLS
+    // port: bowline checks it with TokenReview and hands that service account's certificate
+    // over SDS.
+    let token = kube.kubectl(&[
+        "create",
+        "token",
+        "bookinfo-reviews",
+        "-n",
+        "default",
+        "--audience",
+        "istio-ca",
+        "--duration",
+        "1h",
+    ]);
+    let token_file = kube.dir().join("reviews-token");
+    std::fs::write(&token_file, token.trim()).expect("token file");
+    let spec = ProxySpec::sidecar("reviews-v1-0", "default", "10.244.0.21".parse().unwrap())
+        .label("app", "reviews")
+        .label("version", "v1")
+        .service_account("bookinfo-reviews")
+        .xds_addr(&bowline.xds_tls_addr.to_string())
+        .bootstrap_arg("--token-file")
+        .bootstrap_arg(&token_file.display().to_string())
+        .bootstrap_arg("--ca-dir")
+        .bootstrap_arg(&bowline.ca_dir.display().to_string());
+    let reviews = rt.block_on(Envoy::start(&envoy_bin, &bowline, spec));
+    let certified = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        reviews
+            .admin("/certs")
+            .await
+            .unwrap_or_default()
+            .contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+    }));
+    assert!(
+        certified,
+        "the reviews sidecar holds its workload certificate\n{}",
+        bowline.log_tail()
+    );
+    // The same token is a credential for the CA service too; a token for another audience,
+    // or no Kubernetes token at all, is not.
+    let (chain, _) = rt
+        .block_on(common::tls::create_certificate(
+            bowline.xds_addr,
+            token.trim(),
+        ))
+        .expect("a certificate for the projected token");
+    let leaf = common::tls::certs(&chain[0]);
+    assert_eq!(
+        common::tls::uri_sans(&leaf[0]),
+        vec!["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]
+    );
+    let other = kube.kubectl(&[
+        "create",
+        "token",
+        "bookinfo-reviews",
+        "-n",
+        "default",
+        "--audience",
+        "other",
+    ]);
+    for bad in [other.trim(), "not-a-token"] {
+        let refused = rt.block_on(common::tls::create_certificate(bowline.xds_addr, bad));
+        assert_eq!(
+            refused.err().map(|s| s.code()),
+            Some(tonic::Code::Unauthenticated),
+            "a token that does not verify gets no certificate"
+        );
+    }
+    drop(reviews);
+    drop(envoy);
+}
+
+/// The documents of a corpus file, `_err` stripped.
+fn documents(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("corpus file");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("corpus YAML");
+    docs.into_iter()
+        .filter(|d| !d.is_null())
+        .map(|mut d| {
+            if let Some(m) = d.as_object_mut() {
+                m.remove("_err");
+            }
+            d
+        })
+        .collect()
+}
+
+fn modeled(doc: &serde_json::Value) -> bool {
+    let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    bowline::model::Kind::ALL.iter().any(|k| k.as_str() == kind)
+}
+
+#[test]
+fn validation_webhook_with_kubectl() {
+    let Some(corpus) = common::istio_corpus() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    istio_crds(&kube);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    let webhook = net.addr(1, 15017);
+    bowline.extra_args = vec!["--webhook-addr".into(), webhook.to_string()];
+    rt.block_on(bowline.start());
+    let root = std::fs::read(bowline.ca_dir.join("root-cert.pem")).expect("bowline's root");
+    use base64::Engine;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(root);
+    kube.apply(&format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: bowline-validator}}
+webhooks:
+- name: validation.istio.io
+  clientConfig: {{url: "https://{webhook}/validate", caBundle: {ca_bundle}}}
+  rules:
+  - apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+    apiVersions: ["*"]
+    operations: [CREATE, UPDATE]
+    resources: ["*"]
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"#
+    ));
+
+    let mut files: Vec<_> = std::fs::read_dir(corpus.join("validation"))
+        .expect("validation corpus")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let (mut denied_by_webhook, mut denied_by_schema, mut admitted) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let invalid = name.ends_with("-invalid.yaml");
+        for doc in documents(&file).into_iter().filter(modeled) {
+            let what = format!(
+                "{name}: {}/{}",
+                doc["kind"].as_str().unwrap_or("?"),
+                doc.pointer("/metadata/name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("?")
+            );
+            let json = doc.to_string();
+            // The first attempt may race the webhook registration reaching the API server.
+            let mut out = kube.kubectl_raw(&["create", "-f", "-"], Some(&json));
+            for _ in 0..20 {
+                let err = String::from_utf8_lossy(&out.stderr).to_string();
+                if out.status.success() || !err.contains("failed calling webhook") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+                out = kube.kubectl_raw(&["create", "-f", "-"], Some(&json));
+            }
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            match (invalid, out.status.success()) {
+                (true, false) if err.contains("denied the request") => denied_by_webhook += 1,
+                (true, false) => denied_by_schema += 1,
+                (true, true) => failures.push(format!("{what}: admitted, should be denied")),
+                (false, true) => admitted += 1,
+                (false, false) => failures.push(format!("{what}: denied: {err}")),
+            }
+            if out.status.success() {
+                kube.kubectl_raw(&["delete", "-f", "-"], Some(&json));
+            }
+        }
+    }
+    println!(
+        "validation corpus via kubectl: {admitted} valid admitted, {denied_by_webhook} invalid denied by bowline's webhook, {denied_by_schema} by the CRD schema"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // bowline's CRDs keep every field: bowline's validation is what denies.
+    assert_eq!(denied_by_schema, 0);
+    assert!(admitted > 0 && denied_by_webhook > 0);
+}
+
+#[test]
+fn manifests_install_and_bowline_publishes_its_root() {
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/");
+    // The CRDs must be established before the rest is applied in the same run.
+    istio_crds(&kube);
+    kube.kubectl(&["apply", "-f", manifests]);
+    for (kind, name) in [
+        ("service", "istiod"),
+        ("deployment", "istiod"),
+        ("configmap", "istio"),
+        ("serviceaccount", "istiod"),
+    ] {
+        kube.kubectl(&["get", "-n", "istio-system", kind, name]);
+    }
+    let ports = kube.kubectl(&[
+        "get",
+        "service",
+        "istiod",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={range .spec.ports[*]}{.port}:{.targetPort} {end}",
+    ]);
+    assert_eq!(
+        ports.trim(),
+        "15010:15010 15012:15012 15014:15014 443:15017"
+    );
+
+    // bowline in Kubernetes mode with its webhooks: it writes its root into the webhook
+    // configuration (failure policy Fail) and into every namespace's istio-ca-root-cert.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec![
+        "--kubeconfig".into(),
+        kube.kubeconfig.display().to_string(),
+        "--webhook-addr".into(),
+        net.addr(1, 15017).to_string(),
+    ];
+    rt.block_on(bowline.start());
+    let root = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+    use base64::Engine;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&root);
+    let webhook = [
+        "get",
+        "validatingwebhookconfiguration",
+        "istio-validator-istio-system",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle} {.webhooks[0].failurePolicy}",
+    ];
+    assert!(
+        kube.wait_for(&webhook, Duration::from_secs(30), |out| out.trim()
+            == format!("{bundle} Fail")),
+        "caBundle and failure policy: {}\n{}",
+        kube.kubectl(&webhook),
+        bowline.log_tail()
+    );
+    let configmap = [
+        "get",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ];
+    assert!(
+        kube.wait_for(&configmap, Duration::from_secs(30), |out| out == root),
+        "istio-ca-root-cert in default"
+    );
+}
