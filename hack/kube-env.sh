@@ -22,6 +22,8 @@
 #                                 prints the path of the admin kubeconfig, DIR/kubeconfig
 #   hack/kube-env.sh stop DIR     stop what `start DIR` started (TERM, then KILL), remove the pids
 #   hack/kube-env.sh env DIR      print shell assignments for a started DIR (KUBECONFIG, ports, ...)
+#   hack/kube-env.sh apiserver-stop DIR, apiserver-start DIR
+#                                 stop only kube-apiserver (an outage), start it again as before
 # Progress goes to stderr, the one path to stdout: KUBECONFIG="$(hack/kube-env.sh start "$d")".
 #
 # What `start` sets up:
@@ -248,6 +250,14 @@ pid_alive() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/" || return 1
 }
 
+# Whether process $1 runs (a zombie, killed but not yet reaped by whoever adopted it, does not).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+    [ "$state" != Z ]
+}
+
 # Sends TERM to the components named in $2.. of DIR $1 at once, waits up to 10s for them to
 # exit, then KILLs what is left; removes their pid files.
 stop_components() {
@@ -263,7 +273,7 @@ stop_components() {
     done
     for _ in $(seq 1 100); do
         alive=""
-        for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive+=" $pid"; done
+        for pid in $pids; do running "$pid" && alive+=" $pid"; done
         pids="$alive"
         [ -n "$pids" ] || break
         sleep 0.1
@@ -272,7 +282,7 @@ stop_components() {
         log "pids$pids did not stop in 10s, killing them"
         for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
         sleep 0.5
-        for pid in $pids; do kill -0 "$pid" 2>/dev/null && die "could not stop pid $pid"; done
+        for pid in $pids; do running "$pid" && die "could not stop pid $pid"; done
     fi
     for name in "$@"; do rm -f "$dir/$name.pid"; done
 }
@@ -293,8 +303,38 @@ stop() {
 launch() {
     local dir="$1" name="$2"
     shift 2
-    setsid "$BIN/$name" "$@" >"$dir/$name.log" 2>&1 </dev/null &
+    # The command line, one argument per line, for `apiserver-start`.
+    printf '%s\n' "$@" >"$dir/$name.args"
+    setsid "$BIN/$name" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
     echo $! >"$dir/$name.pid"
+}
+
+# Kills only the kube-apiserver of DIR (an outage: etcd and the data stay).
+apiserver_stop() {
+    local dir="$1" pid
+    [ -d "$dir" ] || die "no such directory: $dir"
+    pid_alive "$dir/kube-apiserver.pid" || die "kube-apiserver is not running for $dir"
+    pid="$(cat "$dir/kube-apiserver.pid")"
+    log "killing kube-apiserver (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do running "$pid" || break; sleep 0.1; done
+    running "$pid" && die "could not stop pid $pid"
+    rm -f "$dir/kube-apiserver.pid"
+}
+
+# Starts the kube-apiserver of DIR again with the command line it was first started with, and
+# waits for /readyz.
+apiserver_start() {
+    local dir="$1" args=() line
+    [ -f "$dir/kube-apiserver.args" ] || die "no $dir/kube-apiserver.args: was \`$0 start $dir\` run?"
+    pid_alive "$dir/kube-apiserver.pid" && die "kube-apiserver is already running for $dir"
+    while IFS= read -r line; do args+=("$line"); done <"$dir/kube-apiserver.args"
+    # shellcheck disable=SC1091
+    . "$dir/env"
+    launch "$dir" kube-apiserver "${args[@]}"
+    wait_for "$dir" kube-apiserver "ready" \
+        curl -fsS --cacert "$KUBE_ENV_CA" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
+        "$KUBE_ENV_APISERVER/readyz"
 }
 
 # Fails `start` loudly: the log tail of component $1, then everything started is stopped.
@@ -514,6 +554,14 @@ start)
 stop)
     [ $# -eq 2 ] || usage
     stop "$2"
+    ;;
+apiserver-stop)
+    [ $# -eq 2 ] || usage
+    apiserver_stop "$2"
+    ;;
+apiserver-start)
+    [ $# -eq 2 ] || usage
+    apiserver_start "$2"
     ;;
 env)
     [ $# -eq 2 ] || usage

@@ -12,7 +12,9 @@
 //! - with bowline's CRDs (manifests/crds.yaml, which leave validation to the webhook), the
 //!   validating webhook registered with the API server denies every document of Istio's
 //!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
-//!   every `*-valid.yaml` document.
+//!   every `*-valid.yaml` document;
+//! - the API server stopped for 30 s: bowline keeps serving the last configuration, then its
+//!   watchers resync and changes made afterwards reach Envoy.
 
 mod common;
 
@@ -184,7 +186,8 @@ fn bookinfo_from_the_api_server() {
     )
     .label("app", "productpage")
     .label("version", "v1")
-    .service_account("bookinfo-productpage");
+    .service_account("bookinfo-productpage")
+    .interception("REDIRECT");
     let envoy = rt.block_on(Envoy::start(&envoy_bin, &bowline, spec));
 
     // The reviews cluster with the three pods' endpoints.
@@ -208,6 +211,10 @@ fn bookinfo_from_the_api_server() {
         bowline.log_tail()
     );
     assert!(!rt.block_on(weighted_reviews(&envoy)));
+    let synced = rt
+        .block_on(bowline.wait_synced("productpage-v1-0.default", Duration::from_secs(30)))
+        .expect("productpage's sidecar in sync");
+    assert_eq!(synced.nacks().len(), 0, "no NACK: {:?}", synced.nacks());
 
     // A VirtualService applied with kubectl changes the routes; deleting it reverts them.
     let networking = corpus.join("samples/bookinfo/networking");
@@ -522,4 +529,88 @@ fn manifests_install_and_bowline_publishes_its_root() {
         kube.wait_for(&configmap, Duration::from_secs(30), |out| out == root),
         "istio-ca-root-cert in default"
     );
+}
+
+#[test]
+fn api_server_outage_keeps_the_last_config_then_resyncs() {
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    istio_crds(&kube);
+    kube.node("node-1");
+    kube.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: default}\n\
+         spec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: 9080}]\n",
+    );
+    kube.ready_pod(
+        "default",
+        "echo-0",
+        "10.244.1.10",
+        "default",
+        &[("app", "echo")],
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+    rt.block_on(bowline.start());
+    // Captured traffic (REDIRECT): listeners for service VIPs are not bound to the VIPs.
+    let spec = ProxySpec::sidecar("client-0", "default", "10.244.1.1".parse().unwrap())
+        .label("app", "client")
+        .interception("REDIRECT");
+    let envoy = rt.block_on(Envoy::start(&envoy_bin, &bowline, spec));
+    const ECHO: &str = "outbound|80||echo.default.svc.cluster.local";
+    let first = vec!["10.244.1.10:9080".to_string()];
+    let ok = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        envoy_endpoints(&envoy, ECHO).await == first
+    }));
+    assert!(ok, "echo's endpoint\n{}", bowline.log_tail());
+
+    // 30 s without an API server: bowline keeps running and Envoy keeps its configuration.
+    kube.apiserver_stop();
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(rt.block_on(envoy_endpoints(&envoy, ECHO)), first);
+        let ready = rt.block_on(common::admin_get(bowline.admin_addr, "/ready"));
+        assert!(
+            matches!(ready, Ok(ref r) if r.status == 200),
+            "bowline stays up during the outage\n{}",
+            bowline.log_tail()
+        );
+    }
+
+    // Back: the watchers resync, and changes made now reach Envoy.
+    kube.apiserver_start();
+    kube.ready_pod(
+        "default",
+        "echo-1",
+        "10.244.1.11",
+        "default",
+        &[("app", "echo")],
+    );
+    kube.apply(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo, namespace: default}\n\
+         spec:\n  hosts: [echo]\n  http:\n  - match: [{uri: {prefix: /after-outage}}]\n    route: [{destination: {host: echo}}]\n  - route: [{destination: {host: echo}}]\n",
+    );
+    let both = vec![
+        "10.244.1.10:9080".to_string(),
+        "10.244.1.11:9080".to_string(),
+    ];
+    let resynced = rt.block_on(common::wait_until(Duration::from_secs(90), async || {
+        let routes = envoy
+            .admin("/config_dump?resource=dynamic_route_configs")
+            .await
+            .unwrap_or_default();
+        routes.contains("/after-outage") && envoy_endpoints(&envoy, ECHO).await == both
+    }));
+    assert!(
+        resynced,
+        "changes after the outage reach Envoy\n{}",
+        bowline.log_tail()
+    );
+    drop(envoy);
 }

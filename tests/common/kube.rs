@@ -74,6 +74,30 @@ impl KubeEnv {
         self.dir.path()
     }
 
+    /// Stops only kube-apiserver (an outage; etcd keeps the data).
+    pub fn apiserver_stop(&self) {
+        self.script("apiserver-stop");
+    }
+
+    /// Starts kube-apiserver again as it was first started; returns once it is ready.
+    pub fn apiserver_start(&self) {
+        self.script("apiserver-start");
+    }
+
+    fn script(&self, command: &str) {
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg(command)
+            .arg(self.dir.path())
+            .output()
+            .expect("run hack/kube-env.sh");
+        assert!(
+            out.status.success(),
+            "hack/kube-env.sh {command} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs kubectl with the admin kubeconfig, `stdin` piped in.
     pub fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
