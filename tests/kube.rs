@@ -13,6 +13,8 @@
 //!   validating webhook registered with the API server denies every document of Istio's
 //!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
 //!   every `*-valid.yaml` document;
+//! - manifests/ installs; bowline publishes its root (webhook caBundle, istio-ca-root-cert)
+//!   while it holds the `bowline-leader` Lease, and a second replica takes over when it dies;
 //! - the API server stopped for 30 s: bowline keeps serving the last configuration, then its
 //!   watchers resync and changes made afterwards reach Envoy.
 
@@ -528,6 +530,53 @@ fn manifests_install_and_bowline_publishes_its_root() {
     assert!(
         kube.wait_for(&configmap, Duration::from_secs(30), |out| out == root),
         "istio-ca-root-cert in default"
+    );
+
+    // One replica writes at a time: a second bowline (with a root of its own) waits for the
+    // Lease and takes over when the first one dies.
+    let holder = [
+        "get",
+        "lease",
+        "bowline-leader",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ];
+    let first_id = format!("-{}", bowline.pid().expect("pid"));
+    assert!(
+        kube.wait_for(&holder, Duration::from_secs(30), |out| out
+            .ends_with(&first_id)),
+        "the first bowline holds the lease: {}",
+        kube.kubectl(&holder)
+    );
+    let net2 = Net::new();
+    let mut second = Bowline::new(&net2);
+    second.extra_args = bowline.extra_args.clone();
+    second.extra_args[3] = net2.addr(1, 15017).to_string();
+    rt.block_on(second.start());
+    let second_root =
+        std::fs::read_to_string(second.ca_dir.join("root-cert.pem")).expect("second root");
+    assert_ne!(second_root, root);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        kube.kubectl(&holder).ends_with(&first_id),
+        "the lease stays with its holder"
+    );
+    assert_eq!(kube.kubectl(&configmap), root, "only the leader writes");
+    bowline.kill();
+    let second_id = format!("-{}", second.pid().expect("pid"));
+    assert!(
+        kube.wait_for(&holder, Duration::from_secs(60), |out| out
+            .ends_with(&second_id)),
+        "the second bowline takes the lease: {}\n{}",
+        kube.kubectl(&holder),
+        second.log_tail()
+    );
+    assert!(
+        kube.wait_for(&configmap, Duration::from_secs(30), |out| out
+            == second_root),
+        "the new leader publishes its root"
     );
 }
 

@@ -245,8 +245,9 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
         None
     };
     let kube_tasks = if let Some(client) = kube_client.clone() {
-        let mut tasks = vec![tokio::spawn(crate::webhook::publish::run(
+        let mut tasks = vec![tokio::spawn(crate::webhook::publish::lead(
             client.clone(),
+            args.system_namespace.clone(),
             args.webhook_addr.map(|_| {
                 args.webhook_config
                     .clone()

@@ -4,9 +4,10 @@
 //! ConfigMap (key `root-cert.pem`) in every namespace, where Istio's agents and workloads read
 //! the mesh's trust anchor.
 //!
-//! Contract: both are reconciled every `PERIOD` (and at start) until the task is dropped;
-//! failures are logged and retried, never fatal. Writes are idempotent, so replicas that share
-//! a CA agree.
+//! Contract: one replica at a time writes: the holder of the Lease `LEASE_NAME` in the system
+//! namespace (kube-lease-manager; a holder that stops renewing loses it after
+//! `LEASE_DURATION`). While it leads, both are reconciled every `PERIOD` (and at once when it
+//! becomes leader); failures are logged and retried, never fatal. Every replica serves xDS.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,11 +19,73 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 const PERIOD: Duration = Duration::from_secs(30);
 
+/// The Lease replicas compete for.
+pub const LEASE_NAME: &str = "bowline-leader";
+/// Seconds a Lease is held without renewal; renewed `LEASE_GRACE` seconds before it ends.
+const LEASE_DURATION: u64 = 15;
+const LEASE_GRACE: u64 = 5;
+
+/// This replica's name in the Lease: the pod name (`POD_NAME`), else the host name, with the
+/// process id.
+pub fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "bowline".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Competes for the Lease in `namespace` and, while this replica holds it, keeps the root
+/// published. Returns only if the Lease cannot be used at all.
+pub async fn lead(
+    client: kube::Client,
+    namespace: String,
+    webhook_config: Option<String>,
+    root_pem: String,
+) {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(namespace.clone())
+        .with_identity(identity())
+        .with_duration(LEASE_DURATION)
+        .with_grace(LEASE_GRACE)
+        .build()
+        .await;
+    let manager = match manager {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(lease = %format!("{namespace}/{LEASE_NAME}"), error = %e, "leader election unavailable; not publishing the root");
+            return;
+        }
+    };
+    let (mut leader, task) = manager.watch().await;
+    loop {
+        if *leader.borrow_and_update() {
+            tracing::info!(identity = %identity(), "leading: publishing the root certificate");
+            tokio::select! {
+                _ = run(client.clone(), webhook_config.clone(), root_pem.clone()) => {}
+                changed = leader.changed() => if changed.is_err() { break },
+            }
+            tracing::info!("no longer leading");
+        } else if leader.changed().await.is_err() {
+            break;
+        }
+    }
+    drop(leader);
+    if let Ok(Err(e)) = task.await {
+        tracing::error!(error = %e, "leader election ended");
+    }
+}
+
 /// The ConfigMap istiod publishes the root certificate in.
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 
-/// Keeps `root_pem` in the webhook configuration `name` and in every namespace.
-pub async fn run(client: kube::Client, webhook_config: Option<String>, root_pem: String) {
+/// Keeps `root_pem` in the webhook configuration `name` and in every namespace (forever).
+async fn run(client: kube::Client, webhook_config: Option<String>, root_pem: String) {
     loop {
         if let Some(name) = &webhook_config
             && let Err(e) = ca_bundle(&client, name, &root_pem).await
