@@ -16,7 +16,8 @@
 //! - manifests/ installs; bowline publishes its root (webhook caBundle, istio-ca-root-cert)
 //!   while it holds the `bowline-leader` Lease, and a second replica takes over when it dies;
 //! - the API server stopped for 30 s: bowline keeps serving the last configuration, then its
-//!   watchers resync and changes made afterwards reach Envoy.
+//!   watchers resync and changes made afterwards reach Envoy;
+//! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it.
 
 mod common;
 
@@ -662,4 +663,52 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
         bowline.log_tail()
     );
     drop(envoy);
+}
+
+#[test]
+fn cluster_ca_is_one_root_for_every_replica() {
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    kube.kubectl(&["create", "namespace", "istio-system"]);
+    kube.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: app, namespace: default}\n");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Two replicas without --ca-dir: the first creates istio-ca-secret, the second uses it.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let net = Net::new();
+        let mut bowline = Bowline::new(&net);
+        bowline.pass_ca_dir = false;
+        bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+        rt.block_on(bowline.start());
+        replicas.push((net, bowline));
+    }
+    let secret = kube.kubectl(&[
+        "get",
+        "secret",
+        "istio-ca-secret",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.data.ca-cert\\.pem}",
+    ]);
+    use base64::Engine;
+    let root_pem = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .expect("base64");
+    let root = common::tls::certs(&String::from_utf8_lossy(&root_pem));
+    let token = kube.kubectl(&["create", "token", "app", "--audience", "istio-ca"]);
+    for (_, bowline) in &replicas {
+        let (chain, _) = rt
+            .block_on(common::tls::create_certificate(
+                bowline.xds_addr,
+                token.trim(),
+            ))
+            .expect("a certificate");
+        let last = common::tls::certs(chain.last().expect("chain"));
+        assert_eq!(
+            last, root,
+            "every replica signs under the root in istio-ca-secret"
+        );
+    }
 }

@@ -15,6 +15,7 @@
 pub mod authn;
 mod keys;
 pub mod pem;
+pub mod secret;
 pub mod service;
 pub mod token;
 pub mod tokenreview;
@@ -69,6 +70,8 @@ pub enum CaError {
     Sign(String),
     #[error("certificate signing request: {0}")]
     Csr(String),
+    #[error("CA secret {secret}: {message}")]
+    Secret { secret: String, message: String },
 }
 
 fn file_error(path: &Path, message: impl Into<String>) -> CaError {
@@ -178,6 +181,24 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+/// The PEM texts of Istio's cacerts layout. The key is secret: `Debug` does not print it.
+#[derive(Clone)]
+pub struct CaFiles {
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub root_cert: String,
+    pub cert_chain: String,
+}
+
+impl std::fmt::Debug for CaFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaFiles")
+            .field("ca_cert", &self.ca_cert)
+            .field("ca_key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
 /// How to set up the CA.
 #[derive(Debug, Clone)]
 pub struct CaOptions {
@@ -205,10 +226,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Certificates of a PEM file, as DER.
-fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
-    let blocks = pem::parse(&text).map_err(|e| file_error(path, e))?;
+/// Certificates of a PEM text, as DER; `path` names it in errors.
+fn parse_certs(path: &Path, text: &str) -> Result<Vec<Vec<u8>>, CaError> {
+    let blocks = pem::parse(text).map_err(|e| file_error(path, e))?;
     let certs: Vec<Vec<u8>> = blocks
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
@@ -285,33 +305,57 @@ impl Ca {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| file_error(&path, e.to_string()))
         };
+        let files = CaFiles {
+            ca_cert: read(CA_CERT)?,
+            ca_key: read(CA_KEY)?,
+            root_cert: read(ROOT_CERT)?,
+            cert_chain: read(CERT_CHAIN)?,
+        };
+        let mut ca = Ca::from_files(options, &files, dir)?;
+        ca.token_key = Some(Arc::new(token::TokenKey::load_or_create(
+            &dir.join(TOKEN_KEY),
+        )?));
+        Ok(ca)
+    }
+
+    /// A CA from the four PEM texts of Istio's cacerts layout, wherever they were read
+    /// (`origin` names the place in errors: a directory, or a Secret). The token key is
+    /// generated (kept in memory).
+    pub fn from_files(options: &CaOptions, files: &CaFiles, origin: &Path) -> Result<Ca, CaError> {
         // Check each file on its own first, so an error names the file.
-        let ca_der = read_certs(&dir.join(CA_CERT))?;
-        read_certs(&dir.join(ROOT_CERT))?;
-        let chain_der = read_certs(&dir.join(CERT_CHAIN))?;
-        let key_path = dir.join(CA_KEY);
-        let key = keys::read_key(&key_path, &read(CA_KEY)?)?;
+        let ca_der = parse_certs(&origin.join(CA_CERT), &files.ca_cert)?;
+        parse_certs(&origin.join(ROOT_CERT), &files.root_cert)?;
+        let chain_der = parse_certs(&origin.join(CERT_CHAIN), &files.cert_chain)?;
+        let key = keys::read_key(&origin.join(CA_KEY), &files.ca_key)?;
         let chain_pem: String = chain_der
             .iter()
             .map(|d| pem::encode("CERTIFICATE", d))
             .collect();
         let ca_pem = pem::encode("CERTIFICATE", &ca_der[0]);
-        let mut ca =
-            Ca::from_parts(options, &ca_pem, key, &chain_pem, &read(ROOT_CERT)?).map_err(|e| {
-                match e {
-                    CaError::Chain(m) => CaError::Chain(format!("{}: {m}", dir.display())),
-                    other => other,
-                }
-            })?;
+        let mut ca = Ca::from_parts(options, &ca_pem, key, &chain_pem, &files.root_cert).map_err(
+            |e| match e {
+                CaError::Chain(m) => CaError::Chain(format!("{}: {m}", origin.display())),
+                other => other,
+            },
+        )?;
         ca.source = if ca.intermediates_pem.is_empty() {
             RootSource::SelfSigned
         } else {
             RootSource::PluggedIn
         };
-        ca.token_key = Some(Arc::new(token::TokenKey::load_or_create(
-            &dir.join(TOKEN_KEY),
-        )?));
+        ca.token_key = Some(Arc::new(token::TokenKey::generate()?));
         Ok(ca)
+    }
+
+    /// A new self-signed root in the cacerts layout (for a store other than a directory).
+    pub fn new_root_files(trust_domain: &str) -> Result<CaFiles, CaError> {
+        let (ca_pem, key) = self_signed_root(trust_domain)?;
+        Ok(CaFiles {
+            ca_cert: ca_pem.clone(),
+            ca_key: String::from_utf8_lossy(key.expose()).into_owned(),
+            root_cert: ca_pem.clone(),
+            cert_chain: ca_pem,
+        })
     }
 
     /// Builds and checks a CA from PEM parts: the signing certificate, its key, the chain from

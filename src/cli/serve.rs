@@ -175,24 +175,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let ca = Ca::load(&CaOptions {
-        dir: args.ca_dir.clone(),
-        trust_domain: mesh.trust_domain.clone(),
-        workload_ttl: args.workload_cert_ttl,
-    })
-    .context("--ca-dir")?;
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let options = CaOptions {
+        dir: args.ca_dir.clone(),
+        trust_domain: mesh.trust_domain.clone(),
+        workload_ttl: args.workload_cert_ttl,
+    };
+    // In a cluster without --ca-dir the root lives in a Secret, shared by replicas and
+    // restarts (istiod's `cacerts`, else `istio-ca-secret`).
+    let ca = if args.ca_dir.is_none() && kube_mode(&args) {
+        runtime
+            .block_on(async {
+                let client = kube::client(args.kubeconfig.as_deref()).await?;
+                crate::ca::secret::load(client, &args.system_namespace, &options)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .context("the CA from the cluster")?
+    } else {
+        Ca::load(&options).context("--ca-dir")?
+    };
     tracing::info!(
         source = ?ca.source(),
         trust_domain = ca.trust_domain(),
         workload_cert_ttl = ?ca.workload_ttl(),
         "certificate authority ready"
     );
-    if args.ca_dir.is_none() {
+    if args.ca_dir.is_none() && !kube_mode(&args) {
         tracing::warn!(
             "no --ca-dir: the root CA lives in memory only; certificates do not survive a restart and tokens cannot be issued"
         );

@@ -347,6 +347,8 @@ pub struct Bowline {
     pub ca_dir: PathBuf,
     /// More `bowline serve` arguments.
     pub extra_args: Vec<String>,
+    /// Pass `--ca-dir` (true unless a test wants the CA from elsewhere).
+    pub pass_ca_dir: bool,
     log: PathBuf,
     proc: Option<Proc>,
     mesh_config: Option<PathBuf>,
@@ -371,6 +373,7 @@ impl Bowline {
             admin_addr: net.addr(1, 15014),
             ca_dir: dir.path().join("ca"),
             extra_args: Vec::new(),
+            pass_ca_dir: true,
             log,
             proc: None,
             mesh_config: None,
@@ -445,13 +448,14 @@ impl Bowline {
             .arg(self.admin_addr.to_string())
             .arg("--xds-tls-addr")
             .arg(self.xds_tls_addr.to_string())
-            .arg("--ca-dir")
-            .arg(&self.ca_dir)
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
         if let Some(mesh) = &self.mesh_config {
             cmd.arg("--mesh-config").arg(mesh);
+        }
+        if self.pass_ca_dir {
+            cmd.arg("--ca-dir").arg(&self.ca_dir);
         }
         self.proc = Some(Proc::spawn("bowline", &mut cmd, &self.log).quiet());
         let admin = self.admin_addr;
