@@ -12,11 +12,13 @@
 //! - with bowline's CRDs (manifests/crds.yaml, which leave validation to the webhook), the
 //!   validating webhook registered with the API server denies every document of Istio's
 //!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
-//!   every `*-valid.yaml` document;
+//!   every `*-valid.yaml` document; every Istio document of `samples/` and `testdata-config/`
+//!   is admitted;
 //! - manifests/ installs; bowline publishes its root (webhook caBundle, istio-ca-root-cert)
 //!   while it holds the `bowline-leader` Lease, and a second replica takes over when it dies;
-//! - the API server stopped for 30 s: bowline keeps serving the last configuration, then its
-//!   watchers resync and changes made afterwards reach Envoy;
+//! - bowline cut off from the API server for 30 s while changes are made: it keeps serving the
+//!   last configuration and the changes arrive once it is reconnected; the API server itself
+//!   stopped for 30 s: the watchers resync after its restart;
 //! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it.
 
 mod common;
@@ -24,7 +26,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::kube::KubeEnv;
+use common::kube::{KubeEnv, Partition};
 use common::{Bowline, Envoy, Net, ProxySpec};
 
 const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
@@ -457,6 +459,66 @@ webhooks:
     // bowline's CRDs keep every field: bowline's validation is what denies.
     assert_eq!(denied_by_schema, 0);
     assert!(admitted > 0 && denied_by_webhook > 0);
+
+    // Every Istio document of the samples and of Istio's test configs is admitted, through
+    // bowline's CRDs and webhook, whether or not bowline models its kind.
+    let mut sample_files = Vec::new();
+    let mut dirs = vec![corpus.join("samples"), corpus.join("testdata-config")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("corpus dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                sample_files.push(path);
+            }
+        }
+    }
+    sample_files.sort();
+    let mut created_namespaces = std::collections::BTreeSet::new();
+    let mut samples = 0;
+    for file in sample_files {
+        let text = std::fs::read_to_string(&file).expect("sample");
+        let Ok(docs) = serde_saphyr::from_multiple::<serde_json::Value>(&text) else {
+            continue; // Go templates and other non-YAML files.
+        };
+        for doc in docs.into_iter().filter(|d| {
+            d["apiVersion"].as_str().is_some_and(|v| {
+                v.split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .ends_with(".istio.io")
+            })
+        }) {
+            if let Some(ns) = doc.pointer("/metadata/namespace").and_then(|n| n.as_str())
+                && created_namespaces.insert(ns.to_string())
+            {
+                kube.kubectl_raw(&["create", "namespace", ns], None);
+            }
+            let json = doc.to_string();
+            // Apply: documents that share a name across files replace each other.
+            let out = kube.kubectl_raw(&["apply", "-f", "-"], Some(&json));
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            if out.status.success() {
+                samples += 1;
+            } else {
+                failures.push(format!("{}: {}: {err}", file.display(), describe(&doc)));
+            }
+        }
+    }
+    println!("samples and test configs via kubectl: {samples} Istio documents admitted");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(samples > 100, "{samples}");
+}
+
+fn describe(doc: &serde_json::Value) -> String {
+    format!(
+        "{}/{}",
+        doc["kind"].as_str().unwrap_or("?"),
+        doc.pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?")
+    )
 }
 
 #[test]
@@ -603,9 +665,14 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
         &[("app", "echo")],
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // bowline reaches the API server through a forwarder the test can cut.
+    let partition = rt.block_on(Partition::start(kube.apiserver_addr()));
     let net = Net::new();
     let mut bowline = Bowline::new(&net);
-    bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+    bowline.extra_args = vec![
+        "--kubeconfig".into(),
+        kube.kubeconfig_via(partition.addr).display().to_string(),
+    ];
     rt.block_on(bowline.start());
     // Captured traffic (REDIRECT): listeners for service VIPs are not bound to the VIPs.
     let spec = ProxySpec::sidecar("client-0", "default", "10.244.1.1".parse().unwrap())
@@ -613,28 +680,45 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
         .interception("REDIRECT");
     let envoy = rt.block_on(Envoy::start(&envoy_bin, &bowline, spec));
     const ECHO: &str = "outbound|80||echo.default.svc.cluster.local";
-    let first = vec!["10.244.1.10:9080".to_string()];
+    let endpoints =
+        |ips: &[&str]| -> Vec<String> { ips.iter().map(|ip| format!("{ip}:9080")).collect() };
+    let first = endpoints(&["10.244.1.10"]);
     let ok = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
         envoy_endpoints(&envoy, ECHO).await == first
     }));
     assert!(ok, "echo's endpoint\n{}", bowline.log_tail());
+    let routes_contain = |marker: &str| {
+        let marker = marker.to_string();
+        let envoy = &envoy;
+        async move {
+            envoy
+                .admin("/config_dump?resource=dynamic_route_configs")
+                .await
+                .unwrap_or_default()
+                .contains(&marker)
+        }
+    };
+    let stays_up = |during: &str| {
+        let outage = std::time::Instant::now();
+        while outage.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_secs(5));
+            assert_eq!(
+                rt.block_on(envoy_endpoints(&envoy, ECHO)),
+                first,
+                "{during}"
+            );
+            let ready = rt.block_on(common::admin_get(bowline.admin_addr, "/ready"));
+            assert!(
+                matches!(ready, Ok(ref r) if r.status == 200),
+                "bowline stays up ({during})\n{}",
+                bowline.log_tail()
+            );
+        }
+    };
 
-    // 30 s without an API server: bowline keeps running and Envoy keeps its configuration.
-    kube.apiserver_stop();
-    let outage = std::time::Instant::now();
-    while outage.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_secs(5));
-        assert_eq!(rt.block_on(envoy_endpoints(&envoy, ECHO)), first);
-        let ready = rt.block_on(common::admin_get(bowline.admin_addr, "/ready"));
-        assert!(
-            matches!(ready, Ok(ref r) if r.status == 200),
-            "bowline stays up during the outage\n{}",
-            bowline.log_tail()
-        );
-    }
-
-    // Back: the watchers resync, and changes made now reach Envoy.
-    kube.apiserver_start();
+    // 30 s cut off from the API server while changes are made: bowline keeps serving the last
+    // configuration; the changes arrive once it reaches the API server again.
+    partition.cut();
     kube.ready_pod(
         "default",
         "echo-1",
@@ -644,22 +728,46 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
     );
     kube.apply(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo, namespace: default}\n\
-         spec:\n  hosts: [echo]\n  http:\n  - match: [{uri: {prefix: /after-outage}}]\n    route: [{destination: {host: echo}}]\n  - route: [{destination: {host: echo}}]\n",
+         spec:\n  hosts: [echo]\n  http:\n  - match: [{uri: {prefix: /made-meanwhile}}]\n    route: [{destination: {host: echo}}]\n  - route: [{destination: {host: echo}}]\n",
     );
-    let both = vec![
-        "10.244.1.10:9080".to_string(),
-        "10.244.1.11:9080".to_string(),
-    ];
+    stays_up("partitioned");
+    partition.restore();
+    let both = endpoints(&["10.244.1.10", "10.244.1.11"]);
     let resynced = rt.block_on(common::wait_until(Duration::from_secs(90), async || {
-        let routes = envoy
-            .admin("/config_dump?resource=dynamic_route_configs")
-            .await
-            .unwrap_or_default();
-        routes.contains("/after-outage") && envoy_endpoints(&envoy, ECHO).await == both
+        routes_contain("/made-meanwhile").await && envoy_endpoints(&envoy, ECHO).await == both
     }));
     assert!(
         resynced,
-        "changes after the outage reach Envoy\n{}",
+        "changes made meanwhile arrive\n{}",
+        bowline.log_tail()
+    );
+
+    // The API server itself down for 30 s, then back: the watchers resync.
+    kube.apiserver_stop();
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(
+            rt.block_on(envoy_endpoints(&envoy, ECHO)),
+            both,
+            "API server down"
+        );
+    }
+    kube.apiserver_start();
+    kube.ready_pod(
+        "default",
+        "echo-2",
+        "10.244.1.12",
+        "default",
+        &[("app", "echo")],
+    );
+    let all = endpoints(&["10.244.1.10", "10.244.1.11", "10.244.1.12"]);
+    let back = rt.block_on(common::wait_until(Duration::from_secs(90), async || {
+        envoy_endpoints(&envoy, ECHO).await == all
+    }));
+    assert!(
+        back,
+        "a change after the API server's restart arrives\n{}",
         bowline.log_tail()
     );
     drop(envoy);

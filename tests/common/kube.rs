@@ -196,3 +196,83 @@ impl Drop for KubeEnv {
             .status();
     }
 }
+
+/// A TCP forwarder between bowline and the API server that a test can cut (every connection
+/// dropped, new ones refused) and restore: a network partition with the API server still up.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    /// Forwards a loopback port to `upstream` (runs on the caller's tokio runtime).
+    pub async fn start(upstream: std::net::SocketAddr) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind forwarder");
+        let addr = listener.local_addr().expect("forwarder address");
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, cut, task }
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl KubeEnv {
+    /// The API server's address (from the kubeconfig).
+    pub fn apiserver_addr(&self) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let server = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("server in kubeconfig");
+        server
+            .trim()
+            .trim_start_matches("https://")
+            .parse()
+            .expect("host:port")
+    }
+
+    /// A copy of the admin kubeconfig that reaches the API server at `addr` instead.
+    pub fn kubeconfig_via(&self, addr: std::net::SocketAddr) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let original = self.apiserver_addr().to_string();
+        let path = self.dir().join(format!("kubeconfig-via-{}", addr.port()));
+        std::fs::write(&path, text.replace(&original, &addr.to_string())).expect("kubeconfig");
+        path
+    }
+}
