@@ -31,6 +31,13 @@ use common::{Bowline, Envoy, Net, ProxySpec};
 
 const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 
+/// A fresh API server with bowline's CRDs installed (`None`: skipped, see `KubeEnv::start`).
+fn cluster_with_crds() -> Option<KubeEnv> {
+    let kube = KubeEnv::start()?;
+    istio_crds(&kube);
+    Some(kube)
+}
+
 /// bowline's CRDs (manifests/crds.yaml): Istio's kinds and versions, validated by the webhook.
 fn istio_crds(kube: &KubeEnv) {
     kube.kubectl(&[
@@ -94,10 +101,9 @@ fn bookinfo_from_the_api_server() {
     let Some(corpus) = common::istio_corpus() else {
         return;
     };
-    let Some(kube) = KubeEnv::start() else {
+    let Some(kube) = cluster_with_crds() else {
         return;
     };
-    istio_crds(&kube);
     let bookinfo = corpus.join("samples/bookinfo/platform/kube/bookinfo.yaml");
     kube.kubectl(&["apply", "-f", &bookinfo.display().to_string()]);
     // The Deployments' own Pods are never scheduled (no scheduler or kubelet): these stand in.
@@ -375,10 +381,9 @@ fn validation_webhook_with_kubectl() {
     let Some(corpus) = common::istio_corpus() else {
         return;
     };
-    let Some(kube) = KubeEnv::start() else {
+    let Some(kube) = cluster_with_crds() else {
         return;
     };
-    istio_crds(&kube);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let net = Net::new();
     let mut bowline = Bowline::new(&net);
@@ -648,10 +653,9 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
     let Some(envoy_bin) = common::envoy_bin() else {
         return;
     };
-    let Some(kube) = KubeEnv::start() else {
+    let Some(kube) = cluster_with_crds() else {
         return;
     };
-    istio_crds(&kube);
     kube.node("node-1");
     kube.apply(
         "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: default}\n\

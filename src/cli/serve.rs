@@ -141,6 +141,19 @@ fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
 /// serves what it has.
 const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The names and addresses a serving certificate for `addr` carries: istiod's service names,
+/// `--xds-tls-name`, and the address itself unless it is a wildcard.
+fn serving_names(args: &ServeArgs, addr: SocketAddr) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut names = crate::xds::tls::default_server_names();
+    names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
+    let ips = if addr.ip().is_unspecified() {
+        Vec::new()
+    } else {
+        vec![addr.ip()]
+    };
+    (names, ips)
+}
+
 /// Kubernetes mode: a kubeconfig was given, or bowline runs in a pod.
 fn kube_mode(args: &ServeArgs) -> bool {
     args.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
@@ -340,13 +353,7 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
     // the start.
     let tls_port = match args.xds_tls_addr {
         Some(addr) => {
-            let mut names = crate::xds::tls::default_server_names();
-            names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
-            let ips = if addr.ip().is_unspecified() {
-                Vec::new()
-            } else {
-                vec![addr.ip()]
-            };
+            let (names, ips) = serving_names(&args, addr);
             Some(Arc::new(
                 TlsPort::new(&ca, names, ips).context("--xds-tls-addr")?,
             ))
@@ -367,13 +374,7 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
     };
     let webhook = match args.webhook_addr {
         Some(addr) => {
-            let mut names = crate::xds::tls::default_server_names();
-            names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
-            let ips = if addr.ip().is_unspecified() {
-                Vec::new()
-            } else {
-                vec![addr.ip()]
-            };
+            let (names, ips) = serving_names(&args, addr);
             let port = Arc::new(
                 TlsPort::with_alpn(&ca, names, ips, &[b"http/1.1"]).context("--webhook-addr")?,
             );
