@@ -418,6 +418,28 @@ fn decode_all(
     out
 }
 
+/// Counts a response in the statistics; its type and state slot, or `None` (counted as a
+/// protocol error) for a type the proxy never requested.
+fn count_response(
+    shared: &Shared,
+    proxy: &Proxy,
+    received: Instant,
+    encoded_len: usize,
+    type_url: &str,
+) -> Option<(ResourceType, usize)> {
+    shared.note_response(received);
+    proxy.stats.responses.fetch_add(1, Ordering::Relaxed);
+    proxy
+        .stats
+        .bytes
+        .fetch_add(encoded_len as u64, Ordering::Relaxed);
+    let found = ResourceType::from_type_url(type_url).and_then(|t| Some((t, index(t)?)));
+    if found.is_none() {
+        protocol_error(proxy, format!("response of unrequested type {type_url}"));
+    }
+    found
+}
+
 fn protocol_error(proxy: &Proxy, message: String) {
     proxy.stats.errors.fetch_add(1, Ordering::Relaxed);
     proxy.update(|s| s.last_error = Some(message));
@@ -508,19 +530,13 @@ async fn sotw(
             Err(e) => return e,
         };
         let received = Instant::now();
-        shared.note_response(received);
-        proxy.stats.responses.fetch_add(1, Ordering::Relaxed);
-        proxy
-            .stats
-            .bytes
-            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
-        let Some((t, i)) =
-            ResourceType::from_type_url(&response.type_url).and_then(|t| Some((t, index(t)?)))
-        else {
-            protocol_error(
-                proxy,
-                format!("response of unrequested type {}", response.type_url),
-            );
+        let Some((t, i)) = count_response(
+            shared,
+            proxy,
+            received,
+            response.encoded_len(),
+            &response.type_url,
+        ) else {
             continue;
         };
         let bodies = decode_all(shared, proxy, t, response.resources);
@@ -626,19 +642,13 @@ async fn delta(
             Err(e) => return e,
         };
         let received = Instant::now();
-        shared.note_response(received);
-        proxy.stats.responses.fetch_add(1, Ordering::Relaxed);
-        proxy
-            .stats
-            .bytes
-            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
-        let Some((t, i)) =
-            ResourceType::from_type_url(&response.type_url).and_then(|t| Some((t, index(t)?)))
-        else {
-            protocol_error(
-                proxy,
-                format!("response of unrequested type {}", response.type_url),
-            );
+        let Some((t, i)) = count_response(
+            shared,
+            proxy,
+            received,
+            response.encoded_len(),
+            &response.type_url,
+        ) else {
             continue;
         };
         let mut versions = Vec::with_capacity(response.resources.len());
