@@ -612,4 +612,104 @@ COMMIT
         assert_eq!(args.then, ["bootstrap", "--name", "p", "--ip", "10.0.0.1"]);
         assert_eq!(args.inbound_ports, "*");
     }
+
+    /// The injected istio-init's arguments are this command's, and the command after `--`
+    /// writes a bootstrap for the pod from the files the pod mounts (here in a temporary
+    /// directory) and the downward-API values the kubelet substitutes.
+    #[test]
+    fn injected_init_container_runs_this_command() {
+        use crate::webhook::inject::{Options, Outcome, inject_pod};
+        let dir = std::env::temp_dir().join(format!("bowline-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pod = serde_json::json!({
+            "metadata": {"name": "web-0", "labels": {"app": "web"},
+                "annotations": {"traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.0/12"}},
+            "spec": {"containers": [{"name": "app", "image": "web:1"}]}
+        });
+        let Ok(Outcome::Injected { pod, .. }) =
+            inject_pod(&pod, "web", &Options::new("mesh-system"))
+        else {
+            panic!("not injected");
+        };
+        let args: Vec<String> = pod["spec"]["initContainers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .expect("string")
+                    .replace("$(POD_NAME)", "web-0")
+                    .replace("$(POD_NAMESPACE)", "shop")
+                    .replace("$(INSTANCE_IP)", "10.244.0.7")
+                    .replace("$(SERVICE_ACCOUNT)", "web-sa")
+                    .replace("/etc/istio/pod", &dir.display().to_string())
+                    .replace("/etc/istio/proxy", &dir.display().to_string())
+                    .replace("/var/run/secrets/tokens", &dir.display().to_string())
+                    .replace("/var/run/secrets/istio", &dir.display().to_string())
+            })
+            .collect();
+        std::fs::write(
+            dir.join("labels"),
+            "app=\"web\"\nsecurity.istio.io/tlsMode=\"istio\"\n",
+        )
+        .expect("labels");
+        std::fs::write(dir.join("istio-token"), "a-token\n").expect("token");
+        std::fs::write(
+            dir.join("root-cert.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("root");
+        let cli =
+            crate::cli::Cli::try_parse_from(std::iter::once("bowline".to_string()).chain(args))
+                .expect("istio-init's arguments parse");
+        let crate::cli::Command::IstioIptables(iptables) = cli.command else {
+            panic!("not istio-iptables");
+        };
+        let text = rules(&iptables).expect("rules").restore_text();
+        assert!(
+            text.contains("-A ISTIO_OUTPUT -d 10.96.0.0/12 -j RETURN\n"),
+            "{text}"
+        );
+        let then = crate::cli::Cli::try_parse_from(
+            std::iter::once("bowline".to_string()).chain(iptables.then.clone()),
+        )
+        .expect("the bootstrap arguments parse");
+        let crate::cli::Command::Bootstrap(b) = then.command else {
+            panic!("not bootstrap");
+        };
+        crate::cli::bootstrap::run(b).expect("bootstrap written");
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("envoy.json")).expect("bootstrap file"),
+        )
+        .expect("bootstrap JSON");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            doc["node"]["id"],
+            "sidecar~10.244.0.7~web-0.shop~shop.svc.cluster.local"
+        );
+        let meta = &doc["node"]["metadata"];
+        assert_eq!(meta["SERVICE_ACCOUNT"], "web-sa");
+        assert_eq!(meta["LABELS"]["security.istio.io/tlsMode"], "istio");
+        let xds = &doc["static_resources"]["clusters"][0];
+        assert_eq!(
+            xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["address"],
+            "istiod.mesh-system.svc"
+        );
+        assert_eq!(
+            xds["transport_socket"]["typed_config"]["sni"],
+            "istiod.mesh-system.svc"
+        );
+        assert_eq!(
+            doc["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]["value"],
+            "Bearer a-token"
+        );
+        let ports: Vec<&serde_json::Value> = doc["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .map(|l| &l["address"]["socket_address"]["port_value"])
+            .collect();
+        assert_eq!(ports, [15090, 15021]);
+    }
 }

@@ -1,8 +1,9 @@
 //! What bowline keeps written in the cluster (Kubernetes mode): its root certificate as the
 //! `caBundle` of the validating webhook configuration (and, once the bundle is there, the
-//! webhook's failure policy set to `Fail`, as istiod does), and the `istio-ca-root-cert`
-//! ConfigMap (key `root-cert.pem`) in every namespace, where Istio's agents and workloads read
-//! the mesh's trust anchor.
+//! webhook's failure policy set to `Fail`, as istiod does) and of the sidecar injector's
+//! mutating webhook configuration (its failure policy is left as installed), and the
+//! `istio-ca-root-cert` ConfigMap (key `root-cert.pem`) in every namespace, where Istio's
+//! agents, injected sidecars and workloads read the mesh's trust anchor.
 //!
 //! Contract: both are reconciled every `PERIOD` (and at start) until the task is dropped;
 //! failures are logged and retried, never fatal. Writes are idempotent, so replicas that share
@@ -12,7 +13,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
@@ -21,13 +24,27 @@ const PERIOD: Duration = Duration::from_secs(30);
 /// The ConfigMap istiod publishes the root certificate in.
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 
-/// Keeps `root_pem` in the webhook configuration `name` and in every namespace.
-pub async fn run(client: kube::Client, webhook_config: Option<String>, root_pem: String) {
+/// The webhook configurations whose `caBundle` bowline keeps.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfigs {
+    /// A ValidatingWebhookConfiguration (its failure policy becomes `Fail`).
+    pub validator: Option<String>,
+    /// A MutatingWebhookConfiguration (the sidecar injector's).
+    pub injector: Option<String>,
+}
+
+/// Keeps `root_pem` in the webhook configurations and in every namespace.
+pub async fn run(client: kube::Client, webhooks: WebhookConfigs, root_pem: String) {
     loop {
-        if let Some(name) = &webhook_config
+        if let Some(name) = &webhooks.validator
             && let Err(e) = ca_bundle(&client, name, &root_pem).await
         {
             tracing::warn!(webhook_config = %name, error = %e, "writing the webhook CA bundle");
+        }
+        if let Some(name) = &webhooks.injector
+            && let Err(e) = injector_ca_bundle(&client, name, &root_pem).await
+        {
+            tracing::warn!(webhook_config = %name, error = %e, "writing the injector CA bundle");
         }
         if let Err(e) = root_cert_configmaps(&client, &root_pem).await {
             tracing::warn!(error = %e, "publishing {ROOT_CERT_CONFIGMAP}");
@@ -58,6 +75,31 @@ async fn ca_bundle(client: &kube::Client, name: &str, root_pem: &str) -> Result<
         // A concurrent writer makes this fail with a conflict; the next round retries.
         api.replace(name, &PostParams::default(), &config).await?;
         tracing::info!(webhook_config = %name, "CA bundle written, failure policy Fail");
+    }
+    Ok(())
+}
+
+async fn injector_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    root_pem: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let Some(mut config) = api.get_opt(name).await? else {
+        tracing::debug!(webhook_config = %name, "not installed");
+        return Ok(());
+    };
+    let bundle = ByteString(root_pem.as_bytes().to_vec());
+    let mut changed = false;
+    for webhook in config.webhooks.iter_mut().flatten() {
+        if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+            webhook.client_config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        api.replace(name, &PostParams::default(), &config).await?;
+        tracing::info!(webhook_config = %name, "injector CA bundle written");
     }
     Ok(())
 }
