@@ -12,7 +12,9 @@
 //! - with bowline's CRDs (manifests/crds.yaml, which leave validation to the webhook), the
 //!   validating webhook registered with the API server denies every document of Istio's
 //!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
-//!   every `*-valid.yaml` document.
+//!   every `*-valid.yaml` document;
+//! - the manifests install, and bowline writes its root into both webhook configurations and
+//!   every namespace's `istio-ca-root-cert`. (Injection itself is tests/inject.rs.)
 
 mod common;
 
@@ -507,6 +509,22 @@ fn manifests_install_and_bowline_publishes_its_root() {
             == format!("{bundle} Fail")),
         "caBundle and failure policy: {}\n{}",
         kube.kubectl(&webhook),
+        bowline.log_tail()
+    );
+    // The injector's configuration gets the bundle too; its failure policy stays as
+    // installed.
+    let injector = [
+        "get",
+        "mutatingwebhookconfiguration",
+        "istio-sidecar-injector",
+        "-o",
+        "jsonpath={.webhooks[*].clientConfig.caBundle} {.webhooks[*].failurePolicy}",
+    ];
+    assert!(
+        kube.wait_for(&injector, Duration::from_secs(30), |out| out.trim()
+            == format!("{bundle} {bundle} Ignore Ignore")),
+        "the injector's caBundle: {}\n{}",
+        kube.kubectl(&injector),
         bowline.log_tail()
     );
     let configmap = [
