@@ -7,7 +7,7 @@
 #   make kube-env  build (or reuse) etcd, kube-apiserver, kube-controller-manager and kubectl,
 #                  cached outside the tree; see hack/kube-env.sh for start/stop
 #
-# UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/.
+# UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/ and testdata/inject/.
 # TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test e2e -- split'.
 
 CARGO ?= cargo

@@ -14,12 +14,14 @@
 //!   `*-invalid.yaml` corpus (for the kinds bowline models) on `kubectl create`, and admits
 //!   every `*-valid.yaml` document; every Istio document of `samples/` and `testdata-config/`
 //!   is admitted;
-//! - manifests/ installs; bowline publishes its root (webhook caBundle, istio-ca-root-cert)
-//!   while it holds the `bowline-leader` Lease, and a second replica takes over when it dies;
+//! - manifests/ installs; bowline publishes its root (both webhook configurations' caBundle,
+//!   istio-ca-root-cert) while it holds the `bowline-leader` Lease, and a second replica
+//!   takes over when it dies;
 //! - bowline cut off from the API server for 30 s while changes are made: it keeps serving the
 //!   last configuration and the changes arrive once it is reconnected; the API server itself
 //!   stopped for 30 s: the watchers resync after its restart;
 //! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it.
+//!   (Injection itself is tests/inject.rs.)
 
 mod common;
 
@@ -584,6 +586,22 @@ fn manifests_install_and_bowline_publishes_its_root() {
             == format!("{bundle} Fail")),
         "caBundle and failure policy: {}\n{}",
         kube.kubectl(&webhook),
+        bowline.log_tail()
+    );
+    // The injector's configuration gets the bundle too; its failure policy stays as
+    // installed.
+    let injector = [
+        "get",
+        "mutatingwebhookconfiguration",
+        "istio-sidecar-injector",
+        "-o",
+        "jsonpath={.webhooks[*].clientConfig.caBundle} {.webhooks[*].failurePolicy}",
+    ];
+    assert!(
+        kube.wait_for(&injector, Duration::from_secs(30), |out| out.trim()
+            == format!("{bundle} {bundle} Ignore Ignore")),
+        "the injector's caBundle: {}\n{}",
+        kube.kubectl(&injector),
         bowline.log_tail()
     );
     let configmap = [

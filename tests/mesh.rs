@@ -1,7 +1,9 @@
 //! Mesh tests: a network namespace as a pod, with istio-init's iptables capture, a real Envoy
 //! running as the proxy group (1337) configured by bowline in REDIRECT mode, and backends in the
 //! same namespace. Requests go to service VIPs and unknown addresses exactly as an application's
-//! would, and the capture hands them to Envoy.
+//! would, and the capture hands them to Envoy. The rules an injected `istio-init` installs
+//! (`bowline istio-iptables` with the arguments `bowline inject` writes) are checked the same
+//! way, in a pod namespace joined to a peer by a veth pair.
 
 mod common;
 
@@ -175,4 +177,154 @@ fn captured_outbound_reaches_services_and_follows_outbound_policy() {
         let me = common::find_proxy(&synced, &envoy.proxy_id()).expect("proxy connected");
         assert!(me.nacks().is_empty(), "no NACK: {:?}", me.nacks());
     });
+}
+
+/// istio-init's arguments as `bowline inject` writes them for a pod with `annotations`
+/// (the `bowline istio-iptables` part, before `--`).
+fn injected_capture_args(annotations: &str) -> Vec<String> {
+    use std::io::Write;
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: mesh, annotations: {{{annotations}}}}}\n\
+         spec: {{containers: [{{name: app, image: app}}]}}\n"
+    );
+    let mut child = std::process::Command::new(common::BOWLINE)
+        .args(["inject", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bowline inject");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pod.as_bytes())
+        .expect("write pod");
+    let out = child.wait_with_output().expect("bowline inject output");
+    assert!(out.status.success());
+    let doc: serde_json::Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).expect("injected pod");
+    let args: Vec<String> = doc["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .expect("istio-init args")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_string())
+        .collect();
+    let dash = args.iter().position(|a| a == "--").expect("--");
+    args[..dash].to_vec()
+}
+
+/// A TCP greeting read by a process running as `uid`:`uid` (the proxy's identity) in the
+/// calling thread's network namespace.
+fn greeting_as(uid: u32, to: SocketAddr) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let script = format!("exec 3<>/dev/tcp/{}/{} && head -n1 <&3", to.ip(), to.port());
+    let out = std::process::Command::new("timeout")
+        .args(["5", "bash", "-c", &script])
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !line.is_empty()).then_some(line)
+}
+
+/// The rules `bowline istio-iptables` installs for an injected pod capture as istio-init's
+/// do: outbound TCP to 15001 except the proxy's own (uid 1337), loopback and excluded ports;
+/// inbound TCP to 15006 except the proxy's admin ports. The pod is a namespace joined to a
+/// peer by a veth pair, so nothing travels over loopback by accident.
+#[test]
+fn injected_istio_init_rules_capture_like_istio_init() {
+    const POD: &str = "10.89.0.2";
+    const PEER: &str = "10.89.0.3";
+    let Some(pod) = Netns::create("capture", &[]) else {
+        return;
+    };
+    let Some(peer) = Netns::create("peer", &[]) else {
+        return;
+    };
+    common::netns::veth(&pod, POD, &peer, PEER, 24);
+    let args = injected_capture_args("traffic.sidecar.istio.io/excludeOutboundPorts: \"9000\"");
+    assert_eq!(args[0], "istio-iptables");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.name, common::BOWLINE])
+        .args(&args)
+        .output()
+        .expect("bowline istio-iptables");
+    assert!(
+        out.status.success(),
+        "bowline istio-iptables {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Listeners: in the pod the proxy's capture ports, its readiness port and the app; in the
+    // peer a service on 80 and one on the excluded port 9000. Each runs until `stop`.
+    let serve = |ns: &common::netns::NsHandle, listeners: Vec<(u16, &'static str)>| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let ns = ns.clone();
+        let thread = std::thread::spawn(move || {
+            ns.run(move || async move {
+                let mut held = Vec::new();
+                for (port, name) in listeners {
+                    held.push(
+                        common::spawn_tcp_echo(addr("0.0.0.0", port), name)
+                            .await
+                            .expect("listener"),
+                    );
+                }
+                let _ = ready_tx.send(());
+                let _ = stop_rx.await;
+            })
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("listeners up");
+        (stop_tx, thread)
+    };
+    let (stop_pod, pod_thread) = serve(
+        &pod,
+        vec![
+            (15001, "outbound-capture"),
+            (15006, "inbound-capture"),
+            (15021, "readiness"),
+            (8080, "app"),
+        ],
+    );
+    let (stop_peer, peer_thread) = serve(&peer, vec![(80, "peer"), (9000, "peer-9000")]);
+
+    let from_pod = pod.run(|| async {
+        (
+            tcp_greeting(addr(PEER, 80)).await,
+            tcp_greeting(addr(PEER, 9000)).await,
+            tcp_greeting(addr("127.0.0.1", 8080)).await,
+            greeting_as(1337, addr(PEER, 80)),
+        )
+    });
+    let from_peer = peer.run(|| async {
+        (
+            tcp_greeting(addr(POD, 8080)).await,
+            tcp_greeting(addr(POD, 15021)).await,
+        )
+    });
+    let _ = stop_pod.send(());
+    let _ = stop_peer.send(());
+    let _ = pod_thread.join();
+    let _ = peer_thread.join();
+
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        from_pod,
+        (
+            some("outbound-capture"),
+            some("peer-9000"),
+            some("app"),
+            some("peer")
+        ),
+        "from the pod: the app's outbound is captured except port 9000 and loopback; the proxy's is not"
+    );
+    assert_eq!(
+        from_peer,
+        (some("inbound-capture"), some("readiness")),
+        "into the pod: captured, except the proxy's readiness port"
+    );
 }

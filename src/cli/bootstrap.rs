@@ -46,9 +46,13 @@ pub struct BootstrapArgs {
     /// The workload's IP address (the node id's second part and INSTANCE_IPS).
     #[arg(long)]
     pub ip: String,
-    /// Workload labels, `k=v,k2=v2`.
+    /// Workload labels, `k=v,k2=v2` (they win over `--labels-file`).
     #[arg(long, default_value = "")]
     pub labels: String,
+    /// Workload labels from a file in the Kubernetes downward API format (one `key="value"`
+    /// per line), e.g. a `metadata.labels` downwardAPI volume item.
+    #[arg(long = "labels-file")]
+    pub labels_file: Option<std::path::PathBuf>,
     #[arg(long = "service-account", default_value = "default")]
     pub service_account: String,
     /// bowline's xDS address.
@@ -97,12 +101,21 @@ pub struct BootstrapArgs {
     /// The mesh root certificate (PEM), when not read from `--ca-dir`.
     #[arg(long = "root-cert")]
     pub root_cert: Option<std::path::PathBuf>,
-    /// The name bowline's serving certificate is checked for (SNI and SAN).
+    /// The name bowline's serving certificate is checked for (SNI and SAN); an IP address is
+    /// checked as an IP SAN.
     #[arg(long = "xds-server-name", default_value = "istiod.istio-system.svc")]
     pub xds_server_name: String,
     /// The mesh's trust domain (MeshConfig trustDomain).
     #[arg(long = "trust-domain", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Serve Envoy's Prometheus stats (`/stats/prometheus` of the admin API, nothing else) on
+    /// 0.0.0.0:PORT (istio's 15090).
+    #[arg(long = "prometheus-port")]
+    pub prometheus_port: Option<u16>,
+    /// Serve `/healthz/ready` (Envoy's admin `/ready`: 200 once the first configuration is
+    /// applied) on 0.0.0.0:PORT (istio's 15021), for a readiness probe.
+    #[arg(long = "readiness-port")]
+    pub readiness_port: Option<u16>,
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long)]
     pub output: Option<std::path::PathBuf>,
@@ -147,6 +160,58 @@ fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Labels in the downward API file format: `key="value"` lines, values quoted as Go's `%q`
+/// (label values never need more than JSON's escapes).
+pub fn parse_labels_file(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((key, quoted)) = line.split_once('=') else {
+            bail!("line {}: {line:?} is not key=\"value\"", i + 1);
+        };
+        let value: String = serde_json::from_str(quoted.trim())
+            .with_context(|| format!("line {}: {quoted:?} is not a quoted value", i + 1))?;
+        out.insert(key.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+/// A static listener on 0.0.0.0:`port` that forwards `path` (rewritten to `admin_path`) to
+/// Envoy's own admin API and answers 404 to everything else.
+fn admin_path_listener(name: &str, port: u16, path: &str, admin_path: &str) -> serde_json::Value {
+    let mut route = json!({"cluster": ADMIN_CLUSTER});
+    if path != admin_path {
+        route["prefix_rewrite"] = json!(admin_path);
+    }
+    json!({
+        "name": name,
+        "address": {"socket_address": {"protocol": "TCP", "address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "codec_type": "AUTO",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{
+                    "name": name,
+                    "domains": ["*"],
+                    "routes": [{"match": {"path": path}, "route": route}]
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                }]
+            }
+        }]}]
+    })
+}
+
+/// The static cluster of Envoy's own admin API (for the stats and readiness listeners).
+const ADMIN_CLUSTER: &str = "envoy_admin";
+
 /// Builds the bootstrap document.
 pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
     if args.ip.parse::<std::net::IpAddr>().is_err() {
@@ -160,7 +225,15 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
         .parse()
         .with_context(|| format!("--xds-addr: {port:?} is not a port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let labels = parse_labels(&args.labels)?;
+    let mut labels = match &args.labels_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--labels-file {}", path.display()))?;
+            parse_labels_file(&text).with_context(|| format!("--labels-file {}", path.display()))?
+        }
+        None => BTreeMap::new(),
+    };
+    labels.extend(parse_labels(&args.labels)?);
     let kind = match args.kind {
         ProxyKind::Sidecar => "sidecar",
         ProxyKind::Router => "router",
@@ -262,6 +335,39 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
     if !args.locality.is_empty() {
         doc["node"]["locality"] = locality;
     }
+    let mut listeners = Vec::new();
+    if let Some(port) = args.prometheus_port {
+        listeners.push(admin_path_listener(
+            "prometheus_stats",
+            port,
+            "/stats/prometheus",
+            "/stats/prometheus",
+        ));
+    }
+    if let Some(port) = args.readiness_port {
+        listeners.push(admin_path_listener(
+            "readiness",
+            port,
+            "/healthz/ready",
+            "/ready",
+        ));
+    }
+    if !listeners.is_empty() {
+        doc["static_resources"]["listeners"] = json!(listeners);
+        if let Some(clusters) = doc["static_resources"]["clusters"].as_array_mut() {
+            clusters.push(json!({
+                "name": ADMIN_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "0.25s",
+                "load_assignment": {
+                    "cluster_name": ADMIN_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}
+                    }}}]}]
+                }
+            }));
+        }
+    }
     if args.tls || args.token || args.token_file.is_some() {
         let root_path = match (&args.root_cert, &args.ca_dir) {
             (Some(p), _) => p.clone(),
@@ -275,6 +381,8 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
         if !root.contains("-----BEGIN CERTIFICATE-----") {
             bail!("{}: no PEM certificate", root_path.display());
         }
+        // A server name that is an IP address is checked as an IP SAN, and sent as no SNI.
+        let by_ip = args.xds_server_name.parse::<std::net::IpAddr>().is_ok();
         let cluster = &mut doc["static_resources"]["clusters"][0];
         cluster["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
@@ -286,13 +394,16 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
                     "validation_context": {
                         "trusted_ca": {"inline_string": root},
                         "match_typed_subject_alt_names": [{
-                            "san_type": "DNS",
+                            "san_type": if by_ip { "IP_ADDRESS" } else { "DNS" },
                             "matcher": {"exact": args.xds_server_name}
                         }]
                     }
                 }
             }
         });
+        if by_ip && let Some(tls) = cluster["transport_socket"]["typed_config"].as_object_mut() {
+            tls.remove("sni");
+        }
     }
     if args.token {
         let Some(dir) = &args.ca_dir else {
@@ -331,4 +442,21 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_file() {
+        let got = parse_labels_file(
+            "app=\"web\"\nservice.istio.io/canonical-name=\"web\"\n\npod-template-hash=\"7d4b9c\"\n",
+        )
+        .expect("parses");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got["service.istio.io/canonical-name"], "web");
+        assert!(parse_labels_file("app=web\n").is_err());
+        assert!(parse_labels_file("no-equals\n").is_err());
+    }
 }

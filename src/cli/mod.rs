@@ -1,9 +1,12 @@
-//! The command line: `serve`, `validate`, `bootstrap`, `token`, `load`.
+//! The command line: `serve`, `validate`, `bootstrap`, `token`, `inject`, `istio-iptables`,
+//! `load`.
 //!
 //! Contract: parse arguments, call the stages, print. Errors here are `anyhow` and end the
 //! process with a one-line message and a non-zero exit.
 
 pub mod bootstrap;
+pub mod inject;
+pub mod istio_iptables;
 pub mod load;
 pub mod serve;
 pub mod validate;
@@ -26,6 +29,12 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print an Envoy bootstrap (JSON) that connects a stock Envoy to bowline over ADS.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Inject the stock Envoy sidecar into Pods and workloads' pod templates (as
+    /// `istioctl kube-inject`); prints YAML.
+    Inject(inject::InjectArgs),
+    /// Install istio-init's traffic capture (iptables NAT rules) in this network namespace;
+    /// the injected `istio-init` container runs it.
+    IstioIptables(istio_iptables::IstioIptablesArgs),
     /// Load an xDS server with simulated proxies and measure convergence (see testdata/load/).
     Load(load::LoadArgs),
     /// Print a token that proves a workload identity to bowline (signed with the key in
@@ -54,6 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Bootstrap(args) => bootstrap::run(args),
         Command::Load(args) => load::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::IstioIptables(args) => istio_iptables::run(args),
         Command::Token(args) => {
             let token = bootstrap::sign_token(
                 &args.ca_dir,

@@ -47,8 +47,8 @@ pub struct ServeArgs {
         default_value = "istio-system"
     )]
     pub system_namespace: String,
-    /// Address of the admission webhooks (HTTPS, istiod's 15017: /validate); `off` disables
-    /// them.
+    /// Address of the admission webhooks (HTTPS, istiod's 15017: /validate, /inject); `off`
+    /// disables them.
     #[arg(
         long = "webhook-addr",
         env = "BOWLINE_WEBHOOK_ADDR",
@@ -61,6 +61,16 @@ pub struct ServeArgs {
     /// istiod's `istio-validator-<system namespace>`.
     #[arg(long = "webhook-config", env = "BOWLINE_WEBHOOK_CONFIG")]
     pub webhook_config: Option<String>,
+    /// The sidecar injector's MutatingWebhookConfiguration whose `caBundle` bowline keeps set
+    /// to its root, in Kubernetes mode with --webhook-addr; `off` leaves it alone.
+    #[arg(
+        long = "injector-webhook-config",
+        env = "BOWLINE_INJECTOR_WEBHOOK_CONFIG",
+        default_value = "istio-sidecar-injector"
+    )]
+    pub injector_webhook_config: String,
+    #[command(flatten)]
+    pub injector: crate::cli::inject::InjectorArgs,
     /// Address of the plaintext xDS (ADS) gRPC server.
     #[arg(
         long = "xds-addr",
@@ -178,6 +188,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => MeshConfig::default(),
     };
+    let inject = Arc::new(
+        args.injector
+            .options(&args.system_namespace)
+            .context("sidecar injection")?,
+    );
     if args.workload_cert_ttl < Duration::from_secs(10) {
         bail!(
             "--workload-cert-ttl {:?}: at least 10s",
@@ -222,7 +237,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no --ca-dir: the root CA lives in memory only; certificates do not survive a restart and tokens cannot be issued"
         );
     }
-    runtime.block_on(serve(args, mesh, Arc::new(ca)))?;
+    runtime.block_on(serve(args, mesh, Arc::new(ca), inject))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -245,7 +260,12 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         })
 }
 
-async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    mesh: MeshConfig,
+    ca: Arc<Ca>,
+    inject: Arc<crate::webhook::inject::Options>,
+) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let mut store = Store::default();
@@ -270,14 +290,21 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
         None
     };
     let kube_tasks = if let Some(client) = kube_client.clone() {
-        let mut tasks = vec![tokio::spawn(crate::webhook::publish::lead(
-            client.clone(),
-            args.system_namespace.clone(),
-            args.webhook_addr.map(|_| {
+        let webhooks = crate::webhook::publish::WebhookConfigs {
+            validator: args.webhook_addr.map(|_| {
                 args.webhook_config
                     .clone()
                     .unwrap_or_else(|| format!("istio-validator-{}", args.system_namespace))
             }),
+            injector: args
+                .webhook_addr
+                .and(Some(args.injector_webhook_config.clone()))
+                .filter(|n| !n.is_empty() && n != "off"),
+        };
+        let mut tasks = vec![tokio::spawn(crate::webhook::publish::lead(
+            client.clone(),
+            args.system_namespace.clone(),
+            webhooks,
             ca.root_pem().to_string(),
         ))];
         tasks.extend(kube::start(
@@ -444,7 +471,7 @@ async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result
             return std::future::pending().await;
         };
         let renewer = tokio::spawn(port.renew(ca.clone()));
-        let result = axum::serve(listener, crate::webhook::router())
+        let result = axum::serve(listener, crate::webhook::router(inject.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await;
         renewer.abort();

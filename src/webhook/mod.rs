@@ -3,10 +3,13 @@
 //! Contract: `/validate` (and istiod's `/validate/` path) answers AdmissionReview v1 for the
 //! Istio kinds bowline models with the same parse and validation as files and the CLI: an
 //! invalid object is denied with every error (field path and reason), warnings are returned as
-//! admission warnings; deletes, and kinds bowline does not model, are allowed. A malformed
-//! review gets an error response, never a crash. `publish` keeps the webhook configuration's
-//! CA bundle and the namespaces' root-certificate ConfigMaps written.
+//! admission warnings; deletes, and kinds bowline does not model, are allowed. `/inject` (and
+//! `/inject/`, `/inject/<anything>` as istiod's) injects the stock Envoy sidecar into Pods
+//! being created (see `inject`). A malformed review gets an error response, never a crash.
+//! `publish` keeps the webhook configurations' CA bundles and the namespaces' root-certificate
+//! ConfigMaps written.
 
+pub mod inject;
 pub mod publish;
 
 use std::io;
@@ -26,11 +29,15 @@ use crate::model::Kind;
 use crate::model::resource::parse_value;
 use crate::xds::tls::{TlsConnection, TlsPort, incoming};
 
-/// The webhook routes.
-pub fn router() -> Router {
+/// The webhook routes; injected sidecars follow `inject`.
+pub fn router(inject: Arc<inject::Options>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/validate/", post(validate))
+        .route("/inject", post(inject::handle))
+        .route("/inject/", post(inject::handle))
+        .route("/inject/{*params}", post(inject::handle))
+        .with_state(inject)
 }
 
 async fn validate(

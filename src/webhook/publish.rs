@@ -1,19 +1,22 @@
 //! What bowline keeps written in the cluster (Kubernetes mode): its root certificate as the
 //! `caBundle` of the validating webhook configuration (and, once the bundle is there, the
-//! webhook's failure policy set to `Fail`, as istiod does), and the `istio-ca-root-cert`
-//! ConfigMap (key `root-cert.pem`) in every namespace, where Istio's agents and workloads read
-//! the mesh's trust anchor.
+//! webhook's failure policy set to `Fail`, as istiod does) and of the sidecar injector's
+//! mutating webhook configuration (its failure policy is left as installed), and the
+//! `istio-ca-root-cert` ConfigMap (key `root-cert.pem`) in every namespace, where Istio's
+//! agents, injected sidecars and workloads read the mesh's trust anchor.
 //!
 //! Contract: one replica at a time writes: the holder of the Lease `LEASE_NAME` in the system
 //! namespace (kube-lease-manager; a holder that stops renewing loses it after
-//! `LEASE_DURATION`). While it leads, both are reconciled every `PERIOD` (and at once when it
+//! `LEASE_DURATION`). While it leads, all are reconciled every `PERIOD` (and at once when it
 //! becomes leader); failures are logged and retried, never fatal. Every replica serves xDS.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
@@ -41,25 +44,28 @@ pub fn identity() -> String {
 }
 
 /// Competes for the Lease in `namespace` and, while this replica holds it, keeps the root
-/// published. Returns only if the Lease cannot be used at all.
+/// published.
 pub async fn lead(
     client: kube::Client,
     namespace: String,
-    webhook_config: Option<String>,
+    webhooks: WebhookConfigs,
     root_pem: String,
 ) {
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(namespace.clone())
-        .with_identity(identity())
-        .with_duration(LEASE_DURATION)
-        .with_grace(LEASE_GRACE)
-        .build()
-        .await;
-    let manager = match manager {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(lease = %format!("{namespace}/{LEASE_NAME}"), error = %e, "leader election unavailable; not publishing the root");
-            return;
+    // The system namespace may not exist yet: keep trying.
+    let manager = loop {
+        let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(namespace.clone())
+            .with_identity(identity())
+            .with_duration(LEASE_DURATION)
+            .with_grace(LEASE_GRACE)
+            .build()
+            .await;
+        match built {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(lease = %format!("{namespace}/{LEASE_NAME}"), error = %e, "leader election unavailable; retrying in {PERIOD:?}");
+                tokio::time::sleep(PERIOD).await;
+            }
         }
     };
     let (mut leader, task) = manager.watch().await;
@@ -67,7 +73,7 @@ pub async fn lead(
         if *leader.borrow_and_update() {
             tracing::info!(identity = %identity(), "leading: publishing the root certificate");
             tokio::select! {
-                _ = run(client.clone(), webhook_config.clone(), root_pem.clone()) => {}
+                _ = run(client.clone(), webhooks.clone(), root_pem.clone()) => {}
                 changed = leader.changed() => if changed.is_err() { break },
             }
             tracing::info!("no longer leading");
@@ -84,13 +90,27 @@ pub async fn lead(
 /// The ConfigMap istiod publishes the root certificate in.
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 
-/// Keeps `root_pem` in the webhook configuration `name` and in every namespace (forever).
-async fn run(client: kube::Client, webhook_config: Option<String>, root_pem: String) {
+/// The webhook configurations whose `caBundle` bowline keeps.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfigs {
+    /// A ValidatingWebhookConfiguration (its failure policy becomes `Fail`).
+    pub validator: Option<String>,
+    /// A MutatingWebhookConfiguration (the sidecar injector's).
+    pub injector: Option<String>,
+}
+
+/// Keeps `root_pem` in the webhook configurations and in every namespace (forever).
+async fn run(client: kube::Client, webhooks: WebhookConfigs, root_pem: String) {
     loop {
-        if let Some(name) = &webhook_config
+        if let Some(name) = &webhooks.validator
             && let Err(e) = ca_bundle(&client, name, &root_pem).await
         {
             tracing::warn!(webhook_config = %name, error = %e, "writing the webhook CA bundle");
+        }
+        if let Some(name) = &webhooks.injector
+            && let Err(e) = injector_ca_bundle(&client, name, &root_pem).await
+        {
+            tracing::warn!(webhook_config = %name, error = %e, "writing the injector CA bundle");
         }
         if let Err(e) = root_cert_configmaps(&client, &root_pem).await {
             tracing::warn!(error = %e, "publishing {ROOT_CERT_CONFIGMAP}");
@@ -121,6 +141,31 @@ async fn ca_bundle(client: &kube::Client, name: &str, root_pem: &str) -> Result<
         // A concurrent writer makes this fail with a conflict; the next round retries.
         api.replace(name, &PostParams::default(), &config).await?;
         tracing::info!(webhook_config = %name, "CA bundle written, failure policy Fail");
+    }
+    Ok(())
+}
+
+async fn injector_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    root_pem: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let Some(mut config) = api.get_opt(name).await? else {
+        tracing::debug!(webhook_config = %name, "not installed");
+        return Ok(());
+    };
+    let bundle = ByteString(root_pem.as_bytes().to_vec());
+    let mut changed = false;
+    for webhook in config.webhooks.iter_mut().flatten() {
+        if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+            webhook.client_config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        api.replace(name, &PostParams::default(), &config).await?;
+        tracing::info!(webhook_config = %name, "injector CA bundle written");
     }
     Ok(())
 }
