@@ -172,7 +172,7 @@ fn main() {
         println!("  after a {what:<13}       {}", per(d, n));
     }
     println!("\nper proxy:");
-    for t in ResourceType::ALL {
+    for t in ResourceType::CONFIG {
         let i = t as usize;
         println!(
             "{:4} {:6.0} resources {:9.1} KiB",
