@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use super::config::Model;
 use super::resource::{Kind, Spec};
 
-
 /// Expands a short host name relative to a namespace, as istiod does: names without a dot
 /// become `<name>.<namespace>.svc.<domain>`.
 pub fn resolve_host(host: &str, namespace: &str, domain_suffix: &str) -> String {

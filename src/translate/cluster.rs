@@ -576,16 +576,14 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
     if service.origin != Kind::ServiceEntry {
         return &[];
     }
-    scope
-        .model
-        .resources
+    let model = scope.model;
+    model
+        .index()
+        .service_entries_named(&service.namespace, &service.name)
         .iter()
+        .filter_map(|p| model.resources.get(*p))
         .find_map(|r| match &r.spec {
-            Spec::ServiceEntry(se)
-                if r.meta.namespace == service.namespace && r.meta.name == service.name =>
-            {
-                Some(se.subject_alt_names.as_slice())
-            }
+            Spec::ServiceEntry(se) => Some(se.subject_alt_names.as_slice()),
             _ => None,
         })
         .unwrap_or_default()
@@ -951,18 +949,23 @@ fn inbound_policy<'a>(
     Option<At<'a, ConnectionPoolSettings>>,
     Option<At<'a, RetryBudget>>,
 ) {
-    let service_port = scope.model.registry.services.iter().find_map(|s| {
-        let selector = s.selector.as_ref()?;
-        if s.namespace != scope.proxy.namespace
-            || !crate::model::registry::selects(selector, &scope.proxy.labels)
-        {
-            return None;
-        }
-        s.ports
-            .iter()
-            .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
-            .map(|p| (s, p.number))
-    });
+    let services = &scope.model.registry.services;
+    let in_namespace = scope.model.index().services_in(&scope.proxy.namespace);
+    let service_port = in_namespace
+        .iter()
+        .filter_map(|p| services.get(*p))
+        .find_map(|s| {
+            let selector = s.selector.as_ref()?;
+            if s.namespace != scope.proxy.namespace
+                || !crate::model::registry::selects(selector, &scope.proxy.labels)
+            {
+                return None;
+            }
+            s.ports
+                .iter()
+                .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
+                .map(|p| (s, p.number))
+        });
     let policy = service_port
         .and_then(|(service, port)| {
             policy::for_service(scope.inbound_destination_rule(service).as_ref(), port)
