@@ -1,5 +1,5 @@
 //! What one proxy class's generated configuration is a function of, so the cache can skip
-//! classes a change cannot affect and hand translation only the rules that can apply.
+//! classes a change cannot affect.
 //!
 //! Translation reads the attributed inputs through `translate::Scope`: the Sidecar
 //! it picks (by namespace and labels) and the services each egress listener imports (from the
@@ -83,8 +83,6 @@ const UNKNOWN: Revision = Revision::MAX;
 
 #[derive(Debug)]
 struct IndexedRule {
-    /// Index in `model.resources`.
-    resource: usize,
     revision: Revision,
     hosts: Vec<String>,
     /// VirtualServices: registry services any string of the rule names.
@@ -138,7 +136,7 @@ impl ModelIndex {
         let mut virtual_services = Vec::new();
         let mut destination_rules = Vec::new();
         let mut rules = HashMap::new();
-        for (i, r) in model.resources.iter().enumerate() {
+        for r in &model.resources {
             if !matches!(
                 r.spec,
                 Spec::VirtualService(_) | Spec::DestinationRule(_) | Spec::Sidecar(_)
@@ -166,14 +164,12 @@ impl ModelIndex {
                     candidates.sort_unstable();
                     candidates.dedup();
                     virtual_services.push(IndexedRule {
-                        resource: i,
                         revision: rev,
                         hosts: vs.hosts.clone(),
                         candidates,
                     });
                 }
                 Spec::DestinationRule(dr) => destination_rules.push(IndexedRule {
-                    resource: i,
                     revision: rev,
                     hosts: vec![dr.host.clone()],
                     candidates: Vec::new(),
@@ -347,9 +343,6 @@ pub struct ClassInputs {
     destination_rules: Vec<Revision>,
     /// Configuration revisions of the services VirtualService destinations may name.
     destinations: Vec<Revision>,
-    /// Indexes (in `model.resources`) of the rules above, sorted, to build the reduced
-    /// model.
-    rule_indexes: Vec<usize>,
     /// Some imported service is not in the index: nothing can be skipped.
     unknown: bool,
 }
@@ -383,9 +376,10 @@ impl ClassInputs {
         let mut served = imported.clone();
         served.extend(
             model
-                .registry
-                .services
+                .index()
+                .services_in(&proxy.namespace)
                 .iter()
+                .filter_map(|p| model.registry.services.get(*p))
                 .filter(|s| {
                     s.namespace == proxy.namespace
                         && s.selector
@@ -396,7 +390,6 @@ impl ClassInputs {
         );
         served.sort_unstable();
         served.dedup();
-        let mut rule_indexes = Vec::new();
         let mut virtual_services = Vec::new();
         let mut candidates = Vec::new();
         for p in index.rules_for(
@@ -405,7 +398,6 @@ impl ClassInputs {
             &index.wildcard_virtual_services,
         ) {
             if let Some(rule) = index.virtual_services.get(p) {
-                rule_indexes.push(rule.resource);
                 virtual_services.push(rule.revision);
                 candidates.extend(rule.candidates.iter().copied());
             }
@@ -417,11 +409,9 @@ impl ClassInputs {
             &index.wildcard_destination_rules,
         ) {
             if let Some(rule) = index.destination_rules.get(p) {
-                rule_indexes.push(rule.resource);
                 destination_rules.push(rule.revision);
             }
         }
-        rule_indexes.sort_unstable();
         candidates.sort_unstable();
         candidates.dedup();
         let destinations = candidates
@@ -440,7 +430,6 @@ impl ClassInputs {
             virtual_services,
             destination_rules,
             destinations,
-            rule_indexes,
             unknown,
         }
     }
@@ -484,26 +473,6 @@ impl ClassInputs {
                 .union(TypeSet::only(ResourceType::Rds));
         }
         types
-    }
-
-    /// The model translation needs for this class: the same, without the VirtualServices and
-    /// DestinationRules that cannot apply to it (translation looks rules up by host, so fewer
-    /// rules make every lookup cheaper without changing its result).
-    pub fn reduced(&self, model: &Model) -> Model {
-        let mut reduced = Model::default();
-        reduced.mesh = model.mesh.clone();
-        reduced.registry = model.registry.clone();
-        reduced.resources = model
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| {
-                !matches!(r.spec, Spec::VirtualService(_) | Spec::DestinationRule(_))
-                    || self.rule_indexes.binary_search(i).is_ok()
-            })
-            .map(|(_, r)| r.clone())
-            .collect();
-        reduced
     }
 }
 

@@ -10,10 +10,10 @@
 //!
 //! After a change a class is regenerated only if its inputs changed (`inputs`: the Sidecar,
 //! imported services, inbound ports and the rules that can apply to it), and only the types
-//! those inputs feed; translation is handed a model without the VirtualServices and
-//! DestinationRules that cannot apply to the class. Encoded resources are interned: a
-//! resource whose name and bytes were generated before (for any class) is the same shared
-//! `Versioned`, so its content version is computed once.
+//! those inputs feed. Translation looks rules up in the model's own index (built once per
+//! model and shared by every class). Encoded resources are interned: a resource whose name
+//! and bytes were generated before (for any class) is the same shared `Versioned`, so its
+//! content version is computed once.
 
 mod inputs;
 
@@ -401,17 +401,14 @@ impl Cache {
                 types: p.types.clone(),
                 diagnostics: p.diagnostics.clone(),
             }),
-            previous => {
-                let model = inputs.reduced(&snapshot.model);
-                Arc::new(build(
-                    &model,
-                    snapshot.generation,
-                    proxy,
-                    previous.as_deref(),
-                    types,
-                    &self.interner,
-                ))
-            }
+            previous => Arc::new(build(
+                &snapshot.model,
+                snapshot.generation,
+                proxy,
+                previous.as_deref(),
+                types,
+                &self.interner,
+            )),
         };
         *entry = Some(ClassEntry {
             resources: resources.clone(),
