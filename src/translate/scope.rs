@@ -2,7 +2,7 @@
 //! VirtualServices and DestinationRules that apply, and the proxy's own (inbound) ports.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::model::mesh::OutboundTrafficPolicy;
@@ -597,14 +597,19 @@ impl<'a> Scope<'a> {
 /// (first in registry order).
 fn dedup_hostnames<'a>(services: Vec<&'a Arc<Service>>, namespace: &str) -> Vec<&'a Arc<Service>> {
     let mut out: Vec<&Arc<Service>> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(services.len());
     for s in services {
-        match out.iter_mut().find(|o| o.hostname == s.hostname) {
-            Some(existing) => {
+        match position.get(s.hostname.as_str()) {
+            Some(&i) => {
+                let existing = &mut out[i];
                 if existing.namespace != namespace && s.namespace == namespace {
                     *existing = s;
                 }
             }
-            None => out.push(s),
+            None => {
+                position.insert(s.hostname.as_str(), out.len());
+                out.push(s);
+            }
         }
     }
     out
