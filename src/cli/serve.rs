@@ -90,9 +90,6 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
-/// How long the config directory must be quiet before it is re-read.
-const FILE_SETTLE: Duration = Duration::from_millis(30);
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::model::networking::parse_duration(s)
 }
@@ -185,10 +182,10 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
 async fn serve(args: ServeArgs, mesh: MeshConfig, ca: Arc<Ca>) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (events_tx, events_rx) = mpsc::channel(64);
-    // The file watcher only coalesces the events of one write (editors save in several steps);
-    // the push loop's debounce decides when a change is pushed.
+    // The file source sends each change as soon as it has read it; the push loop's debounce
+    // (--debounce-after) is the only one on the way to a push.
     let (source, initial) =
-        FileSource::start(&args.config_dir, FILE_SETTLE, events_tx).context("file source")?;
+        FileSource::start(&args.config_dir, events_tx).context("file source")?;
     let mut store = Store::default();
     store.apply(initial);
     let first = push::initial(&store, &mesh);

@@ -23,7 +23,7 @@ pub enum Event {
     /// Everything the source holds now; replaces its previous state.
     Resync {
         source: SourceId,
-        resources: Vec<Resource>,
+        resources: Vec<Arc<Resource>>,
         diagnostics: Vec<Diagnostic>,
     },
     Apply {
@@ -57,10 +57,7 @@ impl Store {
                 diagnostics,
             } => {
                 let state = self.sources.entry(source).or_default();
-                state.resources = resources
-                    .into_iter()
-                    .map(|r| (r.key(), Arc::new(r)))
-                    .collect();
+                state.resources = resources.into_iter().map(|r| (r.key(), r)).collect();
                 state.diagnostics = diagnostics;
             }
             Event::Apply { source, resource } => {
