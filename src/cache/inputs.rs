@@ -17,7 +17,11 @@
 //!
 //! Rules, Sidecars and services are compared by revision: each model's index numbers every
 //! distinct content once (carrying numbers over from the previous index for unchanged
-//! content), so comparing a class's inputs is comparing numbers.
+//! content), so comparing a class's inputs is comparing numbers. The index also records what
+//! changed since the generation before (`Delta`) when that is confined to endpoints and to
+//! VirtualServices and DestinationRules with exact hosts: then a class whose imported and
+//! served services are none of those the change reaches has the same inputs, and is not
+//! looked at again (`ModelIndex::may_change`).
 //!
 //! Only VirtualServices, DestinationRules, Sidecars and endpoints are attributed to classes.
 //! Everything else translation reads (the mesh settings, the security policies, every other
@@ -70,6 +74,10 @@ pub struct ModelIndex {
     rules: HashMap<ResourceKey, (Revision, Arc<Resource>)>,
     /// Services by (hostname, namespace): revisions and content.
     service_contents: HashMap<(String, String), (ServiceRevision, Arc<Service>)>,
+    /// Registry services by (hostname, namespace), in registry order.
+    service_keys: Vec<(String, String)>,
+    /// What changed since the previous generation, when that can be said per service.
+    delta: Option<Delta>,
     /// Everything else translation may read, as one revision: the mesh settings, every
     /// resource that is not a VirtualService, DestinationRule, Sidecar or pure endpoint source
     /// (EndpointSlice, WorkloadEntry), and the configuration of every service. A kind or field
@@ -80,6 +88,26 @@ pub struct ModelIndex {
 
 /// A revision no content has: the input is unknown and counts as changed.
 const UNKNOWN: Revision = Revision::MAX;
+
+/// What changed from one generation to the next when the change is confined to endpoints
+/// and to VirtualServices and DestinationRules with exact hosts: the registry services (at
+/// the same positions in both models) a class must import, or serve, to be affected. A
+/// class whose inputs name none of them has the same inputs at both generations.
+#[derive(Debug)]
+struct Delta {
+    /// Services whose endpoints changed (their configuration did not).
+    endpoints: Vec<usize>,
+    /// Services a changed VirtualService (before or after the change) could name.
+    virtual_services: Vec<usize>,
+    /// Services a changed DestinationRule (before or after the change) could name.
+    destination_rules: Vec<usize>,
+}
+
+/// Whether two sorted lists share an element.
+fn intersect(a: &[usize], b: &[usize]) -> bool {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    small.iter().any(|x| large.binary_search(x).is_ok())
+}
 
 #[derive(Debug)]
 struct IndexedRule {
@@ -104,6 +132,7 @@ impl ModelIndex {
         let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
         let mut services = Vec::with_capacity(model.registry.services.len());
         let mut service_contents = HashMap::new();
+        let mut service_keys = Vec::with_capacity(model.registry.services.len());
         for (i, s) in model.registry.services.iter().enumerate() {
             let mut end = 0;
             loop {
@@ -116,6 +145,7 @@ impl ModelIndex {
                 }
             }
             let key = (s.hostname.clone(), s.namespace.clone());
+            service_keys.push(key.clone());
             let old = previous.and_then(|p| p.service_contents.get(&key));
             let config = match old {
                 Some((r, o)) if same_config(o, s) => r.config,
@@ -196,7 +226,6 @@ impl ModelIndex {
         ] {
             for (position, rule) in rules.iter().enumerate() {
                 // A delegate VirtualService has no hosts: it applies wherever its root does.
-                // A delegate VirtualService has no hosts: it applies wherever its root does.
                 if rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.contains('*')) {
                     wildcard.push(position);
                     continue;
@@ -227,7 +256,7 @@ impl ModelIndex {
             .enumerate()
             .map(|(i, s)| (Arc::as_ptr(s) as *const () as usize, i))
             .collect();
-        ModelIndex {
+        let mut index = ModelIndex {
             generation,
             virtual_services,
             destination_rules,
@@ -239,8 +268,98 @@ impl ModelIndex {
             services,
             rules,
             service_contents,
+            service_keys,
+            delta: None,
             rest,
+        };
+        index.delta = previous.and_then(|p| index.delta_from(p, &by_prefix));
+        index
+    }
+
+    /// What changed since `previous` (the index of the generation before), if it is confined
+    /// to endpoints and to rules with exact hosts; `None` when any class may be affected (the
+    /// mesh settings or any other kind, a service's configuration, the set of services, a
+    /// Sidecar, or a rule with a wildcard host or none changed).
+    fn delta_from(
+        &self,
+        previous: &ModelIndex,
+        by_prefix: &HashMap<String, Vec<usize>>,
+    ) -> Option<Delta> {
+        if previous.generation + 1 != self.generation
+            || previous.rest.0 != self.rest.0
+            || previous.service_keys != self.service_keys
+        {
+            return None;
         }
+        let mut endpoints = Vec::new();
+        for (i, (old, new)) in previous.services.iter().zip(&self.services).enumerate() {
+            if old.config != new.config || old.dns != new.dns {
+                return None;
+            }
+            if old.endpoints != new.endpoints {
+                endpoints.push(i);
+            }
+        }
+        let mut virtual_services = Vec::new();
+        let mut destination_rules = Vec::new();
+        let gone = previous
+            .rules
+            .keys()
+            .filter(|key| !self.rules.contains_key(*key));
+        for key in self.rules.keys().chain(gone) {
+            let (before, now) = (previous.rules.get(key), self.rules.get(key));
+            if before.map(|(r, _)| r) == now.map(|(r, _)| r) {
+                continue;
+            }
+            for (_, r) in before.into_iter().chain(now) {
+                let (hosts, named): (Vec<&str>, &mut Vec<usize>) = match &r.spec {
+                    Spec::VirtualService(vs) => (
+                        vs.hosts.iter().map(String::as_str).collect(),
+                        &mut virtual_services,
+                    ),
+                    Spec::DestinationRule(dr) => (vec![dr.host.as_str()], &mut destination_rules),
+                    _ => return None,
+                };
+                if hosts.is_empty() || hosts.iter().any(|h| h.contains('*')) {
+                    return None;
+                }
+                named.extend(
+                    hosts
+                        .iter()
+                        .filter_map(|h| by_prefix.get(*h))
+                        .flatten()
+                        .copied(),
+                );
+            }
+        }
+        for list in [
+            &mut endpoints,
+            &mut virtual_services,
+            &mut destination_rules,
+        ] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        Some(Delta {
+            endpoints,
+            virtual_services,
+            destination_rules,
+        })
+    }
+
+    /// Whether a class whose inputs were taken at the previous generation may have other
+    /// inputs at this one (`false` only when this index knows what changed and the class
+    /// imports or serves none of it).
+    pub fn may_change(&self, inputs: &ClassInputs) -> bool {
+        let Some(delta) = &self.delta else {
+            return true;
+        };
+        inputs.unknown
+            || inputs.sidecar == Some(UNKNOWN)
+            || inputs.generation + 1 != self.generation
+            || intersect(&inputs.imported, &delta.endpoints)
+            || intersect(&inputs.imported, &delta.virtual_services)
+            || intersect(&inputs.served, &delta.destination_rules)
     }
 
     /// The registry index of a service of the indexed model.
@@ -345,6 +464,12 @@ pub struct ClassInputs {
     destinations: Vec<Revision>,
     /// Some imported service is not in the index: nothing can be skipped.
     unknown: bool,
+    /// The index generation these inputs were taken at (or found unchanged at).
+    generation: u64,
+    /// Registry positions (at `generation`) of the services imported, and of those imported
+    /// or served (whose DestinationRules apply), sorted.
+    imported: Vec<usize>,
+    served: Vec<usize>,
 }
 
 impl ClassInputs {
@@ -431,7 +556,15 @@ impl ClassInputs {
             destination_rules,
             destinations,
             unknown,
+            generation: index.generation,
+            imported,
+            served,
         }
+    }
+
+    /// Records that these inputs are unchanged at `generation` ([`ModelIndex::may_change`]).
+    pub fn carry_to(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// The types whose output may differ between a class with inputs `self` and `new`.

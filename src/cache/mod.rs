@@ -10,8 +10,11 @@
 //!
 //! After a change a class is regenerated only if its inputs changed (`inputs`: the Sidecar,
 //! imported services, inbound ports and the rules that can apply to it), and only the types
-//! those inputs feed. Translation looks rules up in the model's own index (built once per
-//! model and shared by every class). Encoded resources are interned: a resource whose name
+//! those inputs feed. When the change from the generation before is confined to endpoints and
+//! to rules with exact hosts, the per-model index says which services it reaches, and a class
+//! that imports or serves none of them is carried forward as it is, without computing its
+//! inputs (on the stream's own task: no generation is scheduled for it). Translation looks
+//! rules up in the model's own index (built once per model and shared by every class). Encoded resources are interned: a resource whose name
 //! and bytes were generated before (for any class) is the same shared `Versioned`, so its
 //! content version is computed once.
 
@@ -317,6 +320,16 @@ impl Cache {
         });
         drop(inner);
         self.interner.prune();
+        // Indexed now, so streams can bring unaffected classes forward without generating.
+        self.index(snapshot);
+    }
+
+    /// The index of `generation` if it is built.
+    fn built_index(&self, generation: u64) -> Option<Arc<ModelIndex>> {
+        lock(&self.index)
+            .as_ref()
+            .filter(|i| i.generation == generation)
+            .cloned()
     }
 
     /// The per-model index for a snapshot, built once per generation.
@@ -340,7 +353,8 @@ impl Cache {
         }
     }
 
-    /// The resources for `proxy` at `snapshot` if they are ready, without generating and
+    /// The resources for `proxy` at `snapshot` if they are ready (or the class's are those of
+    /// the generation before and the change does not reach it), without generating and
     /// without waiting for a generation in progress.
     pub fn ready(&self, snapshot: &Snapshot, proxy: &Proxy) -> Option<Arc<ProxyResources>> {
         let class = proxy.class();
@@ -348,7 +362,10 @@ impl Cache {
         let mut entry = slot.try_lock().ok()?;
         let e = entry.as_mut()?;
         if e.resources.generation < snapshot.generation {
-            return None;
+            let index = self.built_index(snapshot.generation)?;
+            if !carry(e, &index) {
+                return None;
+            }
         }
         e.last_used = e.last_used.max(snapshot.generation);
         Some(e.resources.clone())
@@ -380,13 +397,14 @@ impl Cache {
             inner.classes.entry(class).or_default().clone()
         };
         let mut entry = lock(&slot);
+        let index = self.index(snapshot);
         if let Some(e) = entry.as_mut() {
             e.last_used = e.last_used.max(snapshot.generation);
-            if e.resources.generation >= snapshot.generation {
+            if e.resources.generation >= snapshot.generation || carry(e, &index) {
                 return e.resources.clone();
             }
         }
-        let inputs = ClassInputs::of(&snapshot.model, &self.index(snapshot), proxy);
+        let inputs = ClassInputs::of(&snapshot.model, &index, proxy);
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e.resources.clone()),
@@ -417,6 +435,22 @@ impl Cache {
         });
         resources
     }
+}
+
+/// Brings a class entry of the generation before `index`'s forward unchanged when the change
+/// cannot reach its inputs; whether it did.
+fn carry(e: &mut ClassEntry, index: &ModelIndex) -> bool {
+    if e.resources.generation + 1 != index.generation || index.may_change(&e.inputs) {
+        return false;
+    }
+    e.resources = Arc::new(ProxyResources {
+        generation: index.generation,
+        types: e.resources.types.clone(),
+        diagnostics: e.resources.diagnostics.clone(),
+    });
+    e.inputs.carry_to(index.generation);
+    e.last_used = e.last_used.max(index.generation);
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
