@@ -7,9 +7,10 @@
 //! indexes into `Model::resources` (or `Registry::services`) and every list is in model order,
 //! so a caller that keeps the order sees what a scan would have seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::config::Model;
+use super::networking::{Labels, LoadBalancerSettings, TrafficPolicy};
 use super::resource::{Kind, Spec};
 
 /// Expands a short host name relative to a namespace, as istiod does: names without a dot
@@ -95,6 +96,8 @@ pub struct Index {
     service_entries: HashMap<(String, String), Vec<usize>>,
     /// Registry services (positions in `registry.services`) by namespace, in registry order.
     services_by_namespace: HashMap<String, Vec<usize>>,
+    /// The label keys a proxy's outbound configuration can depend on; `None`: all of them.
+    outbound_label_keys: Option<BTreeSet<String>>,
 }
 
 static NO_POSITIONS: Vec<usize> = Vec::new();
@@ -143,6 +146,7 @@ impl Index {
                 _ => {}
             }
         }
+        index.outbound_label_keys = outbound_label_keys(model);
         for (position, s) in model.registry.services.iter().enumerate() {
             index
                 .services_by_namespace
@@ -184,6 +188,15 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// The label keys of a proxy that its outbound configuration (outbound clusters,
+    /// endpoints, listeners and routes) can depend on: those of Sidecar and DestinationRule
+    /// workload selectors and of VirtualService `sourceLabels` matches. `None` when any label
+    /// may matter: a DestinationRule sets `failoverPriority` (which compares the proxy's
+    /// labels, and treats a proxy without labels apart).
+    pub fn outbound_label_keys(&self) -> Option<&BTreeSet<String>> {
+        self.outbound_label_keys.as_ref()
+    }
+
     /// Positions in `registry.services` of the services of a namespace, in registry order.
     pub fn services_in(&self, namespace: &str) -> &[usize] {
         self.services_by_namespace
@@ -191,6 +204,60 @@ impl Index {
             .map(Vec::as_slice)
             .unwrap_or_default()
     }
+}
+
+/// See [`Index::outbound_label_keys`].
+fn outbound_label_keys(model: &Model) -> Option<BTreeSet<String>> {
+    fn failover_priority(lb: Option<&LoadBalancerSettings>) -> bool {
+        lb.and_then(|lb| lb.locality_lb_setting.as_ref())
+            .is_some_and(|l| !l.failover_priority.is_empty())
+    }
+    fn policy_uses_labels(tp: Option<&TrafficPolicy>) -> bool {
+        tp.is_some_and(|tp| {
+            failover_priority(tp.load_balancer.as_ref())
+                || tp
+                    .port_level_settings
+                    .iter()
+                    .any(|p| failover_priority(p.load_balancer.as_ref()))
+        })
+    }
+    let mut keys = BTreeSet::new();
+    let mut add = |labels: &Labels| keys.extend(labels.keys().cloned());
+    for r in &model.resources {
+        match &r.spec {
+            Spec::Sidecar(s) => {
+                if let Some(w) = &s.workload_selector {
+                    add(&w.labels);
+                }
+            }
+            Spec::DestinationRule(dr) => {
+                if policy_uses_labels(dr.traffic_policy.as_ref())
+                    || dr
+                        .subsets
+                        .iter()
+                        .any(|s| policy_uses_labels(s.traffic_policy.as_ref()))
+                {
+                    return None;
+                }
+                if let Some(w) = &dr.workload_selector {
+                    add(&w.match_labels);
+                }
+            }
+            Spec::VirtualService(vs) => {
+                for m in vs.http.iter().flat_map(|h| &h.match_) {
+                    add(&m.source_labels);
+                }
+                for m in vs.tcp.iter().flat_map(|t| &t.match_) {
+                    add(&m.source_labels);
+                }
+                for m in vs.tls.iter().flat_map(|t| &t.match_) {
+                    add(&m.source_labels);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(keys)
 }
 
 #[cfg(test)]
