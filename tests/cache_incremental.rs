@@ -149,6 +149,56 @@ spec:
   trafficPolicy: {connectionPool: {http: {http1MaxPendingRequests: 3}}}
 "#;
 
+/// For ns-1's proxies labelled `version: v1` only (outbound; rules with a selector are private).
+const SELECTED_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-5-v1-clients, namespace: ns-1}
+spec:
+  host: svc-5.ns-1.svc.cluster.local
+  workloadSelector: {matchLabels: {version: v1}}
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}
+"#;
+
+/// Requests to svc-6 from ns-2's proxies labelled `track: canary` get a route of their own
+/// (private to the namespace, it comes before svc-6's public VirtualService there).
+const SOURCE_LABELS_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc-6-from-canary, namespace: ns-2}
+spec:
+  hosts: [svc-6.ns-2.svc.cluster.local]
+  exportTo: ["."]
+  http:
+  - match: [{sourceLabels: {track: canary}}]
+    route: [{destination: {host: svc-7.ns-3.svc.cluster.local, port: {number: 80}}}]
+"#;
+
+/// TCP to svc-8's database port from proxies labelled `tier: t3` goes to svc-9.
+const TCP_SOURCE_LABELS_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc-8-db-from-t3, namespace: ns-0}
+spec:
+  hosts: [svc-8.ns-0.svc.cluster.local]
+  tcp:
+  - match: [{port: 5432, sourceLabels: {tier: t3}}]
+    route: [{destination: {host: svc-9.ns-1.svc.cluster.local, port: {number: 5432}}}]
+"#;
+
+/// Endpoints of svc-10 prioritised by the proxy's `version` label.
+const FAILOVER_PRIORITY_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-10-by-version, namespace: istio-system}
+spec:
+  host: svc-10.ns-2.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s}
+    loadBalancer:
+      localityLbSetting: {enabled: true, failoverPriority: [version]}
+"#;
+
 /// svc-3 with one port (9090): VirtualService destinations without a port now resolve to it.
 fn single_port(text: &str) -> String {
     text.replace(
@@ -215,6 +265,12 @@ fn check(scoping: bool, registry: &str) {
         // identities and their listeners apply PeerAuthentication.
         .map(|(i, mut p)| {
             p.workload_certificate = i % 2 == 0;
+            // Labels only some rules select on (each its own): proxies that differ in them
+            // share their outbound part unless such a rule exists.
+            p.labels.insert("version".into(), format!("v{}", i % 3 + 1));
+            p.labels
+                .insert("track".into(), ["stable", "canary"][i / 4 % 2].into());
+            p.labels.insert("tier".into(), format!("t{}", i % 4));
             p
         })
         .collect();
@@ -330,6 +386,26 @@ fn check(scoping: bool, registry: &str) {
     }
     now.extend(last[files(&m).len()..].iter().cloned());
     states.push(("endpoint add after the rule moves".into(), now));
+    // Rules that make the outbound part depend on a label.
+    let mut next = states.last().unwrap().1.clone();
+    next.push(SELECTED_DR.into());
+    states.push((
+        "DestinationRule with a workload selector".into(),
+        next.clone(),
+    ));
+    next.push(SOURCE_LABELS_VS.into());
+    states.push(("VirtualService sourceLabels match".into(), next.clone()));
+    next.push(TCP_SOURCE_LABELS_VS.into());
+    states.push(("tcp sourceLabels match".into(), next.clone()));
+    next.push(FAILOVER_PRIORITY_DR.into());
+    states.push(("failoverPriority".into(), next.clone()));
+    next.pop();
+    states.push(("failoverPriority removed".into(), next.clone()));
+    let selected = next.iter().position(|f| f == SELECTED_DR).unwrap();
+    next[selected] = SELECTED_DR.replace("version: v1", "version: v2");
+    states.push(("workload selector changed".into(), next.clone()));
+    next.retain(|f| f != SOURCE_LABELS_VS);
+    states.push(("sourceLabels match removed".into(), next.clone()));
     // Generations at which a quarter of the proxies are not asked for: their classes are
     // brought forward over two changes at once afterwards.
     let skipped = [
