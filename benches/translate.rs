@@ -130,6 +130,7 @@ fn main() {
     // every sampled class forward costs.
     let target = 17.min(scenario.mesh.services.saturating_sub(1));
     let mut forward = Vec::new();
+    let mut observed = Vec::new();
     for (generation, what) in [(2u64, "route edit"), (3, "endpoint add")] {
         let edit = if generation == 2 {
             generated.route_edit(target)
@@ -155,7 +156,9 @@ fn main() {
             },
             changed_at: Instant::now(),
         };
+        let t = Instant::now();
         cache.observe(&snapshot);
+        observed.push((what, t.elapsed()));
         let t = Instant::now();
         for p in &proxies {
             let _ = cache.resources(&snapshot, p);
@@ -171,8 +174,12 @@ fn main() {
     for (what, d) in forward {
         println!("  after a {what:<13}       {}", per(d, n));
     }
+    println!("\nper change:");
+    for (what, d) in observed {
+        println!("Cache::observe, {what:<13} {}", per(d, 1));
+    }
     println!("\nper proxy:");
-    for t in ResourceType::ALL {
+    for t in ResourceType::CONFIG {
         let i = t as usize;
         println!(
             "{:4} {:6.0} resources {:9.1} KiB",

@@ -1,5 +1,5 @@
 //! What one proxy class's generated configuration is a function of, so the cache can skip
-//! classes a change cannot affect and hand translation only the rules that can apply.
+//! classes a change cannot affect.
 //!
 //! Translation reads the attributed inputs through `translate::Scope`: the Sidecar
 //! it picks (by namespace and labels) and the services each egress listener imports (from the
@@ -17,7 +17,11 @@
 //!
 //! Rules, Sidecars and services are compared by revision: each model's index numbers every
 //! distinct content once (carrying numbers over from the previous index for unchanged
-//! content), so comparing a class's inputs is comparing numbers.
+//! content), so comparing a class's inputs is comparing numbers. The index also records what
+//! changed since the generation before (`Delta`) when that is confined to endpoints and to
+//! VirtualServices and DestinationRules with exact hosts: then a class whose imported and
+//! served services are none of those the change reaches has the same inputs, and is not
+//! looked at again (`ModelIndex::may_change`).
 //!
 //! Only VirtualServices, DestinationRules, Sidecars and endpoints are attributed to classes.
 //! Everything else translation reads (the mesh settings, the security policies, every other
@@ -70,6 +74,10 @@ pub struct ModelIndex {
     rules: HashMap<ResourceKey, (Revision, Arc<Resource>)>,
     /// Services by (hostname, namespace): revisions and content.
     service_contents: HashMap<(String, String), (ServiceRevision, Arc<Service>)>,
+    /// Registry services by (hostname, namespace), in registry order.
+    service_keys: Vec<(String, String)>,
+    /// What changed since the previous generation, when that can be said per service.
+    delta: Option<Delta>,
     /// Everything else translation may read, as one revision: the mesh settings, every
     /// resource that is not a VirtualService, DestinationRule, Sidecar or pure endpoint source
     /// (EndpointSlice, WorkloadEntry, Pod), and the configuration of every service. A kind or field
@@ -81,10 +89,28 @@ pub struct ModelIndex {
 /// A revision no content has: the input is unknown and counts as changed.
 const UNKNOWN: Revision = Revision::MAX;
 
+/// What changed from one generation to the next when the change is confined to endpoints
+/// and to VirtualServices and DestinationRules with exact hosts: the registry services (at
+/// the same positions in both models) a class must import, or serve, to be affected. A
+/// class whose inputs name none of them has the same inputs at both generations.
+#[derive(Debug)]
+struct Delta {
+    /// Services whose endpoints changed (their configuration did not).
+    endpoints: Vec<usize>,
+    /// Services a changed VirtualService (before or after the change) could name.
+    virtual_services: Vec<usize>,
+    /// Services a changed DestinationRule (before or after the change) could name.
+    destination_rules: Vec<usize>,
+}
+
+/// Whether two sorted lists share an element.
+fn intersect(a: &[usize], b: &[usize]) -> bool {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    small.iter().any(|x| large.binary_search(x).is_ok())
+}
+
 #[derive(Debug)]
 struct IndexedRule {
-    /// Index in `model.resources`.
-    resource: usize,
     revision: Revision,
     hosts: Vec<String>,
     /// VirtualServices: registry services any string of the rule names.
@@ -106,6 +132,7 @@ impl ModelIndex {
         let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
         let mut services = Vec::with_capacity(model.registry.services.len());
         let mut service_contents = HashMap::new();
+        let mut service_keys = Vec::with_capacity(model.registry.services.len());
         for (i, s) in model.registry.services.iter().enumerate() {
             let mut end = 0;
             loop {
@@ -118,6 +145,7 @@ impl ModelIndex {
                 }
             }
             let key = (s.hostname.clone(), s.namespace.clone());
+            service_keys.push(key.clone());
             let old = previous.and_then(|p| p.service_contents.get(&key));
             let config = match old {
                 Some((r, o)) if same_config(o, s) => r.config,
@@ -138,7 +166,7 @@ impl ModelIndex {
         let mut virtual_services = Vec::new();
         let mut destination_rules = Vec::new();
         let mut rules = HashMap::new();
-        for (i, r) in model.resources.iter().enumerate() {
+        for r in &model.resources {
             if !matches!(
                 r.spec,
                 Spec::VirtualService(_) | Spec::DestinationRule(_) | Spec::Sidecar(_)
@@ -166,14 +194,12 @@ impl ModelIndex {
                     candidates.sort_unstable();
                     candidates.dedup();
                     virtual_services.push(IndexedRule {
-                        resource: i,
                         revision: rev,
                         hosts: vs.hosts.clone(),
                         candidates,
                     });
                 }
                 Spec::DestinationRule(dr) => destination_rules.push(IndexedRule {
-                    resource: i,
                     revision: rev,
                     hosts: vec![dr.host.clone()],
                     candidates: Vec::new(),
@@ -199,7 +225,6 @@ impl ModelIndex {
             ),
         ] {
             for (position, rule) in rules.iter().enumerate() {
-                // A delegate VirtualService has no hosts: it applies wherever its root does.
                 // A delegate VirtualService has no hosts: it applies wherever its root does.
                 if rule.hosts.is_empty() || rule.hosts.iter().any(|h| h.contains('*')) {
                     wildcard.push(position);
@@ -231,7 +256,7 @@ impl ModelIndex {
             .enumerate()
             .map(|(i, s)| (Arc::as_ptr(s) as *const () as usize, i))
             .collect();
-        ModelIndex {
+        let mut index = ModelIndex {
             generation,
             virtual_services,
             destination_rules,
@@ -243,8 +268,98 @@ impl ModelIndex {
             services,
             rules,
             service_contents,
+            service_keys,
+            delta: None,
             rest,
+        };
+        index.delta = previous.and_then(|p| index.delta_from(p, &by_prefix));
+        index
+    }
+
+    /// What changed since `previous` (the index of the generation before), if it is confined
+    /// to endpoints and to rules with exact hosts; `None` when any class may be affected (the
+    /// mesh settings or any other kind, a service's configuration, the set of services, a
+    /// Sidecar, or a rule with a wildcard host or none changed).
+    fn delta_from(
+        &self,
+        previous: &ModelIndex,
+        by_prefix: &HashMap<String, Vec<usize>>,
+    ) -> Option<Delta> {
+        if previous.generation + 1 != self.generation
+            || previous.rest.0 != self.rest.0
+            || previous.service_keys != self.service_keys
+        {
+            return None;
         }
+        let mut endpoints = Vec::new();
+        for (i, (old, new)) in previous.services.iter().zip(&self.services).enumerate() {
+            if old.config != new.config || old.dns != new.dns {
+                return None;
+            }
+            if old.endpoints != new.endpoints {
+                endpoints.push(i);
+            }
+        }
+        let mut virtual_services = Vec::new();
+        let mut destination_rules = Vec::new();
+        let gone = previous
+            .rules
+            .keys()
+            .filter(|key| !self.rules.contains_key(*key));
+        for key in self.rules.keys().chain(gone) {
+            let (before, now) = (previous.rules.get(key), self.rules.get(key));
+            if before.map(|(r, _)| r) == now.map(|(r, _)| r) {
+                continue;
+            }
+            for (_, r) in before.into_iter().chain(now) {
+                let (hosts, named): (Vec<&str>, &mut Vec<usize>) = match &r.spec {
+                    Spec::VirtualService(vs) => (
+                        vs.hosts.iter().map(String::as_str).collect(),
+                        &mut virtual_services,
+                    ),
+                    Spec::DestinationRule(dr) => (vec![dr.host.as_str()], &mut destination_rules),
+                    _ => return None,
+                };
+                if hosts.is_empty() || hosts.iter().any(|h| h.contains('*')) {
+                    return None;
+                }
+                named.extend(
+                    hosts
+                        .iter()
+                        .filter_map(|h| by_prefix.get(*h))
+                        .flatten()
+                        .copied(),
+                );
+            }
+        }
+        for list in [
+            &mut endpoints,
+            &mut virtual_services,
+            &mut destination_rules,
+        ] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        Some(Delta {
+            endpoints,
+            virtual_services,
+            destination_rules,
+        })
+    }
+
+    /// Whether a class whose inputs were taken at the previous generation may have other
+    /// inputs at this one (`false` only when this index knows what changed and the class
+    /// imports or serves none of it).
+    pub fn may_change(&self, inputs: &ClassInputs) -> bool {
+        let Some(delta) = &self.delta else {
+            return true;
+        };
+        inputs.unknown
+            || inputs.sidecar == Some(UNKNOWN)
+            || inputs.generation + 1 != self.generation
+            || intersect(&inputs.imported, &delta.endpoints)
+            || intersect(&inputs.imported, &delta.virtual_services)
+            || intersect(&inputs.served, &delta.destination_rules)
     }
 
     /// The registry index of a service of the indexed model.
@@ -348,11 +463,14 @@ pub struct ClassInputs {
     destination_rules: Vec<Revision>,
     /// Configuration revisions of the services VirtualService destinations may name.
     destinations: Vec<Revision>,
-    /// Indexes (in `model.resources`) of the rules above, sorted, to build the reduced
-    /// model.
-    rule_indexes: Vec<usize>,
     /// Some imported service is not in the index: nothing can be skipped.
     unknown: bool,
+    /// The index generation these inputs were taken at (or found unchanged at).
+    generation: u64,
+    /// Registry positions (at `generation`) of the services imported, and of those imported
+    /// or served (whose DestinationRules apply), sorted.
+    imported: Vec<usize>,
+    served: Vec<usize>,
 }
 
 impl ClassInputs {
@@ -384,9 +502,10 @@ impl ClassInputs {
         let mut served = imported.clone();
         served.extend(
             model
-                .registry
-                .services
+                .index()
+                .services_in(&proxy.namespace)
                 .iter()
+                .filter_map(|p| model.registry.services.get(*p))
                 .filter(|s| {
                     s.namespace == proxy.namespace
                         && s.selector
@@ -397,7 +516,6 @@ impl ClassInputs {
         );
         served.sort_unstable();
         served.dedup();
-        let mut rule_indexes = Vec::new();
         let mut virtual_services = Vec::new();
         let mut candidates = Vec::new();
         for p in index.rules_for(
@@ -406,7 +524,6 @@ impl ClassInputs {
             &index.wildcard_virtual_services,
         ) {
             if let Some(rule) = index.virtual_services.get(p) {
-                rule_indexes.push(rule.resource);
                 virtual_services.push(rule.revision);
                 candidates.extend(rule.candidates.iter().copied());
             }
@@ -418,11 +535,9 @@ impl ClassInputs {
             &index.wildcard_destination_rules,
         ) {
             if let Some(rule) = index.destination_rules.get(p) {
-                rule_indexes.push(rule.resource);
                 destination_rules.push(rule.revision);
             }
         }
-        rule_indexes.sort_unstable();
         candidates.sort_unstable();
         candidates.dedup();
         let destinations = candidates
@@ -441,9 +556,16 @@ impl ClassInputs {
             virtual_services,
             destination_rules,
             destinations,
-            rule_indexes,
             unknown,
+            generation: index.generation,
+            imported,
+            served,
         }
+    }
+
+    /// Records that these inputs are unchanged at `generation` ([`ModelIndex::may_change`]).
+    pub fn carry_to(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// The types whose output may differ between a class with inputs `self` and `new`.
@@ -485,26 +607,6 @@ impl ClassInputs {
                 .union(TypeSet::only(ResourceType::Rds));
         }
         types
-    }
-
-    /// The model translation needs for this class: the same, without the VirtualServices and
-    /// DestinationRules that cannot apply to it (translation looks rules up by host, so fewer
-    /// rules make every lookup cheaper without changing its result).
-    pub fn reduced(&self, model: &Model) -> Model {
-        let mut reduced = Model::default();
-        reduced.mesh = model.mesh.clone();
-        reduced.registry = model.registry.clone();
-        reduced.resources = model
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| {
-                !matches!(r.spec, Spec::VirtualService(_) | Spec::DestinationRule(_))
-                    || self.rule_indexes.binary_search(i).is_ok()
-            })
-            .map(|(_, r)| r.clone())
-            .collect();
-        reduced
     }
 }
 

@@ -8,12 +8,23 @@
 //! cluster, every route configuration is referenced by a listener) before it is handed out; a
 //! class whose new set fails the check keeps its last good set.
 //!
-//! After a change a class is regenerated only if its inputs changed (`inputs`: the Sidecar,
-//! imported services, inbound ports and the rules that can apply to it), and only the types
-//! those inputs feed; translation is handed a model without the VirtualServices and
-//! DestinationRules that cannot apply to the class. Encoded resources are interned: a
-//! resource whose name and bytes were generated before (for any class) is the same shared
-//! `Versioned`, so its content version is computed once.
+//! A class's resources are two parts (`translate::Part`). The outbound part (clusters,
+//! endpoints, listeners and routes for calling services) is made for the proxy with only the
+//! labels outbound configuration can depend on (`translate::outbound_proxy`), so it is shared
+//! by every class whose proxies agree on those labels (in a mesh without workload-selected
+//! rules, by a namespace's workloads); the inbound part (the workload's own clusters and
+//! listener) is made per class. A type whose parts are unchanged keeps its combined set.
+//!
+//! After a change a class, and a shared outbound part, is regenerated only if its inputs
+//! changed (`inputs`: the Sidecar, imported services, inbound ports and the rules that can
+//! apply to it), and only the types those inputs feed. When the change from the generation
+//! before is confined to endpoints and to rules with exact hosts, the per-model index says
+//! which services it reaches, and a class that imports or serves none of them is carried
+//! forward as it is, without computing its inputs (on the stream's own task: no generation is
+//! scheduled for it). Translation looks rules up in the model's own index (built once per model
+//! and shared by every class). Encoded resources are interned: a resource whose name and bytes
+//! were generated before (for any class) is the same shared `Versioned`, so its content version
+//! is computed once.
 
 mod inputs;
 
@@ -31,7 +42,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass};
-use crate::translate::{self, Output, envoy};
+use crate::translate::{self, Output, Part, envoy};
 use inputs::{ClassInputs, ModelIndex};
 
 /// The resource types bowline generates, in the order they are pushed.
@@ -215,13 +226,21 @@ pub enum CacheError {
     MissingEndpoints(String),
 }
 
+/// A proxy class's resources, or a shared outbound part.
 struct ClassEntry {
     resources: Arc<ProxyResources>,
     /// What the resources were generated from.
     inputs: ClassInputs,
     /// Model generation this entry was last requested at (for eviction).
     last_used: u64,
+    /// A class's: the outbound and inbound parts `resources` was combined from.
+    parts: Option<Parts>,
 }
+
+/// A class's outbound and inbound parts.
+type Parts = (Arc<ProxyResources>, Arc<ProxyResources>);
+
+type Slot = Arc<Mutex<Option<ClassEntry>>>;
 
 /// How many generations of change sets are kept to bring a stale class entry forward without
 /// regenerating every type.
@@ -231,7 +250,11 @@ const EVICT_AFTER: u64 = 16;
 
 #[derive(Default)]
 struct Inner {
-    classes: HashMap<ProxyClass, Arc<Mutex<Option<ClassEntry>>>>,
+    classes: HashMap<ProxyClass, Slot>,
+    /// Outbound parts, by the class of the proxy they are made for
+    /// (`translate::outbound_proxy`): shared by every class whose proxies agree on the labels
+    /// outbound configuration can depend on.
+    outbound: HashMap<ProxyClass, Slot>,
     changes: VecDeque<(u64, TypeSet)>,
 }
 
@@ -306,7 +329,7 @@ impl Cache {
             inner.changes.pop_front();
         }
         let generation = snapshot.generation;
-        inner.classes.retain(|_, slot| {
+        let in_use = |_: &ProxyClass, slot: &mut Slot| {
             // A slot being built is in use.
             slot.try_lock()
                 .map(|e| {
@@ -314,9 +337,21 @@ impl Cache {
                         .is_none_or(|e| e.last_used + EVICT_AFTER >= generation)
                 })
                 .unwrap_or(true)
-        });
+        };
+        inner.classes.retain(in_use);
+        inner.outbound.retain(in_use);
         drop(inner);
         self.interner.prune();
+        // Indexed now, so streams can bring unaffected classes forward without generating.
+        self.index(snapshot);
+    }
+
+    /// The index of `generation` if it is built.
+    fn built_index(&self, generation: u64) -> Option<Arc<ModelIndex>> {
+        lock(&self.index)
+            .as_ref()
+            .filter(|i| i.generation == generation)
+            .cloned()
     }
 
     /// The per-model index for a snapshot, built once per generation.
@@ -340,7 +375,8 @@ impl Cache {
         }
     }
 
-    /// The resources for `proxy` at `snapshot` if they are ready, without generating and
+    /// The resources for `proxy` at `snapshot` if they are ready (or the class's are those of
+    /// the generation before and the change does not reach it), without generating and
     /// without waiting for a generation in progress.
     pub fn ready(&self, snapshot: &Snapshot, proxy: &Proxy) -> Option<Arc<ProxyResources>> {
         let class = proxy.class();
@@ -348,7 +384,10 @@ impl Cache {
         let mut entry = slot.try_lock().ok()?;
         let e = entry.as_mut()?;
         if e.resources.generation < snapshot.generation {
-            return None;
+            let index = self.built_index(snapshot.generation)?;
+            if !carry(e, &index) {
+                return None;
+            }
         }
         e.last_used = e.last_used.max(snapshot.generation);
         Some(e.resources.clone())
@@ -380,13 +419,76 @@ impl Cache {
             inner.classes.entry(class).or_default().clone()
         };
         let mut entry = lock(&slot);
+        let index = self.index(snapshot);
         if let Some(e) = entry.as_mut() {
             e.last_used = e.last_used.max(snapshot.generation);
-            if e.resources.generation >= snapshot.generation {
+            if e.resources.generation >= snapshot.generation || carry(e, &index) {
                 return e.resources.clone();
             }
         }
-        let inputs = ClassInputs::of(&snapshot.model, &self.index(snapshot), proxy);
+        let inputs = ClassInputs::of(&snapshot.model, &index, proxy);
+        let (previous, types) = match entry.as_ref() {
+            Some(e) => (
+                Some(e),
+                self.changed_between(e.resources.generation, snapshot.generation)
+                    .intersection(e.inputs.changed(&inputs)),
+            ),
+            None => (None, TypeSet::ALL),
+        };
+        let outbound = self.outbound_part(snapshot, &index, proxy);
+        // The inbound part has clusters and listeners only.
+        let inbound_types = types
+            .intersection(TypeSet::only(ResourceType::Cds).union(TypeSet::only(ResourceType::Lds)));
+        let previous_parts = previous.and_then(|e| e.parts.as_ref());
+        let inbound = match previous_parts {
+            Some((_, inbound)) if inbound_types.is_empty() => inbound.clone(),
+            _ => Arc::new(build_part(
+                &snapshot.model,
+                snapshot.generation,
+                proxy,
+                Part::Inbound,
+                previous_parts.map(|(_, i)| i.as_ref()),
+                inbound_types,
+                &self.interner,
+            )),
+        };
+        let resources = Arc::new(combine(
+            snapshot.generation,
+            proxy,
+            (&outbound, &inbound),
+            previous.map(|e| e.resources.as_ref()).zip(previous_parts),
+        ));
+        *entry = Some(ClassEntry {
+            resources: resources.clone(),
+            inputs,
+            last_used: snapshot.generation,
+            parts: Some((outbound, inbound)),
+        });
+        resources
+    }
+
+    /// The outbound part for `proxy` at `snapshot`: made for the proxy whose labels are only
+    /// those outbound configuration can depend on, once per such proxy class and generation,
+    /// and brought forward as classes are.
+    fn outbound_part(
+        &self,
+        snapshot: &Snapshot,
+        index: &ModelIndex,
+        proxy: &Proxy,
+    ) -> Arc<ProxyResources> {
+        let shared = translate::outbound_proxy(&snapshot.model, proxy);
+        let slot = {
+            let mut inner = lock(&self.inner);
+            inner.outbound.entry(shared.class()).or_default().clone()
+        };
+        let mut entry = lock(&slot);
+        if let Some(e) = entry.as_mut() {
+            e.last_used = e.last_used.max(snapshot.generation);
+            if e.resources.generation >= snapshot.generation || carry(e, index) {
+                return e.resources.clone();
+            }
+        }
+        let inputs = ClassInputs::of(&snapshot.model, index, &shared);
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e.resources.clone()),
@@ -401,25 +503,40 @@ impl Cache {
                 types: p.types.clone(),
                 diagnostics: p.diagnostics.clone(),
             }),
-            previous => {
-                let model = inputs.reduced(&snapshot.model);
-                Arc::new(build(
-                    &model,
-                    snapshot.generation,
-                    proxy,
-                    previous.as_deref(),
-                    types,
-                    &self.interner,
-                ))
-            }
+            previous => Arc::new(build_part(
+                &snapshot.model,
+                snapshot.generation,
+                &shared,
+                Part::Outbound,
+                previous.as_deref(),
+                types,
+                &self.interner,
+            )),
         };
         *entry = Some(ClassEntry {
             resources: resources.clone(),
             inputs,
             last_used: snapshot.generation,
+            parts: None,
         });
         resources
     }
+}
+
+/// Brings a class entry of the generation before `index`'s forward unchanged when the change
+/// cannot reach its inputs; whether it did.
+fn carry(e: &mut ClassEntry, index: &ModelIndex) -> bool {
+    if e.resources.generation + 1 != index.generation || index.may_change(&e.inputs) {
+        return false;
+    }
+    e.resources = Arc::new(ProxyResources {
+        generation: index.generation,
+        types: e.resources.types.clone(),
+        diagnostics: e.resources.diagnostics.clone(),
+    });
+    e.inputs.carry_to(index.generation);
+    e.last_used = e.last_used.max(index.generation);
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -427,11 +544,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Generates the `types` that changed and reuses the rest from `previous`.
-fn build(
+/// Generates the `types` of one part that changed and reuses the rest from `previous` (every
+/// type without one). A part is not checked on its own: its references may point into the
+/// other part.
+fn build_part(
     model: &Model,
     generation: u64,
     proxy: &Proxy,
+    part: Part,
     previous: Option<&ProxyResources>,
     types: TypeSet,
     interner: &Interner,
@@ -441,17 +561,78 @@ fn build(
     } else {
         types
     };
-    let output = translate::generate(model, proxy, types);
+    let output = translate::generate_part(model, proxy, types, part);
     let mut diagnostics = output.diagnostics.clone();
-    let fresh = encode(&output, types, interner);
-    let candidate: [Arc<TypedResources>; 4] =
-        ResourceType::CONFIG.map(|t| match (&fresh, previous) {
-            (Ok(fresh), _) if types.contains(t) => fresh[t.index()].clone(),
-            (_, Some(p)) => p.get(t).clone(),
-            _ => Arc::new(TypedResources::default()),
-        });
-    let checked = fresh.and_then(|_| check(&candidate));
-    match checked {
+    let kept = |t: ResourceType| match previous {
+        Some(p) => p.get(t).clone(),
+        None => Arc::new(TypedResources::default()),
+    };
+    let types = match encode(&output, types, interner) {
+        Ok(fresh) => ResourceType::CONFIG.map(|t| {
+            if types.contains(t) {
+                fresh[t.index()].clone()
+            } else {
+                kept(t)
+            }
+        }),
+        Err(e) => {
+            tracing::error!(proxy = %proxy.id, error = %e, "generated configuration rejected; keeping the last good one");
+            diagnostics.push(rejected(proxy, &e));
+            ResourceType::CONFIG.map(kept)
+        }
+    };
+    ProxyResources {
+        generation,
+        types,
+        diagnostics,
+    }
+}
+
+fn rejected(proxy: &Proxy, e: &CacheError) -> Diagnostic {
+    Diagnostic::error(
+        "Proxy",
+        &proxy.namespace,
+        &proxy.name,
+        "",
+        format!("generated configuration rejected: {e}"),
+    )
+}
+
+/// A class's resources: its outbound and inbound parts together (a type whose parts are those
+/// `previous` was combined from is reused), checked for consistency; a class whose combined
+/// set fails the check keeps its last good set.
+fn combine(
+    generation: u64,
+    proxy: &Proxy,
+    (outbound, inbound): (&ProxyResources, &ProxyResources),
+    previous: Option<(&ProxyResources, &Parts)>,
+) -> ProxyResources {
+    let candidate: [Arc<TypedResources>; 4] = ResourceType::CONFIG.map(|t| {
+        if let Some((combined, (was_outbound, was_inbound))) = previous
+            && was_outbound.get(t).version == outbound.get(t).version
+            && was_inbound.get(t).version == inbound.get(t).version
+        {
+            return combined.get(t).clone();
+        }
+        let inbound_items = &inbound.get(t).items;
+        if inbound_items.is_empty() {
+            return outbound.get(t).clone();
+        }
+        let mut items = outbound.get(t).items.clone();
+        // The inbound part's resource wins a name both parts have, as when one proxy's
+        // resources are generated together.
+        items.extend(inbound_items.iter().map(|(n, v)| (n.clone(), v.clone())));
+        Arc::new(TypedResources::new(items))
+    });
+    let mut diagnostics: Vec<Diagnostic> = outbound
+        .diagnostics
+        .iter()
+        .chain(&inbound.diagnostics)
+        .cloned()
+        .collect();
+    diagnostics.sort();
+    diagnostics.dedup();
+    match check(&candidate) {
         Ok(()) => ProxyResources {
             generation,
             types: candidate,
@@ -459,15 +640,9 @@ fn build(
         },
         Err(e) => {
             tracing::error!(proxy = %proxy.id, error = %e, "generated configuration rejected; keeping the last good one");
-            diagnostics.push(Diagnostic::error(
-                "Proxy",
-                &proxy.namespace,
-                &proxy.name,
-                "",
-                format!("generated configuration rejected: {e}"),
-            ));
+            diagnostics.push(rejected(proxy, &e));
             let types = match previous {
-                Some(p) => p.types.clone(),
+                Some((p, _)) => p.types.clone(),
                 None => Default::default(),
             };
             ProxyResources {

@@ -127,9 +127,6 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
-/// How long the config directory must be quiet before it is re-read.
-const FILE_SETTLE: Duration = Duration::from_millis(30);
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::model::networking::parse_duration(s)
 }
@@ -269,12 +266,12 @@ async fn serve(
     let metrics = install_metrics()?;
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let mut store = Store::default();
-    // The file watcher only coalesces the events of one write (editors save in several steps);
-    // the push loop's debounce decides when a change is pushed.
+    // The file source sends each change as soon as it has read it; the push loop's debounce
+    // (--debounce-after) is the only one on the way to a push.
     let file_source = match &args.config_dir {
         Some(dir) => {
             let (source, initial) =
-                FileSource::start(dir, FILE_SETTLE, events_tx.clone()).context("file source")?;
+                FileSource::start(dir, events_tx.clone()).context("file source")?;
             store.apply(initial);
             Some(source)
         }

@@ -1,12 +1,14 @@
 //! `Model`: every valid resource, the service registry and the mesh settings at one moment,
-//! with the diagnostics of what was rejected. Immutable; built whole from a resource set.
+//! with the diagnostics of what was rejected. Immutable; built whole from a resource set. Its
+//! lookups (`Model::index`) are built once, on first use.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
+use super::index::Index;
 use super::mesh::MeshConfig;
 use super::networking;
 use super::registry::{Registry, Resolution};
@@ -34,6 +36,19 @@ pub struct Model {
     config_hash: [u8; 32],
     #[serde(skip)]
     endpoints_hash: [u8; 32],
+    #[serde(skip)]
+    index: LazyIndex,
+}
+
+/// The model's index, built on first use. A clone starts without one (its fields may be
+/// changed before it is used), so an index never describes other resources than its model's.
+#[derive(Debug, Default)]
+struct LazyIndex(OnceLock<Index>);
+
+impl Clone for LazyIndex {
+    fn clone(&self) -> LazyIndex {
+        LazyIndex::default()
+    }
 }
 
 impl Model {
@@ -88,7 +103,14 @@ impl Model {
             registry,
             config_hash: config.finalize().into(),
             endpoints_hash: endpoints.finalize().into(),
+            index: LazyIndex::default(),
         }
+    }
+
+    /// Lookups over this model (built on the first call). Fields changed after the first call
+    /// are not seen by it: a model is built whole, then only read.
+    pub fn index(&self) -> &Index {
+        self.index.0.get_or_init(|| Index::build(self))
     }
 
     pub fn change_from(&self, old: &Model) -> Change {
@@ -98,26 +120,36 @@ impl Model {
         }
     }
 
+    /// The resources whose spec is of `kind`, in model order.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
+        self.index()
+            .of_kind(kind)
+            .iter()
+            .filter_map(|p| self.resources.get(*p))
+    }
+
     pub fn virtual_services(
         &self,
     ) -> impl Iterator<Item = (&Resource, &networking::VirtualService)> {
-        self.resources.iter().filter_map(|r| match &r.spec {
-            Spec::VirtualService(s) => Some((r.as_ref(), s.as_ref())),
-            _ => None,
-        })
+        self.of_kind(Kind::VirtualService)
+            .filter_map(|r| match &r.spec {
+                Spec::VirtualService(s) => Some((r.as_ref(), s.as_ref())),
+                _ => None,
+            })
     }
 
     pub fn destination_rules(
         &self,
     ) -> impl Iterator<Item = (&Resource, &networking::DestinationRule)> {
-        self.resources.iter().filter_map(|r| match &r.spec {
-            Spec::DestinationRule(s) => Some((r.as_ref(), s.as_ref())),
-            _ => None,
-        })
+        self.of_kind(Kind::DestinationRule)
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(s) => Some((r.as_ref(), s.as_ref())),
+                _ => None,
+            })
     }
 
     pub fn sidecars(&self) -> impl Iterator<Item = (&Resource, &networking::Sidecar)> {
-        self.resources.iter().filter_map(|r| match &r.spec {
+        self.of_kind(Kind::Sidecar).filter_map(|r| match &r.spec {
             Spec::Sidecar(s) => Some((r.as_ref(), s.as_ref())),
             _ => None,
         })

@@ -11,6 +11,7 @@
 
 pub mod diagnostic;
 pub mod identity;
+pub mod index;
 pub mod kube;
 pub mod networking;
 pub mod resource;

@@ -162,6 +162,27 @@ pub enum Spec {
     Namespace,
 }
 
+impl Spec {
+    /// The kind of this spec.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::VirtualService(_) => Kind::VirtualService,
+            Spec::DestinationRule(_) => Kind::DestinationRule,
+            Spec::ServiceEntry(_) => Kind::ServiceEntry,
+            Spec::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Spec::Sidecar(_) => Kind::Sidecar,
+            Spec::Gateway(_) => Kind::Gateway,
+            Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Spec::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Spec::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Spec::Service(_) => Kind::Service,
+            Spec::EndpointSlice(_) => Kind::EndpointSlice,
+            Spec::Pod(_) => Kind::Pod,
+            Spec::Namespace => Kind::Namespace,
+        }
+    }
+}
+
 /// One parsed and validated resource.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Resource {

@@ -1,14 +1,24 @@
-//! The file source: a directory of multi-document YAML files (`*.yaml`, `*.yml`, recursively),
-//! re-read whole when anything under it changes.
+//! The file source: a directory of multi-document YAML files (`*.yaml`, `*.yml`, recursively).
 //!
 //! The directory is watched, not the files, so editors that replace files and ConfigMap mounts
-//! that swap a symlink are both seen. Changes are debounced; each re-read is a full resync.
+//! that swap a symlink are both seen. The source keeps what each file parsed to (resources and
+//! diagnostics) and re-reads only what the watcher names: a file, or the files under a named
+//! directory whose identity (device, inode, size, modification time) changed. Hidden entries
+//! (`..data`, `.swp` files, the temporary files of atomic writes) are never read themselves, but
+//! a change to a hidden directory or symlink (a ConfigMap's `..data` swap) re-checks every
+//! file's identity, and a change to a hidden file a visible file resolves to re-reads that
+//! file. The whole directory is re-read at start and when the watcher reports an error or lost
+//! events. Each change is sent at once as the source's whole state (a resync); the push loop's
+//! debounce decides when it is pushed, so there is no second debounce here.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify::event::{AccessKind, AccessMode, RemoveKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::{Event, SourceId};
@@ -30,26 +40,45 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Whether a name is hidden (skipped when listing the directory).
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with('.')
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
 /// Every YAML file under `dir`, sorted, following symlinks (ConfigMap mounts use them).
 /// Hidden entries (`..data`, `.swp` files) are skipped.
 pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    list_yaml(dir, false)
+}
+
+/// [`yaml_files`]; with `skip_dangling`, an entry that vanished or a symlink to nothing is
+/// skipped instead of failing the listing (a ConfigMap swap leaves removed keys dangling for a
+/// moment).
+fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Vec<PathBuf>, std::io::Error> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
+            if is_hidden(&entry.file_name()) {
                 continue;
             }
             let path = entry.path();
-            let meta = std::fs::metadata(&path)?;
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if skip_dangling && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_dir() {
                 stack.push(path);
-            } else if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml") | Some("yml")
-            ) {
+            } else if is_yaml(&path) {
                 out.push(path);
             }
         }
@@ -82,97 +111,692 @@ pub fn load_file(path: &Path, loaded: &mut Loaded) {
 /// Reads every YAML file under `dir`. A resource defined twice keeps its first definition (in
 /// path order); the second is reported.
 pub fn load_dir(dir: &Path) -> Result<Loaded, FileError> {
-    let files = yaml_files(dir).map_err(|e| FileError::Directory(dir.to_path_buf(), e))?;
-    let mut loaded = Loaded::default();
-    for file in files {
-        load_file(&file, &mut loaded);
-    }
-    let mut seen: std::collections::BTreeMap<ResourceKey, String> = Default::default();
-    let mut unique = Vec::with_capacity(loaded.resources.len());
-    for r in std::mem::take(&mut loaded.resources) {
-        let origin = r.origin.clone().unwrap_or_default();
-        if let Some(first) = seen.get(&r.key()) {
-            loaded.diagnostics.push(
-                r.diagnostic(
-                    "metadata.name",
-                    format!("duplicate resource; already defined in {first}"),
-                )
-                .with_origin(&origin),
-            );
-            continue;
-        }
-        seen.insert(r.key(), origin);
-        unique.push(r);
-    }
-    loaded.resources = unique;
-    Ok(loaded)
+    let mut state = DirState::new(dir);
+    state.read_all()?;
+    let (resources, diagnostics) = state.merged();
+    Ok(Loaded {
+        resources: resources
+            .into_iter()
+            .map(|r| Arc::try_unwrap(r).unwrap_or_else(|r| (*r).clone()))
+            .collect(),
+        diagnostics,
+    })
 }
 
-fn resync(dir: &Path) -> Result<Event, FileError> {
-    let loaded = load_dir(dir)?;
-    for d in &loaded.diagnostics {
+/// What a path resolved to when it was read: a different identity means different content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Identity {
+    /// The identity of the file `path` resolves to (following symlinks).
+    fn of(path: &Path) -> Option<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Identity {
+            device: m.dev(),
+            inode: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+}
+
+/// What one file parsed to.
+#[derive(Debug)]
+struct FileEntry {
+    resources: Vec<Arc<Resource>>,
+    diagnostics: Vec<Diagnostic>,
+    identity: Option<Identity>,
+    /// The canonical path of the file read (through any symlinks).
+    target: Option<PathBuf>,
+}
+
+impl FileEntry {
+    fn read(path: &Path) -> FileEntry {
+        // The identity is taken before reading: a write racing the read changes it again, so
+        // the next check reads the file again.
+        let identity = Identity::of(path);
+        let target = std::fs::canonicalize(path).ok();
+        let mut loaded = Loaded::default();
+        load_file(path, &mut loaded);
+        FileEntry {
+            resources: loaded.resources.into_iter().map(Arc::new).collect(),
+            diagnostics: loaded.diagnostics,
+            identity,
+            target,
+        }
+    }
+
+    fn same_content(&self, other: &FileEntry) -> bool {
+        self.diagnostics == other.diagnostics
+            && self.resources.len() == other.resources.len()
+            && self
+                .resources
+                .iter()
+                .zip(&other.resources)
+                .all(|(a, b)| a == b)
+    }
+}
+
+/// The parsed files of a directory, by path (path order decides which duplicate wins).
+#[derive(Debug)]
+struct DirState {
+    root: PathBuf,
+    files: BTreeMap<PathBuf, FileEntry>,
+}
+
+impl DirState {
+    fn new(root: &Path) -> DirState {
+        DirState {
+            root: root.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Reads every file again.
+    fn read_all(&mut self) -> Result<(), FileError> {
+        let files =
+            yaml_files(&self.root).map_err(|e| FileError::Directory(self.root.clone(), e))?;
+        self.files = files
+            .into_iter()
+            .map(|p| {
+                let entry = FileEntry::read(&p);
+                (p, entry)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Reads one file again; whether what it holds changed.
+    fn reread(&mut self, path: &Path) -> bool {
+        let entry = FileEntry::read(path);
+        match self.files.get(path) {
+            Some(old) if old.same_content(&entry) => {
+                self.files.insert(path.to_path_buf(), entry);
+                false
+            }
+            _ => {
+                self.files.insert(path.to_path_buf(), entry);
+                true
+            }
+        }
+    }
+
+    /// Forgets `path` and everything under it; whether anything was known there.
+    fn forget(&mut self, path: &Path) -> bool {
+        let gone: Vec<PathBuf> = self
+            .files
+            .range(path.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(path))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &gone {
+            self.files.remove(p);
+        }
+        !gone.is_empty()
+    }
+
+    /// Re-reads the files under `dir` whose identity changed, reads new ones and forgets
+    /// those gone; whether anything changed. Paths in `fresh` were just read.
+    fn check(&mut self, dir: &Path, fresh: &BTreeSet<PathBuf>) -> Result<bool, std::io::Error> {
+        let listed = list_yaml(dir, true)?;
+        let listed_set: BTreeSet<&PathBuf> = listed.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .range(dir.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(dir))
+            .filter(|(p, _)| !listed_set.contains(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut changed = !gone.is_empty();
+        for p in gone {
+            self.files.remove(&p);
+        }
+        for p in listed {
+            if fresh.contains(&p) {
+                continue;
+            }
+            let stale = match self.files.get(&p) {
+                Some(e) => e.identity.is_none() || e.identity != Identity::of(&p),
+                None => true,
+            };
+            if stale {
+                changed |= self.reread(&p);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every resource (a key defined twice: the first in path order) and every diagnostic.
+    fn merged(&self) -> (Vec<Arc<Resource>>, Vec<Diagnostic>) {
+        let mut diagnostics: Vec<Diagnostic> = self
+            .files
+            .values()
+            .flat_map(|f| f.diagnostics.iter().cloned())
+            .collect();
+        let mut seen: BTreeMap<ResourceKey, String> = BTreeMap::new();
+        let mut resources = Vec::new();
+        for r in self.files.values().flat_map(|f| &f.resources) {
+            let origin = r.origin.clone().unwrap_or_default();
+            let key = r.key();
+            if let Some(first) = seen.get(&key) {
+                diagnostics.push(
+                    r.diagnostic(
+                        "metadata.name",
+                        format!("duplicate resource; already defined in {first}"),
+                    )
+                    .with_origin(&origin),
+                );
+                continue;
+            }
+            seen.insert(key, origin);
+            resources.push(r.clone());
+        }
+        (resources, diagnostics)
+    }
+}
+
+/// What one batch of watcher events asks for.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Read the whole directory again.
+    all: bool,
+    /// Check every file's identity.
+    check_all: bool,
+    /// Visible paths (files or directories) to read again.
+    paths: BTreeSet<PathBuf>,
+    /// Hidden paths that are (or were) files: visible files resolving to them are read again.
+    hidden: BTreeSet<PathBuf>,
+}
+
+impl Plan {
+    fn add(&mut self, root: &Path, result: notify::Result<notify::Event>) {
+        let event = match result {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %root.display(), "watch error; re-reading");
+                self.all = true;
+                return;
+            }
+        };
+        if event.need_rescan() {
+            tracing::warn!(dir = %root.display(), "watch events lost; re-reading");
+            self.all = true;
+            return;
+        }
+        match event.kind {
+            // A file written in place is complete when it is closed.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+            EventKind::Access(_) => return,
+            _ => {}
+        }
+        for path in event.paths {
+            let Ok(relative) = path.strip_prefix(root) else {
+                self.all = true;
+                continue;
+            };
+            if relative.as_os_str().is_empty() {
+                // The directory itself (its attributes, or it moved): read it again.
+                self.all = true;
+                continue;
+            }
+            if !relative.iter().any(is_hidden) {
+                self.paths.insert(path);
+                continue;
+            }
+            let link_or_dir = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.is_dir() || m.file_type().is_symlink());
+            if link_or_dir || event.kind == EventKind::Remove(RemoveKind::Folder) {
+                self.check_all = true;
+            } else {
+                self.hidden.insert(path);
+            }
+        }
+    }
+}
+
+/// The canonical form of a path that may be gone: its parent's canonical form and its name.
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let parent = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(parent.join(path.file_name()?))
+    })
+}
+
+impl DirState {
+    /// Applies a batch's plan; whether anything the source holds changed, and directories
+    /// created meanwhile (to check again shortly: files written into a new directory before
+    /// its watch was added raise no event).
+    fn apply(&mut self, plan: Plan) -> (bool, Vec<PathBuf>) {
+        if plan.all {
+            let before = self.merged();
+            if let Err(e) = self.read_all() {
+                tracing::error!(error = %e, "re-reading the config directory failed; keeping the last good config");
+                return (false, Vec::new());
+            }
+            return (self.merged() != before, Vec::new());
+        }
+        let mut changed = false;
+        let mut fresh = BTreeSet::new();
+        let mut new_dirs = Vec::new();
+        for path in &plan.paths {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => {
+                    match self.check(path, &fresh) {
+                        Ok(c) => changed |= c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, dir = %path.display(), "reading a config subdirectory")
+                        }
+                    }
+                    new_dirs.push(path.clone());
+                }
+                Ok(_) if is_yaml(path) => {
+                    changed |= self.reread(path);
+                    fresh.insert(path.clone());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    changed |= self.forget(path);
+                }
+                Err(_) if is_yaml(path) => {
+                    changed |= self.reread(path);
+                    fresh.insert(path.clone());
+                }
+                Err(_) => {}
+            }
+        }
+        if !plan.check_all && !plan.hidden.is_empty() {
+            let hidden: BTreeSet<PathBuf> =
+                plan.hidden.iter().filter_map(|p| canonical(p)).collect();
+            let affected: Vec<PathBuf> = self
+                .files
+                .iter()
+                .filter(|(p, e)| {
+                    !fresh.contains(*p)
+                        && e.target
+                            .as_ref()
+                            .is_some_and(|t| hidden.iter().any(|h| t.starts_with(h)))
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in affected {
+                if std::fs::metadata(&p).is_ok() {
+                    changed |= self.reread(&p);
+                } else {
+                    changed |= self.forget(&p);
+                }
+                fresh.insert(p);
+            }
+        }
+        if plan.check_all {
+            let root = self.root.clone();
+            match self.check(&root, &fresh) {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    tracing::error!(error = %e, "re-reading the config directory failed; keeping the last good config")
+                }
+            }
+        }
+        (changed, new_dirs)
+    }
+
+    fn event(&self) -> Event {
+        let (resources, diagnostics) = self.merged();
+        Event::Resync {
+            source: SourceId::File,
+            resources,
+            diagnostics,
+        }
+    }
+}
+
+fn log_diagnostics<'a>(diagnostics: impl Iterator<Item = &'a Diagnostic>) {
+    for d in diagnostics {
         if d.is_error() {
             tracing::warn!(diagnostic = %d, "configuration rejected");
         } else {
             tracing::info!(diagnostic = %d, "configuration warning");
         }
     }
-    Ok(Event::Resync {
-        source: SourceId::File,
-        resources: loaded.resources,
-        diagnostics: loaded.diagnostics,
-    })
+}
+
+/// How long after a directory appears it is checked again (see [`DirState::apply`]).
+const NEW_DIRECTORY_RECHECK: Duration = Duration::from_millis(100);
+
+/// Applies watcher events as they come, sending the new state after each batch that changed
+/// it. Runs until the watcher or the consumer is gone.
+fn follow(
+    mut state: DirState,
+    raw: std_mpsc::Receiver<notify::Result<notify::Event>>,
+    events: mpsc::Sender<Event>,
+) {
+    let (_, mut last_diagnostics) = state.merged();
+    let mut rechecks: Vec<(Instant, PathBuf)> = Vec::new();
+    loop {
+        let first = match rechecks.iter().map(|(t, _)| *t).min() {
+            Some(due) => match raw.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(e) => Some(e),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match raw.recv() {
+                Ok(e) => Some(e),
+                Err(_) => return,
+            },
+        };
+        let mut plan = Plan::default();
+        for result in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| raw.try_recv().ok()))
+        {
+            plan.add(&state.root, result);
+        }
+        let now = Instant::now();
+        rechecks.retain(|(due, dir)| {
+            if *due <= now {
+                plan.paths.insert(dir.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let (changed, new_dirs) = state.apply(plan);
+        let recheck_at = Instant::now() + NEW_DIRECTORY_RECHECK;
+        for dir in new_dirs {
+            if !rechecks.iter().any(|(_, d)| *d == dir) {
+                rechecks.push((recheck_at, dir));
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let event = state.event();
+        if let Event::Resync { diagnostics, .. } = &event {
+            let known: BTreeSet<&Diagnostic> = last_diagnostics.iter().collect();
+            log_diagnostics(diagnostics.iter().filter(|d| !known.contains(d)));
+            last_diagnostics = diagnostics.clone();
+        }
+        if events.blocking_send(event).is_err() {
+            tracing::debug!("config consumer is gone");
+            return;
+        }
+    }
 }
 
 /// A running directory watch; dropping it stops watching.
 pub struct FileSource {
-    _debouncer: notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
+    _watcher: notify::RecommendedWatcher,
 }
 
 impl FileSource {
-    /// Reads `dir` once (the returned event), then watches it and sends a resync after every
-    /// burst of changes (quiet for `debounce`).
+    /// Reads `dir` once (the returned event), then watches it and sends the source's new state
+    /// after every change, as soon as it is read.
     pub fn start(
         dir: &Path,
-        debounce: Duration,
         events: mpsc::Sender<Event>,
     ) -> Result<(FileSource, Event), FileError> {
         let dir = dir.to_path_buf();
-        let initial = resync(&dir)?;
-        let watched = dir.clone();
-        let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
-            match result {
-                Ok(events_seen) if events_seen.iter().all(|e| e.kind.is_access()) => return,
-                Ok(_) => {}
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!(error = %e, dir = %watched.display(), "watch error; re-reading");
-                    }
-                }
-            }
-            match resync(&watched) {
-                Ok(event) => {
-                    // The debouncer calls back on its own thread, so blocking here is fine and
-                    // keeps events in order.
-                    if events.blocking_send(event).is_err() {
-                        tracing::debug!("config consumer is gone");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "re-reading the config directory failed; keeping the last good config"),
-            }
-        })
-        .map_err(|e| FileError::Watch(dir.clone(), e))?;
-        debouncer
+        let (raw_tx, raw_rx) = std_mpsc::channel();
+        // Watch first, then read: a change made while reading is read again afterwards.
+        let mut watcher =
+            notify::recommended_watcher(raw_tx).map_err(|e| FileError::Watch(dir.clone(), e))?;
+        watcher
             .watch(&dir, RecursiveMode::Recursive)
             .map_err(|e| FileError::Watch(dir.clone(), e))?;
-        Ok((
-            FileSource {
-                _debouncer: debouncer,
-            },
-            initial,
-        ))
+        let mut state = DirState::new(&dir);
+        state.read_all()?;
+        let initial = state.event();
+        if let Event::Resync { diagnostics, .. } = &initial {
+            log_diagnostics(diagnostics.iter());
+        }
+        std::thread::Builder::new()
+            .name("config-files".into())
+            .spawn(move || follow(state, raw_rx, events))
+            .map_err(|e| FileError::Directory(dir.clone(), e))?;
+        Ok((FileSource { _watcher: watcher }, initial))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("bowline-file-{name}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create scratch dir");
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn service_entry(name: &str, host: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  hosts: [{host}]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: DNS\n"
+        )
+    }
+
+    /// Writes under a hidden name, then renames into place.
+    fn write_atomic(path: &Path, content: &str) {
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+
+    /// The ServiceEntries' (name, first host) pairs of a resync.
+    fn hosts(event: &Event) -> Vec<(String, String)> {
+        let Event::Resync { resources, .. } = event else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                crate::model::Spec::ServiceEntry(se) => Some((
+                    r.meta.name.clone(),
+                    se.hosts.first().cloned().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// Waits for a resync that satisfies `done` (a file written in place may be read while
+    /// half written: the source sends that state too, then the complete one).
+    async fn wait_for(rx: &mut mpsc::Receiver<Event>, done: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut last = None;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) if done(&e) => return e,
+                Ok(Some(e)) => last = Some(e),
+                Ok(None) => panic!("source stopped; last seen {last:?}"),
+                Err(_) => panic!("no such resync; last seen {last:?}"),
+            }
+        }
+    }
+
+    /// Waits for a resync whose ServiceEntries are `want`.
+    async fn expect(rx: &mut mpsc::Receiver<Event>, want: &[(&str, &str)]) -> Event {
+        let want = pairs(want);
+        wait_for(rx, |e| hosts(e) == want).await
+    }
+
+    fn mentions(event: &Event, text: &str) -> bool {
+        let Event::Resync { diagnostics, .. } = event else {
+            return false;
+        };
+        diagnostics.iter().any(|d| d.to_string().contains(text))
+    }
+
+    #[tokio::test]
+    async fn changes_are_read_per_file() {
+        let dir = Scratch::new("changes");
+        let root = dir.0.clone();
+        std::fs::write(root.join("a.yaml"), service_entry("a", "a.example.com")).expect("write");
+        std::fs::write(root.join("notes.txt"), "not config").expect("write");
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_source, initial) = FileSource::start(&root, tx).expect("start");
+        assert_eq!(hosts(&initial), pairs(&[("a", "a.example.com")]));
+
+        // An atomic write (hidden temporary file, then a rename).
+        write_atomic(&root.join("b.yaml"), &service_entry("b", "b.example.com"));
+        expect(&mut rx, &[("a", "a.example.com"), ("b", "b.example.com")]).await;
+
+        // An in-place rewrite.
+        std::fs::write(root.join("a.yaml"), service_entry("a", "a2.example.com")).expect("write");
+        expect(&mut rx, &[("a", "a2.example.com"), ("b", "b.example.com")]).await;
+
+        // A new subdirectory, a file renamed into it.
+        std::fs::create_dir(root.join("sub")).expect("mkdir");
+        write_atomic(
+            &root.join("sub/c.yml"),
+            &service_entry("c", "c.example.com"),
+        );
+        expect(
+            &mut rx,
+            &[
+                ("a", "a2.example.com"),
+                ("b", "b.example.com"),
+                ("c", "c.example.com"),
+            ],
+        )
+        .await;
+
+        // A broken file: reported, the rest kept.
+        std::fs::write(root.join("broken.yaml"), "kind: [").expect("write");
+        let event = wait_for(&mut rx, |e| mentions(e, "broken.yaml")).await;
+        assert_eq!(
+            hosts(&event),
+            pairs(&[
+                ("a", "a2.example.com"),
+                ("b", "b.example.com"),
+                ("c", "c.example.com"),
+            ])
+        );
+
+        // A duplicate: the first in path order wins, the second is reported.
+        std::fs::write(root.join("z.yaml"), service_entry("a", "dup.example.com")).expect("write");
+        let event = wait_for(&mut rx, |e| mentions(e, "duplicate")).await;
+        assert_eq!(
+            hosts(&event),
+            pairs(&[
+                ("a", "a2.example.com"),
+                ("b", "b.example.com"),
+                ("c", "c.example.com"),
+            ])
+        );
+
+        // Deletes: a file, then a whole subdirectory.
+        std::fs::remove_file(root.join("z.yaml")).expect("remove");
+        std::fs::remove_file(root.join("b.yaml")).expect("remove");
+        expect(&mut rx, &[("a", "a2.example.com"), ("c", "c.example.com")]).await;
+        std::fs::remove_dir_all(root.join("sub")).expect("remove dir");
+        expect(&mut rx, &[("a", "a2.example.com")]).await;
+    }
+
+    /// A ConfigMap volume: `..data` points at a timestamped directory and the visible files are
+    /// symlinks through it; an update writes a new directory and swaps `..data`.
+    #[tokio::test]
+    async fn config_map_symlink_swap() {
+        use std::os::unix::fs::symlink;
+        let dir = Scratch::new("configmap");
+        let root = dir.0.clone();
+        std::fs::create_dir(root.join("..2024_01")).expect("mkdir");
+        std::fs::write(
+            root.join("..2024_01/a.yaml"),
+            service_entry("a", "a.example.com"),
+        )
+        .expect("write");
+        std::fs::write(
+            root.join("..2024_01/b.yaml"),
+            service_entry("b", "b.example.com"),
+        )
+        .expect("write");
+        symlink("..2024_01", root.join("..data")).expect("symlink");
+        symlink("..data/a.yaml", root.join("a.yaml")).expect("symlink");
+        symlink("..data/b.yaml", root.join("b.yaml")).expect("symlink");
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_source, initial) = FileSource::start(&root, tx).expect("start");
+        assert_eq!(
+            hosts(&initial),
+            pairs(&[("a", "a.example.com"), ("b", "b.example.com")])
+        );
+
+        // The kubelet's update: a new directory (a changed, b removed), `..data` swapped by a
+        // rename, the removed key's symlink deleted, the old directory deleted.
+        std::fs::create_dir(root.join("..2024_02")).expect("mkdir");
+        std::fs::write(
+            root.join("..2024_02/a.yaml"),
+            service_entry("a", "a2.example.com"),
+        )
+        .expect("write");
+        symlink("..2024_02", root.join("..data_tmp")).expect("symlink");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+        std::fs::remove_file(root.join("b.yaml")).expect("remove");
+        std::fs::remove_dir_all(root.join("..2024_01")).expect("remove old");
+        expect(&mut rx, &[("a", "a2.example.com")]).await;
+
+        // A file edited behind a visible symlink (not the ConfigMap way, but seen).
+        std::fs::write(
+            root.join("..2024_02/a.yaml"),
+            service_entry("a", "a3.example.com"),
+        )
+        .expect("write");
+        expect(&mut rx, &[("a", "a3.example.com")]).await;
+    }
+
+    #[test]
+    fn load_dir_reports_duplicates_in_path_order() {
+        let dir = Scratch::new("load");
+        let root = dir.0.clone();
+        std::fs::create_dir(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("b.yaml"), service_entry("x", "first.example.com"))
+            .expect("write");
+        std::fs::write(
+            root.join("sub/a.yaml"),
+            service_entry("x", "second.example.com"),
+        )
+        .expect("write");
+        std::fs::write(
+            root.join(".hidden.yaml"),
+            service_entry("h", "h.example.com"),
+        )
+        .expect("write");
+        let loaded = load_dir(&root).expect("load");
+        assert_eq!(loaded.resources.len(), 1);
+        let crate::model::Spec::ServiceEntry(se) = &loaded.resources[0].spec else {
+            panic!("not a ServiceEntry");
+        };
+        assert_eq!(se.hosts, vec!["first.example.com".to_string()]);
+        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
+        assert!(loaded.diagnostics[0].to_string().contains("duplicate"));
     }
 }

@@ -35,7 +35,7 @@ pub enum Event {
     /// Everything the source holds now; replaces its previous state.
     Resync {
         source: SourceId,
-        resources: Vec<Resource>,
+        resources: Vec<Arc<Resource>>,
         diagnostics: Vec<Diagnostic>,
     },
     Apply {
@@ -98,10 +98,7 @@ impl Store {
                 diagnostics,
             } => {
                 let state = self.sources.entry(source).or_default();
-                state.resources = resources
-                    .into_iter()
-                    .map(|r| (r.key(), Arc::new(r)))
-                    .collect();
+                state.resources = resources.into_iter().map(|r| (r.key(), r)).collect();
                 state.diagnostics = diagnostics;
                 state.object_diagnostics.clear();
             }

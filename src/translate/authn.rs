@@ -16,7 +16,7 @@
 use super::scope::Scope;
 use crate::model::registry;
 use crate::model::security::{self, PeerAuthentication};
-use crate::model::{Resource, Spec};
+use crate::model::{Kind, Resource, Spec};
 
 /// The mTLS mode of an inbound port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +45,7 @@ fn policies<'a>(
 ) {
     let mut all: Vec<(&'a Resource, &'a PeerAuthentication)> = scope
         .model
-        .resources
-        .iter()
+        .of_kind(Kind::PeerAuthentication)
         .filter_map(|r| match &r.spec {
             Spec::PeerAuthentication(pa) => Some((r.as_ref(), pa.as_ref())),
             _ => None,

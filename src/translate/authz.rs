@@ -47,7 +47,7 @@ use crate::model::security::{
 use crate::model::validation::security::{
     self as attrs, ANNOTATION_DRY_RUN, parse_go_bool, parse_jwks_uri, parse_port,
 };
-use crate::model::{Resource, Spec};
+use crate::model::{Kind, Resource, Spec};
 
 /// Payload key jwt_authn writes verified JWT claims under (`payload_in_metadata`).
 pub const JWT_PAYLOAD_KEY: &str = "payload";
@@ -195,7 +195,7 @@ fn authorization_policies<'a>(scope: &Scope<'a>) -> Vec<Selected<'a>> {
     }
     let mut out = Vec::new();
     for ns in namespaces {
-        for r in &scope.model.resources {
+        for r in scope.model.of_kind(Kind::AuthorizationPolicy) {
             let Spec::AuthorizationPolicy(spec) = &r.spec else {
                 continue;
             };
@@ -1519,7 +1519,7 @@ fn jwt_rules<'a>(scope: &Scope<'a>) -> Vec<(&'a Resource, usize, &'a JwtRule)> {
     }
     let mut out = Vec::new();
     for ns in namespaces {
-        for r in &scope.model.resources {
+        for r in scope.model.of_kind(Kind::RequestAuthentication) {
             let Spec::RequestAuthentication(spec) = &r.spec else {
                 continue;
             };

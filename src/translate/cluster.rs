@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as type_matcher;
 use envoy_types::pb::envoy::r#type::v3 as xds_type;
 use envoy_types::pb::google::protobuf as pb;
 
+use super::Part;
 use super::authz;
 use super::endpoint;
 use super::envoy::pack;
@@ -110,23 +111,30 @@ pub fn outbound<'a>(scope: &Scope<'a>) -> Vec<OutboundCluster<'a>> {
     out
 }
 
-pub fn build(scope: &Scope) -> Vec<xds_cluster::Cluster> {
+pub fn build(scope: &Scope, part: Part) -> Vec<xds_cluster::Cluster> {
     let connect_timeout = duration(scope.model.mesh.connect_timeout);
-    let mut clusters: Vec<xds_cluster::Cluster> = outbound(scope)
-        .iter()
-        .map(|c| outbound_cluster(scope, c, &connect_timeout))
-        .collect();
-    clusters.push(xds_cluster::Cluster {
-        name: naming::BLACKHOLE_CLUSTER.to_string(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        connect_timeout: Some(connect_timeout),
-        ..Default::default()
-    });
-    clusters.push(passthrough(
-        naming::PASSTHROUGH_CLUSTER,
-        &connect_timeout,
-        None,
-    ));
+    let mut clusters: Vec<xds_cluster::Cluster> = Vec::new();
+    if part.outbound() {
+        clusters.extend(
+            outbound(scope)
+                .iter()
+                .map(|c| outbound_cluster(scope, c, &connect_timeout)),
+        );
+        clusters.push(xds_cluster::Cluster {
+            name: naming::BLACKHOLE_CLUSTER.to_string(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(connect_timeout),
+            ..Default::default()
+        });
+        clusters.push(passthrough(
+            naming::PASSTHROUGH_CLUSTER,
+            &connect_timeout,
+            None,
+        ));
+    }
+    if !part.inbound() {
+        return clusters;
+    }
     if scope.proxy.interception_mode != InterceptionMode::None {
         clusters.push(passthrough(
             naming::INBOUND_PASSTHROUGH_CLUSTER,
@@ -138,10 +146,18 @@ pub fn build(scope: &Scope) -> Vec<xds_cluster::Cluster> {
         clusters.push(inbound_cluster(scope, &inbound, &connect_timeout));
     }
     // The JWKS servers of RequestAuthentications that the registry does not already give a
-    // cluster to.
+    // cluster to (the outbound part's clusters count when only the inbound part is made).
     let names: std::collections::BTreeSet<String> =
         clusters.iter().map(|c| c.name.clone()).collect();
-    clusters.extend(authz::jwks_clusters(scope, &names, connect_timeout));
+    let mut jwks = authz::jwks_clusters(scope, &names, connect_timeout);
+    if !part.outbound() && !jwks.is_empty() {
+        let mut outbound_names: std::collections::BTreeSet<String> =
+            outbound(scope).into_iter().map(|c| c.name).collect();
+        outbound_names.insert(naming::BLACKHOLE_CLUSTER.to_string());
+        outbound_names.insert(naming::PASSTHROUGH_CLUSTER.to_string());
+        jwks.retain(|c| !outbound_names.contains(&c.name));
+    }
+    clusters.extend(jwks);
     clusters
 }
 
@@ -576,16 +592,14 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
     if service.origin != Kind::ServiceEntry {
         return &[];
     }
-    scope
-        .model
-        .resources
+    let model = scope.model;
+    model
+        .index()
+        .service_entries_named(&service.namespace, &service.name)
         .iter()
+        .filter_map(|p| model.resources.get(*p))
         .find_map(|r| match &r.spec {
-            Spec::ServiceEntry(se)
-                if r.meta.namespace == service.namespace && r.meta.name == service.name =>
-            {
-                Some(se.subject_alt_names.as_slice())
-            }
+            Spec::ServiceEntry(se) => Some(se.subject_alt_names.as_slice()),
             _ => None,
         })
         .unwrap_or_default()
@@ -951,18 +965,23 @@ fn inbound_policy<'a>(
     Option<At<'a, ConnectionPoolSettings>>,
     Option<At<'a, RetryBudget>>,
 ) {
-    let service_port = scope.model.registry.services.iter().find_map(|s| {
-        let selector = s.selector.as_ref()?;
-        if s.namespace != scope.proxy.namespace
-            || !crate::model::registry::selects(selector, &scope.proxy.labels)
-        {
-            return None;
-        }
-        s.ports
-            .iter()
-            .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
-            .map(|p| (s, p.number))
-    });
+    let services = &scope.model.registry.services;
+    let in_namespace = scope.model.index().services_in(&scope.proxy.namespace);
+    let service_port = in_namespace
+        .iter()
+        .filter_map(|p| services.get(*p))
+        .find_map(|s| {
+            let selector = s.selector.as_ref()?;
+            if s.namespace != scope.proxy.namespace
+                || !crate::model::registry::selects(selector, &scope.proxy.labels)
+            {
+                return None;
+            }
+            s.ports
+                .iter()
+                .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
+                .map(|p| (s, p.number))
+        });
     let policy = service_port
         .and_then(|(service, port)| {
             policy::for_service(scope.inbound_destination_rule(service).as_ref(), port)

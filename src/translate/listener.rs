@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_proxy;
 use envoy_types::pb::google::protobuf as pb;
 
+use super::Part;
 use super::cluster::ads_config_source;
 use super::endpoint::socket_address;
 use super::envoy::pack;
@@ -32,17 +33,22 @@ fn routes_http(protocol: Protocol) -> bool {
     protocol.is_http() || protocol == Protocol::Unsupported
 }
 
-pub fn build(scope: &Scope) -> Vec<xds_listener::Listener> {
+pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     let captured = scope.proxy.interception_mode != InterceptionMode::None;
-    let (planned, _) = outbound::plan(scope);
-    let mut out: Vec<xds_listener::Listener> = planned
-        .iter()
-        .map(|p| outbound_listener(scope, p))
-        .collect();
+    let mut out: Vec<xds_listener::Listener> = Vec::new();
+    if part.outbound() {
+        let (planned, _) = outbound::plan(scope);
+        out.extend(planned.iter().map(|p| outbound_listener(scope, p)));
+        if captured {
+            out.push(virtual_outbound(scope));
+        }
+    }
+    if !part.inbound() {
+        return out;
+    }
     let inbound = scope.inbound();
     let security = authz::Inbound::build(scope);
     if captured {
-        out.push(virtual_outbound(scope));
         out.push(virtual_inbound(scope, &inbound, &security));
     } else {
         for port in inbound.iter() {

@@ -65,29 +65,70 @@ impl Output {
     }
 }
 
+/// Which resources to generate: a proxy's configuration is the union of an outbound part and
+/// an inbound part, which share no resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// Everything.
+    All,
+    /// What the proxy needs to call services: outbound clusters (and `BlackHoleCluster`,
+    /// `PassthroughCluster`), every endpoint assignment, the outbound listeners (and
+    /// `virtualOutbound`), every route configuration. It reads the proxy's labels only through
+    /// the selectors [`crate::model::index::Index::outbound_label_keys`] collects, so proxies
+    /// whose labels agree on those keys get the same outbound part ([`outbound_proxy`]).
+    Outbound,
+    /// What the proxy's own workload serves: `InboundPassthroughCluster`, the inbound clusters,
+    /// JWKS clusters, and `virtualInbound` (or the inbound listeners without capture).
+    Inbound,
+}
+
+impl Part {
+    fn outbound(self) -> bool {
+        matches!(self, Part::All | Part::Outbound)
+    }
+    fn inbound(self) -> bool {
+        matches!(self, Part::All | Part::Inbound)
+    }
+}
+
 /// Generates the requested types of resources for `proxy`.
 pub fn generate(model: &Model, proxy: &Proxy, types: TypeSet) -> Output {
+    generate_part(model, proxy, types, Part::All)
+}
+
+/// Generates one part of the requested types of resources for `proxy`.
+pub fn generate_part(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -> Output {
     let scope = Scope::new(model, proxy);
     let mut out = Output::default();
     if types.contains(ResourceType::Cds) {
-        out.clusters = cluster::build(&scope);
+        out.clusters = cluster::build(&scope, part);
         out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    if types.contains(ResourceType::Eds) {
+    if types.contains(ResourceType::Eds) && part.outbound() {
         out.endpoints = endpoint::build(&scope);
         out.endpoints
             .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     }
     if types.contains(ResourceType::Lds) {
-        out.listeners = listener::build(&scope);
+        out.listeners = listener::build(&scope, part);
         out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    if types.contains(ResourceType::Rds) {
+    if types.contains(ResourceType::Rds) && part.outbound() {
         out.routes = route::build(&scope);
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
     }
     out.diagnostics = scope.take_diagnostics();
     out
+}
+
+/// The proxy whose outbound part `proxy` shares: the same, with only the labels whose keys
+/// outbound configuration can depend on in `model` (all of them when any may matter).
+pub fn outbound_proxy(model: &Model, proxy: &Proxy) -> Proxy {
+    let mut shared = proxy.clone();
+    if let Some(keys) = model.index().outbound_label_keys() {
+        shared.labels.retain(|k, _| keys.contains(k));
+    }
+    shared
 }
 
 /// Lowers a diagnostic raised during translation to a warning: the resource is still used.

@@ -8,7 +8,7 @@
 //! undeclared ports sniff HTTP (http_inspector) and fall back to TCP; TLS ports route by SNI
 //! (tls_inspector). Explicit Sidecar egress ports take precedence over the catch-all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use super::naming;
@@ -137,6 +137,8 @@ fn conflict(scope: &Scope, listener: &str, what: String) {
 struct Planner<'a> {
     entries: BTreeMap<String, Entry<'a>>,
     routes: BTreeMap<String, RoutePlan<'a>>,
+    /// The hostnames each route configuration (by port) already routes.
+    routed: HashSet<(u16, &'a str)>,
 }
 
 impl<'a> Planner<'a> {
@@ -183,9 +185,10 @@ impl<'a> Planner<'a> {
         }
         if matches!(class, Class::Http | Class::Auto) {
             entry.route = Some(naming::route_config(port));
-            let plan = self.route(port);
-            if !plan.services.iter().any(|s| s.hostname == service.hostname) {
-                plan.services.push(service);
+            if self.routed.insert((port, service.hostname.as_str())) {
+                self.route(port).services.push(service);
+            } else {
+                self.route(port);
             }
         }
         Ok(())

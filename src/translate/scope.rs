@@ -2,14 +2,14 @@
 //! VirtualServices and DestinationRules that apply, and the proxy's own (inbound) ports.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking::{self, CaptureMode, OutboundTrafficPolicyMode};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::{self, Protocol, Service};
-use crate::model::{Diagnostic, Model, Proxy, Resource};
+use crate::model::{Diagnostic, Model, Proxy, Resource, Spec};
 
 /// An outbound listener the proxy gets: a Sidecar egress listener, or the implicit catch-all.
 #[derive(Debug)]
@@ -224,26 +224,7 @@ fn most_specific_host<'h>(needle: &str, hosts: impl Iterator<Item = &'h str>) ->
     best
 }
 
-/// Expands a short host name relative to a namespace, as istiod does: names without a dot
-/// become `<name>.<namespace>.svc.<domain>`.
-pub fn resolve_host(host: &str, namespace: &str, domain_suffix: &str) -> String {
-    if host.contains('.') || host == "*" {
-        host.to_string()
-    } else {
-        format!("{host}.{namespace}.svc.{domain_suffix}")
-    }
-}
-
-/// Host matching with Istio wildcards: `*` matches all, `*.example.com` any subdomain.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix),
-        None => pattern == host,
-    }
-}
+pub use crate::model::index::{host_matches, resolve_host};
 
 /// Whether a resource's `exportTo` lets a proxy in `namespace` see it.
 pub fn exported_to(export_to: &[String], owner_namespace: &str, namespace: &str) -> bool {
@@ -427,43 +408,54 @@ impl<'a> Scope<'a> {
     /// The merged rules of one of istiod's per-namespace indexes for the most specific host
     /// that matches `host`.
     fn rules_in(&self, namespace: &str, index: RuleIndex, host: &str) -> Vec<Consolidated<'a>> {
-        let root = self.model.mesh.root_namespace.as_str();
-        let mut rules: Vec<(&'a Resource, &'a networking::DestinationRule, String)> = self
-            .model
-            .destination_rules()
-            .filter(|(r, _)| r.meta.namespace == namespace)
-            .filter(|(r, dr)| {
-                let export = export_set(dr);
-                let ns = r.meta.namespace.as_str();
-                let private_only =
-                    export.len() == 1 && (export.contains(".") || export.contains(ns));
-                match index {
-                    RuleIndex::NamespaceLocal => {
-                        export.is_empty()
-                            || export.contains("*")
-                            || export.contains(".")
-                            || export.contains(ns)
-                    }
-                    RuleIndex::Exported => !private_only,
-                    RuleIndex::RootLocal => private_only && ns == root,
-                }
-            })
-            .map(|(r, dr)| {
-                (
-                    r,
-                    dr,
-                    resolve_host(&dr.host, &r.meta.namespace, self.domain_suffix()),
-                )
-            })
-            .collect();
-        let Some(best) = most_specific_host(host, rules.iter().map(|(_, _, h)| h.as_str())) else {
+        let model: &'a Model = self.model;
+        let Some(by_host) = model.index().destination_rules_in(namespace) else {
             return Vec::new();
         };
-        let best = best.to_string();
-        rules.retain(|(_, _, h)| *h == best);
+        let root = model.mesh.root_namespace.as_str();
+        // The rule at a position, if it belongs to `index`.
+        let indexed = |position: usize| -> Option<(&'a Resource, &'a networking::DestinationRule)> {
+            let r = model.resources.get(position)?;
+            let Spec::DestinationRule(dr) = &r.spec else {
+                return None;
+            };
+            let export = export_set(dr);
+            let ns = r.meta.namespace.as_str();
+            let private_only = export.len() == 1 && (export.contains(".") || export.contains(ns));
+            let belongs = match index {
+                RuleIndex::NamespaceLocal => {
+                    export.is_empty()
+                        || export.contains("*")
+                        || export.contains(".")
+                        || export.contains(ns)
+                }
+                RuleIndex::Exported => !private_only,
+                RuleIndex::RootLocal => private_only && ns == root,
+            };
+            belongs.then_some((r.as_ref(), dr.as_ref()))
+        };
+        // Hosts of the index's rules that can match: the host itself, and wildcards.
+        let exact = by_host
+            .exact(host)
+            .iter()
+            .filter(|p| indexed(**p).is_some())
+            .map(|_| host);
+        let wildcards = by_host
+            .wildcards()
+            .iter()
+            .filter(|(_, p)| indexed(*p).is_some())
+            .map(|(h, _)| h.as_str());
+        let Some(best) = most_specific_host(host, exact.chain(wildcards)) else {
+            return Vec::new();
+        };
+        let mut rules: Vec<(&'a Resource, &'a networking::DestinationRule)> = by_host
+            .exact(best)
+            .iter()
+            .filter_map(|p| indexed(*p))
+            .collect();
         // istiod's order: rules with a workload selector first, then by creation time, name and
         // namespace.
-        rules.sort_by(|(a, adr, _), (b, bdr, _)| {
+        rules.sort_by(|(a, adr), (b, bdr)| {
             (
                 adr.workload_selector.is_none(),
                 a.meta.creation_timestamp.as_deref().unwrap_or_default(),
@@ -478,7 +470,7 @@ impl<'a> Scope<'a> {
                 ))
         });
         let mut out: Vec<Consolidated<'a>> = Vec::new();
-        for (r, dr, _) in rules {
+        for (r, dr) in rules {
             merge_rule(&mut out, r, dr);
         }
         out
@@ -490,17 +482,19 @@ impl<'a> Scope<'a> {
         &self,
         hostname: &str,
     ) -> Vec<(&'a Resource, &'a networking::VirtualService)> {
-        self.model
-            .virtual_services()
-            .filter(|(r, vs)| {
-                (vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
-                    && exported_to(&vs.export_to, &r.meta.namespace, &self.proxy.namespace)
-                    && vs.hosts.iter().any(|h| {
-                        host_matches(
-                            &resolve_host(h, &r.meta.namespace, self.domain_suffix()),
-                            hostname,
-                        )
-                    })
+        let model: &'a Model = self.model;
+        model
+            .index()
+            .mesh_virtual_services()
+            .matching(hostname)
+            .into_iter()
+            .filter_map(|p| {
+                let r = model.resources.get(p)?;
+                let Spec::VirtualService(vs) = &r.spec else {
+                    return None;
+                };
+                exported_to(&vs.export_to, &r.meta.namespace, &self.proxy.namespace)
+                    .then_some((r.as_ref(), vs.as_ref()))
             })
             .collect()
     }
@@ -571,7 +565,9 @@ impl<'a> Scope<'a> {
                 });
             }
         } else if self.proxy.interception_mode != InterceptionMode::None {
-            for service in &self.model.registry.services {
+            let services = &self.model.registry.services;
+            let in_namespace = self.model.index().services_in(&self.proxy.namespace);
+            for service in in_namespace.iter().filter_map(|p| services.get(*p)) {
                 let Some(selector) = &service.selector else {
                     continue;
                 };
@@ -601,14 +597,19 @@ impl<'a> Scope<'a> {
 /// (first in registry order).
 fn dedup_hostnames<'a>(services: Vec<&'a Arc<Service>>, namespace: &str) -> Vec<&'a Arc<Service>> {
     let mut out: Vec<&Arc<Service>> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(services.len());
     for s in services {
-        match out.iter_mut().find(|o| o.hostname == s.hostname) {
-            Some(existing) => {
+        match position.get(s.hostname.as_str()) {
+            Some(&i) => {
+                let existing = &mut out[i];
                 if existing.namespace != namespace && s.namespace == namespace {
                     *existing = s;
                 }
             }
-            None => out.push(s),
+            None => {
+                position.insert(s.hostname.as_str(), out.len());
+                out.push(s);
+            }
         }
     }
     out
@@ -808,5 +809,311 @@ mod tests {
         assert!(!exported_to(&[".".into()], "a", "b"));
         assert!(exported_to(&["b".into()], "a", "b"));
         assert!(!exported_to(&["~".into()], "a", "a"));
+    }
+
+    /// The rules of one index for a host as the model was scanned before it had an index:
+    /// every DestinationRule, filtered, hosts resolved on the way.
+    fn scanned_rules_in<'a>(
+        scope: &Scope<'a>,
+        namespace: &str,
+        index: RuleIndex,
+        host: &str,
+    ) -> Vec<Consolidated<'a>> {
+        let root = scope.model.mesh.root_namespace.as_str();
+        let mut rules: Vec<(&'a Resource, &'a networking::DestinationRule, String)> = scope
+            .model
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(dr) => Some((r.as_ref(), dr.as_ref())),
+                _ => None,
+            })
+            .filter(|(r, _)| r.meta.namespace == namespace)
+            .filter(|(r, dr)| {
+                let export = export_set(dr);
+                let ns = r.meta.namespace.as_str();
+                let private_only =
+                    export.len() == 1 && (export.contains(".") || export.contains(ns));
+                match index {
+                    RuleIndex::NamespaceLocal => {
+                        export.is_empty()
+                            || export.contains("*")
+                            || export.contains(".")
+                            || export.contains(ns)
+                    }
+                    RuleIndex::Exported => !private_only,
+                    RuleIndex::RootLocal => private_only && ns == root,
+                }
+            })
+            .map(|(r, dr)| {
+                (
+                    r,
+                    dr,
+                    resolve_host(&dr.host, &r.meta.namespace, scope.domain_suffix()),
+                )
+            })
+            .collect();
+        let Some(best) = most_specific_host(host, rules.iter().map(|(_, _, h)| h.as_str())) else {
+            return Vec::new();
+        };
+        let best = best.to_string();
+        rules.retain(|(_, _, h)| *h == best);
+        rules.sort_by(|(a, adr, _), (b, bdr, _)| {
+            (
+                adr.workload_selector.is_none(),
+                a.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                &a.meta.name,
+                &a.meta.namespace,
+            )
+                .cmp(&(
+                    bdr.workload_selector.is_none(),
+                    b.meta.creation_timestamp.as_deref().unwrap_or_default(),
+                    &b.meta.name,
+                    &b.meta.namespace,
+                ))
+        });
+        let mut out = Vec::new();
+        for (r, dr, _) in rules {
+            merge_rule(&mut out, r, dr);
+        }
+        out
+    }
+
+    fn scanned_virtual_services<'a>(scope: &Scope<'a>, hostname: &str) -> Vec<&'a Resource> {
+        scope
+            .model
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::VirtualService(vs) => Some((r.as_ref(), vs.as_ref())),
+                _ => None,
+            })
+            .filter(|(r, vs)| {
+                (vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+                    && exported_to(&vs.export_to, &r.meta.namespace, &scope.proxy.namespace)
+                    && vs.hosts.iter().any(|h| {
+                        host_matches(
+                            &resolve_host(h, &r.meta.namespace, scope.domain_suffix()),
+                            hostname,
+                        )
+                    })
+            })
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// What a rule lookup decided, by resource key.
+    fn decided(c: &Consolidated) -> String {
+        format!(
+            "{} policy={:?} subsets={:?} selector={:?} export={:?}",
+            c.resource.key(),
+            c.traffic_policy.map(|(r, _)| r.key()),
+            c.subsets
+                .iter()
+                .map(|s| format!("{}#{}", s.resource.key(), s.index))
+                .collect::<Vec<_>>(),
+            c.selector,
+            c.export_to
+        )
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Pick(u64);
+
+    impl Pick {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn one<'s>(&mut self, from: &[&'s str]) -> &'s str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    /// The per-model index finds exactly the rules a scan of every resource found: random
+    /// DestinationRules and VirtualServices (short, qualified and wildcard hosts, every kind of
+    /// `exportTo`, selectors, gateways, equal creation times), every namespace and labels.
+    #[test]
+    fn indexed_lookups_equal_scans() {
+        use crate::model::MeshConfig;
+        use crate::model::resource::parse_yaml;
+        let namespaces = ["istio-system", "a", "b", "c"];
+        let hosts = [
+            "svc1",
+            "svc2",
+            "svc1.a.svc.cluster.local",
+            "svc2.b.svc.cluster.local",
+            "*.a.svc.cluster.local",
+            "*.svc.cluster.local",
+            "*.cluster.local",
+            "*",
+            "api.example.com",
+            "*.example.com",
+            "*.api.example.com",
+        ];
+        let exports: [&[&str]; 7] = [
+            &[],
+            &["*"],
+            &["."],
+            &["a"],
+            &[".", "b"],
+            &["b", "c"],
+            &["~"],
+        ];
+        let times = ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", ""];
+        for seed in 1..=40u64 {
+            let mut pick = Pick(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let mut yaml = String::new();
+            for i in 0..(8 + pick.next() % 16) {
+                let ns = pick.one(&namespaces);
+                let time = pick.one(&times);
+                let export = exports[(pick.next() % exports.len() as u64) as usize];
+                let mut meta = format!("  name: r{i}\n  namespace: {ns}\n");
+                if !time.is_empty() {
+                    meta.push_str(&format!("  creationTimestamp: \"{time}\"\n"));
+                }
+                let export_to = if export.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  exportTo: [{}]\n",
+                        export
+                            .iter()
+                            .map(|e| format!("\"{e}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                if pick.chance(50) {
+                    let selector = if pick.chance(30) {
+                        format!(
+                            "  workloadSelector:\n    matchLabels: {{app: {}}}\n",
+                            pick.one(&["x", "y"])
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let policy = if pick.chance(50) {
+                        "  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 3}\n"
+                    } else {
+                        ""
+                    };
+                    let subsets = ["v1", "v2", "v3"]
+                        .iter()
+                        .filter(|_| pick.chance(40))
+                        .map(|v| format!("  - name: {v}\n    labels: {{version: {v}}}\n"))
+                        .collect::<String>();
+                    let subsets = if subsets.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  subsets:\n{subsets}")
+                    };
+                    yaml.push_str(&format!(
+                        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n{meta}spec:\n  host: \"{}\"\n{export_to}{selector}{policy}{subsets}",
+                        pick.one(&hosts)
+                    ));
+                } else {
+                    let mut vs_hosts = vec![pick.one(&hosts)];
+                    if pick.chance(30) {
+                        vs_hosts.push(pick.one(&hosts));
+                    }
+                    vs_hosts.dedup();
+                    let gateways = match pick.next() % 4 {
+                        0 => "",
+                        1 => "  gateways: [mesh]\n",
+                        2 => "  gateways: [gw]\n",
+                        _ => "  gateways: [gw, mesh]\n",
+                    };
+                    yaml.push_str(&format!(
+                        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n{meta}spec:\n  hosts: [{}]\n{export_to}{gateways}  http:\n  - route:\n    - destination:\n        host: svc1\n",
+                        vs_hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            let resources: Vec<Arc<Resource>> = parse_yaml(&yaml, "random.yaml")
+                .into_iter()
+                .filter_map(|p| p.resource)
+                .map(Arc::new)
+                .collect();
+            assert!(resources.len() > 4, "seed {seed}: too few valid resources");
+            let model = Model::build(resources, Vec::new(), MeshConfig::default());
+            let wanted = [
+                ("svc1.a.svc.cluster.local", "a"),
+                ("svc2.b.svc.cluster.local", "b"),
+                ("svc1.c.svc.cluster.local", "c"),
+                ("api.example.com", "istio-system"),
+                ("x.api.example.com", "b"),
+                ("*.example.com", "a"),
+                ("other.org", "c"),
+            ];
+            for ns in namespaces {
+                for app in ["x", "y", "z"] {
+                    let proxy = Proxy::parse(
+                        &format!("sidecar~10.0.0.1~p.{ns}~{ns}.svc.cluster.local"),
+                        &serde_json::json!({"NAMESPACE": ns, "LABELS": {"app": app}}),
+                    )
+                    .expect("proxy");
+                    let scope = Scope::new(&model, &proxy);
+                    for (host, service_ns) in wanted {
+                        for index in [
+                            RuleIndex::NamespaceLocal,
+                            RuleIndex::Exported,
+                            RuleIndex::RootLocal,
+                        ] {
+                            for rules_ns in namespaces {
+                                let indexed: Vec<String> = scope
+                                    .rules_in(rules_ns, index, host)
+                                    .iter()
+                                    .map(decided)
+                                    .collect();
+                                let scanned: Vec<String> =
+                                    scanned_rules_in(&scope, rules_ns, index, host)
+                                        .iter()
+                                        .map(decided)
+                                        .collect();
+                                assert_eq!(
+                                    indexed, scanned,
+                                    "seed {seed}: rules of {rules_ns} ({index:?}) for {host}\n{yaml}"
+                                );
+                            }
+                        }
+                        let service = Service {
+                            hostname: host.to_string(),
+                            namespace: service_ns.to_string(),
+                            name: "s".into(),
+                            origin: crate::model::Kind::ServiceEntry,
+                            ports: Vec::new(),
+                            addresses: Vec::new(),
+                            resolution: registry::Resolution::Static,
+                            mesh_external: false,
+                            export_to: Vec::new(),
+                            selector: None,
+                            endpoints: Default::default(),
+                        };
+                        // The whole lookup runs on the index; its parts were compared above.
+                        let _ = scope.destination_rule(&service);
+                        let _ = scope.inbound_destination_rule(&service);
+                        let indexed: Vec<&Resource> = scope
+                            .virtual_services(host)
+                            .into_iter()
+                            .map(|(r, _)| r)
+                            .collect();
+                        assert_eq!(
+                            indexed.iter().map(|r| r.key()).collect::<Vec<_>>(),
+                            scanned_virtual_services(&scope, host)
+                                .iter()
+                                .map(|r| r.key())
+                                .collect::<Vec<_>>(),
+                            "seed {seed}: VirtualServices for {host} from {ns}\n{yaml}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -99,9 +99,17 @@ pub fn http_rules<'a>(scope: &Scope<'a>, root: &'a Resource, vs: &VirtualService
             .filter(|n| !n.is_empty())
             .unwrap_or(&root.meta.namespace);
         let warn = |message: String| scope.report(root.diagnostic(&field, message).into_warning());
-        let Some((resource, spec)) = scope.model.virtual_services().find(|(r, d)| {
-            r.meta.namespace == namespace && r.meta.name == delegate.name && d.hosts.is_empty()
-        }) else {
+        let model: &'a crate::model::Model = scope.model;
+        let mut named = model
+            .index()
+            .virtual_services_named(namespace, &delegate.name)
+            .iter()
+            .filter_map(|p| model.resources.get(*p))
+            .filter_map(|r| match &r.spec {
+                crate::model::Spec::VirtualService(d) => Some((r.as_ref(), d.as_ref())),
+                _ => None,
+            });
+        let Some((resource, spec)) = named.find(|(_, d)| d.hosts.is_empty()) else {
             warn(format!(
                 "delegate VirtualService {namespace}/{} not found (a delegate has no hosts); rule skipped",
                 delegate.name
