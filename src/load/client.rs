@@ -418,6 +418,19 @@ fn decode_all(
     out
 }
 
+/// The requests that open a stream: CDS (with the node), then every other type the proxy
+/// subscribed to before.
+fn first_requests<R>(state: &mut State, request: impl Fn(&State, usize, bool) -> R) -> Vec<R> {
+    state.types[CDS].requested = true;
+    let mut initial = vec![request(state, CDS, true)];
+    for i in [EDS, LDS, RDS] {
+        if state.types[i].requested {
+            initial.push(request(state, i, false));
+        }
+    }
+    initial
+}
+
 /// Counts a response in the statistics; its type and state slot, or `None` (counted as a
 /// protocol error) for a type the proxy never requested.
 fn count_response(
@@ -509,13 +522,7 @@ async fn sotw(
     for t in &mut state.types {
         t.nonce.clear();
     }
-    state.types[CDS].requested = true;
-    let mut initial = vec![request(state, CDS, true)];
-    for i in [EDS, LDS, RDS] {
-        if state.types[i].requested {
-            initial.push(request(state, i, false));
-        }
-    }
+    let initial = first_requests(state, request);
     let (tx, mut responses) = match open(proxy, state, initial, |rx| {
         client.stream_aggregated_resources(rx)
     })
@@ -621,13 +628,7 @@ async fn delta(
             ..Default::default()
         }
     };
-    state.types[CDS].requested = true;
-    let mut initial = vec![initial_request(state, CDS, true)];
-    for i in [EDS, LDS, RDS] {
-        if state.types[i].requested {
-            initial.push(initial_request(state, i, false));
-        }
-    }
+    let initial = first_requests(state, initial_request);
     let (tx, mut responses) = match open(proxy, state, initial, |rx| {
         client.delta_aggregated_resources(rx)
     })
