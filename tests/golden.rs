@@ -7,48 +7,15 @@
 //! Injection has its own cases: `testdata/inject/<case>/input.yaml` through `bowline inject`
 //! (the binary, default flags) against `expected.yaml`, rewritten the same way.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bowline::cache::TypeSet;
-use bowline::model::{MeshConfig, Model, Proxy};
-use bowline::source::file::load_dir;
 use bowline::translate;
 
-#[derive(serde::Deserialize)]
-struct ProxyFile {
-    id: String,
-    #[serde(default)]
-    metadata: serde_json::Value,
-    /// The Envoy node's `locality` (`region/zone/subzone`), if it reports one.
-    #[serde(default)]
-    locality: Option<String>,
-    /// The SPIFFE ID the proxy proved on the TLS port (it then holds a workload certificate).
-    #[serde(default)]
-    identity: Option<String>,
-}
-
 fn render(case: &Path) -> String {
-    let loaded = load_dir(&case.join("config")).expect("config dir loads");
-    let mesh = match std::fs::read_to_string(case.join("mesh.yaml")) {
-        Ok(text) => MeshConfig::from_yaml(&text).expect("mesh.yaml is valid"),
-        Err(_) => MeshConfig::default(),
-    };
-    let model = Model::build(
-        loaded.resources.into_iter().map(Arc::new).collect(),
-        loaded.diagnostics,
-        mesh,
-    );
-    let text = std::fs::read_to_string(case.join("proxy.yaml")).expect("proxy.yaml");
-    let proxy_file: ProxyFile = serde_saphyr::from_str(&text).expect("proxy.yaml parses");
-    let mut proxy = Proxy::parse(&proxy_file.id, &proxy_file.metadata).expect("proxy is valid");
-    if let Some(l) = &proxy_file.locality {
-        proxy.set_node_locality(bowline::model::proxy::Locality::parse(l));
-    }
-    if let Some(id) = &proxy_file.identity {
-        proxy.identity = Some(bowline::model::Identity::parse(id).expect("identity parses"));
-        proxy.workload_certificate = true;
-    }
+    let (model, proxy) = common::cases::load(case);
     let output = translate::generate(&model, &proxy, TypeSet::ALL);
     let mut json = output.to_json().expect("renders");
     // Input diagnostics (rejected resources) belong in the golden file too. Diagnostics name
@@ -69,22 +36,10 @@ fn render(case: &Path) -> String {
     serde_saphyr::to_string(&json).expect("yaml")
 }
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("testdata/translate exists")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("proxy.yaml").exists())
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn golden() {
     let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
-    let cases = cases();
+    let cases = common::cases::cases();
     assert!(!cases.is_empty(), "no golden cases found");
     let mut failures = Vec::new();
     for case in &cases {

@@ -5,61 +5,13 @@
 //! itself are, together, exactly what translating everything for the proxy gives, and share no
 //! resource.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bowline::cache::TypeSet;
-use bowline::model::{MeshConfig, Model, Proxy};
-use bowline::source::file::load_dir;
+use bowline::model::{Model, Proxy};
 use bowline::translate::{self, Output, Part, envoy};
-
-#[derive(serde::Deserialize)]
-struct ProxyFile {
-    id: String,
-    #[serde(default)]
-    metadata: serde_json::Value,
-    #[serde(default)]
-    locality: Option<String>,
-    #[serde(default)]
-    identity: Option<String>,
-}
-
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("testdata/translate exists")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("proxy.yaml").exists())
-        .collect();
-    out.sort();
-    out
-}
-
-fn load(case: &Path) -> (Model, Proxy) {
-    let loaded = load_dir(&case.join("config")).expect("config dir loads");
-    let mesh = match std::fs::read_to_string(case.join("mesh.yaml")) {
-        Ok(text) => MeshConfig::from_yaml(&text).expect("mesh.yaml is valid"),
-        Err(_) => MeshConfig::default(),
-    };
-    let model = Model::build(
-        loaded.resources.into_iter().map(Arc::new).collect(),
-        loaded.diagnostics,
-        mesh,
-    );
-    let text = std::fs::read_to_string(case.join("proxy.yaml")).expect("proxy.yaml");
-    let file: ProxyFile = serde_saphyr::from_str(&text).expect("proxy.yaml parses");
-    let mut proxy = Proxy::parse(&file.id, &file.metadata).expect("proxy is valid");
-    if let Some(l) = &file.locality {
-        proxy.set_node_locality(bowline::model::proxy::Locality::parse(l));
-    }
-    if let Some(id) = &file.identity {
-        proxy.identity = Some(bowline::model::Identity::parse(id).expect("identity parses"));
-        proxy.workload_certificate = true;
-    }
-    (model, proxy)
-}
 
 /// Every resource by type and name, as canonical JSON.
 fn resources(out: &Output) -> BTreeMap<(usize, String), serde_json::Value> {
@@ -129,9 +81,9 @@ fn check(case: &str, model: &Model, proxy: &Proxy) {
 
 #[test]
 fn outbound_and_inbound_parts_make_the_whole() {
-    for case in cases() {
+    for case in common::cases::cases() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let (model, proxy) = load(&case);
+        let (model, proxy) = common::cases::load(&case);
         check(&name, &model, &proxy);
         // The same proxy with other labels: each of its labels changed or removed, and one
         // added; and, with every label key any selector of the case names, each set to values

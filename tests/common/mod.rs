@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod cases;
 pub mod http;
 pub mod kube;
 pub mod netns;
