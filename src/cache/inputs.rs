@@ -410,32 +410,7 @@ fn rest_hash(model: &Model) -> [u8; 32] {
         h.update([0]);
     }
     for s in &model.registry.services {
-        let Service {
-            hostname,
-            namespace,
-            name,
-            origin,
-            ports,
-            addresses,
-            resolution,
-            mesh_external,
-            export_to,
-            selector,
-            endpoints: _,
-        } = s.as_ref();
-        let config = serde_json::json!([
-            hostname,
-            namespace,
-            name,
-            origin,
-            ports,
-            addresses,
-            resolution,
-            mesh_external,
-            export_to,
-            selector,
-            s.service_accounts(),
-        ]);
+        let config = service_config(s);
         h.update(serde_json::to_vec(&config).unwrap_or_default());
         h.update([0]);
     }
@@ -610,8 +585,10 @@ impl ClassInputs {
     }
 }
 
-/// Whether two services are equal but for their endpoints.
-fn same_config(a: &Service, b: &Service) -> bool {
+/// A service's configuration: everything but its endpoints, except the identities they run
+/// as (clusters verify those). A new field of `Service` must be placed here or explicitly
+/// left out.
+fn service_config(s: &Service) -> impl PartialEq + serde::Serialize + '_ {
     let Service {
         hostname,
         namespace,
@@ -624,16 +601,23 @@ fn same_config(a: &Service, b: &Service) -> bool {
         export_to,
         selector,
         endpoints: _,
-    } = a;
-    *hostname == b.hostname
-        && *namespace == b.namespace
-        && *name == b.name
-        && *origin == b.origin
-        && *ports == b.ports
-        && *addresses == b.addresses
-        && *resolution == b.resolution
-        && *mesh_external == b.mesh_external
-        && *export_to == b.export_to
-        && *selector == b.selector
-        && a.service_accounts() == b.service_accounts()
+    } = s;
+    (
+        hostname,
+        namespace,
+        name,
+        origin,
+        ports,
+        addresses,
+        resolution,
+        mesh_external,
+        export_to,
+        selector,
+        s.service_accounts(),
+    )
+}
+
+/// Whether two services are equal but for their endpoints.
+fn same_config(a: &Service, b: &Service) -> bool {
+    service_config(a) == service_config(b)
 }
