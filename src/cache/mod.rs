@@ -151,11 +151,56 @@ impl Serialize for TypeSet {
 }
 
 /// One resource as sent: its name, content version and encoded body.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Versioned {
     pub name: String,
     pub version: String,
     pub body: Any,
+    /// The names this resource makes the proxy fetch (`links`), decoded once.
+    links: std::sync::OnceLock<Vec<String>>,
+}
+
+impl PartialEq for Versioned {
+    fn eq(&self, other: &Versioned) -> bool {
+        self.name == other.name && self.version == other.version && self.body == other.body
+    }
+}
+
+impl Versioned {
+    pub fn new(name: String, version: String, body: Any) -> Versioned {
+        Versioned {
+            name,
+            version,
+            body,
+            links: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the resource, of type `t`, makes the proxy fetch by name: a cluster that uses EDS
+    /// its own endpoint assignment, a listener its route configurations. Decoded on first use
+    /// and kept (resources are shared by every class that generates them).
+    fn links(&self, t: ResourceType) -> &[String] {
+        self.links.get_or_init(|| match t {
+            ResourceType::Cds => {
+                let eds = xds_cluster::Cluster::decode(self.body.value.as_slice()).is_ok_and(|c| {
+                    matches!(
+                        c.cluster_discovery_type,
+                        Some(xds_cluster::cluster::ClusterDiscoveryType::Type(t))
+                            if t == xds_cluster::cluster::DiscoveryType::Eds as i32
+                    )
+                });
+                if eds {
+                    vec![self.name.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+            ResourceType::Lds => xds_listener::Listener::decode(self.body.value.as_slice())
+                .map(|l| rds_names(&l))
+                .unwrap_or_default(),
+            ResourceType::Eds | ResourceType::Rds | ResourceType::Sds => Vec::new(),
+        })
+    }
 }
 
 /// Every resource of one type for one proxy class.
@@ -245,6 +290,8 @@ type Slot = Arc<Mutex<Option<ClassEntry>>>;
 /// How many generations of change sets are kept to bring a stale class entry forward without
 /// regenerating every type.
 const CHANGE_LOG_LEN: usize = 64;
+/// How many generations' indexes are kept.
+const INDEXES_KEPT: usize = 4;
 /// A class not requested for this many generations is dropped.
 const EVICT_AFTER: u64 = 16;
 
@@ -308,7 +355,8 @@ impl Interner {
 #[derive(Default)]
 pub struct Cache {
     inner: Mutex<Inner>,
-    index: Mutex<Option<Arc<ModelIndex>>>,
+    /// The indexes of the newest generations, oldest first.
+    indexes: Mutex<VecDeque<Arc<ModelIndex>>>,
     /// Source of the indexes' content revisions (never reused).
     revisions: std::sync::atomic::AtomicU64,
     interner: Interner,
@@ -348,31 +396,38 @@ impl Cache {
 
     /// The index of `generation` if it is built.
     fn built_index(&self, generation: u64) -> Option<Arc<ModelIndex>> {
-        lock(&self.index)
-            .as_ref()
-            .filter(|i| i.generation == generation)
+        lock(&self.indexes)
+            .iter()
+            .find(|i| i.generation == generation)
             .cloned()
     }
 
-    /// The per-model index for a snapshot, built once per generation.
+    /// The per-model index for a snapshot, built once per generation. The newest few are
+    /// kept: a stream that is a generation or two behind finds its index built.
     fn index(&self, snapshot: &Snapshot) -> Arc<ModelIndex> {
-        let mut index = lock(&self.index);
-        match index.as_ref() {
-            Some(i) if i.generation == snapshot.generation => i.clone(),
-            previous => {
-                let built = Arc::new(ModelIndex::build(
-                    &snapshot.model,
-                    snapshot.generation,
-                    previous.map(|p| p.as_ref()),
-                    &self.revisions,
-                ));
-                // Keep the newest; an index for an older generation is used once.
-                if previous.is_none_or(|p| p.generation < snapshot.generation) {
-                    *index = Some(built.clone());
-                }
-                built
-            }
+        let mut indexes = lock(&self.indexes);
+        if let Some(i) = indexes.iter().find(|i| i.generation == snapshot.generation) {
+            return i.clone();
         }
+        // Revisions carry over from the closest older index (the one before, when it is
+        // kept, which also lets the index say what changed).
+        let previous = indexes
+            .iter()
+            .rev()
+            .find(|i| i.generation < snapshot.generation)
+            .or(indexes.back());
+        let built = Arc::new(ModelIndex::build(
+            &snapshot.model,
+            snapshot.generation,
+            previous.map(|p| p.as_ref()),
+            &self.revisions,
+        ));
+        let at = indexes.partition_point(|i| i.generation < snapshot.generation);
+        indexes.insert(at, built.clone());
+        while indexes.len() > INDEXES_KEPT {
+            indexes.pop_front();
+        }
+        built
     }
 
     /// The resources for `proxy` at `snapshot` if they are ready (or the class's are those of
@@ -632,7 +687,7 @@ fn combine(
         .collect();
     diagnostics.sort();
     diagnostics.dedup();
-    match check(&candidate) {
+    match check(&candidate, previous.map(|(p, _)| &p.types)) {
         Ok(()) => ProxyResources {
             generation,
             types: candidate,
@@ -675,11 +730,7 @@ fn encode(
                         .map_err(|e| CacheError::Version(label, name.to_string(), e))?;
                     interner.insert(
                         key,
-                        Arc::new(Versioned {
-                            name: name.to_string(),
-                            version,
-                            body,
-                        }),
+                        Arc::new(Versioned::new(name.to_string(), version, body)),
                     )
                 }
             };
@@ -744,50 +795,63 @@ fn short_hex(bytes: &[u8]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks references between types.
-fn check(types: &[Arc<TypedResources>; 4]) -> Result<(), CacheError> {
-    let eds_clusters: BTreeSet<&str> = types[ResourceType::Cds.index()]
-        .items
-        .values()
-        .filter_map(|v| {
-            let c = xds_cluster::Cluster::decode(v.body.value.as_slice()).ok()?;
-            let eds = matches!(
-                c.cluster_discovery_type,
-                Some(xds_cluster::cluster::ClusterDiscoveryType::Type(t))
-                    if t == xds_cluster::cluster::DiscoveryType::Eds as i32
-            );
-            eds.then_some(v.name.as_str())
+/// Checks references between types: every EDS cluster has an endpoint assignment and every
+/// assignment a cluster; every route configuration a listener names exists and every one is
+/// named. A pair of types is checked again only when it can have changed since `checked` (a
+/// set that passed): clusters or listeners changed, or the names of the assignments or route
+/// configurations did.
+fn check(
+    types: &[Arc<TypedResources>; 4],
+    checked: Option<&[Arc<TypedResources>; 4]>,
+) -> Result<(), CacheError> {
+    let same = |t: ResourceType| {
+        checked.is_some_and(|c| {
+            let (a, b) = (&c[t.index()], &types[t.index()]);
+            Arc::ptr_eq(a, b) || a.version == b.version
         })
-        .collect();
-    let cla_names: BTreeSet<&str> = types[ResourceType::Eds.index()]
-        .items
-        .keys()
-        .map(String::as_str)
-        .collect();
-    if let Some(name) = cla_names.difference(&eds_clusters).next() {
-        return Err(CacheError::DanglingEndpoints(name.to_string()));
-    }
-    if let Some(name) = eds_clusters.difference(&cla_names).next() {
-        return Err(CacheError::MissingEndpoints(name.to_string()));
-    }
-    let mut referenced = BTreeSet::new();
-    for l in types[ResourceType::Lds.index()].items.values() {
-        let Ok(listener) = xds_listener::Listener::decode(l.body.value.as_slice()) else {
-            continue;
-        };
-        for route in rds_names(&listener) {
-            if !types[ResourceType::Rds.index()].items.contains_key(&route) {
-                return Err(CacheError::MissingRoute(l.name.clone(), route));
-            }
-            referenced.insert(route);
+    };
+    let same_names = |t: ResourceType| {
+        checked.is_some_and(|c| {
+            let (a, b) = (&c[t.index()], &types[t.index()]);
+            Arc::ptr_eq(a, b) || a.items.keys().eq(b.items.keys())
+        })
+    };
+    let linked = |t: ResourceType| -> BTreeSet<&str> {
+        types[t.index()]
+            .items
+            .values()
+            .flat_map(|v| v.links(t))
+            .map(String::as_str)
+            .collect()
+    };
+    if !(same(ResourceType::Cds) && same_names(ResourceType::Eds)) {
+        let eds_clusters = linked(ResourceType::Cds);
+        let assignments = &types[ResourceType::Eds.index()].items;
+        if let Some(name) = assignments
+            .keys()
+            .find(|n| !eds_clusters.contains(n.as_str()))
+        {
+            return Err(CacheError::DanglingEndpoints(name.clone()));
+        }
+        if let Some(name) = eds_clusters.iter().find(|n| !assignments.contains_key(**n)) {
+            return Err(CacheError::MissingEndpoints(name.to_string()));
         }
     }
-    if let Some(name) = types[ResourceType::Rds.index()]
-        .items
-        .keys()
-        .find(|n| !referenced.contains(*n))
-    {
-        return Err(CacheError::UnreferencedRoute(name.clone()));
+    if !(same(ResourceType::Lds) && same_names(ResourceType::Rds)) {
+        let routes = &types[ResourceType::Rds.index()].items;
+        for l in types[ResourceType::Lds.index()].items.values() {
+            if let Some(route) = l
+                .links(ResourceType::Lds)
+                .iter()
+                .find(|r| !routes.contains_key(*r))
+            {
+                return Err(CacheError::MissingRoute(l.name.clone(), route.clone()));
+            }
+        }
+        let referenced = linked(ResourceType::Lds);
+        if let Some(name) = routes.keys().find(|n| !referenced.contains(n.as_str())) {
+            return Err(CacheError::UnreferencedRoute(name.clone()));
+        }
     }
     Ok(())
 }
@@ -916,11 +980,7 @@ spec: {address: 10.0.0.1, labels: {app: a}}
                 .map(|(n, body)| {
                     (
                         n.to_string(),
-                        Arc::new(Versioned {
-                            name: n.to_string(),
-                            version: "v".into(),
-                            body,
-                        }),
+                        Arc::new(Versioned::new(n.to_string(), "v".into(), body)),
                     )
                 })
                 .collect(),
@@ -940,7 +1000,9 @@ spec: {address: 10.0.0.1, labels: {app: a}}
             empty.clone(),
             empty.clone(),
         ];
-        assert!(matches!(check(&dangling), Err(CacheError::DanglingEndpoints(n)) if n == "c"));
+        assert!(
+            matches!(check(&dangling, None), Err(CacheError::DanglingEndpoints(n)) if n == "c")
+        );
         let eds_cluster = envoy::pack(&xds_cluster::Cluster {
             name: "c".into(),
             cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
@@ -954,7 +1016,7 @@ spec: {address: 10.0.0.1, labels: {app: a}}
             empty.clone(),
             empty.clone(),
         ];
-        assert!(matches!(check(&missing), Err(CacheError::MissingEndpoints(n)) if n == "c"));
+        assert!(matches!(check(&missing, None), Err(CacheError::MissingEndpoints(n)) if n == "c"));
         let route = envoy::pack(
             &envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
                 name: "80".into(),
@@ -967,6 +1029,70 @@ spec: {address: 10.0.0.1, labels: {app: a}}
             empty.clone(),
             typed(vec![("80", route)]),
         ];
-        assert!(matches!(check(&unreferenced), Err(CacheError::UnreferencedRoute(n)) if n == "80"));
+        assert!(
+            matches!(check(&unreferenced, None), Err(CacheError::UnreferencedRoute(n)) if n == "80")
+        );
+    }
+
+    #[test]
+    fn consistency_is_checked_again_when_references_can_have_changed() {
+        let cla = |version: u32| {
+            envoy::pack(&xds_endpoint::ClusterLoadAssignment {
+                cluster_name: format!("c{version}"),
+                ..Default::default()
+            })
+        };
+        let cluster = envoy::pack(&xds_cluster::Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
+                xds_cluster::cluster::DiscoveryType::Eds as i32,
+            )),
+            ..Default::default()
+        });
+        let empty = typed(vec![]);
+        let clusters = typed(vec![("c", cluster)]);
+        let good = [
+            clusters.clone(),
+            typed(vec![("c", cla(1))]),
+            empty.clone(),
+            empty.clone(),
+        ];
+        check(&good, None).unwrap();
+        // New endpoints under the same names, clusters unchanged: nothing to check again.
+        let moved = [
+            clusters.clone(),
+            typed(vec![("c", cla(2))]),
+            empty.clone(),
+            empty.clone(),
+        ];
+        check(&moved, Some(&good)).unwrap();
+        // An assignment without a cluster is caught although the clusters did not change.
+        let dangling = [
+            clusters.clone(),
+            typed(vec![("c", cla(2)), ("d", cla(3))]),
+            empty.clone(),
+            empty.clone(),
+        ];
+        assert!(
+            matches!(check(&dangling, Some(&good)), Err(CacheError::DanglingEndpoints(n)) if n == "d")
+        );
+        // A cluster without an assignment is caught although the assignments did not change.
+        let more_clusters = typed(vec![
+            ("c", clusters.items["c"].body.clone()),
+            (
+                "e",
+                envoy::pack(&xds_cluster::Cluster {
+                    name: "e".into(),
+                    cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
+                        xds_cluster::cluster::DiscoveryType::Eds as i32,
+                    )),
+                    ..Default::default()
+                }),
+            ),
+        ]);
+        let missing = [more_clusters, good[1].clone(), empty.clone(), empty.clone()];
+        assert!(
+            matches!(check(&missing, Some(&good)), Err(CacheError::MissingEndpoints(n)) if n == "e")
+        );
     }
 }

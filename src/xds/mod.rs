@@ -28,17 +28,14 @@ pub mod tls;
 pub mod transport;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::google::protobuf as pb;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use crate::ca::Ca;
 use crate::ca::authn::{Authenticators, Caller};
@@ -47,6 +44,7 @@ use crate::model::{Identity, Proxy, ProxyClass};
 use sds::Secrets;
 use status::{Connection, Registry};
 use stream::{Ack, Stream};
+use transport::{Outgoing, Requests};
 
 /// Per-stream response buffer: a slow proxy blocks only its own stream.
 const STREAM_BUFFER: usize = 8;
@@ -141,8 +139,16 @@ impl Shared {
                     .acquire()
                     .await
                     .map_err(|_| Status::unavailable("shutting down"))?;
-                let (cache, snapshot, proxy) =
-                    (self.cache.clone(), snapshot.clone(), proxy.clone());
+                // Waiting for a CPU may have taken long enough for newer snapshots to
+                // arrive: build the newest (the stream moves on to it anyway), never a
+                // generation nobody needs any more.
+                let newest = self.snapshots.borrow().clone();
+                let snapshot = if newest.generation > snapshot.generation {
+                    newest
+                } else {
+                    snapshot.clone()
+                };
+                let (cache, proxy) = (self.cache.clone(), proxy.clone());
                 tokio::task::spawn_blocking(move || cache.resources(&snapshot, &proxy))
                     .await
                     .map_err(|e| {
@@ -235,89 +241,98 @@ impl Ads {
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+/// The two ADS request types, one per protocol variant.
+pub trait AdsRequest: prost::Message + Default + Send + 'static {
+    /// Incremental (delta) rather than state of the world.
+    const DELTA: bool;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ResponseStream<xds_discovery::DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<xds_discovery::DeltaDiscoveryResponse>;
+    fn node(&self) -> Option<&xds_core::Node>;
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<xds_discovery::DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let identity = self.authenticate(&Caller::from_request(&request)).await?;
-        let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let shared = self.shared.clone();
-        let ads = self.clone();
-        // The response stream is returned at once; the first request (which names the node) is
-        // read by the stream's task.
-        tokio::spawn(async move {
-            let first = match requests.message().await {
-                Ok(Some(first)) => first,
-                Ok(None) => return,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            let proxy = match ads.admit(first.node.as_ref(), identity) {
-                Ok(p) => p,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            let connection = shared.connect(proxy, false, ads.transport);
-            let result = sotw(&shared, connection.clone(), first, requests, &tx).await;
-            shared.registry.remove(connection.id);
-            match &result {
-                Ok(()) => {
-                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, "proxy disconnected")
-                }
-                Err(status) => {
-                    tracing::info!(proxy = %connection.proxy.id, connection = connection.id, code = ?status.code(), message = status.message(), "proxy stream ended")
-                }
-            }
-            if let Err(status) = result {
-                let _ = tx.send(Err(status)).await;
-            }
-        });
-        Ok(Response::new(
-            Box::pin(ReceiverStream::new(rx)) as Self::StreamAggregatedResourcesStream
-        ))
+    /// Serves a stream whose first request was `first`, until the client goes or the stream
+    /// fails.
+    fn serve(
+        shared: Arc<Shared>,
+        connection: Arc<Connection>,
+        first: Self,
+        requests: Requests<Self>,
+        tx: mpsc::Sender<Outgoing>,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+impl AdsRequest for xds_discovery::DiscoveryRequest {
+    const DELTA: bool = false;
+
+    fn node(&self) -> Option<&xds_core::Node> {
+        self.node.as_ref()
     }
 
-    async fn delta_aggregated_resources(
+    async fn serve(
+        shared: Arc<Shared>,
+        connection: Arc<Connection>,
+        first: Self,
+        requests: Requests<Self>,
+        tx: mpsc::Sender<Outgoing>,
+    ) -> Result<(), Status> {
+        sotw(&shared, connection, first, requests, &tx).await
+    }
+}
+
+impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
+    const DELTA: bool = true;
+
+    fn node(&self) -> Option<&xds_core::Node> {
+        self.node.as_ref()
+    }
+
+    async fn serve(
+        shared: Arc<Shared>,
+        connection: Arc<Connection>,
+        first: Self,
+        requests: Requests<Self>,
+        tx: mpsc::Sender<Outgoing>,
+    ) -> Result<(), Status> {
+        delta(&shared, connection, first, requests, &tx).await
+    }
+}
+
+impl Ads {
+    /// Opens an ADS stream (either variant) for an authenticated caller: the responses are
+    /// returned at once; the first request (which names the node) is read by the stream's
+    /// task, which then serves the stream.
+    pub async fn open<Q: AdsRequest>(
         &self,
-        request: Request<Streaming<xds_discovery::DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let identity = self.authenticate(&Caller::from_request(&request)).await?;
-        let mut requests = request.into_inner();
+        caller: Caller,
+        mut requests: Requests<Q>,
+    ) -> Result<mpsc::Receiver<Outgoing>, Status> {
+        let identity = self.authenticate(&caller).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
         let ads = self.clone();
-        // The response stream is returned at once; the first request (which names the node) is
-        // read by the stream's task.
         tokio::spawn(async move {
             let first = match requests.message().await {
                 Ok(Some(first)) => first,
                 Ok(None) => return,
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(Box::new(status))).await;
                     return;
                 }
             };
-            let proxy = match ads.admit(first.node.as_ref(), identity) {
+            let proxy = match ads.admit(first.node(), identity) {
                 Ok(p) => p,
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(Box::new(status))).await;
                     return;
                 }
             };
-            let connection = shared.connect(proxy, true, ads.transport);
-            let result = delta(&shared, connection.clone(), first, requests, &tx).await;
+            let connection = shared.connect(proxy, Q::DELTA, ads.transport);
+            let result = Q::serve(
+                shared.clone(),
+                connection.clone(),
+                first,
+                requests,
+                tx.clone(),
+            )
+            .await;
             shared.registry.remove(connection.id);
             match &result {
                 Ok(()) => {
@@ -328,12 +343,10 @@ impl AggregatedDiscoveryService for Ads {
                 }
             }
             if let Err(status) = result {
-                let _ = tx.send(Err(status)).await;
+                let _ = tx.send(Err(Box::new(status))).await;
             }
         });
-        Ok(Response::new(
-            Box::pin(ReceiverStream::new(rx)) as Self::DeltaAggregatedResourcesStream
-        ))
+        Ok(rx)
     }
 }
 
@@ -438,9 +451,10 @@ async fn current(
     Ok((snapshot, resources))
 }
 
-/// Sends, or ends the stream quietly when the client has gone.
-async fn send<T>(tx: &mpsc::Sender<Result<T, Status>>, message: T) -> Result<(), Status> {
-    tx.send(Ok(message))
+/// Frames and queues a response, or ends the stream quietly when the client has gone.
+async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Result<(), Status> {
+    let framed = transport::frame(&message)?;
+    tx.send(Ok(framed))
         .await
         .map_err(|_| Status::cancelled("client went away"))
 }
@@ -515,8 +529,8 @@ async fn sotw(
     shared: &Shared,
     connection: Arc<Connection>,
     first: xds_discovery::DiscoveryRequest,
-    mut requests: Streaming<xds_discovery::DiscoveryRequest>,
-    tx: &mpsc::Sender<Result<xds_discovery::DiscoveryResponse, Status>>,
+    mut requests: Requests<xds_discovery::DiscoveryRequest>,
+    tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
     let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
@@ -601,8 +615,8 @@ async fn delta(
     shared: &Shared,
     connection: Arc<Connection>,
     first: xds_discovery::DeltaDiscoveryRequest,
-    mut requests: Streaming<xds_discovery::DeltaDiscoveryRequest>,
-    tx: &mpsc::Sender<Result<xds_discovery::DeltaDiscoveryResponse, Status>>,
+    mut requests: Requests<xds_discovery::DeltaDiscoveryRequest>,
+    tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
     let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
@@ -631,7 +645,7 @@ async fn delta(
                 watch.wildcard =
                     t.is_wildcard_type() && request.resource_names_subscribe.is_empty();
                 for (name, version) in &request.initial_resource_versions {
-                    watch.known.insert(name.clone(), version.clone());
+                    watch.known.declare(name.clone(), version.clone());
                 }
                 force = true;
             }
@@ -650,7 +664,7 @@ async fn delta(
                     watch.names.remove(name);
                 }
                 if !watch.wildcard {
-                    watch.known.remove(name);
+                    watch.known.forget(name);
                 }
             }
             if t == ResourceType::Sds {

@@ -189,11 +189,11 @@ impl Secrets {
             self.dump.insert(SDS_ROOTCA.to_string(), body.clone());
             items.insert(
                 SDS_ROOTCA.to_string(),
-                Arc::new(Versioned {
-                    name: SDS_ROOTCA.to_string(),
-                    version: version_of(&[ca.root_pem().as_bytes()]),
+                Arc::new(Versioned::new(
+                    SDS_ROOTCA.to_string(),
+                    version_of(&[ca.root_pem().as_bytes()]),
                     body,
-                }),
+                )),
             );
         }
         if let Some(cert) = &self.current {
@@ -202,11 +202,11 @@ impl Secrets {
                 .insert(SDS_DEFAULT.to_string(), pack(&redact(&secret)));
             items.insert(
                 SDS_DEFAULT.to_string(),
-                Arc::new(Versioned {
-                    name: SDS_DEFAULT.to_string(),
-                    version: version_of(&[cert.serial.as_bytes(), cert.chain_pem.as_bytes()]),
-                    body: pack(&secret),
-                }),
+                Arc::new(Versioned::new(
+                    SDS_DEFAULT.to_string(),
+                    version_of(&[cert.serial.as_bytes(), cert.chain_pem.as_bytes()]),
+                    pack(&secret),
+                )),
             );
         }
         self.set = Arc::new(TypedResources::new(items));

@@ -29,8 +29,8 @@ pub struct Watch {
     pub pending_since: Option<Instant>,
     /// Version of the last response (state of the world) or of the full desired set (delta).
     pub sent_version: Option<String>,
-    /// Delta: what the client holds, name → version.
-    pub known: BTreeMap<String, String>,
+    /// Delta: what the client holds.
+    pub known: Known,
     /// The resources the last response was computed from. When a push finds the same set
     /// (unchanged by the new snapshot) and the subscription did not change since, there is
     /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
@@ -70,6 +70,66 @@ fn set_version(items: &[&Arc<Versioned>]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Delta: the resources a client holds of one type. After every response the client holds
+/// exactly the resources the response was computed from, so those are kept as the shared
+/// `Versioned` items themselves (a pointer each, not a copy of every name and version);
+/// versions a client declared when it (re)connected, for resources not sent on this stream,
+/// are kept by name until the first response reconciles them.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Sent on this stream, sorted by name.
+    sent: Vec<Arc<Versioned>>,
+    /// Declared by the client (`initial_resource_versions`): name → version.
+    declared: BTreeMap<String, String>,
+}
+
+impl Known {
+    /// The version the client holds of `name`.
+    pub fn version(&self, name: &str) -> Option<&str> {
+        match self.sent.binary_search_by(|v| v.name.as_str().cmp(name)) {
+            Ok(i) => Some(self.sent[i].version.as_str()),
+            Err(_) => self.declared.get(name).map(String::as_str),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.version(name).is_some()
+    }
+
+    /// Records a version the client says it holds.
+    pub fn declare(&mut self, name: String, version: String) {
+        self.forget(&name);
+        self.declared.insert(name, version);
+    }
+
+    /// The client no longer holds `name`.
+    pub fn forget(&mut self, name: &str) {
+        if let Ok(i) = self.sent.binary_search_by(|v| v.name.as_str().cmp(name)) {
+            self.sent.remove(i);
+        }
+        self.declared.remove(name);
+    }
+
+    /// Every name the client holds, in order.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let mut names: Vec<&str> = self
+            .sent
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(self.declared.keys().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.into_iter()
+    }
+
+    /// The client now holds exactly `items` (in name order).
+    fn replace(&mut self, items: &[&Arc<Versioned>]) {
+        self.sent = items.iter().map(|v| Arc::clone(v)).collect();
+        self.sent.shrink_to_fit();
+        self.declared = BTreeMap::new();
+    }
 }
 
 /// What a request means for the type it names.
@@ -248,28 +308,29 @@ impl Stream {
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
             .copied()
-            .filter(|v| watch.known.get(&v.name) != Some(&v.version))
+            .filter(|v| watch.known.version(&v.name) != Some(v.version.as_str()))
             .collect();
         let present: BTreeSet<&str> = items.iter().map(|v| v.name.as_str()).collect();
         let mut removed: Vec<String> = watch
             .known
-            .keys()
-            .filter(|n| !present.contains(n.as_str()))
-            .cloned()
+            .names()
+            .filter(|n| !present.contains(n))
+            .map(str::to_string)
             .collect();
         // Explicitly requested names that do not exist are reported as removed, once, so the
         // client stops waiting for them.
-        if !watch.wildcard {
+        if !watch.wildcard && force {
             for name in &watch.names {
                 if !present.contains(name.as_str())
-                    && !watch.known.contains_key(name)
-                    && force
+                    && !watch.known.contains(name)
                     && !removed.contains(name)
                 {
                     removed.push(name.clone());
                 }
             }
         }
+        // The client holds what this response brings it to: exactly `items`.
+        watch.known.replace(&items);
         if changed.is_empty() && removed.is_empty() && !force {
             return None;
         }
@@ -285,17 +346,10 @@ impl Stream {
                 })
                 .collect(),
             type_url: t.type_url().to_string(),
-            removed_resources: removed.clone(),
+            removed_resources: removed,
             nonce: self.nonce(),
             ..Default::default()
         };
-        let watch = self.watches.entry(t).or_default();
-        for v in &changed {
-            watch.known.insert(v.name.clone(), v.version.clone());
-        }
-        for name in &removed {
-            watch.known.remove(name);
-        }
         self.record_push(t, &response.nonce, &version, since);
         Some(response)
     }
@@ -319,6 +373,78 @@ mod tests {
             false,
             Transport::Plaintext,
         )))
+    }
+
+    fn versioned(name: &str, version: &str) -> Arc<Versioned> {
+        Arc::new(Versioned::new(
+            name.into(),
+            version.into(),
+            envoy_types::pb::google::protobuf::Any::default(),
+        ))
+    }
+
+    fn set(items: &[(&str, &str)]) -> Arc<TypedResources> {
+        Arc::new(TypedResources::new(
+            items
+                .iter()
+                .map(|(n, v)| (n.to_string(), versioned(n, v)))
+                .collect(),
+        ))
+    }
+
+    fn delta_names(r: &xds_discovery::DeltaDiscoveryResponse) -> (Vec<&str>, Vec<&str>) {
+        (
+            r.resources.iter().map(|r| r.name.as_str()).collect(),
+            r.removed_resources.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn delta_sends_what_the_client_does_not_hold() {
+        let mut s = stream();
+        let watch = s.watches.entry(ResourceType::Cds).or_default();
+        watch.subscribed = true;
+        watch.wildcard = true;
+        // Reconnected holding `a` at the current version, `b` at an old one, and `gone`.
+        watch.known.declare("a".into(), "1".into());
+        watch.known.declare("b".into(), "old".into());
+        watch.known.declare("gone".into(), "1".into());
+        let first = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let r = s
+            .delta_response(ResourceType::Cds, &first, true, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["b", "c"], vec!["gone"]));
+        let known = &s.watches[&ResourceType::Cds].known;
+        assert_eq!(known.version("b"), Some("1"));
+        assert!(!known.contains("gone"));
+        // Nothing changed: nothing to send.
+        let same = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        assert!(
+            s.delta_response(ResourceType::Cds, &same, false, None)
+                .is_none()
+        );
+        // One changed, one removed.
+        let next = set(&[("a", "2"), ("b", "1")]);
+        let r = s
+            .delta_response(ResourceType::Cds, &next, false, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["a"], vec!["c"]));
+        // The client unsubscribes from `b` (as the stream records it): it is sent again
+        // when subscribed again.
+        s.watches
+            .get_mut(&ResourceType::Cds)
+            .unwrap()
+            .known
+            .forget("b");
+        let r = s
+            .delta_response(
+                ResourceType::Cds,
+                &set(&[("a", "2"), ("b", "1")]),
+                false,
+                None,
+            )
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["b"], vec![]));
     }
 
     #[test]
