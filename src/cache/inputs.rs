@@ -21,7 +21,9 @@
 //! changed since the generation before (`Delta`) when that is confined to endpoints and to
 //! VirtualServices and DestinationRules with exact hosts: then a class whose imported and
 //! served services are none of those the change reaches has the same inputs, and is not
-//! looked at again (`ModelIndex::may_change`).
+//! looked at again (`ModelIndex::may_change`). When the change is confined to endpoints, a
+//! class it does reach gets its new inputs from its old ones, with the imported services'
+//! endpoint revisions moved forward (`ModelIndex::advance`), without a new `Scope`.
 //!
 //! Only VirtualServices, DestinationRules, Sidecars and endpoints are attributed to classes.
 //! Everything else translation reads (the mesh settings, the security policies, every other
@@ -362,6 +364,31 @@ impl ModelIndex {
             || intersect(&inputs.served, &delta.destination_rules)
     }
 
+    /// The inputs at this generation of a class whose inputs were taken at the generation
+    /// before, without looking at the model again, when the change between the two is confined
+    /// to endpoints: then the services a class imports, the rules that apply and everything
+    /// else it reads are the same, at the same registry positions, and only the imported
+    /// services' endpoint revisions move. `None` when that cannot be said.
+    pub fn advance(&self, inputs: &ClassInputs) -> Option<ClassInputs> {
+        let delta = self.delta.as_ref()?;
+        if !delta.virtual_services.is_empty()
+            || !delta.destination_rules.is_empty()
+            || inputs.unknown
+            || inputs.sidecar == Some(UNKNOWN)
+            || inputs.generation + 1 != self.generation
+        {
+            return None;
+        }
+        let mut next = inputs.clone();
+        for ((_, services), positions) in next.egress.iter_mut().zip(&inputs.egress_positions) {
+            for (service, position) in services.iter_mut().zip(positions) {
+                *service = Some(*self.services.get((*position)?)?);
+            }
+        }
+        next.generation = self.generation;
+        Some(next)
+    }
+
     /// The registry index of a service of the indexed model.
     fn position(&self, s: &Arc<Service>) -> Option<usize> {
         self.by_address
@@ -427,12 +454,15 @@ fn collect_strings(value: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 /// Everything one class's output is a function of, at one model.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClassInputs {
     rest: Revision,
     sidecar: Option<Revision>,
     /// Per egress listener: its Debug form without the services, and the services.
     egress: Vec<(String, Vec<Option<ServiceRevision>>)>,
+    /// Registry positions (at `generation`) of the services of each egress listener, as in
+    /// `egress`.
+    egress_positions: Vec<Vec<Option<usize>>>,
     inbound: String,
     virtual_services: Vec<Revision>,
     destination_rules: Vec<Revision>,
@@ -453,20 +483,20 @@ impl ClassInputs {
         let scope = Scope::new(model, proxy);
         let mut unknown = false;
         let mut imported = Vec::new();
+        let mut egress_positions = Vec::with_capacity(scope.egress.len());
         let egress = scope
             .egress
             .iter()
             .map(|e| {
-                let services = e
-                    .services
+                let positions: Vec<Option<usize>> =
+                    e.services.iter().map(|s| index.position(s)).collect();
+                unknown |= positions.iter().any(Option::is_none);
+                imported.extend(positions.iter().flatten());
+                let services = positions
                     .iter()
-                    .map(|s| {
-                        let position = index.position(s);
-                        unknown |= position.is_none();
-                        imported.extend(position);
-                        position.and_then(|i| index.services.get(i).copied())
-                    })
+                    .map(|p| p.and_then(|i| index.services.get(i).copied()))
                     .collect();
+                egress_positions.push(positions);
                 (format!("{:?} {:?} {:?}", e.port, e.bind, e.binds), services)
             })
             .collect();
@@ -527,6 +557,7 @@ impl ClassInputs {
             rest: index.rest.0,
             sidecar,
             egress,
+            egress_positions,
             inbound: format!("{:?}", scope.inbound()),
             virtual_services,
             destination_rules,

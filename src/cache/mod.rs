@@ -204,12 +204,32 @@ impl Versioned {
 }
 
 /// Every resource of one type for one proxy class.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct TypedResources {
     /// A hash over every (name, version): equal sets have equal versions.
     pub version: String,
     pub items: BTreeMap<String, Arc<Versioned>>,
+    /// What changed from sets streams moved to this one from, each computed once and shared
+    /// by every stream making the same move.
+    diffs: Mutex<Vec<(Weak<TypedResources>, Arc<SetDiff>)>>,
 }
+
+impl PartialEq for TypedResources {
+    fn eq(&self, other: &TypedResources) -> bool {
+        self.version == other.version && self.items == other.items
+    }
+}
+
+/// The difference between two sets of one type: resources new or with another version, and
+/// names gone.
+#[derive(Debug, Default)]
+pub struct SetDiff {
+    pub changed: Vec<Arc<Versioned>>,
+    pub removed: Vec<String>,
+}
+
+/// How many sets' differences a set remembers.
+const DIFFS_KEPT: usize = 4;
 
 impl TypedResources {
     pub fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
@@ -223,7 +243,58 @@ impl TypedResources {
         TypedResources {
             version: short_hex(&hasher.finalize()),
             items,
+            diffs: Mutex::default(),
         }
+    }
+
+    /// What changed from `old` to this set, in name order.
+    pub fn diff_from(&self, old: &Arc<TypedResources>) -> Arc<SetDiff> {
+        let mut diffs = lock(&self.diffs);
+        if let Some((_, d)) = diffs
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(old)) && w.strong_count() > 0)
+        {
+            return d.clone();
+        }
+        let mut diff = SetDiff::default();
+        let (mut a, mut b) = (old.items.iter().peekable(), self.items.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some((name, _)), None) => {
+                    diff.removed.push((*name).clone());
+                    a.next();
+                }
+                (None, Some((_, v))) => {
+                    diff.changed.push((*v).clone());
+                    b.next();
+                }
+                (Some((old_name, old_v)), Some((name, v))) => match old_name.cmp(name) {
+                    std::cmp::Ordering::Less => {
+                        diff.removed.push((*old_name).clone());
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        diff.changed.push((*v).clone());
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(old_v, v) && old_v.version != v.version {
+                            diff.changed.push((*v).clone());
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+        let diff = Arc::new(diff);
+        diffs.retain(|(w, _)| w.strong_count() > 0);
+        if diffs.len() >= DIFFS_KEPT {
+            diffs.remove(0);
+        }
+        diffs.push((Arc::downgrade(old), diff.clone()));
+        diff
     }
 }
 
@@ -481,7 +552,10 @@ impl Cache {
                 return e.resources.clone();
             }
         }
-        let inputs = ClassInputs::of(&snapshot.model, &index, proxy);
+        let inputs = entry
+            .as_ref()
+            .and_then(|e| index.advance(&e.inputs))
+            .unwrap_or_else(|| ClassInputs::of(&snapshot.model, &index, proxy));
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e),
@@ -543,7 +617,10 @@ impl Cache {
                 return e.resources.clone();
             }
         }
-        let inputs = ClassInputs::of(&snapshot.model, index, &shared);
+        let inputs = entry
+            .as_ref()
+            .and_then(|e| index.advance(&e.inputs))
+            .unwrap_or_else(|| ClassInputs::of(&snapshot.model, index, &shared));
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e.resources.clone()),
@@ -1032,6 +1109,29 @@ spec: {address: 10.0.0.1, labels: {app: a}}
         assert!(
             matches!(check(&unreferenced, None), Err(CacheError::UnreferencedRoute(n)) if n == "80")
         );
+    }
+
+    #[test]
+    fn set_differences_are_computed_once() {
+        let v = |n: &str, version: &str| {
+            Arc::new(Versioned::new(n.into(), version.into(), Any::default()))
+        };
+        let set = |items: Vec<Arc<Versioned>>| {
+            Arc::new(TypedResources::new(
+                items.into_iter().map(|i| (i.name.clone(), i)).collect(),
+            ))
+        };
+        let (a, b, c) = (v("a", "1"), v("b", "1"), v("c", "1"));
+        let old = set(vec![a.clone(), b.clone(), c.clone()]);
+        let new = set(vec![v("a", "2"), b.clone(), v("d", "1")]);
+        let diff = new.diff_from(&old);
+        let changed: Vec<&str> = diff.changed.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(changed, ["a", "d"]);
+        assert_eq!(diff.removed, ["c"]);
+        assert!(Arc::ptr_eq(&diff, &new.diff_from(&old)), "shared");
+        // The same content under another version string counts as unchanged only by version.
+        let same = set(vec![v("a", "1"), b, c]);
+        assert!(same.diff_from(&old).changed.is_empty());
     }
 
     #[test]

@@ -47,6 +47,16 @@ impl Watch {
 }
 
 impl Watch {
+    /// The version of what this watch selects (`items`, from `set`): the set's own for a
+    /// wildcard watch, which selects all of it.
+    fn version(&self, set: &TypedResources, items: &[&Arc<Versioned>]) -> String {
+        if self.wildcard {
+            set.version.clone()
+        } else {
+            set_version(items)
+        }
+    }
+
     /// The resources this watch selects, in name order.
     fn desired<'a>(&self, set: &'a TypedResources) -> Vec<&'a Arc<Versioned>> {
         if self.wildcard {
@@ -124,11 +134,59 @@ impl Known {
         names.into_iter()
     }
 
+    /// Above this many edits the held list is made afresh rather than edited in place.
+    const EDIT_LIMIT: usize = 32;
+
+    /// Whether every resource the client holds was sent on this stream.
+    fn is_exact(&self) -> bool {
+        self.declared.is_empty()
+    }
+
+    /// The client now holds `changed` too (replacing what it held under those names) and no
+    /// longer holds `removed`.
+    fn apply(&mut self, changed: &[&Arc<Versioned>], removed: &[String]) {
+        for v in changed {
+            match self.sent.binary_search_by(|h| h.name.cmp(&v.name)) {
+                Ok(i) => self.sent[i] = Arc::clone(v),
+                Err(i) => self.sent.insert(i, Arc::clone(v)),
+            }
+        }
+        for name in removed {
+            self.forget(name);
+        }
+    }
+
     /// The client now holds exactly `items` (in name order).
     fn replace(&mut self, items: &[&Arc<Versioned>]) {
         self.sent = items.iter().map(|v| Arc::clone(v)).collect();
         self.sent.shrink_to_fit();
         self.declared = BTreeMap::new();
+    }
+}
+
+/// A delta response.
+fn delta_message(
+    t: ResourceType,
+    version: &str,
+    changed: &[&Arc<Versioned>],
+    removed: Vec<String>,
+    nonce: String,
+) -> xds_discovery::DeltaDiscoveryResponse {
+    xds_discovery::DeltaDiscoveryResponse {
+        system_version_info: version.to_string(),
+        resources: changed
+            .iter()
+            .map(|v| xds_discovery::Resource {
+                name: v.name.clone(),
+                version: v.version.clone(),
+                resource: Some(v.body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: t.type_url().to_string(),
+        removed_resources: removed,
+        nonce,
+        ..Default::default()
     }
 }
 
@@ -263,7 +321,7 @@ impl Stream {
         }
         watch.seen = Some(resources.clone());
         let items = watch.desired(resources);
-        let version = set_version(&items);
+        let version = watch.version(resources, &items);
         if !force && watch.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
@@ -282,7 +340,7 @@ impl Stream {
     /// reconnect).
     pub fn sotw_version(&self, t: ResourceType, resources: &TypedResources) -> Option<String> {
         let watch = self.watches.get(&t)?;
-        Some(set_version(&watch.desired(resources)))
+        Some(watch.version(resources, &watch.desired(resources)))
     }
 
     /// Delta: the resources that changed since what the client holds, and those it holds that
@@ -302,9 +360,43 @@ impl Stream {
         if !force && watch.unchanged(resources) {
             return None;
         }
-        watch.seen = Some(resources.clone());
+        // The version of the whole set: the client's subset is told by the resources' own
+        // versions.
+        let version = resources.version.clone();
+        let previous = watch.seen.replace(resources.clone());
+        // The client holds exactly what the last response was computed from (under the same
+        // subscription, or `seen` would have been cleared): send what changed since, from
+        // the difference every stream making this move shares.
+        if !force
+            && let Some(previous) = previous
+            && watch.known.is_exact()
+        {
+            let diff = resources.diff_from(&previous);
+            let changed: Vec<&Arc<Versioned>> = diff
+                .changed
+                .iter()
+                .filter(|v| watch.wildcard || watch.names.contains(&v.name))
+                .collect();
+            let removed: Vec<String> = diff
+                .removed
+                .iter()
+                .filter(|n| watch.known.contains(n))
+                .cloned()
+                .collect();
+            if changed.is_empty() && removed.is_empty() {
+                return None;
+            }
+            if changed.len() + removed.len() > Known::EDIT_LIMIT {
+                let items = watch.desired(resources);
+                watch.known.replace(&items);
+            } else {
+                watch.known.apply(&changed, &removed);
+            }
+            let response = delta_message(t, &version, &changed, removed, self.nonce());
+            self.record_push(t, &response.nonce, &version, since);
+            return Some(response);
+        }
         let items = watch.desired(resources);
-        let version = set_version(&items);
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
             .copied()
@@ -334,22 +426,7 @@ impl Stream {
         if changed.is_empty() && removed.is_empty() && !force {
             return None;
         }
-        let response = xds_discovery::DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: changed
-                .iter()
-                .map(|v| xds_discovery::Resource {
-                    name: v.name.clone(),
-                    version: v.version.clone(),
-                    resource: Some(v.body.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: t.type_url().to_string(),
-            removed_resources: removed,
-            nonce: self.nonce(),
-            ..Default::default()
-        };
+        let response = delta_message(t, &version, &changed, removed, self.nonce());
         self.record_push(t, &response.nonce, &version, since);
         Some(response)
     }
@@ -429,13 +506,11 @@ mod tests {
             .delta_response(ResourceType::Cds, &next, false, None)
             .unwrap();
         assert_eq!(delta_names(&r), (vec!["a"], vec!["c"]));
-        // The client unsubscribes from `b` (as the stream records it): it is sent again
-        // when subscribed again.
-        s.watches
-            .get_mut(&ResourceType::Cds)
-            .unwrap()
-            .known
-            .forget("b");
+        // The client unsubscribes from `b` (as the stream records it: forgotten, and the
+        // next response computed afresh): it is sent again when subscribed again.
+        let watch = s.watches.get_mut(&ResourceType::Cds).unwrap();
+        watch.known.forget("b");
+        watch.seen = None;
         let r = s
             .delta_response(
                 ResourceType::Cds,
@@ -445,6 +520,43 @@ mod tests {
             )
             .unwrap();
         assert_eq!(delta_names(&r), (vec!["b"], vec![]));
+    }
+
+    #[test]
+    fn delta_by_name_sends_only_subscribed_changes() {
+        let mut s = stream();
+        let watch = s.watches.entry(ResourceType::Eds).or_default();
+        watch.subscribed = true;
+        watch.names = ["a".to_string(), "b".to_string()].into();
+        let r = s
+            .delta_response(
+                ResourceType::Eds,
+                &set(&[("a", "1"), ("b", "1"), ("c", "1")]),
+                true,
+                None,
+            )
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["a", "b"], vec![]));
+        // A resource the client did not subscribe to changes: nothing to send.
+        let r = s.delta_response(
+            ResourceType::Eds,
+            &set(&[("a", "1"), ("b", "1"), ("c", "2")]),
+            false,
+            None,
+        );
+        assert!(r.is_none());
+        let r = s
+            .delta_response(
+                ResourceType::Eds,
+                &set(&[("a", "2"), ("c", "2")]),
+                false,
+                None,
+            )
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["a"], vec!["b"]));
+        let known = &s.watches[&ResourceType::Eds].known;
+        assert_eq!(known.version("a"), Some("2"));
+        assert!(!known.contains("b") && !known.contains("c"));
     }
 
     #[test]
