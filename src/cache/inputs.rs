@@ -389,6 +389,20 @@ impl ModelIndex {
         Some(next)
     }
 
+    /// The hostnames of the services whose endpoints changed since the generation before,
+    /// when that is all that changed (the condition of [`ModelIndex::advance`]).
+    pub fn endpoint_hosts(&self) -> Option<std::collections::HashSet<&str>> {
+        let delta = self.delta.as_ref()?;
+        if !delta.virtual_services.is_empty() || !delta.destination_rules.is_empty() {
+            return None;
+        }
+        delta
+            .endpoints
+            .iter()
+            .map(|p| self.service_keys.get(*p).map(|(host, _)| host.as_str()))
+            .collect()
+    }
+
     /// The registry index of a service of the indexed model.
     fn position(&self, s: &Arc<Service>) -> Option<usize> {
         self.by_address

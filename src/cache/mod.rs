@@ -209,6 +209,8 @@ pub struct TypedResources {
     /// A hash over every (name, version): equal sets have equal versions.
     pub version: String,
     pub items: BTreeMap<String, Arc<Versioned>>,
+    /// A hash over the names alone: sets with equal names have equal name versions.
+    names_version: [u8; 8],
     /// What changed from sets streams moved to this one from, each computed once and shared
     /// by every stream making the same move.
     diffs: Mutex<Vec<(Weak<TypedResources>, Arc<SetDiff>)>>,
@@ -234,15 +236,21 @@ const DIFFS_KEPT: usize = 4;
 impl TypedResources {
     pub fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
         let mut hasher = Sha256::new();
+        let mut names = Sha256::new();
         for (name, item) in &items {
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(item.version.as_bytes());
             hasher.update([0]);
+            names.update(name.as_bytes());
+            names.update([0]);
         }
+        let mut names_version = [0; 8];
+        names_version.copy_from_slice(&names.finalize()[..8]);
         TypedResources {
             version: short_hex(&hasher.finalize()),
             items,
+            names_version,
             diffs: Mutex::default(),
         }
     }
@@ -617,10 +625,9 @@ impl Cache {
                 return e.resources.clone();
             }
         }
-        let inputs = entry
-            .as_ref()
-            .and_then(|e| index.advance(&e.inputs))
-            .unwrap_or_else(|| ClassInputs::of(&snapshot.model, index, &shared));
+        let advanced = entry.as_ref().and_then(|e| index.advance(&e.inputs));
+        let endpoints_only = advanced.is_some();
+        let inputs = advanced.unwrap_or_else(|| ClassInputs::of(&snapshot.model, index, &shared));
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e.resources.clone()),
@@ -629,13 +636,25 @@ impl Cache {
             ),
             None => (None, TypeSet::ALL),
         };
-        let resources = match previous {
-            Some(p) if types.is_empty() => Arc::new(ProxyResources {
+        // Only some services' endpoints changed: only their assignments are made again.
+        let changed_hosts = index
+            .endpoint_hosts()
+            .filter(|_| endpoints_only && types == TypeSet::only(ResourceType::Eds));
+        let resources = match (previous, changed_hosts) {
+            (Some(p), _) if types.is_empty() => Arc::new(ProxyResources {
                 generation: snapshot.generation,
                 types: p.types.clone(),
                 diagnostics: p.diagnostics.clone(),
             }),
-            previous => Arc::new(build_part(
+            (Some(p), Some(hosts)) => Arc::new(update_endpoints(
+                &snapshot.model,
+                snapshot.generation,
+                &shared,
+                &p,
+                &hosts,
+                &self.interner,
+            )),
+            (previous, _) => Arc::new(build_part(
                 &snapshot.model,
                 snapshot.generation,
                 &shared,
@@ -717,6 +736,53 @@ fn build_part(
         generation,
         types,
         diagnostics,
+    }
+}
+
+/// An outbound part whose only change is the endpoints of the services named by `hosts`:
+/// their assignments are made again and replace those of `previous`; everything else is
+/// reused.
+fn update_endpoints(
+    model: &Model,
+    generation: u64,
+    proxy: &Proxy,
+    previous: &ProxyResources,
+    hosts: &std::collections::HashSet<&str>,
+    interner: &Interner,
+) -> ProxyResources {
+    let output =
+        translate::generate_endpoints(model, proxy, &|s| hosts.contains(s.hostname.as_str()));
+    let fresh = match encode(&output, TypeSet::only(ResourceType::Eds), interner) {
+        Ok(fresh) => fresh,
+        Err(_) => {
+            // Rejected: let the whole part be made again, which reports it.
+            return build_part(
+                model,
+                generation,
+                proxy,
+                Part::Outbound,
+                Some(previous),
+                TypeSet::only(ResourceType::Eds),
+                interner,
+            );
+        }
+    };
+    let eds = ResourceType::Eds.index();
+    // An outbound cluster's name ends with its service's hostname.
+    let mut items = previous.types[eds].items.clone();
+    items.retain(|name, _| !name.rsplit('|').next().is_some_and(|h| hosts.contains(h)));
+    items.extend(
+        fresh[eds]
+            .items
+            .iter()
+            .map(|(name, v)| (name.clone(), v.clone())),
+    );
+    let mut types = previous.types.clone();
+    types[eds] = Arc::new(TypedResources::new(items));
+    ProxyResources {
+        generation,
+        types,
+        diagnostics: previous.diagnostics.clone(),
     }
 }
 
@@ -890,7 +956,7 @@ fn check(
     let same_names = |t: ResourceType| {
         checked.is_some_and(|c| {
             let (a, b) = (&c[t.index()], &types[t.index()]);
-            Arc::ptr_eq(a, b) || a.items.keys().eq(b.items.keys())
+            Arc::ptr_eq(a, b) || a.names_version == b.names_version
         })
     };
     let linked = |t: ResourceType| -> BTreeSet<&str> {

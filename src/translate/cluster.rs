@@ -82,8 +82,16 @@ impl OutboundCluster<'_> {
 
 /// Every outbound cluster of the proxy (shared with EDS, which must cover the same set).
 pub fn outbound<'a>(scope: &Scope<'a>) -> Vec<OutboundCluster<'a>> {
+    outbound_of(scope, &|_| true)
+}
+
+/// The outbound clusters of the services `wanted` keeps.
+pub fn outbound_of<'a>(
+    scope: &Scope<'a>,
+    wanted: &dyn Fn(&Service) -> bool,
+) -> Vec<OutboundCluster<'a>> {
     let mut out = Vec::new();
-    for service in scope.services() {
+    for service in scope.services().into_iter().filter(|s| wanted(s)) {
         let rule = scope.destination_rule(service);
         for port in &service.ports {
             out.push(OutboundCluster {

@@ -13,10 +13,18 @@ use super::loadbalancer::{self, Group, LabeledEndpoint};
 use super::scope::Scope;
 use crate::model::Diagnostic;
 use crate::model::proxy::Locality;
-use crate::model::registry::{self, Health};
+use crate::model::registry::{self, Health, Service};
 
 pub fn build(scope: &Scope) -> Vec<xds_endpoint::ClusterLoadAssignment> {
-    cluster::outbound(scope)
+    build_of(scope, &|_| true)
+}
+
+/// The assignments of the clusters of the services `wanted` keeps.
+pub fn build_of(
+    scope: &Scope,
+    wanted: &dyn Fn(&Service) -> bool,
+) -> Vec<xds_endpoint::ClusterLoadAssignment> {
+    cluster::outbound_of(scope, wanted)
         .iter()
         .filter(|c| c.uses_eds())
         .map(|c| assignment(scope, c))

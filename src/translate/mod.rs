@@ -121,6 +121,24 @@ pub fn generate_part(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -
     out
 }
 
+/// The endpoint assignments of the outbound part of `proxy` for the services `wanted` keeps
+/// (`generate_part`'s EDS, narrowed to them).
+pub fn generate_endpoints(
+    model: &Model,
+    proxy: &Proxy,
+    wanted: &dyn Fn(&crate::model::registry::Service) -> bool,
+) -> Output {
+    let scope = Scope::new(model, proxy);
+    let mut out = Output {
+        endpoints: endpoint::build_of(&scope, wanted),
+        ..Default::default()
+    };
+    out.endpoints
+        .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    out.diagnostics = scope.take_diagnostics();
+    out
+}
+
 /// The proxy whose outbound part `proxy` shares: the same, with only the labels whose keys
 /// outbound configuration can depend on in `model` (all of them when any may matter).
 pub fn outbound_proxy(model: &Model, proxy: &Proxy) -> Proxy {
