@@ -21,10 +21,15 @@
 //! before is confined to endpoints and to rules with exact hosts, the per-model index says
 //! which services it reaches, and a class that imports or serves none of them is carried
 //! forward as it is, without computing its inputs (on the stream's own task: no generation is
-//! scheduled for it). Translation looks rules up in the model's own index (built once per model
-//! and shared by every class). Encoded resources are interned: a resource whose name and bytes
-//! were generated before (for any class) is the same shared `Versioned`, so its content version
-//! is computed once.
+//! scheduled for it). When the change is confined to endpoints, a class it reaches moves its
+//! inputs forward without a new scope, and an outbound part makes only the changed services'
+//! endpoint assignments again. Translation looks rules up in the model's own index (built once
+//! per model and shared by every class; the newest few generations' are kept). Encoded
+//! resources are interned: a resource whose name and bytes were generated before (for any
+//! class) is the same shared `Versioned`, so its content version is computed once, and its
+//! references (for the consistency check) are decoded once. A set of one type remembers its
+//! difference from the sets streams moved to it from, so streams making the same move share
+//! one comparison.
 
 mod inputs;
 

@@ -63,6 +63,10 @@ pub struct LoadArgs {
     /// Override the scenario's proxy count.
     #[arg(long)]
     pub proxies: Option<u32>,
+    /// Override the scenario's number of stuck proxies (the first N stop reading responses
+    /// once in sync and are not expected to converge).
+    #[arg(long)]
+    pub stalled: Option<u32>,
     /// Override the scenario's xDS variant.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -102,6 +106,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(n) = args.proxies {
         scenario.proxies.count = n;
+    }
+    if let Some(n) = args.stalled {
+        scenario.proxies.stalled = n;
     }
     if let Some(mode) = args.mode {
         scenario.proxies.mode = match mode {

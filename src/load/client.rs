@@ -159,13 +159,15 @@ pub struct Status {
 /// A simulated proxy as the driver sees it.
 pub struct Proxy {
     pub identity: ProxyIdentity,
+    /// Stops reading responses once in sync (see `ProxySpec::stalled`).
+    pub stalled: bool,
     pub stats: Stats,
     pub status: Mutex<Status>,
     node: xds_core::Node,
 }
 
 impl Proxy {
-    pub fn new(identity: ProxyIdentity) -> Proxy {
+    pub fn new(identity: ProxyIdentity, stalled: bool) -> Proxy {
         let node = xds_core::Node {
             id: identity.node_id.clone(),
             cluster: format!("{}.{}", identity.app, identity.namespace),
@@ -175,6 +177,7 @@ impl Proxy {
         };
         Proxy {
             identity,
+            stalled,
             stats: Stats::default(),
             status: Mutex::new(Status::default()),
             node,
@@ -459,9 +462,16 @@ fn protocol_error(proxy: &Proxy, message: String) {
 }
 
 async fn next_message<T>(
+    proxy: &Proxy,
     responses: &mut tonic::Streaming<T>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<T, End> {
+    if proxy.stalled && proxy.status().synced_at.is_some() {
+        // Stuck: the stream stays open and nothing more is read from it, so the server's
+        // sends to it stop at HTTP/2 flow control.
+        let _ = stop.changed().await;
+        return Err(End::Stopped);
+    }
     tokio::select! {
         biased;
         _ = stop.changed() => Err(End::Stopped),
@@ -532,7 +542,7 @@ async fn sotw(
         Err(e) => return e,
     };
     loop {
-        let response = match next_message(&mut responses, stop).await {
+        let response = match next_message(proxy, &mut responses, stop).await {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -638,7 +648,7 @@ async fn delta(
         Err(e) => return e,
     };
     loop {
-        let response = match next_message(&mut responses, stop).await {
+        let response = match next_message(proxy, &mut responses, stop).await {
             Ok(r) => r,
             Err(e) => return e,
         };

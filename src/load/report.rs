@@ -139,6 +139,8 @@ pub struct Report {
     pub mode: String,
     pub interception: String,
     pub proxies: usize,
+    /// Of which stuck (not reading responses once in sync).
+    pub stalled: u32,
     pub services: u32,
     pub namespaces: u32,
     pub endpoints_per_service: u32,
@@ -181,9 +183,14 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "scenario {}: {} proxies ({}, {}), {} services x {} endpoints in {} namespaces{}",
+            "scenario {}: {} proxies{} ({}, {}), {} services x {} endpoints in {} namespaces{}",
             self.scenario,
             self.proxies,
+            if self.stalled > 0 {
+                format!(", {} of them stalled", self.stalled)
+            } else {
+                String::new()
+            },
             self.mode,
             self.interception,
             self.services,

@@ -148,9 +148,11 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LoadE
         last_response: Default::default(),
         stop: stop_rx,
     });
+    let stalled = scenario.proxies.stalled as usize;
     let proxies: Vec<Arc<Proxy>> = mesh::proxies(scenario)
         .into_iter()
-        .map(|p| Arc::new(Proxy::new(p)))
+        .enumerate()
+        .map(|(i, p)| Arc::new(Proxy::new(p, i < stalled)))
         .collect();
     let mut run = Run {
         scenario,
@@ -476,7 +478,7 @@ impl Run<'_> {
     fn reached(&self, e: &Expectation) -> usize {
         self.proxies
             .iter()
-            .filter(|p| e.applies.includes(&p.identity.namespace))
+            .filter(|p| !p.stalled && e.applies.includes(&p.identity.namespace))
             .count()
     }
 
@@ -553,8 +555,11 @@ impl Run<'_> {
             s.stream_opened_at.is_some_and(|at| at > t0) && (!delta || s.stream_in_sync)
         };
         let proxies = self.proxies.clone();
+        // A stuck proxy does not notice the restart.
         self.wait_until(self.scenario.timeout, || {
-            proxies.iter().all(|p| reconnected(&p.status()))
+            proxies
+                .iter()
+                .all(|p| p.stalled || reconnected(&p.status()))
         })
         .await;
         self.settle().await;
@@ -575,14 +580,15 @@ impl Run<'_> {
                 ready.as_secs_f64() * 1000.0
             ),
             changes: 1,
-            expected: self.proxies.len(),
+            expected: self.proxies.iter().filter(|p| !p.stalled).count(),
             converged: samples.len(),
             duration_ms: samples.iter().copied().fold(0.0, f64::max),
             convergence_ms: Percentiles::of(samples),
             ..Default::default()
         };
         if phase.converged < phase.expected {
-            phase.problem = Some(self.stragglers("not back in sync", |_, s| !reconnected(s)));
+            phase.problem =
+                Some(self.stragglers("not back in sync", |p, s| !p.stalled && !reconnected(s)));
         }
         self.traffic(&mut phase, &before);
         Ok(phase)
@@ -755,6 +761,7 @@ impl Run<'_> {
             },
             interception: s.proxies.interception.as_str().into(),
             proxies: self.proxies.len(),
+            stalled: s.proxies.stalled,
             services: s.mesh.services,
             namespaces: s.mesh.namespaces,
             endpoints_per_service: s.mesh.endpoints,

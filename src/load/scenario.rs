@@ -184,6 +184,11 @@ pub struct ProxySpec {
     /// Namespace of the proxies when the mesh has no generated services.
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// Stuck proxies: the first `stalled` proxies stop reading responses once they are in
+    /// sync, holding their streams open (a proxy that hangs, or a slow network). They are
+    /// not expected to converge; every other proxy must converge as if they were not there.
+    #[serde(default)]
+    pub stalled: u32,
 }
 
 fn default_namespace() -> String {
@@ -405,6 +410,12 @@ impl Scenario {
         }
         if p.namespace.is_empty() {
             return Err("proxies.namespace: empty".into());
+        }
+        if p.stalled >= p.count && p.count > 0 {
+            return Err(format!(
+                "proxies.stalled: {} of {} proxies leaves none to measure",
+                p.stalled, p.count
+            ));
         }
         if self.timeline.len() > MAX_STEPS {
             return Err(format!("timeline: at most {MAX_STEPS} steps"));

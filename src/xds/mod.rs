@@ -12,7 +12,7 @@
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
 //! carries a private key), renewed at half-life. `push` turns source events into debounced
 //! model snapshots; `status` records what each proxy was sent, ACKed and NACKed; `tls` is the
-//! TLS port's transport; `transport` frames ADS responses.
+//! TLS port's transport; `transport` frames ADS requests and responses.
 //!
 //! Generating configuration is CPU work and never runs on the runtime's threads: a stream
 //! that needs resources its class does not have yet waits (asynchronously) for one build per
