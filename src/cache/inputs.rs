@@ -177,7 +177,7 @@ impl ModelIndex {
             }
             let key = r.key();
             let rev = match previous.and_then(|p| p.rules.get(&key)) {
-                Some((rev, old)) if **old == **r => *rev,
+                Some((rev, old)) if Arc::ptr_eq(old, r) || **old == **r => *rev,
                 _ => revision(),
             };
             rules.insert(key, (rev, r.clone()));

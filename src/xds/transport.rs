@@ -169,7 +169,7 @@ impl<T: Message + Default> Requests<T> {
             )));
         }
         if self.buf.len() < 5 + len {
-            self.buf.reserve(5 + len - self.buf.len());
+            // The buffer grows with what arrives, not with what the header announces.
             return Ok(None);
         }
         let mut message = self.buf.split_to(5 + len);
