@@ -227,6 +227,30 @@ struct State {
 }
 
 impl State {
+    /// The subscription that follows from a response of type `i` (EDS names from clusters, RDS
+    /// names from listeners), if it differs from the current one.
+    fn follow(&self, i: usize) -> Option<(usize, BTreeSet<String>)> {
+        let (j, names) = match i {
+            CDS => (EDS, self.eds_names()),
+            LDS => (RDS, self.rds_names()),
+            _ => return None,
+        };
+        (names != self.types[j].names).then_some((j, names))
+    }
+
+    /// Whether listeners are to be requested after a response of type `i`: once the clusters
+    /// are warm (their endpoints arrived, or none use EDS), as Envoy does. Marks them requested.
+    fn listeners_due(&mut self, i: usize) -> bool {
+        let warm = i == EDS || (i == CDS && self.types[EDS].names.is_empty());
+        let lds = &mut self.types[LDS];
+        if lds.requested || !warm {
+            return false;
+        }
+        lds.requested = true;
+        lds.pending = true;
+        true
+    }
+
     fn eds_names(&self) -> BTreeSet<String> {
         self.types[CDS]
             .items
@@ -583,14 +607,7 @@ async fn sotw(
             return e;
         }
         // Subscriptions that follow from what arrived.
-        let follow = match i {
-            CDS => Some((EDS, state.eds_names())),
-            LDS => Some((RDS, state.rds_names())),
-            _ => None,
-        };
-        if let Some((j, names)) = follow
-            && names != state.types[j].names
-        {
+        if let Some((j, names)) = state.follow(i) {
             let tj = &mut state.types[j];
             tj.items.retain(|n, _| names.contains(&**n));
             tj.names = names;
@@ -603,14 +620,11 @@ async fn sotw(
             }
         }
         // Listeners are requested once the clusters are warm.
-        if !state.types[LDS].requested
-            && (i == EDS || (i == CDS && state.types[EDS].names.is_empty()))
+        // Listeners are requested once the clusters are warm.
+        if state.listeners_due(i)
+            && let Err(e) = send(&tx, request(state, LDS, false)).await
         {
-            state.types[LDS].requested = true;
-            state.types[LDS].pending = true;
-            if let Err(e) = send(&tx, request(state, LDS, false)).await {
-                return e;
-            }
+            return e;
         }
         after_ack(shared, proxy, state, Instant::now());
     }
@@ -702,14 +716,7 @@ async fn delta(
         if let Err(e) = send(&tx, ack).await {
             return e;
         }
-        let follow = match i {
-            CDS => Some((EDS, state.eds_names())),
-            LDS => Some((RDS, state.rds_names())),
-            _ => None,
-        };
-        if let Some((j, names)) = follow
-            && names != state.types[j].names
-        {
+        if let Some((j, names)) = state.follow(i) {
             let tj = &mut state.types[j];
             let subscribe: Vec<String> = names.difference(&tj.names).cloned().collect();
             let unsubscribe: Vec<String> = tj.names.difference(&names).cloned().collect();
@@ -730,14 +737,11 @@ async fn delta(
                 }
             }
         }
-        if !state.types[LDS].requested
-            && (i == EDS || (i == CDS && state.types[EDS].names.is_empty()))
+        // Listeners are requested once the clusters are warm.
+        if state.listeners_due(i)
+            && let Err(e) = send(&tx, initial_request(state, LDS, false)).await
         {
-            state.types[LDS].requested = true;
-            state.types[LDS].pending = true;
-            if let Err(e) = send(&tx, initial_request(state, LDS, false)).await {
-                return e;
-            }
+            return e;
         }
         after_ack(shared, proxy, state, Instant::now());
     }
