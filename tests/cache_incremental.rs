@@ -406,6 +406,56 @@ fn check(scoping: bool, registry: &str) {
     states.push(("workload selector changed".into(), next.clone()));
     next.retain(|f| f != SOURCE_LABELS_VS);
     states.push(("sourceLabels match removed".into(), next.clone()));
+    // Warnings raised while generating clusters and endpoints, then changes that regenerate
+    // some types and not others: each type keeps its own diagnostics.
+    let svc8 = file_of(&next, "svc-8");
+    next[svc8] = edit_doc(
+        &next[svc8],
+        "DestinationRule",
+        "  trafficPolicy:\n",
+        "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true}}\n",
+    );
+    states.push(("DestinationRule with a warning".into(), next.clone()));
+    m.endpoint_add(8, 1).unwrap();
+    let mut warned = files(&m);
+    for (i, f) in warned.iter_mut().enumerate() {
+        if i != file_of(&files(&m), "svc-8") {
+            *f = next[i].clone();
+        } else {
+            *f = edit_doc(
+                f,
+                "DestinationRule",
+                "  trafficPolicy:\n",
+                "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true}}\n",
+            );
+        }
+    }
+    warned.extend(next[files(&m).len()..].iter().cloned());
+    states.push(("endpoint add beside a warning".into(), warned.clone()));
+    m.route_edit(8).unwrap();
+    let mut edited = files(&m);
+    let svc8 = file_of(&edited, "svc-8");
+    for (i, f) in edited.iter_mut().enumerate() {
+        if i != svc8 {
+            *f = warned[i].clone();
+        } else {
+            *f = edit_doc(
+                f,
+                "DestinationRule",
+                "  trafficPolicy:\n",
+                "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true}}\n",
+            );
+        }
+    }
+    edited.extend(warned[files(&m).len()..].iter().cloned());
+    states.push(("route edit beside a warning".into(), edited.clone()));
+    edited[svc8] = edit_doc(
+        &edited[svc8],
+        "DestinationRule",
+        "    loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true}}\n",
+        "",
+    );
+    states.push(("warning removed".into(), edited.clone()));
     // Generations at which a quarter of the proxies are not asked for: their classes are
     // brought forward over two changes at once afterwards.
     let skipped = [
@@ -415,6 +465,8 @@ fn check(scoping: bool, registry: &str) {
 
     let incremental = Cache::new();
     let mut previous: Option<Arc<Snapshot>> = None;
+    // Proxies that see the warning while unrelated parts of their configuration change.
+    let mut warned_proxies = 0;
     for (generation, (what, state)) in states.iter().enumerate() {
         let model = model(state);
         let changed = match &previous {
@@ -450,6 +502,28 @@ fn check(scoping: bool, registry: &str) {
                 versions(&out.listeners, |l| &l.name),
                 versions(&out.routes, |r| &r.name),
             ];
+            let want_diagnostics: Vec<String> = out
+                .diagnostics
+                .iter()
+                .map(|d| d.clone().for_proxy(&proxy.name).to_string())
+                .collect();
+            let got_diagnostics: Vec<String> = got
+                .diagnostics_for(&proxy.name)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(
+                got_diagnostics, want_diagnostics,
+                "scoping {scoping}, {registry}, after {what}: {} diagnostics differ from a full regeneration",
+                proxy.id
+            );
+            if what.contains("beside a warning")
+                && want_diagnostics
+                    .iter()
+                    .any(|d| d.contains("zoneAwareLbSetting"))
+            {
+                warned_proxies += 1;
+            }
             for t in ResourceType::CONFIG {
                 let g: Vec<(String, String)> = got
                     .get(t)
@@ -468,6 +542,10 @@ fn check(scoping: bool, registry: &str) {
         }
         previous = Some(snapshot);
     }
+    assert!(
+        warned_proxies > 0,
+        "no proxy saw the DestinationRule's warning"
+    );
 }
 
 #[test]

@@ -24,7 +24,12 @@ fn render(case: &Path) -> String {
     let translated: Vec<String> = output
         .diagnostics
         .iter()
-        .map(|d| d.to_string().replace(&base, ""))
+        .map(|d| {
+            d.clone()
+                .for_proxy(&proxy.name)
+                .to_string()
+                .replace(&base, "")
+        })
         .collect();
     json["diagnostics"] = serde_json::json!(translated);
     let input: Vec<String> = model

@@ -485,3 +485,48 @@ async fn a_stream_without_a_node_ends_with_a_grpc_status() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(status.message(), "first request has no node");
 }
+
+/// What goes wrong generating a proxy's configuration is shown with its connection on
+/// `/debug/syncz`.
+#[tokio::test]
+async fn a_proxys_generation_diagnostics_are_shown_with_its_connection() {
+    // A rule whose setting is ignored, with a warning.
+    let yaml = format!(
+        "{}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: zone, namespace: demo}}
+spec:
+  host: echo
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN, zoneAwareLbSetting: {{enabled: true}}}}
+",
+        mesh_yaml(80, &["127.0.0.11"])
+    );
+    let server = Server::start(&yaml).await;
+    let mut s = Delta::open(&server).await;
+    s.send(xds_discovery::DeltaDiscoveryRequest {
+        node: Some(node()),
+        type_url: CDS.into(),
+        ..Default::default()
+    })
+    .await;
+    s.recv().await;
+    let views = server.shared.registry.views();
+    let shown: Vec<String> = views[0]
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        shown.iter().any(|d| d.contains("zoneAwareLbSetting")),
+        "{shown:?}"
+    );
+    let json = serde_json::to_value(&views[0]).unwrap();
+    assert!(
+        json["diagnostics"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("zone-aware")),
+        "{json}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
 //!
 //! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
-//! connected proxy: per type the version sent and ACKed and the last NACK), `/debug/configz`
+//! connected proxy: per type the version sent and ACKed and the last NACK, and what went wrong
+//! generating its configuration), `/debug/configz`
 //! (loaded resources and the diagnostics of rejected ones), `/debug/config_dump?proxyID=`
 //! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
 
@@ -109,7 +110,16 @@ async fn config_dump(State(admin): State<Admin>, Query(q): Query<DumpQuery>) -> 
             .into_response();
     };
     let snapshot = admin.shared.snapshots.borrow().clone();
-    let resources = admin.shared.cache.resources(&snapshot, &connection.proxy);
+    let resources = match admin.shared.resources(&snapshot, &connection.proxy).await {
+        Ok(r) => r,
+        Err(status) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}\n", status.message()),
+            )
+                .into_response();
+        }
+    };
     match config_dump::render(&resources, &connection.secrets()) {
         Ok(json) => Json(json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

@@ -6,7 +6,13 @@
 //! affects are regenerated, and a resource whose content did not change keeps its version, so it
 //! is never re-sent. A generated set is checked for consistency (every EDS name is an EDS
 //! cluster, every route configuration is referenced by a listener) before it is handed out; a
-//! class whose new set fails the check keeps its last good set.
+//! class whose new set fails the check keeps its last good set, and its next generation is
+//! combined afresh against the parts that good set was made from (never against the rejected
+//! ones). A part that cannot be encoded keeps its earlier resources as a fallback, and the
+//! next generation makes all of its types again. What translation reports is kept per type,
+//! so a type carried forward keeps its diagnostics and a regenerated one gets new ones;
+//! diagnostics about the generated configuration itself name no pod (they are shared by the
+//! class) until shown for one proxy.
 //!
 //! A class's resources are two parts (`translate::Part`). The outbound part (clusters,
 //! endpoints, listeners and routes for calling services) is made for the proxy with only the
@@ -46,7 +52,7 @@ use prost::{Message, Name};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::{Diagnostic, Model, Proxy, ProxyClass};
+use crate::model::{Diagnostic, Model, Proxy, ProxyClass, Severity};
 use crate::translate::{self, Output, Part, envoy};
 use inputs::{ClassInputs, ModelIndex};
 
@@ -327,8 +333,12 @@ pub struct Snapshot {
 pub struct ProxyResources {
     pub generation: u64,
     types: [Arc<TypedResources>; 4],
-    /// Problems found while generating (resources skipped, consistency failures).
-    pub diagnostics: Vec<Diagnostic>,
+    /// What translation reported while generating each type (in `ResourceType::CONFIG`
+    /// order): a type kept from an earlier generation keeps its own.
+    diagnostics: [Arc<[Diagnostic]>; 4],
+    /// Why the set as generated was not used (it failed to encode or failed the consistency
+    /// check); some types are then an earlier generation's.
+    rejected: Option<Diagnostic>,
 }
 
 impl ProxyResources {
@@ -338,6 +348,37 @@ impl ProxyResources {
         self.types
             .get(t.index())
             .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    }
+
+    /// Problems found while generating (resources skipped, a rejected set), sorted, as shown
+    /// for the proxy `name` (diagnostics about generated configuration name it).
+    pub fn diagnostics_for(&self, name: &str) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self
+            .diagnostics
+            .iter()
+            .flat_map(|d| d.iter())
+            .chain(&self.rejected)
+            .map(|d| d.clone().for_proxy(name))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Whether the set is not what the newest inputs generate (see `rejected`): the next
+    /// generation makes every type again rather than building on it.
+    fn is_fallback(&self) -> bool {
+        self.rejected.is_some()
+    }
+
+    /// The same resources at a later generation.
+    fn carried_to(&self, generation: u64) -> ProxyResources {
+        ProxyResources {
+            generation,
+            types: self.types.clone(),
+            diagnostics: self.diagnostics.clone(),
+            rejected: self.rejected.clone(),
+        }
     }
 }
 
@@ -362,12 +403,21 @@ struct ClassEntry {
     inputs: ClassInputs,
     /// Model generation this entry was last requested at (for eviction).
     last_used: u64,
-    /// A class's: the outbound and inbound parts `resources` was combined from.
-    parts: Option<Parts>,
+    /// A class's parts (`None` for an outbound part).
+    parts: Option<ClassParts>,
 }
 
 /// A class's outbound and inbound parts.
 type Parts = (Arc<ProxyResources>, Arc<ProxyResources>);
+
+struct ClassParts {
+    /// The newest parts, made from the entry's `inputs`.
+    built: Parts,
+    /// The parts the served `resources` were combined from: the same as `built` unless their
+    /// combination was rejected (the class then serves an older combination), `None` when no
+    /// combination was ever accepted.
+    served: Option<Parts>,
+}
 
 type Slot = Arc<Mutex<Option<ClassEntry>>>;
 
@@ -435,6 +485,25 @@ impl Interner {
     }
 }
 
+/// How parts are made: the generator (translation), and the interner their resources are
+/// shared through.
+struct Builder {
+    generate: Generate,
+    interner: Interner,
+}
+
+/// Makes the requested types of one part of a proxy's configuration.
+type Generate = fn(&Model, &Proxy, TypeSet, Part) -> Output;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            generate: translate::generate_part,
+            interner: Interner::default(),
+        }
+    }
+}
+
 /// Shared generated resources for every proxy class.
 #[derive(Default)]
 pub struct Cache {
@@ -443,7 +512,7 @@ pub struct Cache {
     indexes: Mutex<VecDeque<Arc<ModelIndex>>>,
     /// Source of the indexes' content revisions (never reused).
     revisions: std::sync::atomic::AtomicU64,
-    interner: Interner,
+    builder: Builder,
 }
 
 impl Cache {
@@ -473,7 +542,7 @@ impl Cache {
         inner.classes.retain(in_use);
         inner.outbound.retain(in_use);
         drop(inner);
-        self.interner.prune();
+        self.builder.interner.prune();
         // Indexed now, so streams can bring unaffected classes forward without generating.
         self.index(snapshot);
     }
@@ -583,28 +652,38 @@ impl Cache {
             .intersection(TypeSet::only(ResourceType::Cds).union(TypeSet::only(ResourceType::Lds)));
         let previous_parts = previous.and_then(|e| e.parts.as_ref());
         let inbound = match previous_parts {
-            Some((_, inbound)) if inbound_types.is_empty() => inbound.clone(),
+            Some(ClassParts {
+                built: (_, inbound),
+                ..
+            }) if inbound_types.is_empty() && !inbound.is_fallback() => inbound.clone(),
             _ => Arc::new(build_part(
                 &snapshot.model,
                 snapshot.generation,
                 proxy,
                 Part::Inbound,
-                previous_parts.map(|(_, i)| i.as_ref()),
+                previous_parts.map(|p| p.built.1.as_ref()),
                 inbound_types,
-                &self.interner,
+                &self.builder,
             )),
         };
-        let resources = Arc::new(combine(
-            snapshot.generation,
-            proxy,
-            (&outbound, &inbound),
-            previous.map(|e| e.resources.as_ref()).zip(previous_parts),
-        ));
+        let served = previous.and_then(|e| {
+            let parts = e.parts.as_ref()?.served.as_ref()?;
+            Some((e.resources.as_ref(), parts))
+        });
+        let (resources, accepted) =
+            combine(snapshot.generation, proxy, (&outbound, &inbound), served);
+        let resources = Arc::new(resources);
+        let built = (outbound, inbound);
+        let served = if accepted {
+            Some(built.clone())
+        } else {
+            previous_parts.and_then(|p| p.served.clone())
+        };
         *entry = Some(ClassEntry {
             resources: resources.clone(),
             inputs,
             last_used: snapshot.generation,
-            parts: Some((outbound, inbound)),
+            parts: Some(ClassParts { built, served }),
         });
         resources
     }
@@ -646,18 +725,16 @@ impl Cache {
             .endpoint_hosts()
             .filter(|_| endpoints_only && types == TypeSet::only(ResourceType::Eds));
         let resources = match (previous, changed_hosts) {
-            (Some(p), _) if types.is_empty() => Arc::new(ProxyResources {
-                generation: snapshot.generation,
-                types: p.types.clone(),
-                diagnostics: p.diagnostics.clone(),
-            }),
-            (Some(p), Some(hosts)) => Arc::new(update_endpoints(
+            (Some(p), _) if types.is_empty() && !p.is_fallback() => {
+                Arc::new(p.carried_to(snapshot.generation))
+            }
+            (Some(p), Some(hosts)) if !p.is_fallback() => Arc::new(update_endpoints(
                 &snapshot.model,
                 snapshot.generation,
                 &shared,
                 &p,
                 &hosts,
-                &self.interner,
+                &self.builder,
             )),
             (previous, _) => Arc::new(build_part(
                 &snapshot.model,
@@ -666,7 +743,7 @@ impl Cache {
                 Part::Outbound,
                 previous.as_deref(),
                 types,
-                &self.interner,
+                &self.builder,
             )),
         };
         *entry = Some(ClassEntry {
@@ -680,16 +757,15 @@ impl Cache {
 }
 
 /// Brings a class entry of the generation before `index`'s forward unchanged when the change
-/// cannot reach its inputs; whether it did.
+/// cannot reach its inputs; whether it did. An entry serving a fallback is made again instead.
 fn carry(e: &mut ClassEntry, index: &ModelIndex) -> bool {
-    if e.resources.generation + 1 != index.generation || index.may_change(&e.inputs) {
+    if e.resources.generation + 1 != index.generation
+        || e.resources.is_fallback()
+        || index.may_change(&e.inputs)
+    {
         return false;
     }
-    e.resources = Arc::new(ProxyResources {
-        generation: index.generation,
-        types: e.resources.types.clone(),
-        diagnostics: e.resources.diagnostics.clone(),
-    });
+    e.resources = Arc::new(e.resources.carried_to(index.generation));
     e.inputs.carry_to(index.generation);
     e.last_used = e.last_used.max(index.generation);
     true
@@ -701,8 +777,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Generates the `types` of one part that changed and reuses the rest from `previous` (every
-/// type without one). A part is not checked on its own: its references may point into the
-/// other part.
+/// type when there is none, or when it is a fallback). A part is not checked on its own: its
+/// references may point into the other part. A part that fails to encode keeps `previous`'s
+/// resources, marked as a fallback, so that the next generation makes every type again.
 fn build_part(
     model: &Model,
     generation: u64,
@@ -710,57 +787,71 @@ fn build_part(
     part: Part,
     previous: Option<&ProxyResources>,
     types: TypeSet,
-    interner: &Interner,
+    builder: &Builder,
 ) -> ProxyResources {
+    let previous = previous.filter(|p| !p.is_fallback());
     let types = if previous.is_none() {
         TypeSet::ALL
     } else {
         types
     };
-    let output = translate::generate_part(model, proxy, types, part);
-    let mut diagnostics = output.diagnostics.clone();
+    let output = (builder.generate)(model, proxy, types, part);
     let kept = |t: ResourceType| match previous {
-        Some(p) => p.get(t).clone(),
-        None => Arc::new(TypedResources::default()),
+        Some(p) => (p.get(t).clone(), p.diagnostics[t.index()].clone()),
+        None => (Arc::default(), Arc::from(Vec::new())),
     };
-    let types = match encode(&output, types, interner) {
-        Ok(fresh) => ResourceType::CONFIG.map(|t| {
-            if types.contains(t) {
-                fresh[t.index()].clone()
-            } else {
-                kept(t)
+    let fresh_diagnostics =
+        |t: ResourceType| Arc::from(output.diagnostics_by_type[t.index()].as_slice());
+    match encode(&output, types, &builder.interner) {
+        Ok(fresh) => {
+            let mut diagnostics: [Arc<[Diagnostic]>; 4] = ResourceType::CONFIG.map(|t| kept(t).1);
+            let types = ResourceType::CONFIG.map(|t| {
+                if types.contains(t) {
+                    diagnostics[t.index()] = fresh_diagnostics(t);
+                    fresh[t.index()].clone()
+                } else {
+                    kept(t).0
+                }
+            });
+            ProxyResources {
+                generation,
+                types,
+                diagnostics,
+                rejected: None,
             }
-        }),
+        }
         Err(e) => {
             tracing::error!(proxy = %proxy.id, error = %e, "generated configuration rejected; keeping the last good one");
-            diagnostics.push(rejected(proxy, &e));
-            ResourceType::CONFIG.map(kept)
+            ProxyResources {
+                generation,
+                types: ResourceType::CONFIG.map(|t| kept(t).0),
+                diagnostics: ResourceType::CONFIG.map(fresh_diagnostics),
+                rejected: Some(rejected(proxy, &e)),
+            }
         }
-    };
-    ProxyResources {
-        generation,
-        types,
-        diagnostics,
     }
 }
 
 /// An outbound part whose only change is the endpoints of the services named by `hosts`:
 /// their assignments are made again and replace those of `previous`; everything else is
-/// reused.
+/// reused. When endpoint assignments raise diagnostics (before or now), the part's every
+/// assignment is made again instead, so the diagnostics are those of the new endpoints.
 fn update_endpoints(
     model: &Model,
     generation: u64,
     proxy: &Proxy,
     previous: &ProxyResources,
     hosts: &std::collections::HashSet<&str>,
-    interner: &Interner,
+    builder: &Builder,
 ) -> ProxyResources {
+    let eds = ResourceType::Eds.index();
     let output =
         translate::generate_endpoints(model, proxy, &|s| hosts.contains(s.hostname.as_str()));
-    let fresh = match encode(&output, TypeSet::only(ResourceType::Eds), interner) {
-        Ok(fresh) => fresh,
-        Err(_) => {
-            // Rejected: let the whole part be made again, which reports it.
+    let fresh = match encode(&output, TypeSet::only(ResourceType::Eds), &builder.interner) {
+        Ok(fresh) if output.diagnostics.is_empty() && previous.diagnostics[eds].is_empty() => fresh,
+        // Rejected, or diagnostics that may concern other services: the whole part's
+        // assignments are made again (which reports a rejection).
+        _ => {
             return build_part(
                 model,
                 generation,
@@ -768,11 +859,10 @@ fn update_endpoints(
                 Part::Outbound,
                 Some(previous),
                 TypeSet::only(ResourceType::Eds),
-                interner,
+                builder,
             );
         }
     };
-    let eds = ResourceType::Eds.index();
     // An outbound cluster's name ends with its service's hostname.
     let mut items = previous.types[eds].items.clone();
     items.retain(|name, _| !name.rsplit('|').next().is_some_and(|h| hosts.contains(h)));
@@ -788,30 +878,32 @@ fn update_endpoints(
         generation,
         types,
         diagnostics: previous.diagnostics.clone(),
+        rejected: None,
     }
 }
 
+/// Why a generated set was not used, about the proxies that share it.
 fn rejected(proxy: &Proxy, e: &CacheError) -> Diagnostic {
-    Diagnostic::error(
-        "Proxy",
+    Diagnostic::about_proxy(
+        Severity::Error,
         &proxy.namespace,
-        &proxy.name,
-        "",
         format!("generated configuration rejected: {e}"),
     )
 }
 
-/// A class's resources: its outbound and inbound parts together (a type whose parts are those
-/// `previous` was combined from is reused), checked for consistency; a class whose combined
-/// set fails the check keeps its last good set.
+/// A class's resources: its outbound and inbound parts together, checked for consistency; and
+/// whether they were accepted. A type whose parts are those the `served` set was combined from
+/// is reused. A combination that fails the check is not served: the class keeps serving the
+/// `served` set (nothing before its first accepted combination), with the rejection as a
+/// diagnostic.
 fn combine(
     generation: u64,
     proxy: &Proxy,
     (outbound, inbound): (&ProxyResources, &ProxyResources),
-    previous: Option<(&ProxyResources, &Parts)>,
-) -> ProxyResources {
+    served: Option<(&ProxyResources, &Parts)>,
+) -> (ProxyResources, bool) {
     let candidate: [Arc<TypedResources>; 4] = ResourceType::CONFIG.map(|t| {
-        if let Some((combined, (was_outbound, was_inbound))) = previous
+        if let Some((combined, (was_outbound, was_inbound))) = served
             && was_outbound.get(t).version == outbound.get(t).version
             && was_inbound.get(t).version == inbound.get(t).version
         {
@@ -827,33 +919,54 @@ fn combine(
         items.extend(inbound_items.iter().map(|(n, v)| (n.clone(), v.clone())));
         Arc::new(TypedResources::new(items))
     });
-    let mut diagnostics: Vec<Diagnostic> = outbound
-        .diagnostics
-        .iter()
-        .chain(&inbound.diagnostics)
-        .cloned()
-        .collect();
-    diagnostics.sort();
-    diagnostics.dedup();
-    match check(&candidate, previous.map(|(p, _)| &p.types)) {
-        Ok(()) => ProxyResources {
-            generation,
-            types: candidate,
-            diagnostics,
-        },
-        Err(e) => {
+    let diagnostics = ResourceType::CONFIG.map(|t| {
+        let (o, i) = (
+            &outbound.diagnostics[t.index()],
+            &inbound.diagnostics[t.index()],
+        );
+        if i.is_empty() {
+            o.clone()
+        } else if o.is_empty() {
+            i.clone()
+        } else {
+            o.iter().chain(i.iter()).cloned().collect()
+        }
+    });
+    // A part that failed to encode is not combined: the class keeps what it served.
+    let failed = outbound
+        .rejected
+        .as_ref()
+        .or(inbound.rejected.as_ref())
+        .cloned();
+    let checked = match failed {
+        Some(d) => Err(d),
+        None => check(&candidate, served.map(|(p, _)| &p.types)).map_err(|e| {
             tracing::error!(proxy = %proxy.id, error = %e, "generated configuration rejected; keeping the last good one");
-            diagnostics.push(rejected(proxy, &e));
-            let types = match previous {
-                Some((p, _)) => p.types.clone(),
-                None => Default::default(),
-            };
+            rejected(proxy, &e)
+        }),
+    };
+    match checked {
+        Ok(()) => (
             ProxyResources {
                 generation,
-                types,
+                types: candidate,
                 diagnostics,
-            }
-        }
+                rejected: None,
+            },
+            true,
+        ),
+        Err(d) => (
+            ProxyResources {
+                generation,
+                types: match served {
+                    Some((p, _)) => p.types.clone(),
+                    None => Default::default(),
+                },
+                diagnostics,
+                rejected: Some(d),
+            },
+            false,
+        ),
     }
 }
 
@@ -1119,6 +1232,215 @@ spec: {address: 10.0.0.1, labels: {app: a}}
             second.get(ResourceType::Cds).version,
             third.get(ResourceType::Cds).version
         );
+    }
+
+    /// A fault the test generator adds to what translation makes, per thread (the cache
+    /// generates on the calling thread).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// Route configurations go missing: listeners name routes that do not exist.
+        DropRoutes,
+        /// A listener holds a filter of an unknown type: the part cannot be encoded.
+        Unencodable,
+    }
+
+    thread_local! {
+        static FAULT: std::cell::Cell<Fault> = const { std::cell::Cell::new(Fault::None) };
+    }
+
+    fn faulty_generate(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -> Output {
+        let mut out = translate::generate_part(model, proxy, types, part);
+        match FAULT.get() {
+            Fault::None => {}
+            Fault::DropRoutes => out.routes.clear(),
+            Fault::Unencodable => out.listeners.push(xds_listener::Listener {
+                name: "unencodable".into(),
+                filter_chains: vec![xds_listener::FilterChain {
+                    filters: vec![xds_listener::Filter {
+                        name: "unknown".into(),
+                        config_type: Some(xds_listener::filter::ConfigType::TypedConfig(Any {
+                            type_url: "type.googleapis.com/no.such.Type".into(),
+                            value: vec![8, 1],
+                        })),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+        out
+    }
+
+    fn faulty_cache() -> Cache {
+        Cache {
+            builder: Builder {
+                generate: faulty_generate,
+                interner: Interner::default(),
+            },
+            ..Cache::default()
+        }
+    }
+
+    /// `MESH` plus service `b` on port 81 with one workload.
+    fn with_b(mesh: &str) -> String {
+        format!(
+            "{mesh}---
+apiVersion: v1
+kind: Service
+metadata: {{name: b, namespace: ns}}
+spec:
+  selector: {{app: b}}
+  ports: [{{name: http, port: 81}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: b-1, namespace: ns}}
+spec: {{address: 10.0.0.9, labels: {{app: b}}}}
+"
+        )
+    }
+
+    fn names(r: &ProxyResources, t: ResourceType) -> Vec<String> {
+        r.get(t).items.keys().cloned().collect()
+    }
+
+    fn rejections(r: &ProxyResources) -> Vec<String> {
+        r.diagnostics_for("p")
+            .iter()
+            .map(ToString::to_string)
+            .filter(|d| d.contains("rejected"))
+            .collect()
+    }
+
+    #[test]
+    fn a_consistent_generation_after_a_rejected_one_is_served_whole() {
+        let cache = faulty_cache();
+        let p = proxy("10.1.0.1");
+        let s1 = snapshot(1, MESH, TypeSet::ALL);
+        cache.observe(&s1);
+        let first = cache.resources(&s1, &p);
+        assert!(rejections(&first).is_empty());
+
+        // Service b arrives, but the set made for it names routes that were not made.
+        FAULT.set(Fault::DropRoutes);
+        let s2 = snapshot(2, &with_b(MESH), TypeSet::ALL);
+        cache.observe(&s2);
+        let second = cache.resources(&s2, &p);
+        FAULT.set(Fault::None);
+        assert_eq!(
+            rejections(&second).len(),
+            1,
+            "{:?}",
+            second.diagnostics_for("p")
+        );
+        for t in ResourceType::CONFIG {
+            assert_eq!(
+                names(&second, t),
+                names(&first, t),
+                "{t:?}: the last good set"
+            );
+        }
+        assert!(
+            second.diagnostics_for("p")[0]
+                .to_string()
+                .starts_with("Proxy/ns/p: "),
+            "names the proxy it is shown for"
+        );
+
+        // A later change to b's routes makes a consistent set: all of it is served, listeners
+        // included, although they are the same as in the rejected set.
+        let vs = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: ns}
+spec:
+  hosts: [b]
+  http: [{timeout: 3s, route: [{destination: {host: b}}]}]
+";
+        let s3 = snapshot(3, &format!("{}{vs}", with_b(MESH)), TypeSet::ALL);
+        cache.observe(&s3);
+        let third = cache.resources(&s3, &p);
+        assert!(
+            rejections(&third).is_empty(),
+            "{:?}",
+            third.diagnostics_for("p")
+        );
+        let fresh = translate::generate(&s3.model, &p, TypeSet::ALL);
+        assert_eq!(
+            names(&third, ResourceType::Lds),
+            fresh
+                .listeners
+                .iter()
+                .map(|l| l.name.clone())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names(&third, ResourceType::Rds),
+            fresh
+                .routes
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        );
+        assert!(names(&third, ResourceType::Rds).contains(&"81".to_string()));
+    }
+
+    #[test]
+    fn a_part_that_failed_to_encode_is_made_whole_again() {
+        let cache = faulty_cache();
+        let p = proxy("10.1.0.1");
+        let s1 = snapshot(1, MESH, TypeSet::ALL);
+        cache.observe(&s1);
+        let first = cache.resources(&s1, &p);
+
+        FAULT.set(Fault::Unencodable);
+        let s2 = snapshot(2, &with_b(MESH), TypeSet::ALL);
+        cache.observe(&s2);
+        let second = cache.resources(&s2, &p);
+        FAULT.set(Fault::None);
+        assert_eq!(
+            rejections(&second).len(),
+            1,
+            "{:?}",
+            second.diagnostics_for("p")
+        );
+        assert_eq!(
+            names(&second, ResourceType::Lds),
+            names(&first, ResourceType::Lds)
+        );
+
+        // Only a's endpoints change next: every type of the failed part is made again.
+        let moved = with_b(&MESH.replace("10.0.0.1", "10.0.0.2"));
+        let s3 = snapshot(3, &moved, TypeSet::only(ResourceType::Eds));
+        cache.observe(&s3);
+        let third = cache.resources(&s3, &p);
+        assert!(
+            rejections(&third).is_empty(),
+            "{:?}",
+            third.diagnostics_for("p")
+        );
+        let fresh = translate::generate(&s3.model, &p, TypeSet::ALL);
+        for (t, want) in [
+            (
+                ResourceType::Cds,
+                fresh
+                    .clusters
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                ResourceType::Lds,
+                fresh.listeners.iter().map(|l| l.name.clone()).collect(),
+            ),
+            (
+                ResourceType::Rds,
+                fresh.routes.iter().map(|r| r.name.clone()).collect(),
+            ),
+        ] {
+            assert_eq!(names(&third, t), want, "{t:?}");
+        }
     }
 
     fn typed(items: Vec<(&str, Any)>) -> Arc<TypedResources> {

@@ -336,7 +336,10 @@ async fn serve(
         Vec::new()
     };
     drop(events_tx);
-    let first = push::initial(&store, &mesh);
+    let cache = Arc::new(Cache::new());
+    let first = push::initial(&store, &mesh, &cache)
+        .await
+        .context("building the first model")?;
     tracing::info!(
         dir = %args.config_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "-".into()),
         kubernetes = kube_mode(&args),
@@ -345,8 +348,6 @@ async fn serve(
         rejected = first.model.diagnostics.iter().filter(|d| d.is_error()).count(),
         "configuration loaded"
     );
-    let cache = Arc::new(Cache::new());
-    cache.observe(&first);
     let (snapshots_tx, snapshots_rx) = watch::channel(first);
     let mut authenticators: Vec<Arc<dyn Authenticator>> = Vec::new();
     if let Some(key) = ca.token_key() {

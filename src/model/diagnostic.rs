@@ -24,6 +24,12 @@ pub struct Diagnostic {
     pub severity: Severity,
 }
 
+/// The kind of a diagnostic about the configuration generated for a proxy rather than about
+/// one input resource (a listener conflict, a rejected set). Generated configuration is shared
+/// by every proxy of a class, so such a diagnostic names the proxy's namespace but no pod
+/// until it is shown for one proxy ([`Diagnostic::for_proxy`]).
+pub const PROXY_KIND: &str = "Proxy";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -63,6 +69,28 @@ impl Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(kind, namespace, name, field, message)
         }
+    }
+
+    /// A problem with the configuration generated for the proxies of `namespace` that share
+    /// it (see [`PROXY_KIND`]).
+    pub fn about_proxy(
+        severity: Severity,
+        namespace: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity,
+            ..Diagnostic::error(PROXY_KIND, namespace, "", "", message)
+        }
+    }
+
+    /// The diagnostic as shown for the proxy `<name>` (its pod or workload name): one about
+    /// generated configuration names it.
+    pub fn for_proxy(mut self, name: &str) -> Self {
+        if self.kind == PROXY_KIND && self.name.is_empty() {
+            self.name = name.to_string();
+        }
+        self
     }
 
     pub fn with_origin(mut self, origin: impl Into<String>) -> Self {

@@ -39,7 +39,11 @@ pub struct Output {
     pub endpoints: Vec<xds_endpoint::ClusterLoadAssignment>,
     pub listeners: Vec<xds_listener::Listener>,
     pub routes: Vec<xds_route::RouteConfiguration>,
+    /// Everything that went wrong, sorted.
     pub diagnostics: Vec<Diagnostic>,
+    /// The same diagnostics by the type being generated when each was raised, in
+    /// [`ResourceType::CONFIG`] order: a type kept from an earlier generation keeps its own.
+    pub diagnostics_by_type: [Vec<Diagnostic>; 4],
 }
 
 impl Output {
@@ -100,25 +104,45 @@ pub fn generate(model: &Model, proxy: &Proxy, types: TypeSet) -> Output {
 pub fn generate_part(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -> Output {
     let scope = Scope::new(model, proxy);
     let mut out = Output::default();
+    // Each type's diagnostics are taken after it is built; what Scope::new raised goes with
+    // the first type generated.
+    let mut by_type: [Vec<Diagnostic>; 4] = Default::default();
     if types.contains(ResourceType::Cds) {
         out.clusters = cluster::build(&scope, part);
         out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        by_type[slot(ResourceType::Cds)] = scope.take_diagnostics();
     }
     if types.contains(ResourceType::Eds) && part.outbound() {
         out.endpoints = endpoint::build(&scope);
         out.endpoints
             .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+        by_type[slot(ResourceType::Eds)] = scope.take_diagnostics();
     }
     if types.contains(ResourceType::Lds) {
         out.listeners = listener::build(&scope, part);
         out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        by_type[slot(ResourceType::Lds)] = scope.take_diagnostics();
     }
     if types.contains(ResourceType::Rds) && part.outbound() {
         out.routes = route::build(&scope);
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        by_type[slot(ResourceType::Rds)] = scope.take_diagnostics();
     }
-    out.diagnostics = scope.take_diagnostics();
+    // Raised with no type generated (nothing requested of this part).
+    let rest = scope.take_diagnostics();
+    out.diagnostics = by_type.iter().flatten().chain(&rest).cloned().collect();
+    out.diagnostics.sort();
+    out.diagnostics.dedup();
+    out.diagnostics_by_type = by_type;
     out
+}
+
+/// The position of a generated type in [`Output::diagnostics_by_type`].
+fn slot(t: ResourceType) -> usize {
+    ResourceType::CONFIG
+        .iter()
+        .position(|c| *c == t)
+        .unwrap_or_default()
 }
 
 /// The endpoint assignments of the outbound part of `proxy` for the services `wanted` keeps
@@ -136,6 +160,7 @@ pub fn generate_endpoints(
     out.endpoints
         .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     out.diagnostics = scope.take_diagnostics();
+    out.diagnostics_by_type[slot(ResourceType::Eds)] = out.diagnostics.clone();
     out
 }
 

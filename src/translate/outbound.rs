@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::naming;
 use super::scope::{Egress, Scope};
-use crate::model::Diagnostic;
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking;
 use crate::model::registry::{self, Protocol, Service};
+use crate::model::{Diagnostic, Severity};
 
 pub const WILDCARD: &str = "0.0.0.0";
 
@@ -123,11 +123,9 @@ pub fn fallback_cluster(scope: &Scope) -> &'static str {
 }
 
 fn conflict(scope: &Scope, listener: &str, what: String) {
-    scope.report(Diagnostic::warning(
-        "Proxy",
+    scope.report(Diagnostic::about_proxy(
+        Severity::Warning,
         &scope.proxy.namespace,
-        &scope.proxy.name,
-        "",
         format!("listener {listener}: {what}"),
     ));
 }

@@ -112,7 +112,7 @@ impl Shared {
 
     /// The proxy's resources at `snapshot`: from the cache when its class is up to date,
     /// else from the one build of its class at this generation (started here if none is).
-    async fn resources(
+    pub async fn resources(
         &self,
         snapshot: &Arc<Snapshot>,
         proxy: &Proxy,
@@ -444,10 +444,11 @@ fn json_to_value(v: &serde_json::Value) -> pb::Value {
 async fn current(
     shared: &Shared,
     rx: &mut watch::Receiver<Arc<Snapshot>>,
-    proxy: &Proxy,
+    connection: &Connection,
 ) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
     let snapshot = rx.borrow_and_update().clone();
-    let resources = shared.resources(&snapshot, proxy).await?;
+    let resources = shared.resources(&snapshot, &connection.proxy).await?;
+    connection.set_resources(resources.clone());
     Ok((snapshot, resources))
 }
 
@@ -533,7 +534,7 @@ async fn sotw(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
+    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
     let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
@@ -592,7 +593,7 @@ async fn sotw(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
+                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
                 resources = latest;
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.sotw_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
@@ -619,7 +620,7 @@ async fn delta(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
+    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
     let mut secrets = secrets_for(shared, &connection.proxy);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
@@ -693,7 +694,7 @@ async fn delta(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection.proxy).await?;
+                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
                 resources = latest;
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.delta_response(t, resources.get(t), false, Some(snapshot.changed_at)) {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::Transport;
-use crate::cache::ResourceType;
-use crate::model::Proxy;
+use crate::cache::{ProxyResources, ResourceType};
+use crate::model::{Diagnostic, Proxy};
 
 /// A rejected push as Envoy reported it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +43,8 @@ pub struct Connection {
     types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
     /// The secrets last sent, private keys redacted (for config dumps).
     secrets: Mutex<BTreeMap<String, Any>>,
+    /// The configuration the stream serves now (for its diagnostics).
+    resources: Mutex<Option<Arc<ProxyResources>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +59,10 @@ pub struct ConnectionView {
     pub identity: Option<String>,
     pub connected_at_unix: u64,
     pub types: BTreeMap<ResourceType, TypeStatus>,
+    /// What went wrong generating the proxy's configuration: resources skipped, a set
+    /// rejected (the proxy then keeps its last good configuration).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Connection {
@@ -69,7 +75,13 @@ impl Connection {
             connected_at: SystemTime::now(),
             types: Mutex::new(BTreeMap::new()),
             secrets: Mutex::new(BTreeMap::new()),
+            resources: Mutex::new(None),
         }
+    }
+
+    /// Records the configuration the stream serves now.
+    pub fn set_resources(&self, resources: Arc<ProxyResources>) {
+        *self.resources.lock().unwrap_or_else(|p| p.into_inner()) = Some(resources);
     }
 
     /// Records the (redacted) secrets sent.
@@ -104,6 +116,13 @@ impl Connection {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             types: self.types.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            diagnostics: self
+                .resources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|r| r.diagnostics_for(&self.proxy.name))
+                .unwrap_or_default(),
         }
     }
 }
