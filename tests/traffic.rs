@@ -304,3 +304,66 @@ spec:
     );
     assert_no_nack(&bowline, &envoy).await;
 }
+
+/// A Sidecar `ingress` listener with `captureMode: NONE` on a proxy whose traffic is captured
+/// (REDIRECT) binds its own address and serves, as istiod's listener does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_capture_none_binds_on_a_captured_proxy() {
+    let Some(bin) = envoy_bin() else {
+        return;
+    };
+    let net = Net::new();
+    let app_port = free_port();
+    let app = spawn_backend(SocketAddr::from(([127, 0, 0, 1], app_port)), "app")
+        .await
+        .expect("backend");
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: server, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: server}}}}
+  ingress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    captureMode: NONE
+    defaultEndpoint: "127.0.0.1:{app_port}"
+"#,
+        bind = net.ip(10)
+    );
+    let mut bowline = Bowline::new(&net);
+    bowline.write("mesh.yaml", &config);
+    bowline.start().await;
+    let spec = ProxySpec::sidecar("server-0", "shop", net.ip(10))
+        .label("app", "server")
+        .interception("REDIRECT");
+    let envoy = Envoy::start(&bin, &bowline, spec).await;
+    bowline
+        .wait_synced(&envoy.proxy_id(), LONG)
+        .await
+        .expect("proxy synced");
+    let mut client = HttpClient::new(net.addr(10, 9080));
+    let served = wait_until(LONG, async || {
+        client
+            .get("server.shop", "/in", &[])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.backend() == Some("app"))
+    })
+    .await;
+    assert!(
+        served,
+        "the ingress listener is bound on {}:9080 and serves: {:?}",
+        net.ip(10),
+        client.get("server.shop", "/in", &[]).await
+    );
+    assert!(app.served() > 0);
+    let name = format!("{}_9080", net.ip(10));
+    assert!(
+        envoy
+            .loaded()
+            .await
+            .is_ok_and(|l| l.listeners.contains(&name)),
+        "listener {name}"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}

@@ -1,6 +1,7 @@
 //! LDS: `virtualOutbound` and `virtualInbound` for captured proxies, an outbound listener per
 //! port (HTTP connection manager with RDS for HTTP ports, tcp_proxy for TCP), and inbound
-//! listeners for Sidecar ingress ports of proxies that bind their own addresses.
+//! listeners for the ports that bind their own address: every port of a proxy without capture,
+//! and Sidecar ingress ports with `captureMode: NONE` on a captured one.
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
@@ -46,35 +47,38 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     if !part.inbound() {
         return out;
     }
-    let inbound = scope.inbound();
+    // Ports that bind their own listener (istiod's `getBindToPort`) leave `virtualInbound`.
+    let (bound, redirected): (Vec<InboundPort>, Vec<InboundPort>) = scope
+        .inbound()
+        .into_iter()
+        .partition(|p| p.binds || !captured);
     let security = authz::Inbound::build(scope);
     if captured {
-        out.push(virtual_inbound(scope, &inbound, &security));
-    } else {
-        for port in inbound.iter() {
-            let address = port
-                .bind
-                .clone()
-                .or_else(|| scope.proxy.ip_addresses.first().cloned())
-                .unwrap_or_else(|| WILDCARD.to_string());
-            let chains = inbound_chains(scope, port, false, &security);
-            let inspect = chains.iter().any(matches_transport);
-            out.push(xds_listener::Listener {
-                name: naming::listener(&address, port.port),
-                address: Some(socket_address(&address, port.port)),
-                filter_chains: chains,
-                listener_filters: if inspect {
-                    vec![listener_filter(
-                        "envoy.filters.listener.tls_inspector",
-                        &tls_inspector::TlsInspector::default(),
-                    )]
-                } else {
-                    Vec::new()
-                },
-                traffic_direction: xds_core::TrafficDirection::Inbound as i32,
-                ..Default::default()
-            });
-        }
+        out.push(virtual_inbound(scope, &redirected, &security));
+    }
+    for port in bound.iter() {
+        let address = port
+            .bind
+            .clone()
+            .or_else(|| scope.proxy.ip_addresses.first().cloned())
+            .unwrap_or_else(|| WILDCARD.to_string());
+        let chains = inbound_chains(scope, port, false, &security);
+        let inspect = chains.iter().any(matches_transport);
+        out.push(xds_listener::Listener {
+            name: naming::listener(&address, port.port),
+            address: Some(socket_address(&address, port.port)),
+            filter_chains: chains,
+            listener_filters: if inspect {
+                vec![listener_filter(
+                    "envoy.filters.listener.tls_inspector",
+                    &tls_inspector::TlsInspector::default(),
+                )]
+            } else {
+                Vec::new()
+            },
+            traffic_direction: xds_core::TrafficDirection::Inbound as i32,
+            ..Default::default()
+        });
     }
     out
 }
