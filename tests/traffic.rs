@@ -305,6 +305,77 @@ spec:
     assert_no_nack(&bowline, &envoy).await;
 }
 
+/// A wildcard `DYNAMIC_DNS` ServiceEntry: Envoy resolves the host the client names (the HTTP
+/// `Host`, the TLS SNI) with DNS and connects there. `*.localhost` names resolve to 127.0.0.1
+/// without a DNS server (RFC 6761), so the traffic stays on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_dns_wildcard_resolves_the_named_host() {
+    let net = Net::new();
+    let http_port = free_port();
+    let tls_port = free_port();
+    let web = spawn_backend(SocketAddr::from(([127, 0, 0, 1], http_port)), "resolved")
+        .await
+        .expect("backend");
+    let _tls = spawn_tcp_echo(SocketAddr::from(([127, 0, 0, 1], tls_port)), "resolved-tls")
+        .await
+        .expect("backend");
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wildcard, namespace: shop}}
+spec:
+  hosts: ["*.localhost"]
+  ports:
+  - {{number: {http_port}, name: http, protocol: HTTP}}
+  - {{number: {tls_port}, name: tls, protocol: TLS}}
+  resolution: DYNAMIC_DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: {http_port}, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+  - port: {{number: {tls_port}, protocol: TLS, name: tls}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+"#,
+        bind = net.ip(10)
+    );
+    let Some((bowline, envoy)) = start(&net, &config).await else {
+        return;
+    };
+    let mut client = HttpClient::new(net.addr(10, http_port));
+    let host = format!("echo.localhost:{http_port}");
+    let reached = wait_until(LONG, async || {
+        client
+            .get(&host, "/dns", &[])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.backend() == Some("resolved"))
+    })
+    .await;
+    assert!(
+        reached,
+        "{host} is resolved by DNS and reached: {:?}",
+        client.get(&host, "/dns", &[]).await
+    );
+    assert!(web.served() > 0);
+    assert_eq!(
+        greeting(net.addr(10, tls_port), &client_hello("tls.localhost"))
+            .await
+            .as_deref(),
+        Some("resolved-tls"),
+        "the SNI is resolved by DNS and the TLS connection reaches it"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}
+
 /// A Sidecar `ingress` listener with `captureMode: NONE` on a proxy whose traffic is captured
 /// (REDIRECT) binds its own address and serves, as istiod's listener does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
