@@ -1,7 +1,8 @@
 //! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
 //!
 //! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
-//! connected proxy: per type the version sent and ACKed and the last NACK), `/debug/configz`
+//! connected proxy: per type the version sent and ACKed and the last NACK, whether it holds a
+//! workload certificate, and what translating its configuration reported), `/debug/configz`
 //! (loaded resources and the diagnostics of rejected ones), `/debug/config_dump?proxyID=`
 //! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
 
@@ -52,8 +53,24 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
+/// Every connection's status, with the diagnostics of the configuration its proxy is served
+/// (when that is built for the current snapshot; a debug view never builds it).
 async fn syncz(State(admin): State<Admin>) -> Response {
-    Json(admin.shared.registry.views()).into_response()
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    let views: Vec<_> = admin
+        .shared
+        .registry
+        .connections()
+        .iter()
+        .map(|c| {
+            let mut view = c.view();
+            if let Some(resources) = admin.shared.cache.ready(&snapshot, &c.proxy) {
+                view.diagnostics = resources.diagnostics.clone();
+            }
+            view
+        })
+        .collect();
+    Json(views).into_response()
 }
 
 #[derive(Serialize)]

@@ -629,8 +629,9 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
 /// `tls`: DISABLE sends plaintext; SIMPLE originates TLS (istiod's `constructUpstreamTLS`,
 /// with the CA read from a file by Envoy instead of served by the agent over SDS); MUTUAL adds
 /// the operator's client certificate and key files; ISTIO_MUTUAL uses the proxy's workload
-/// certificate and the mesh trust bundle over SDS (see `mtls`). Gateway credentials
-/// (`credentialName`) are not supported here yet.
+/// certificate and the mesh trust bundle over SDS (see `mtls`), also for a proxy that holds no
+/// certificate: its connections then fail (reported), never fall back to plaintext. Gateway
+/// credentials (`credentialName`) are not supported here yet.
 fn apply_tls(
     scope: &Scope,
     b: &mut Building,
@@ -642,24 +643,37 @@ fn apply_tls(
     match settings.mode {
         None | Some(ClientTlsMode::Disable) => return,
         Some(ClientTlsMode::IstioMutual) => {
+            // Never plaintext instead: the cluster needs the `default` secret, which a proxy
+            // without identity is never served, so its connections fail until it has one.
             if !scope.proxy.workload_certificate {
                 scope.report(t.warning(
                     "mode",
-                    "ISTIO_MUTUAL needs a workload certificate, and this proxy has none (it did not prove its identity on bowline's TLS port); connections to this destination are not encrypted",
+                    format!(
+                        "ISTIO_MUTUAL needs a workload certificate and this proxy has none (it did not prove its identity on bowline's TLS port): connections to {} fail until it does",
+                        c.name
+                    ),
                 ));
-                return;
             }
-            let sni = settings
-                .sni
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| outbound_sni(c));
+            let dfp = c.dynamic_forward_proxy();
+            let sni = match settings.sni.clone().filter(|s| !s.is_empty()) {
+                Some(sni) => sni,
+                // A dynamic forward proxy names each host it connects to (`auto_sni`).
+                None if dfp => String::new(),
+                None => outbound_sni(c),
+            };
             let sans = if settings.subject_alt_names.is_empty() {
                 service_accounts(scope, c.service)
             } else {
                 settings.subject_alt_names.clone()
             };
             b.cluster.transport_socket = Some(mtls::upstream(&sni, &sans, b.explicit_http2()));
+            if dfp {
+                set_auto_sni_and_san(
+                    b,
+                    sni.is_empty(),
+                    settings.insecure_skip_verify != Some(true),
+                );
+            }
             return;
         }
         Some(ClientTlsMode::Mutual) => {

@@ -1,5 +1,5 @@
-//! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK.
-//! Read by `/debug/syncz` and by the metrics.
+//! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK,
+//! and whether it holds a workload certificate. Read by `/debug/syncz` and by the metrics.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use envoy_types::pb::google::protobuf::Any;
 
 use super::Transport;
 use crate::cache::ResourceType;
-use crate::model::Proxy;
+use crate::model::{Diagnostic, Proxy};
 
 /// A rejected push as Envoy reported it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,8 +55,15 @@ pub struct ConnectionView {
     /// The SPIFFE ID the proxy proved, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Whether the proxy is served a workload certificate (it proved its identity on the TLS
+    /// port). Without one, the mutual TLS its configuration asks for fails closed; the
+    /// diagnostics say where.
+    pub workload_certificate: bool,
     pub connected_at_unix: u64,
     pub types: BTreeMap<ResourceType, TypeStatus>,
+    /// What translation reported for the proxy's configuration (filled by the admin view).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Connection {
@@ -98,12 +105,14 @@ impl Connection {
             delta: self.delta,
             transport: self.transport,
             identity: self.proxy.identity.as_ref().map(|i| i.spiffe_id()),
+            workload_certificate: self.proxy.workload_certificate,
             connected_at_unix: self
                 .connected_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             types: self.types.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            diagnostics: Vec::new(),
         }
     }
 }
@@ -144,13 +153,16 @@ impl Registry {
     }
 
     pub fn views(&self) -> Vec<ConnectionView> {
-        let list: Vec<Arc<Connection>> = self
-            .connections
+        self.connections().iter().map(|c| c.view()).collect()
+    }
+
+    /// Every live connection, oldest first.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
-        list.iter().map(|c| c.view()).collect()
+            .collect()
     }
 }
