@@ -540,3 +540,179 @@ async fn mtls_golden_cases_load_in_envoy() {
         println!("{}: accepted by Envoy", case.display());
     }
 }
+
+/// The names of the secrets Envoy holds (`dynamic_active_secrets` of its config dump).
+fn active_secrets(dump: &serde_json::Value) -> Vec<String> {
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("SecretsConfigDump"))
+        })
+        .flat_map(|c| {
+            c["dynamic_active_secrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A proxy on the plaintext xDS port holds no workload certificate. A DestinationRule
+/// `ISTIO_MUTUAL` to a destination, and a `STRICT` PeerAuthentication on its own port, then
+/// fail closed: nothing reaches either in plaintext, while a destination without such a rule
+/// still works; `/debug/syncz` says what the missing certificate blocks. Over delta ADS, where
+/// bowline says `default` does not exist, and over state of the world, where it is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_workload_certificate_mutual_tls_fails_closed() {
+    for delta in [true, false] {
+        fails_closed_without_a_certificate(delta).await;
+    }
+}
+
+async fn fails_closed_without_a_certificate(delta: bool) {
+    let Some(bin) = common::envoy_bin() else {
+        return;
+    };
+    let net = Net::new();
+    let long = Duration::from_secs(60);
+    let reviews = common::spawn_backend(net.addr(21, 9080), "reviews")
+        .await
+        .expect("backend");
+    let ratings = common::spawn_backend(net.addr(22, 9080), "ratings")
+        .await
+        .expect("backend");
+    let app_port = common::free_port();
+    let app = common::spawn_backend(
+        std::net::SocketAddr::from(([127, 0, 0, 1], app_port)),
+        "app",
+    )
+    .await
+    .expect("backend");
+    let service = |name: &str, host: u8| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{address: \"{}\", labels: {{app: {name}}}}}\n",
+            net.ip(host)
+        )
+    };
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: shop}}
+spec: {{mtls: {{mode: STRICT}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  ingress:
+  - port: {{number: 9090, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    defaultEndpoint: "127.0.0.1:{app_port}"
+  egress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+{reviews}{ratings}"#,
+        bind = net.ip(10),
+        reviews = service("reviews", 21),
+        ratings = service("ratings", 22),
+    );
+    let mut bowline = Bowline::new(&net);
+    bowline.write("mesh.yaml", &config);
+    bowline.start().await;
+    let spec = common::ProxySpec::sidecar("client-0", "shop", net.ip(10))
+        .label("app", "client")
+        .delta(delta);
+    let envoy = common::Envoy::start(&bin, &bowline, spec).await;
+    bowline
+        .wait_synced(&envoy.proxy_id(), long)
+        .await
+        .expect("proxy synced");
+    // The listeners become active (the missing secret holds them no longer than Envoy's initial
+    // fetch timeout), so what follows is the data path, not a listener that is not there yet.
+    let outbound = format!("{}_9080", net.ip(10));
+    let inbound = format!("{}_9090", net.ip(10));
+    let active = common::wait_until(long, async || {
+        envoy
+            .loaded()
+            .await
+            .is_ok_and(|l| l.listeners.contains(&outbound) && l.listeners.contains(&inbound))
+    })
+    .await;
+    assert!(active, "listeners active: {:?}", envoy.loaded().await);
+
+    // A destination without mutual TLS is reached...
+    let mut client = common::HttpClient::new(net.addr(10, 9080));
+    let reached = common::wait_until(long, async || {
+        client
+            .get("ratings.shop.svc.cluster.local", "/", &[])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.backend() == Some("ratings"))
+    })
+    .await;
+    assert!(reached, "ratings is reached");
+    assert!(ratings.served() > 0);
+    // ...the ISTIO_MUTUAL one is not, and never in plaintext.
+    for _ in 0..5 {
+        let mut client = common::HttpClient::new(net.addr(10, 9080));
+        if let Ok(r) = client.get("reviews.shop.svc.cluster.local", "/", &[]).await {
+            assert_ne!(
+                r.status, 200,
+                "reviews answered through a proxy without a certificate"
+            );
+        }
+    }
+    assert_eq!(
+        reviews.served(),
+        0,
+        "plaintext reached the ISTIO_MUTUAL destination"
+    );
+    // STRICT inbound refuses plaintext.
+    for _ in 0..5 {
+        let mut client = common::HttpClient::new(net.addr(10, 9090));
+        if let Ok(r) = client.get("client.shop", "/", &[]).await {
+            assert_ne!(r.status, 200, "plaintext passed a STRICT port");
+        }
+    }
+    assert_eq!(
+        app.served(),
+        0,
+        "plaintext reached the workload behind a STRICT port"
+    );
+    // The proxy never got a certificate.
+    let dump: serde_json::Value =
+        serde_json::from_str(&envoy.admin("/config_dump").await.expect("dump")).expect("json");
+    assert!(
+        !active_secrets(&dump).contains(&"default".to_string()),
+        "a proxy without identity holds a workload certificate"
+    );
+    // The state is visible.
+    let all = bowline.syncz().await.expect("syncz");
+    let p = common::find_proxy(&all, &envoy.proxy_id()).expect("connected");
+    assert_eq!(p.workload_certificate, Some(false));
+    let said = serde_json::to_string(&p.diagnostics).unwrap();
+    assert!(
+        said.contains("outbound|9080||reviews.shop.svc.cluster.local"),
+        "syncz names the blocked destination: {said}"
+    );
+    assert!(
+        said.contains("9090"),
+        "syncz names the blocked port: {said}"
+    );
+    assert!(p.nacks().is_empty(), "NACKs: {:?}", p.nacks());
+}

@@ -304,3 +304,137 @@ spec:
     );
     assert_no_nack(&bowline, &envoy).await;
 }
+
+/// A wildcard `DYNAMIC_DNS` ServiceEntry: Envoy resolves the host the client names (the HTTP
+/// `Host`, the TLS SNI) with DNS and connects there. `*.localhost` names resolve to 127.0.0.1
+/// without a DNS server (RFC 6761), so the traffic stays on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_dns_wildcard_resolves_the_named_host() {
+    let net = Net::new();
+    let http_port = free_port();
+    let tls_port = free_port();
+    let web = spawn_backend(SocketAddr::from(([127, 0, 0, 1], http_port)), "resolved")
+        .await
+        .expect("backend");
+    let _tls = spawn_tcp_echo(SocketAddr::from(([127, 0, 0, 1], tls_port)), "resolved-tls")
+        .await
+        .expect("backend");
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wildcard, namespace: shop}}
+spec:
+  hosts: ["*.localhost"]
+  ports:
+  - {{number: {http_port}, name: http, protocol: HTTP}}
+  - {{number: {tls_port}, name: tls, protocol: TLS}}
+  resolution: DYNAMIC_DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: {http_port}, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+  - port: {{number: {tls_port}, protocol: TLS, name: tls}}
+    bind: "{bind}"
+    captureMode: NONE
+    hosts: ["./*"]
+"#,
+        bind = net.ip(10)
+    );
+    let Some((bowline, envoy)) = start(&net, &config).await else {
+        return;
+    };
+    let mut client = HttpClient::new(net.addr(10, http_port));
+    let host = format!("echo.localhost:{http_port}");
+    let reached = wait_until(LONG, async || {
+        client
+            .get(&host, "/dns", &[])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.backend() == Some("resolved"))
+    })
+    .await;
+    assert!(
+        reached,
+        "{host} is resolved by DNS and reached: {:?}",
+        client.get(&host, "/dns", &[]).await
+    );
+    assert!(web.served() > 0);
+    assert_eq!(
+        greeting(net.addr(10, tls_port), &client_hello("tls.localhost"))
+            .await
+            .as_deref(),
+        Some("resolved-tls"),
+        "the SNI is resolved by DNS and the TLS connection reaches it"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}
+
+/// A Sidecar `ingress` listener with `captureMode: NONE` on a proxy whose traffic is captured
+/// (REDIRECT) binds its own address and serves, as istiod's listener does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_capture_none_binds_on_a_captured_proxy() {
+    let Some(bin) = envoy_bin() else {
+        return;
+    };
+    let net = Net::new();
+    let app_port = free_port();
+    let app = spawn_backend(SocketAddr::from(([127, 0, 0, 1], app_port)), "app")
+        .await
+        .expect("backend");
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: server, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: server}}}}
+  ingress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    bind: "{bind}"
+    captureMode: NONE
+    defaultEndpoint: "127.0.0.1:{app_port}"
+"#,
+        bind = net.ip(10)
+    );
+    let mut bowline = Bowline::new(&net);
+    bowline.write("mesh.yaml", &config);
+    bowline.start().await;
+    let spec = ProxySpec::sidecar("server-0", "shop", net.ip(10))
+        .label("app", "server")
+        .interception("REDIRECT");
+    let envoy = Envoy::start(&bin, &bowline, spec).await;
+    bowline
+        .wait_synced(&envoy.proxy_id(), LONG)
+        .await
+        .expect("proxy synced");
+    let mut client = HttpClient::new(net.addr(10, 9080));
+    let served = wait_until(LONG, async || {
+        client
+            .get("server.shop", "/in", &[])
+            .await
+            .is_ok_and(|r| r.status == 200 && r.backend() == Some("app"))
+    })
+    .await;
+    assert!(
+        served,
+        "the ingress listener is bound on {}:9080 and serves: {:?}",
+        net.ip(10),
+        client.get("server.shop", "/in", &[]).await
+    );
+    assert!(app.served() > 0);
+    let name = format!("{}_9080", net.ip(10));
+    assert!(
+        envoy
+            .loaded()
+            .await
+            .is_ok_and(|l| l.listeners.contains(&name)),
+        "listener {name}"
+    );
+    assert_no_nack(&bowline, &envoy).await;
+}

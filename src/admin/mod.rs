@@ -1,8 +1,8 @@
 //! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
 //!
 //! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
-//! connected proxy: per type the version sent and ACKed and the last NACK, and what went wrong
-//! generating its configuration), `/debug/configz`
+//! connected proxy: per type the version sent and ACKed and the last NACK, whether it holds a
+//! workload certificate, and what went wrong generating its configuration), `/debug/configz`
 //! (loaded resources and the diagnostics of rejected ones), `/debug/config_dump?proxyID=`
 //! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
 

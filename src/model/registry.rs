@@ -108,6 +108,9 @@ pub enum Resolution {
     DnsRoundRobin,
     /// No endpoints: connections go to the address the client dialled (ORIGINAL_DST).
     Passthrough,
+    /// No endpoints: the proxy resolves the host each request names (HTTP `Host`, TLS SNI)
+    /// with DNS (a ServiceEntry `DYNAMIC_DNS` with a wildcard host: a dynamic forward proxy).
+    DynamicDns,
 }
 
 /// A service of the mesh.
@@ -132,6 +135,12 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether the proxy reaches this service through a dynamic forward proxy: a wildcard host
+    /// with `DYNAMIC_DNS` resolution (istiod builds these clusters for wildcard hosts only).
+    pub fn dynamic_forward_proxy(&self) -> bool {
+        self.resolution == Resolution::DynamicDns && self.hostname.starts_with('*')
+    }
+
     /// The service accounts its endpoints run as (the identities a client verifies).
     pub fn service_accounts(&self) -> std::collections::BTreeSet<&str> {
         self.endpoints
@@ -464,7 +473,8 @@ fn service_entry(
     let resolution = match se.resolution.unwrap_or(networking::Resolution::None) {
         networking::Resolution::None => Resolution::Passthrough,
         networking::Resolution::Static => Resolution::Static,
-        networking::Resolution::Dns | networking::Resolution::DynamicDns => Resolution::Dns,
+        networking::Resolution::Dns => Resolution::Dns,
+        networking::Resolution::DynamicDns => Resolution::DynamicDns,
         networking::Resolution::DnsRoundRobin => Resolution::DnsRoundRobin,
     };
     let ports: Vec<(Port, Option<u16>)> = se

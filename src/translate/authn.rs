@@ -16,7 +16,7 @@
 use super::scope::Scope;
 use crate::model::registry;
 use crate::model::security::{self, PeerAuthentication};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource, Severity, Spec};
 
 /// The mTLS mode of an inbound port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +35,11 @@ fn mode_of(m: Option<&security::MutualTls>) -> Option<MtlsMode> {
     }
 }
 
+/// A PeerAuthentication and the resource it came from.
+type Policy<'a> = (&'a Resource, &'a PeerAuthentication);
+
 /// PeerAuthentications by scope for one proxy: (mesh, namespace, workload).
-fn policies<'a>(
-    scope: &Scope<'a>,
-) -> (
-    Option<&'a PeerAuthentication>,
-    Option<&'a PeerAuthentication>,
-    Option<&'a PeerAuthentication>,
-) {
+fn policies<'a>(scope: &Scope<'a>) -> (Option<Policy<'a>>, Option<Policy<'a>>, Option<Policy<'a>>) {
     let mut all: Vec<(&'a Resource, &'a PeerAuthentication)> = scope
         .model
         .of_kind(Kind::PeerAuthentication)
@@ -64,11 +61,11 @@ fn policies<'a>(
     let mesh = all
         .iter()
         .find(|(r, pa)| r.meta.namespace == root && !has_selector(pa))
-        .map(|(_, pa)| *pa);
+        .copied();
     let namespace = all
         .iter()
         .find(|(r, pa)| r.meta.namespace == proxy.namespace && !has_selector(pa))
-        .map(|(_, pa)| *pa);
+        .copied();
     let workload = all
         .iter()
         .find(|(r, pa)| {
@@ -79,24 +76,27 @@ fn policies<'a>(
                     .as_ref()
                     .is_some_and(|s| registry::selects(&s.match_labels, &proxy.labels))
         })
-        .map(|(_, pa)| *pa);
+        .copied();
     (mesh, namespace, workload)
 }
 
 /// The mode for `port` (a workload port), or for traffic to ports the proxy does not know
 /// (`None`: the passthrough chains).
+///
+/// A proxy without a workload certificate cannot terminate mTLS: PERMISSIVE accepts plaintext
+/// only (DISABLE), while STRICT stays STRICT — its chains need the `default` secret the proxy
+/// is never served, so they accept no connection — and is reported, never relaxed.
 pub fn inbound_mode(scope: &Scope, port: Option<u16>) -> MtlsMode {
-    if !scope.proxy.workload_certificate {
-        return MtlsMode::Disable;
-    }
     let (mesh, namespace, workload) = policies(scope);
     let mut mode = MtlsMode::Permissive;
-    for pa in [mesh, namespace, workload].into_iter().flatten() {
+    let mut decided: Option<(&Resource, String)> = None;
+    for (r, pa) in [mesh, namespace, workload].into_iter().flatten() {
         if let Some(m) = mode_of(pa.mtls.as_ref()) {
             mode = m;
+            decided = Some((r, "spec.mtls.mode".to_string()));
         }
     }
-    if let (Some(port), Some(pa)) = (port, workload)
+    if let (Some(port), Some((r, pa))) = (port, workload)
         && let Some(m) = pa
             .port_level_mtls
             .as_ref()
@@ -104,6 +104,28 @@ pub fn inbound_mode(scope: &Scope, port: Option<u16>) -> MtlsMode {
             .and_then(|m| mode_of(Some(m)))
     {
         mode = m;
+        decided = Some((r, format!("spec.portLevelMtls.{port}.mode")));
     }
-    mode
+    if scope.proxy.workload_certificate {
+        return mode;
+    }
+    match (mode, decided) {
+        (MtlsMode::Strict, Some((r, field))) => {
+            let what = match port {
+                Some(p) => format!("port {p} accepts no connection"),
+                None => "traffic to ports it does not declare is refused".to_string(),
+            };
+            let mut d = r.diagnostic(
+                field,
+                format!(
+                    "STRICT needs a workload certificate and this proxy has none (it did not prove its identity on bowline's TLS port): {what} until it does"
+                ),
+            );
+            d.severity = Severity::Warning;
+            scope.report(d);
+            MtlsMode::Strict
+        }
+        (MtlsMode::Strict, None) => MtlsMode::Strict,
+        _ => MtlsMode::Disable,
+    }
 }

@@ -13,6 +13,8 @@ use envoy_types::pb::envoy::config::common::matcher::v3 as xds_matcher;
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use envoy_types::pb::envoy::config::route::v3 as xds_route;
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3 as dfp_cluster;
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3 as dfp_common;
 use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3 as proxy_protocol;
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3 as raw_buffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
@@ -74,6 +76,12 @@ impl OutboundCluster<'_> {
             || loadbalancer::simple(subset_own) == Some(SimpleLB::Passthrough)
     }
 
+    /// Whether the cluster is a dynamic forward proxy (a wildcard `DYNAMIC_DNS` service):
+    /// Envoy resolves each host the traffic names, with the DNS cache of the service.
+    pub fn dynamic_forward_proxy(&self) -> bool {
+        self.service.dynamic_forward_proxy()
+    }
+
     /// Whether the cluster's endpoints come over EDS (it then has a ClusterLoadAssignment).
     pub fn uses_eds(&self) -> bool {
         self.service.resolution == Resolution::Static && !self.original_dst()
@@ -101,6 +109,10 @@ pub fn outbound_of<'a>(
                 subset: None,
                 policy: policy::effective(rule.as_ref(), port.number, None),
             });
+            // A dynamic forward proxy has no endpoints to divide: no subset clusters (istiod).
+            if service.dynamic_forward_proxy() {
+                continue;
+            }
             for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
                 out.push(OutboundCluster {
                     name: naming::outbound_cluster(
@@ -582,6 +594,7 @@ fn apply_auto_mtls(scope: &Scope, b: &mut Building, c: &OutboundCluster) {
     if !scope.proxy.workload_certificate
         || !scope.model.mesh.enable_auto_mtls
         || c.service.mesh_external
+        || c.dynamic_forward_proxy()
         || b.cluster.transport_socket.is_some()
     {
         return;
@@ -616,8 +629,9 @@ fn service_entry_sans<'a>(scope: &Scope<'a>, service: &Service) -> &'a [String] 
 /// `tls`: DISABLE sends plaintext; SIMPLE originates TLS (istiod's `constructUpstreamTLS`,
 /// with the CA read from a file by Envoy instead of served by the agent over SDS); MUTUAL adds
 /// the operator's client certificate and key files; ISTIO_MUTUAL uses the proxy's workload
-/// certificate and the mesh trust bundle over SDS (see `mtls`). Gateway credentials
-/// (`credentialName`) are not supported here yet.
+/// certificate and the mesh trust bundle over SDS (see `mtls`), also for a proxy that holds no
+/// certificate: its connections then fail (reported), never fall back to plaintext. Gateway
+/// credentials (`credentialName`) are not supported here yet.
 fn apply_tls(
     scope: &Scope,
     b: &mut Building,
@@ -629,24 +643,37 @@ fn apply_tls(
     match settings.mode {
         None | Some(ClientTlsMode::Disable) => return,
         Some(ClientTlsMode::IstioMutual) => {
+            // Never plaintext instead: the cluster needs the `default` secret, which a proxy
+            // without identity is never served, so its connections fail until it has one.
             if !scope.proxy.workload_certificate {
                 scope.report(t.warning(
                     "mode",
-                    "ISTIO_MUTUAL needs a workload certificate, and this proxy has none (it did not prove its identity on bowline's TLS port); connections to this destination are not encrypted",
+                    format!(
+                        "ISTIO_MUTUAL needs a workload certificate and this proxy has none (it did not prove its identity on bowline's TLS port): connections to {} fail until it does",
+                        c.name
+                    ),
                 ));
-                return;
             }
-            let sni = settings
-                .sni
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| outbound_sni(c));
+            let dfp = c.dynamic_forward_proxy();
+            let sni = match settings.sni.clone().filter(|s| !s.is_empty()) {
+                Some(sni) => sni,
+                // A dynamic forward proxy names each host it connects to (`auto_sni`).
+                None if dfp => String::new(),
+                None => outbound_sni(c),
+            };
             let sans = if settings.subject_alt_names.is_empty() {
                 service_accounts(scope, c.service)
             } else {
                 settings.subject_alt_names.clone()
             };
             b.cluster.transport_socket = Some(mtls::upstream(&sni, &sans, b.explicit_http2()));
+            if dfp {
+                set_auto_sni_and_san(
+                    b,
+                    sni.is_empty(),
+                    settings.insecure_skip_verify != Some(true),
+                );
+            }
             return;
         }
         Some(ClientTlsMode::Mutual) => {
@@ -690,15 +717,10 @@ fn apply_tls(
     }
     let insecure = settings.insecure_skip_verify == Some(true);
     let auto_sni = settings.sni.as_deref().is_none_or(str::is_empty);
-    let auto_san = auto_sni && settings.subject_alt_names.is_empty() && !insecure;
-    if auto_sni || auto_san {
-        let upstream = b
-            .http()
-            .upstream_http_protocol_options
-            .get_or_insert_with(Default::default);
-        upstream.auto_sni |= auto_sni;
-        upstream.auto_san_validation |= auto_san;
-    }
+    // A dynamic forward proxy verifies each host it resolves unless told not to verify.
+    let auto_san = !insecure
+        && (c.dynamic_forward_proxy() || (auto_sni && settings.subject_alt_names.is_empty()));
+    set_auto_sni_and_san(b, auto_sni, auto_san);
     let mut sans: &[String] = &settings.subject_alt_names;
     if sans.is_empty() {
         sans = service_entry_sans(scope, c.service);
@@ -762,6 +784,19 @@ fn apply_tls(
             &context,
         ))),
     });
+}
+
+/// Upstream SNI from the request's host (`auto_sni`) and the peer certificate checked against
+/// it (`auto_san_validation`).
+fn set_auto_sni_and_san(b: &mut Building, auto_sni: bool, auto_san: bool) {
+    if auto_sni || auto_san {
+        let upstream = b
+            .http()
+            .upstream_http_protocol_options
+            .get_or_insert_with(Default::default);
+        upstream.auto_sni |= auto_sni;
+        upstream.auto_san_validation |= auto_san;
+    }
 }
 
 /// Exact matchers for subject alternative names of any type: what istiod's untyped matchers
@@ -847,15 +882,22 @@ fn outbound_cluster(
         common_lb_config: Some(Default::default()),
         ..Default::default()
     });
+    let dfp = c.dynamic_forward_proxy();
     let kind = match c.service.resolution {
+        _ if dfp => DiscoveryType::StrictDns,
         _ if c.original_dst() => DiscoveryType::OriginalDst,
         Resolution::Static => DiscoveryType::Eds,
-        Resolution::Dns => DiscoveryType::StrictDns,
+        Resolution::Dns | Resolution::DynamicDns => DiscoveryType::StrictDns,
         Resolution::DnsRoundRobin => DiscoveryType::LogicalDns,
         Resolution::Passthrough => DiscoveryType::OriginalDst,
     };
     b.cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
-    if matches!(kind, DiscoveryType::StrictDns | DiscoveryType::LogicalDns) {
+    if dfp {
+        // The custom cluster type; its config is completed once TLS is known (below).
+        b.cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+        b.cluster.common_lb_config = None;
+    }
+    if !dfp && matches!(kind, DiscoveryType::StrictDns | DiscoveryType::LogicalDns) {
         b.cluster.dns_lookup_family = xds_cluster::cluster::DnsLookupFamily::V4Only as i32;
         let mut assignment: xds_endpoint::ClusterLoadAssignment = endpoint::assignment(scope, c);
         if kind == DiscoveryType::LogicalDns {
@@ -888,13 +930,17 @@ fn outbound_cluster(
     if let Some(od) = &p.outlier_detection {
         apply_outlier_detection(scope, &mut b, od);
     }
-    let locality = loadbalancer::locality_setting(scope, p.load_balancer.as_ref());
-    loadbalancer::apply_locality_to_cluster(
-        &mut b.cluster,
-        locality.as_ref(),
-        p.outlier_detection.is_some(),
-    );
-    loadbalancer::apply_lb_policy(scope, &mut b.cluster, p.load_balancer.as_ref());
+    // A dynamic forward proxy balances itself (CLUSTER_PROVIDED): istiod applies no load
+    // balancer settings to it.
+    if !dfp {
+        let locality = loadbalancer::locality_setting(scope, p.load_balancer.as_ref());
+        loadbalancer::apply_locality_to_cluster(
+            &mut b.cluster,
+            locality.as_ref(),
+            p.outlier_detection.is_some(),
+        );
+        loadbalancer::apply_lb_policy(scope, &mut b.cluster, p.load_balancer.as_ref());
+    }
     let has_selector = scope
         .destination_rule(c.service)
         .is_some_and(|r| r.has_selector);
@@ -914,6 +960,9 @@ fn outbound_cluster(
     if is_original_dst(&b.cluster) {
         b.cluster.lb_policy = LbPolicy::ClusterProvided as i32;
     }
+    if dfp {
+        set_dynamic_forward_proxy(&mut b, &c.service.hostname);
+    }
     if b.cluster.cluster_discovery_type
         == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
     {
@@ -925,6 +974,45 @@ fn outbound_cluster(
         });
     }
     b.finish()
+}
+
+/// The DNS cache of a dynamic forward proxy service, as its cluster and its listener filters
+/// share it (IPv4, as bowline's DNS clusters resolve).
+pub fn dns_cache_config(host: &str) -> dfp_common::DnsCacheConfig {
+    dfp_common::DnsCacheConfig {
+        name: naming::dns_cache(host),
+        dns_lookup_family: xds_cluster::cluster::DnsLookupFamily::V4Only as i32,
+        ..Default::default()
+    }
+}
+
+/// istiod's dynamic forward proxy cluster (`envoy.clusters.dynamic_forward_proxy` with the
+/// service's DNS cache). Envoy refuses upstream TLS on such a cluster unless it sets SNI and
+/// verifies the SAN per host (`auto_sni`, `auto_san_validation`); when the TLS settings pin
+/// either, the cluster allows it explicitly (`allow_insecure_cluster_options`), as istiod does.
+fn set_dynamic_forward_proxy(b: &mut Building, host: &str) {
+    let tls =
+        b.cluster.transport_socket.is_some() || !b.cluster.transport_socket_matches.is_empty();
+    let automatic = b
+        .http
+        .as_ref()
+        .and_then(|h| h.upstream_http_protocol_options.as_ref())
+        .is_some_and(|o| o.auto_sni && o.auto_san_validation);
+    let config = dfp_cluster::ClusterConfig {
+        cluster_implementation_specifier: Some(
+            dfp_cluster::cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(
+                dns_cache_config(host),
+            ),
+        ),
+        allow_insecure_cluster_options: tls && !automatic,
+        ..Default::default()
+    };
+    b.cluster.cluster_discovery_type = Some(ClusterDiscoveryType::ClusterType(
+        xds_cluster::cluster::CustomClusterType {
+            name: "envoy.clusters.dynamic_forward_proxy".to_string(),
+            typed_config: Some(pack(&config)),
+        },
+    ));
 }
 
 /// `PassthroughCluster` and `InboundPassthroughCluster`: original destination, the upstream

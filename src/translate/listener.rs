@@ -1,6 +1,8 @@
 //! LDS: `virtualOutbound` and `virtualInbound` for captured proxies, an outbound listener per
-//! port (HTTP connection manager with RDS for HTTP ports, tcp_proxy for TCP), and inbound
-//! listeners for Sidecar ingress ports of proxies that bind their own addresses.
+//! port (HTTP connection manager with RDS for HTTP ports, tcp_proxy for TCP; the dynamic
+//! forward proxy filters where a wildcard `DYNAMIC_DNS` service is reached), and inbound
+//! listeners for the ports that bind their own address: every port of a proxy without capture,
+//! and Sidecar ingress ports with `captureMode: NONE` on a captured one.
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
@@ -20,7 +22,7 @@ use super::envoy::pack;
 use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
-use super::{authz, cors, fault, naming};
+use super::{authz, cluster, cors, fault, naming};
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 
@@ -37,8 +39,13 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     let captured = scope.proxy.interception_mode != InterceptionMode::None;
     let mut out: Vec<xds_listener::Listener> = Vec::new();
     if part.outbound() {
-        let (planned, _) = outbound::plan(scope);
-        out.extend(planned.iter().map(|p| outbound_listener(scope, p)));
+        let (planned, routes) = outbound::plan(scope);
+        let dfp = DynamicForwardProxies::of(scope, &routes);
+        out.extend(planned.iter().map(|p| {
+            let mut listener = outbound_listener(scope, p);
+            dfp.apply(p, &mut listener);
+            listener
+        }));
         if captured {
             out.push(virtual_outbound(scope));
         }
@@ -46,35 +53,38 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     if !part.inbound() {
         return out;
     }
-    let inbound = scope.inbound();
+    // Ports that bind their own listener (istiod's `getBindToPort`) leave `virtualInbound`.
+    let (bound, redirected): (Vec<InboundPort>, Vec<InboundPort>) = scope
+        .inbound()
+        .into_iter()
+        .partition(|p| p.binds || !captured);
     let security = authz::Inbound::build(scope);
     if captured {
-        out.push(virtual_inbound(scope, &inbound, &security));
-    } else {
-        for port in inbound.iter() {
-            let address = port
-                .bind
-                .clone()
-                .or_else(|| scope.proxy.ip_addresses.first().cloned())
-                .unwrap_or_else(|| WILDCARD.to_string());
-            let chains = inbound_chains(scope, port, false, &security);
-            let inspect = chains.iter().any(matches_transport);
-            out.push(xds_listener::Listener {
-                name: naming::listener(&address, port.port),
-                address: Some(socket_address(&address, port.port)),
-                filter_chains: chains,
-                listener_filters: if inspect {
-                    vec![listener_filter(
-                        "envoy.filters.listener.tls_inspector",
-                        &tls_inspector::TlsInspector::default(),
-                    )]
-                } else {
-                    Vec::new()
-                },
-                traffic_direction: xds_core::TrafficDirection::Inbound as i32,
-                ..Default::default()
-            });
-        }
+        out.push(virtual_inbound(scope, &redirected, &security));
+    }
+    for port in bound.iter() {
+        let address = port
+            .bind
+            .clone()
+            .or_else(|| scope.proxy.ip_addresses.first().cloned())
+            .unwrap_or_else(|| WILDCARD.to_string());
+        let chains = inbound_chains(scope, port, false, &security);
+        let inspect = chains.iter().any(matches_transport);
+        out.push(xds_listener::Listener {
+            name: naming::listener(&address, port.port),
+            address: Some(socket_address(&address, port.port)),
+            filter_chains: chains,
+            listener_filters: if inspect {
+                vec![listener_filter(
+                    "envoy.filters.listener.tls_inspector",
+                    &tls_inspector::TlsInspector::default(),
+                )]
+            } else {
+                Vec::new()
+            },
+            traffic_direction: xds_core::TrafficDirection::Inbound as i32,
+            ..Default::default()
+        });
     }
     out
 }
@@ -173,6 +183,127 @@ fn outbound_listener(scope: &Scope, plan: &ListenerPlan) -> xds_listener::Listen
         traffic_direction: xds_core::TrafficDirection::Outbound as i32,
         ..Default::default()
     }
+}
+
+/// The dynamic forward proxy services (wildcard `DYNAMIC_DNS`) a proxy reaches, and the
+/// listener filters that resolve the host a connection names for their clusters (istiod's
+/// `envoy.filters.http.dynamic_forward_proxy` in the HTTP connection manager, and
+/// `envoy.filters.network.sni_dynamic_forward_proxy` in front of `tcp_proxy` for TLS), each
+/// with the service's DNS cache, which the cluster shares.
+struct DynamicForwardProxies {
+    /// Route configuration → the host whose cache its connection manager resolves with (the
+    /// first such service the route holds; Envoy's cluster resolves others itself).
+    routes: std::collections::BTreeMap<String, String>,
+    /// Cluster → (host, port).
+    clusters: std::collections::BTreeMap<String, (String, u16)>,
+}
+
+impl DynamicForwardProxies {
+    fn of(scope: &Scope, routes: &[outbound::RoutePlan]) -> DynamicForwardProxies {
+        let routes = routes
+            .iter()
+            .filter_map(|r| {
+                let s = r
+                    .services
+                    .iter()
+                    .find(|s| s.dynamic_forward_proxy() && s.port(r.port).is_some())?;
+                Some((r.name.clone(), s.hostname.clone()))
+            })
+            .collect();
+        let clusters = scope
+            .services()
+            .into_iter()
+            .filter(|s| s.dynamic_forward_proxy())
+            .flat_map(|s| {
+                s.ports.iter().map(|p| {
+                    (
+                        naming::outbound_cluster(p.number, "", &s.hostname),
+                        (s.hostname.clone(), p.number),
+                    )
+                })
+            })
+            .collect();
+        DynamicForwardProxies { routes, clusters }
+    }
+
+    /// Adds the resolving filters to the chains of `listener` (built from `plan`).
+    fn apply(&self, plan: &ListenerPlan, listener: &mut xds_listener::Listener) {
+        use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3 as http_dfp;
+        use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3 as sni_dfp;
+        if self.routes.is_empty() && self.clusters.is_empty() {
+            return;
+        }
+        for (chain, built) in plan.chains.iter().zip(listener.filter_chains.iter_mut()) {
+            match &chain.action {
+                ChainAction::Http { route } => {
+                    let Some(host) = self.routes.get(route) else {
+                        continue;
+                    };
+                    let filter = hcm::HttpFilter {
+                        name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
+                        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
+                            &http_dfp::FilterConfig {
+                                implementation_specifier: Some(
+                                    http_dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(
+                                        cluster::dns_cache_config(host),
+                                    ),
+                                ),
+                                ..Default::default()
+                            },
+                        ))),
+                        ..Default::default()
+                    };
+                    for f in &mut built.filters {
+                        insert_before_router(f, filter.clone());
+                    }
+                }
+                ChainAction::Tcp { clusters } => {
+                    let [(name, _)] = clusters.as_slice() else {
+                        continue;
+                    };
+                    let Some((host, port)) = self.clusters.get(name) else {
+                        continue;
+                    };
+                    let config = sni_dfp::FilterConfig {
+                        dns_cache_config: Some(cluster::dns_cache_config(host)),
+                        port_specifier: Some(sni_dfp::filter_config::PortSpecifier::PortValue(
+                            u32::from(*port),
+                        )),
+                        ..Default::default()
+                    };
+                    let at = built.filters.len().saturating_sub(1);
+                    built.filters.insert(
+                        at,
+                        xds_listener::Filter {
+                            name: "envoy.filters.network.sni_dynamic_forward_proxy".to_string(),
+                            config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(
+                                &config,
+                            ))),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Puts `filter` just before the router of an HTTP connection manager (other filters are left
+/// alone).
+fn insert_before_router(filter: &mut xds_listener::Filter, http: hcm::HttpFilter) {
+    use prost::Message;
+    let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+        return;
+    };
+    let Ok(mut manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
+        return;
+    };
+    let at = manager
+        .http_filters
+        .iter()
+        .position(|f| f.name == "envoy.filters.http.router")
+        .unwrap_or(manager.http_filters.len());
+    manager.http_filters.insert(at, http);
+    *any = pack(&manager);
 }
 
 fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {

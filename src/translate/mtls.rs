@@ -9,8 +9,10 @@
 //! they are known. Downstream (inbound): the `default` certificate, client certificates
 //! required and validated with `ROOTCA`'s SPIFFE validator.
 //!
-//! Only a proxy that holds a workload certificate (it proved its identity on the TLS port) gets
-//! any of this; others are configured for plaintext.
+//! A proxy without a workload certificate (it did not prove its identity on the TLS port) gets
+//! no auto mTLS and accepts plaintext where PERMISSIVE allows it; what explicitly requires
+//! mTLS (`ISTIO_MUTUAL`, STRICT) keeps these contexts and fails closed, as the `default`
+//! secret never reaches it.
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
 use envoy_types::pb::envoy::config::core::v3 as xds_core;

@@ -38,6 +38,12 @@ pub fn outbound_sni(port: u16, subset: &str, host: &str) -> String {
     format!("outbound_.{port}_.{subset}_.{host}")
 }
 
+/// istiod's DNS cache of a dynamic forward proxy service: its cluster and the listener filters
+/// that resolve for it name the same cache, so Envoy shares it.
+pub fn dns_cache(host: &str) -> String {
+    format!("{host}_dfp_dns_cache")
+}
+
 /// `inbound|<port>||`.
 pub fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")

@@ -41,6 +41,10 @@ pub struct InboundPort {
     pub bind: Option<String>,
     /// Where traffic goes: `None` = original destination; `Some` = a fixed endpoint.
     pub endpoint: Option<String>,
+    /// The port gets a listener of its own that binds its address, rather than a chain of
+    /// `virtualInbound`: the proxy captures no traffic, or its Sidecar ingress listener says
+    /// `captureMode: NONE` (the listener's own mode wins over the proxy's unless DEFAULT).
+    pub binds: bool,
 }
 
 pub struct Scope<'a> {
@@ -562,6 +566,8 @@ impl<'a> Scope<'a> {
                         .unwrap_or(Protocol::Unsupported),
                     bind: ingress.bind.clone().filter(|b| !b.is_empty()),
                     endpoint: ingress.default_endpoint.clone().filter(|e| !e.is_empty()),
+                    binds: self.proxy.interception_mode == InterceptionMode::None
+                        || ingress.capture_mode == Some(CaptureMode::None),
                 });
             }
         } else if self.proxy.interception_mode != InterceptionMode::None {
@@ -582,6 +588,7 @@ impl<'a> Scope<'a> {
                         protocol: p.protocol,
                         bind: None,
                         endpoint: None,
+                        binds: false,
                     });
                 }
             }

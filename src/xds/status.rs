@@ -1,5 +1,5 @@
-//! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK.
-//! Read by `/debug/syncz` and by the metrics.
+//! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK,
+//! and whether it holds a workload certificate. Read by `/debug/syncz` and by the metrics.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,10 @@ pub struct ConnectionView {
     /// The SPIFFE ID the proxy proved, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Whether the proxy is served a workload certificate (it proved its identity on the TLS
+    /// port). Without one, the mutual TLS its configuration asks for fails closed; the
+    /// diagnostics say where.
+    pub workload_certificate: bool,
     pub connected_at_unix: u64,
     pub types: BTreeMap<ResourceType, TypeStatus>,
     /// What went wrong generating the proxy's configuration: resources skipped, a set
@@ -110,6 +114,7 @@ impl Connection {
             delta: self.delta,
             transport: self.transport,
             identity: self.proxy.identity.as_ref().map(|i| i.spiffe_id()),
+            workload_certificate: self.proxy.workload_certificate,
             connected_at_unix: self
                 .connected_at
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -163,13 +168,16 @@ impl Registry {
     }
 
     pub fn views(&self) -> Vec<ConnectionView> {
-        let list: Vec<Arc<Connection>> = self
-            .connections
+        self.connections().iter().map(|c| c.view()).collect()
+    }
+
+    /// Every live connection, oldest first.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
-        list.iter().map(|c| c.view()).collect()
+            .collect()
     }
 }

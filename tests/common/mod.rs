@@ -577,6 +577,12 @@ pub struct ProxySync {
     pub delta: bool,
     #[serde(default)]
     pub types: BTreeMap<String, TypeSync>,
+    /// Whether the proxy holds a workload certificate.
+    #[serde(default)]
+    pub workload_certificate: Option<bool>,
+    /// What translation reported for the proxy's configuration.
+    #[serde(default)]
+    pub diagnostics: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
