@@ -8,7 +8,7 @@
 #                  cached outside the tree; see hack/kube-env.sh for start/stop
 #
 # UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/ and testdata/inject/.
-# TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test e2e -- split'.
+# TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test integration -- e2e::split'.
 
 CARGO ?= cargo
 BOWLINE_CACHE ?= $(HOME)/.cache/bowline

@@ -4,9 +4,9 @@
 //!
 //!     cargo run --example client -- --addr 127.0.0.10:80 --host echo --seconds 60
 //!
-//! The HTTP client is the test suite's (`tests/common/http.rs`).
+//! The HTTP client is the test suite's (`tests/integration/common/http.rs`).
 
-#[path = "../tests/common/http.rs"]
+#[path = "../tests/integration/common/http.rs"]
 mod http;
 
 use std::collections::BTreeMap;

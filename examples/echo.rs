@@ -3,9 +3,9 @@
 //!
 //!     cargo run --example echo -- --addr 127.0.0.11:8080 --name v1
 //!
-//! The server code is the test suite's (`tests/common/backend.rs`), so it is written once.
+//! The server code is the test suite's (`tests/integration/common/backend.rs`), so it is written once.
 
-#[path = "../tests/common/backend.rs"]
+#[path = "../tests/integration/common/backend.rs"]
 mod backend;
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 //!
 //! Without Envoy or the corpus the test prints a skip line and passes, unless `CI=true`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! Peer identities (principals, namespaces) need mutual TLS and are not exercised here.
 //! Without Envoy each test prints a skip line and passes, unless `CI=true`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! valid token or client certificate, checks the node against the proven identity, signs CSRs
 //! for the caller's identity only, and serves the `default` and `ROOTCA` secrets.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

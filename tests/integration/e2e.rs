@@ -5,7 +5,7 @@
 //! Without Envoy (`ENVOY_BIN` unset and no `envoy` on PATH) each test prints a skip line and
 //! passes, unless `CI=true`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

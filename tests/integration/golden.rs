@@ -7,7 +7,7 @@
 //! Injection has its own cases: `testdata/inject/<case>/input.yaml` through `bowline inject`
 //! (the binary, default flags) against `expected.yaml`, rewritten the same way.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

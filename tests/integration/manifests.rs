@@ -3,7 +3,7 @@
 //! applies to istiod's CRDs applies to bowline's. (Installing the manifests on a real API server
 //! is in tests/kube.rs.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

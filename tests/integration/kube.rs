@@ -23,7 +23,7 @@
 //! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it.
 //!   (Injection itself is tests/inject.rs.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

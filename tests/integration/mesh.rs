@@ -5,7 +5,7 @@
 //! (`bowline istio-iptables` with the arguments `bowline inject` writes) are checked the same
 //! way, in a pod namespace joined to a peer by a veth pair.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

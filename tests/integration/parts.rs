@@ -5,7 +5,7 @@
 //! itself are, together, exactly what translating everything for the proxy gives, and share no
 //! resource.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! Besides mTLS itself: an AuthorizationPolicy that admits one service account, decided on
 //! the identities the certificates prove.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

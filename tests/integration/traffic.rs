@@ -1,7 +1,7 @@
 //! Traffic management with real traffic through a real Envoy (interception NONE, listeners bound
 //! by a Sidecar): weighted TCP routes, SNI routing of TLS passthrough, and gRPC routing.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

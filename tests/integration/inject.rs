@@ -16,7 +16,7 @@
 //!   `istio-proxy` command, a stock Envoy, connects to bowline, gets its workload certificate
 //!   and serves readiness and Prometheus stats.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

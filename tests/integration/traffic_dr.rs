@@ -8,7 +8,7 @@
 //! Without Envoy (`ENVOY_BIN` unset and no `envoy` on PATH) each test prints a skip line and
 //! passes, unless `CI=true`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,0 +1,25 @@
+//! bowline's integration tests, one binary (so the crate and its dependencies are linked once):
+//! real bowline and real Envoy processes, a real Kubernetes API server, real mutual TLS, and the
+//! differential and golden checks of translation. Each module is one area; `common` is the
+//! shared harness. Run one area with `cargo test --test integration <module>::`.
+
+mod common;
+
+mod authz;
+mod cache_incremental;
+mod corpus_validation;
+mod e2e;
+mod envoy_acceptance;
+mod golden;
+mod inject;
+mod kube;
+mod load_smoke;
+mod manifests;
+mod mesh;
+mod mesh_mtls;
+mod parts;
+mod security;
+mod traffic;
+mod traffic_dr;
+mod traffic_http;
+mod xds_protocol;
