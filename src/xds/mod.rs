@@ -10,9 +10,11 @@
 //! node and receives the resources the cache generates for that proxy, pushed when a new model
 //! snapshot changes them (only changed types; delta streams only changed resources), and its
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
-//! carries a private key), renewed at half-life. `push` turns source events into debounced
-//! model snapshots; `status` records what each proxy was sent, ACKed and NACKed; `tls` is the
-//! TLS port's transport; `transport` frames ADS requests and responses.
+//! carries a private key), renewed at half-life. `stream` is the one loop that serves a stream
+//! of either protocol variant; `subscription` what a stream asks for of each type and what its
+//! client holds; `push` turns source events into debounced model snapshots; `status` records
+//! what each proxy was sent, ACKed and NACKed; `tls` is the TLS port's transport; `transport`
+//! frames ADS requests and responses.
 //!
 //! Generating configuration is CPU work and never runs on the runtime's threads: a stream
 //! that needs resources its class does not have yet waits (asynchronously) for one build per
@@ -24,6 +26,7 @@ pub mod push;
 pub mod sds;
 pub mod status;
 pub mod stream;
+pub mod subscription;
 pub mod tls;
 pub mod transport;
 
@@ -32,18 +35,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
-use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use envoy_types::pb::google::protobuf as pb;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use crate::ca::Ca;
 use crate::ca::authn::{Authenticators, Caller};
-use crate::cache::{Cache, ProxyResources, ResourceType, Snapshot, TypedResources};
+use crate::cache::{Cache, ProxyResources, Snapshot};
 use crate::model::{Identity, Proxy, ProxyClass};
-use sds::Secrets;
 use status::{Connection, Registry};
-use stream::{Ack, Stream};
+pub use stream::AdsRequest;
 use transport::{Outgoing, Requests};
 
 /// Per-stream response buffer: a slow proxy blocks only its own stream.
@@ -241,60 +242,6 @@ impl Ads {
     }
 }
 
-/// The two ADS request types, one per protocol variant.
-pub trait AdsRequest: prost::Message + Default + Send + 'static {
-    /// Incremental (delta) rather than state of the world.
-    const DELTA: bool;
-
-    fn node(&self) -> Option<&xds_core::Node>;
-
-    /// Serves a stream whose first request was `first`, until the client goes or the stream
-    /// fails.
-    fn serve(
-        shared: Arc<Shared>,
-        connection: Arc<Connection>,
-        first: Self,
-        requests: Requests<Self>,
-        tx: mpsc::Sender<Outgoing>,
-    ) -> impl Future<Output = Result<(), Status>> + Send;
-}
-
-impl AdsRequest for xds_discovery::DiscoveryRequest {
-    const DELTA: bool = false;
-
-    fn node(&self) -> Option<&xds_core::Node> {
-        self.node.as_ref()
-    }
-
-    async fn serve(
-        shared: Arc<Shared>,
-        connection: Arc<Connection>,
-        first: Self,
-        requests: Requests<Self>,
-        tx: mpsc::Sender<Outgoing>,
-    ) -> Result<(), Status> {
-        sotw(&shared, connection, first, requests, &tx).await
-    }
-}
-
-impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
-    const DELTA: bool = true;
-
-    fn node(&self) -> Option<&xds_core::Node> {
-        self.node.as_ref()
-    }
-
-    async fn serve(
-        shared: Arc<Shared>,
-        connection: Arc<Connection>,
-        first: Self,
-        requests: Requests<Self>,
-        tx: mpsc::Sender<Outgoing>,
-    ) -> Result<(), Status> {
-        delta(&shared, connection, first, requests, &tx).await
-    }
-}
-
 impl Ads {
     /// Opens an ADS stream (either variant) for an authenticated caller: the responses are
     /// returned at once; the first request (which names the node) is read by the stream's
@@ -325,14 +272,7 @@ impl Ads {
                 }
             };
             let connection = shared.connect(proxy, Q::DELTA, ads.transport);
-            let result = Q::serve(
-                shared.clone(),
-                connection.clone(),
-                first,
-                requests,
-                tx.clone(),
-            )
-            .await;
+            let result = stream::serve(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
             match &result {
                 Ok(()) => {
@@ -438,277 +378,4 @@ fn json_to_value(v: &serde_json::Value) -> pb::Value {
         serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
     };
     pb::Value { kind: Some(kind) }
-}
-
-/// The proxy's resources at the newest snapshot.
-async fn current(
-    shared: &Shared,
-    rx: &mut watch::Receiver<Arc<Snapshot>>,
-    connection: &Connection,
-) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
-    let snapshot = rx.borrow_and_update().clone();
-    let resources = shared.resources(&snapshot, &connection.proxy).await?;
-    connection.set_resources(resources.clone());
-    Ok((snapshot, resources))
-}
-
-/// Frames and queues a response, or ends the stream quietly when the client has gone.
-async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Result<(), Status> {
-    let framed = transport::frame(&message)?;
-    tx.send(Ok(framed))
-        .await
-        .map_err(|_| Status::cancelled("client went away"))
-}
-
-fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
-    let t = ResourceType::from_type_url(url);
-    if t.is_none() {
-        tracing::debug!(proxy = %connection.proxy.id, type_url = url, "request for an unserved type ignored");
-    }
-    t
-}
-
-/// The secrets of a stream: `default` only for a proxy that holds a workload certificate.
-fn secrets_for(shared: &Shared, proxy: &Proxy) -> Secrets {
-    let ca = shared.security.as_ref().map(|s| s.ca.clone());
-    let identity = proxy
-        .identity
-        .clone()
-        .filter(|_| proxy.workload_certificate);
-    Secrets::new(ca, identity)
-}
-
-/// The set a type's responses are made from.
-fn set_of<'a>(
-    t: ResourceType,
-    resources: &'a ProxyResources,
-    secrets: &'a Secrets,
-) -> &'a Arc<TypedResources> {
-    if t == ResourceType::Sds {
-        secrets.resources()
-    } else {
-        resources.get(t)
-    }
-}
-
-/// Makes sure the secrets a watch names exist (issuing the first certificate), and records
-/// them for debug views.
-fn prepare_secrets(secrets: &mut Secrets, stream: &Stream, connection: &Connection) {
-    let Some(watch) = stream.watches.get(&ResourceType::Sds) else {
-        return;
-    };
-    if let Err(e) = secrets.ensure(&watch.names) {
-        tracing::error!(proxy = %connection.proxy.id, error = %e, "issuing a workload certificate failed");
-    }
-    connection.set_secrets(secrets.dump.clone());
-}
-
-/// Sleeps until the stream's certificate is due for renewal (forever without one).
-async fn renewal(secrets: &Secrets) {
-    match secrets.renew_in() {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Renews the stream's certificate; on failure retries in 10 s (the old one stays valid until
-/// its expiry).
-fn renew(secrets: &mut Secrets, connection: &Connection) -> bool {
-    match secrets.renew() {
-        Ok(()) => {
-            connection.set_secrets(secrets.dump.clone());
-            true
-        }
-        Err(e) => {
-            tracing::error!(proxy = %connection.proxy.id, error = %e, "renewing a workload certificate failed");
-            false
-        }
-    }
-}
-
-async fn sotw(
-    shared: &Shared,
-    connection: Arc<Connection>,
-    first: xds_discovery::DiscoveryRequest,
-    mut requests: Requests<xds_discovery::DiscoveryRequest>,
-    tx: &mpsc::Sender<Outgoing>,
-) -> Result<(), Status> {
-    let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
-    let mut secrets = secrets_for(shared, &connection.proxy);
-    let mut stream = Stream::new(connection.clone());
-    let mut next = Some(first);
-    loop {
-        if let Some(request) = next.take() {
-            let Some(t) = type_of(&request.type_url, &connection) else {
-                next = requests.message().await?;
-                if next.is_none() {
-                    return Ok(());
-                }
-                continue;
-            };
-            let error = request.error_detail.as_ref().map(|s| s.message.as_str());
-            let ack = stream.acknowledge(t, &request.response_nonce, &request.version_info, error);
-            if ack == Ack::Stale {
-                // A reply to an older response: superseded by the newer one in flight.
-            } else {
-                let names: std::collections::BTreeSet<String> =
-                    request.resource_names.iter().cloned().collect();
-                let wildcard = (names.is_empty() && t.is_wildcard_type()) || names.contains("*");
-                let watch = stream.watches.entry(t).or_default();
-                let changed =
-                    !watch.subscribed || watch.wildcard != wildcard || watch.names != names;
-                if changed {
-                    watch.seen = None;
-                }
-                watch.subscribed = true;
-                watch.wildcard = wildcard;
-                watch.names = names.into_iter().filter(|n| n != "*").collect();
-                if t == ResourceType::Sds {
-                    prepare_secrets(&mut secrets, &stream, &connection);
-                }
-                let set = set_of(t, &resources, &secrets);
-                if ack == Ack::Initial
-                    && !request.version_info.is_empty()
-                    && stream.sotw_version(t, set).as_deref() == Some(request.version_info.as_str())
-                {
-                    // Reconnected with exactly what we would send: nothing to do.
-                    stream.mark_synced(t, &request.version_info);
-                } else if (changed || ack == Ack::Initial)
-                    && let Some(r) = stream.sotw_response(t, set, true, None)
-                {
-                    send(tx, r).await?;
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            message = requests.message() => {
-                match message? {
-                    Some(r) => next = Some(r),
-                    None => return Ok(()),
-                }
-            }
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
-                resources = latest;
-                for t in ResourceType::CONFIG {
-                    if let Some(r) = stream.sotw_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
-                        send(tx, r).await?;
-                    }
-                }
-            }
-            _ = renewal(&secrets) => {
-                if renew(&mut secrets, &connection)
-                    && let Some(r) = stream.sotw_response(ResourceType::Sds, secrets.resources(), false, None)
-                {
-                    send(tx, r).await?;
-                }
-            }
-        }
-    }
-}
-
-async fn delta(
-    shared: &Shared,
-    connection: Arc<Connection>,
-    first: xds_discovery::DeltaDiscoveryRequest,
-    mut requests: Requests<xds_discovery::DeltaDiscoveryRequest>,
-    tx: &mpsc::Sender<Outgoing>,
-) -> Result<(), Status> {
-    let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
-    let mut secrets = secrets_for(shared, &connection.proxy);
-    let mut stream = Stream::new(connection.clone());
-    let mut next = Some(first);
-    loop {
-        if let Some(request) = next.take()
-            && let Some(t) = type_of(&request.type_url, &connection)
-        {
-            let error = request.error_detail.as_ref().map(|s| s.message.as_str());
-            let ack = stream.acknowledge(t, &request.response_nonce, "", error);
-            let watch = stream.watches.entry(t).or_default();
-            let first_for_type = !watch.subscribed;
-            if first_for_type
-                || !request.resource_names_subscribe.is_empty()
-                || !request.resource_names_unsubscribe.is_empty()
-            {
-                // The subscription changes: the next response is computed afresh.
-                watch.seen = None;
-            }
-            let mut force = false;
-            if first_for_type {
-                watch.subscribed = true;
-                // Legacy wildcard: the first request for CDS/LDS names nothing.
-                watch.wildcard =
-                    t.is_wildcard_type() && request.resource_names_subscribe.is_empty();
-                for (name, version) in &request.initial_resource_versions {
-                    watch.known.declare(name.clone(), version.clone());
-                }
-                force = true;
-            }
-            for name in &request.resource_names_subscribe {
-                if name == "*" {
-                    force |= !watch.wildcard;
-                    watch.wildcard = true;
-                } else if watch.names.insert(name.clone()) {
-                    force = true;
-                }
-            }
-            for name in &request.resource_names_unsubscribe {
-                if name == "*" {
-                    watch.wildcard = false;
-                } else {
-                    watch.names.remove(name);
-                }
-                if !watch.wildcard {
-                    watch.known.forget(name);
-                }
-            }
-            if t == ResourceType::Sds {
-                prepare_secrets(&mut secrets, &stream, &connection);
-            }
-            if ack != Ack::Stale || force {
-                let since = None;
-                // A first request is always answered, even when the client already holds
-                // everything (it waits for a response to finish initialising).
-                if let Some(r) =
-                    stream.delta_response(t, set_of(t, &resources, &secrets), force, since)
-                {
-                    send(tx, r).await?;
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            message = requests.message() => {
-                match message? {
-                    Some(r) => next = Some(r),
-                    None => return Ok(()),
-                }
-            }
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
-                resources = latest;
-                for t in ResourceType::CONFIG {
-                    if let Some(r) = stream.delta_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
-                        send(tx, r).await?;
-                    }
-                }
-            }
-            _ = renewal(&secrets) => {
-                if renew(&mut secrets, &connection)
-                    && let Some(r) = stream.delta_response(ResourceType::Sds, secrets.resources(), false, None)
-                {
-                    send(tx, r).await?;
-                }
-            }
-        }
-    }
 }

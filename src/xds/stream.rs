@@ -1,40 +1,46 @@
-//! One ADS stream: subscriptions per type, nonces, ACK/NACK, and pushes, for both the
-//! state-of-the-world and the incremental (delta) protocol variants.
+//! One ADS stream, for both the state-of-the-world and the incremental (delta) protocol
+//! variants: one loop serves either (`serve`), the variant deciding only how a request edits
+//! the stream and what a response looks like (`AdsRequest`).
 //!
 //! Per the xDS protocol: every response carries a fresh nonce; a request whose `response_nonce`
 //! is the type's last nonce is an ACK, or a NACK when it has `error_detail`; a request with an
 //! older nonce is stale and ignored. A NACKed response is recorded and not sent again: the next
 //! push of that type happens only when its content changes. Types are pushed in the order CDS,
-//! EDS, LDS, RDS.
+//! EDS, LDS, RDS. What a stream asks for of each type, and what its client holds, is a
+//! `Subscription`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
 
+use super::Shared;
+use super::sds::Secrets;
 use super::status::{Connection, Nack};
-use crate::cache::{ResourceType, TypedResources, Versioned};
+use super::subscription::{Held, Subscription};
+use super::transport::{self, Outgoing, Requests};
+use crate::cache::{ProxyResources, ResourceType, Snapshot, TypedResources, Versioned};
+use crate::model::Proxy;
 
-/// Subscription and delivery state of one resource type on one stream.
+/// Delivery state of one resource type on one stream.
 #[derive(Debug, Default)]
 pub struct Watch {
-    pub subscribed: bool,
-    pub wildcard: bool,
-    pub names: BTreeSet<String>,
+    pub subscription: Subscription,
     /// Nonce of the last response of this type.
-    pub nonce: Option<String>,
+    nonce: Option<String>,
     /// Change time behind the last response, until it is ACKed.
-    pub pending_since: Option<Instant>,
+    pending_since: Option<Instant>,
     /// Version of the last response (state of the world) or of the full desired set (delta).
-    pub sent_version: Option<String>,
-    /// Delta: what the client holds.
-    pub known: Known,
+    sent_version: Option<String>,
     /// The resources the last response was computed from. When a push finds the same set
     /// (unchanged by the new snapshot) and the subscription did not change since, there is
     /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
-    pub seen: Option<Arc<TypedResources>>,
+    seen: Option<Arc<TypedResources>>,
 }
 
 impl Watch {
@@ -44,25 +50,14 @@ impl Watch {
             .as_ref()
             .is_some_and(|s| Arc::ptr_eq(s, resources))
     }
-}
 
-impl Watch {
     /// The version of what this watch selects (`items`, from `set`): the set's own for a
     /// wildcard watch, which selects all of it.
     fn version(&self, set: &TypedResources, items: &[&Arc<Versioned>]) -> String {
-        if self.wildcard {
+        if self.subscription.is_wildcard() {
             set.version.clone()
         } else {
             set_version(items)
-        }
-    }
-
-    /// The resources this watch selects, in name order.
-    fn desired<'a>(&self, set: &'a TypedResources) -> Vec<&'a Arc<Versioned>> {
-        if self.wildcard {
-            set.items.values().collect()
-        } else {
-            self.names.iter().filter_map(|n| set.items.get(n)).collect()
         }
     }
 }
@@ -80,88 +75,6 @@ fn set_version(items: &[&Arc<Versioned>]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Delta: the resources a client holds of one type. After every response the client holds
-/// exactly the resources the response was computed from, so those are kept as the shared
-/// `Versioned` items themselves (a pointer each, not a copy of every name and version);
-/// versions a client declared when it (re)connected, for resources not sent on this stream,
-/// are kept by name until the first response reconciles them.
-#[derive(Debug, Default)]
-pub struct Known {
-    /// Sent on this stream, sorted by name.
-    sent: Vec<Arc<Versioned>>,
-    /// Declared by the client (`initial_resource_versions`): name → version.
-    declared: BTreeMap<String, String>,
-}
-
-impl Known {
-    /// The version the client holds of `name`.
-    pub fn version(&self, name: &str) -> Option<&str> {
-        match self.sent.binary_search_by(|v| v.name.as_str().cmp(name)) {
-            Ok(i) => Some(self.sent[i].version.as_str()),
-            Err(_) => self.declared.get(name).map(String::as_str),
-        }
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.version(name).is_some()
-    }
-
-    /// Records a version the client says it holds.
-    pub fn declare(&mut self, name: String, version: String) {
-        self.forget(&name);
-        self.declared.insert(name, version);
-    }
-
-    /// The client no longer holds `name`.
-    pub fn forget(&mut self, name: &str) {
-        if let Ok(i) = self.sent.binary_search_by(|v| v.name.as_str().cmp(name)) {
-            self.sent.remove(i);
-        }
-        self.declared.remove(name);
-    }
-
-    /// Every name the client holds, in order.
-    fn names(&self) -> impl Iterator<Item = &str> {
-        let mut names: Vec<&str> = self
-            .sent
-            .iter()
-            .map(|v| v.name.as_str())
-            .chain(self.declared.keys().map(String::as_str))
-            .collect();
-        names.sort_unstable();
-        names.into_iter()
-    }
-
-    /// Above this many edits the held list is made afresh rather than edited in place.
-    const EDIT_LIMIT: usize = 32;
-
-    /// Whether every resource the client holds was sent on this stream.
-    fn is_exact(&self) -> bool {
-        self.declared.is_empty()
-    }
-
-    /// The client now holds `changed` too (replacing what it held under those names) and no
-    /// longer holds `removed`.
-    fn apply(&mut self, changed: &[&Arc<Versioned>], removed: &[String]) {
-        for v in changed {
-            match self.sent.binary_search_by(|h| h.name.cmp(&v.name)) {
-                Ok(i) => self.sent[i] = Arc::clone(v),
-                Err(i) => self.sent.insert(i, Arc::clone(v)),
-            }
-        }
-        for name in removed {
-            self.forget(name);
-        }
-    }
-
-    /// The client now holds exactly `items` (in name order).
-    fn replace(&mut self, items: &[&Arc<Versioned>]) {
-        self.sent = items.iter().map(|v| Arc::clone(v)).collect();
-        self.sent.shrink_to_fit();
-        self.declared = BTreeMap::new();
-    }
 }
 
 /// A delta response.
@@ -201,10 +114,23 @@ pub enum Ack {
     Stale,
 }
 
+/// What to answer a request with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub t: ResourceType,
+    /// Whether a response may be due.
+    pub respond: bool,
+    /// Send one even when the content did not change since the last response.
+    pub force: bool,
+    /// State of the world: the version the client says it holds on its first request for
+    /// the type; when it is what would be sent, nothing is.
+    pub holds: Option<String>,
+}
+
 /// State of one stream, shared by both protocol variants.
 pub struct Stream {
     pub connection: Arc<Connection>,
-    pub watches: BTreeMap<ResourceType, Watch>,
+    pub watches: std::collections::BTreeMap<ResourceType, Watch>,
     next_nonce: u64,
 }
 
@@ -212,7 +138,7 @@ impl Stream {
     pub fn new(connection: Arc<Connection>) -> Stream {
         Stream {
             connection,
-            watches: BTreeMap::new(),
+            watches: Default::default(),
             next_nonce: 0,
         }
     }
@@ -240,10 +166,10 @@ impl Stream {
         let pending = watch.pending_since.take();
         match error {
             Some(message) => {
-                let resources: Vec<String> = if watch.wildcard {
+                let resources: Vec<String> = if watch.subscription.is_wildcard() {
                     vec!["*".to_string()]
                 } else {
-                    watch.names.iter().cloned().collect()
+                    watch.subscription.names().iter().cloned().collect()
                 };
                 tracing::warn!(
                     proxy = %self.connection.proxy.id,
@@ -278,6 +204,13 @@ impl Stream {
         }
     }
 
+    /// The names of the secrets the stream asks for.
+    pub fn secret_names(&self) -> Option<&BTreeSet<String>> {
+        self.watches
+            .get(&ResourceType::Sds)
+            .map(|w| w.subscription.names())
+    }
+
     fn record_push(&mut self, t: ResourceType, nonce: &str, version: &str, since: Option<Instant>) {
         let watch = self.watches.entry(t).or_default();
         watch.nonce = Some(nonce.to_string());
@@ -310,17 +243,14 @@ impl Stream {
         since: Option<Instant>,
     ) -> Option<xds_discovery::DiscoveryResponse> {
         let watch = self.watches.get_mut(&t)?;
-        if !watch.subscribed {
-            return None;
-        }
-        if !watch.wildcard && watch.names.is_empty() {
+        if !watch.subscription.asks_for_anything() {
             return None;
         }
         if !force && watch.unchanged(resources) {
             return None;
         }
         watch.seen = Some(resources.clone());
-        let items = watch.desired(resources);
+        let items = watch.subscription.select(resources);
         let version = watch.version(resources, &items);
         if !force && watch.sent_version.as_deref() == Some(version.as_str()) {
             return None;
@@ -340,7 +270,7 @@ impl Stream {
     /// reconnect).
     pub fn sotw_version(&self, t: ResourceType, resources: &TypedResources) -> Option<String> {
         let watch = self.watches.get(&t)?;
-        Some(watch.version(resources, &watch.desired(resources)))
+        Some(watch.version(resources, &watch.subscription.select(resources)))
     }
 
     /// Delta: the resources that changed since what the client holds, and those it holds that
@@ -354,7 +284,7 @@ impl Stream {
         since: Option<Instant>,
     ) -> Option<xds_discovery::DeltaDiscoveryResponse> {
         let watch = self.watches.get_mut(&t)?;
-        if !watch.subscribed {
+        if !watch.subscription.is_active() {
             return None;
         }
         if !force && watch.unchanged(resources) {
@@ -364,57 +294,58 @@ impl Stream {
         // versions.
         let version = resources.version.clone();
         let previous = watch.seen.replace(resources.clone());
+        let subscription = &mut watch.subscription;
         // The client holds exactly what the last response was computed from (under the same
         // subscription, or `seen` would have been cleared): send what changed since, from
         // the difference every stream making this move shares.
         if !force
             && let Some(previous) = previous
-            && watch.known.is_exact()
+            && subscription.held().is_exact()
         {
             let diff = resources.diff_from(&previous);
             let changed: Vec<&Arc<Versioned>> = diff
                 .changed
                 .iter()
-                .filter(|v| watch.wildcard || watch.names.contains(&v.name))
+                .filter(|v| subscription.wants(&v.name))
                 .collect();
             let removed: Vec<String> = diff
                 .removed
                 .iter()
-                .filter(|n| watch.known.contains(n))
+                .filter(|n| subscription.held().contains(n))
                 .cloned()
                 .collect();
             if changed.is_empty() && removed.is_empty() {
                 return None;
             }
-            if changed.len() + removed.len() > Known::EDIT_LIMIT {
-                let items = watch.desired(resources);
-                watch.known.replace(&items);
+            if changed.len() + removed.len() > Held::EDIT_LIMIT {
+                let items = subscription.select(resources);
+                subscription.held_mut().replace(&items);
             } else {
-                watch.known.apply(&changed, &removed);
+                subscription.held_mut().apply(&changed, &removed);
             }
             let response = delta_message(t, &version, &changed, removed, self.nonce());
             self.record_push(t, &response.nonce, &version, since);
             return Some(response);
         }
-        let items = watch.desired(resources);
+        let items = subscription.select(resources);
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
             .copied()
-            .filter(|v| watch.known.version(&v.name) != Some(v.version.as_str()))
+            .filter(|v| subscription.held().version(&v.name) != Some(v.version.as_str()))
             .collect();
         let present: BTreeSet<&str> = items.iter().map(|v| v.name.as_str()).collect();
-        let mut removed: Vec<String> = watch
-            .known
+        let mut removed: Vec<String> = subscription
+            .held()
             .names()
             .filter(|n| !present.contains(n))
             .map(str::to_string)
             .collect();
         // Explicitly requested names that do not exist are reported as removed, once, so the
         // client stops waiting for them.
-        if !watch.wildcard && force {
-            for name in &watch.names {
+        if !subscription.is_wildcard() && force {
+            for name in subscription.names() {
                 if !present.contains(name.as_str())
-                    && !watch.known.contains(name)
+                    && !subscription.held().contains(name)
                     && !removed.contains(name)
                 {
                     removed.push(name.clone());
@@ -422,7 +353,7 @@ impl Stream {
             }
         }
         // The client holds what this response brings it to: exactly `items`.
-        watch.known.replace(&items);
+        subscription.held_mut().replace(&items);
         if changed.is_empty() && removed.is_empty() && !force {
             return None;
         }
@@ -432,10 +363,292 @@ impl Stream {
     }
 }
 
+/// One of the two ADS request types: what its requests do to a stream and what its responses
+/// are. The stream loop (`serve`) is the same for both.
+pub trait AdsRequest: prost::Message + Default + Send + 'static {
+    /// Incremental (delta) rather than state of the world.
+    const DELTA: bool;
+    type Response: prost::Message + Send;
+
+    fn node(&self) -> Option<&xds_core::Node>;
+
+    fn type_url(&self) -> &str;
+
+    /// Applies the request for type `t` to the stream: its acknowledgement, then its
+    /// subscription.
+    fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer;
+
+    /// The response `t`'s set calls for, if any: for an answer to a request, or (`answer`
+    /// `None`) for a push of new content that changed at `since`.
+    fn respond(
+        stream: &mut Stream,
+        t: ResourceType,
+        set: &Arc<TypedResources>,
+        answer: Option<&Answer>,
+        since: Option<Instant>,
+    ) -> Option<Self::Response>;
+}
+
+impl AdsRequest for xds_discovery::DiscoveryRequest {
+    const DELTA: bool = false;
+    type Response = xds_discovery::DiscoveryResponse;
+
+    fn node(&self) -> Option<&xds_core::Node> {
+        self.node.as_ref()
+    }
+
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+
+    fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
+        let error = self.error_detail.as_ref().map(|s| s.message.as_str());
+        let ack = stream.acknowledge(t, &self.response_nonce, &self.version_info, error);
+        if ack == Ack::Stale {
+            // A reply to an older response: superseded by the newer one in flight.
+            return Answer {
+                t,
+                respond: false,
+                force: false,
+                holds: None,
+            };
+        }
+        let watch = stream.watches.entry(t).or_default();
+        let change = watch.subscription.sotw(t, &self.resource_names);
+        if change.changed {
+            watch.seen = None;
+        }
+        Answer {
+            t,
+            respond: change.changed || ack == Ack::Initial,
+            force: true,
+            holds: (ack == Ack::Initial && !self.version_info.is_empty())
+                .then(|| self.version_info.clone()),
+        }
+    }
+
+    fn respond(
+        stream: &mut Stream,
+        t: ResourceType,
+        set: &Arc<TypedResources>,
+        answer: Option<&Answer>,
+        since: Option<Instant>,
+    ) -> Option<Self::Response> {
+        let Some(answer) = answer else {
+            return stream.sotw_response(t, set, false, since);
+        };
+        if let Some(held) = &answer.holds
+            && stream.sotw_version(t, set).as_ref() == Some(held)
+        {
+            // Reconnected with exactly what we would send: nothing to do.
+            stream.mark_synced(t, held);
+            return None;
+        }
+        if !answer.respond {
+            return None;
+        }
+        stream.sotw_response(t, set, answer.force, None)
+    }
+}
+
+impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
+    const DELTA: bool = true;
+    type Response = xds_discovery::DeltaDiscoveryResponse;
+
+    fn node(&self) -> Option<&xds_core::Node> {
+        self.node.as_ref()
+    }
+
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+
+    fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
+        let error = self.error_detail.as_ref().map(|s| s.message.as_str());
+        let ack = stream.acknowledge(t, &self.response_nonce, "", error);
+        let watch = stream.watches.entry(t).or_default();
+        let change = watch.subscription.delta(
+            t,
+            &self.resource_names_subscribe,
+            &self.resource_names_unsubscribe,
+            &self.initial_resource_versions,
+        );
+        if change.changed {
+            // The subscription changed: the next response is computed afresh.
+            watch.seen = None;
+        }
+        // Something newly asked for is always answered, even when the client already holds
+        // it (it waits for a response, e.g. to finish initialising).
+        Answer {
+            t,
+            respond: ack != Ack::Stale || change.added,
+            force: change.added,
+            holds: None,
+        }
+    }
+
+    fn respond(
+        stream: &mut Stream,
+        t: ResourceType,
+        set: &Arc<TypedResources>,
+        answer: Option<&Answer>,
+        since: Option<Instant>,
+    ) -> Option<Self::Response> {
+        match answer {
+            None => stream.delta_response(t, set, false, since),
+            Some(a) if a.respond => stream.delta_response(t, set, a.force, None),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Serves a stream whose first request was `first`, until the client goes or the stream fails:
+/// answers requests, pushes each new snapshot's changes, and renews the stream's certificate.
+pub async fn serve<Q: AdsRequest>(
+    shared: &Shared,
+    connection: Arc<Connection>,
+    first: Q,
+    mut requests: Requests<Q>,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), Status> {
+    let mut rx = shared.snapshots.clone();
+    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
+    let mut secrets = secrets_for(shared, &connection.proxy);
+    let mut stream = Stream::new(connection.clone());
+    let mut next = Some(first);
+    loop {
+        if let Some(request) = next.take()
+            && let Some(t) = type_of(request.type_url(), &connection)
+        {
+            let answer = request.receive(&mut stream, t);
+            if t == ResourceType::Sds {
+                prepare_secrets(&mut secrets, &stream, &connection);
+            }
+            let set = set_of(t, &resources, &secrets);
+            if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
+                send(tx, r).await?;
+            }
+        }
+        tokio::select! {
+            biased;
+            message = requests.message() => {
+                match message? {
+                    Some(r) => next = Some(r),
+                    None => return Ok(()),
+                }
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
+                resources = latest;
+                for t in ResourceType::CONFIG {
+                    if let Some(r) = Q::respond(&mut stream, t, resources.get(t), None, Some(snapshot.changed_at)) {
+                        send(tx, r).await?;
+                    }
+                }
+            }
+            _ = renewal(&secrets) => {
+                if renew(&mut secrets, &connection)
+                    && let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), None, None)
+                {
+                    send(tx, r).await?;
+                }
+            }
+        }
+    }
+}
+
+/// The proxy's resources at the newest snapshot.
+async fn current(
+    shared: &Shared,
+    rx: &mut watch::Receiver<Arc<Snapshot>>,
+    connection: &Connection,
+) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
+    let snapshot = rx.borrow_and_update().clone();
+    let resources = shared.resources(&snapshot, &connection.proxy).await?;
+    connection.set_resources(resources.clone());
+    Ok((snapshot, resources))
+}
+
+/// Frames and queues a response, or ends the stream quietly when the client has gone.
+async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Result<(), Status> {
+    let framed = transport::frame(&message)?;
+    tx.send(Ok(framed))
+        .await
+        .map_err(|_| Status::cancelled("client went away"))
+}
+
+fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
+    let t = ResourceType::from_type_url(url);
+    if t.is_none() {
+        tracing::debug!(proxy = %connection.proxy.id, type_url = url, "request for an unserved type ignored");
+    }
+    t
+}
+
+/// The secrets of a stream: `default` only for a proxy that holds a workload certificate.
+fn secrets_for(shared: &Shared, proxy: &Proxy) -> Secrets {
+    let ca = shared.security.as_ref().map(|s| s.ca.clone());
+    let identity = proxy
+        .identity
+        .clone()
+        .filter(|_| proxy.workload_certificate);
+    Secrets::new(ca, identity)
+}
+
+/// The set a type's responses are made from.
+fn set_of<'a>(
+    t: ResourceType,
+    resources: &'a ProxyResources,
+    secrets: &'a Secrets,
+) -> &'a Arc<TypedResources> {
+    if t == ResourceType::Sds {
+        secrets.resources()
+    } else {
+        resources.get(t)
+    }
+}
+
+/// Makes sure the secrets a watch names exist (issuing the first certificate), and records
+/// them for debug views.
+fn prepare_secrets(secrets: &mut Secrets, stream: &Stream, connection: &Connection) {
+    let Some(names) = stream.secret_names() else {
+        return;
+    };
+    if let Err(e) = secrets.ensure(names) {
+        tracing::error!(proxy = %connection.proxy.id, error = %e, "issuing a workload certificate failed");
+    }
+    connection.set_secrets(secrets.dump.clone());
+}
+
+/// Sleeps until the stream's certificate is due for renewal (forever without one).
+async fn renewal(secrets: &Secrets) {
+    match secrets.renew_in() {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Renews the stream's certificate; on failure retries in 10 s (the old one stays valid until
+/// its expiry).
+fn renew(secrets: &mut Secrets, connection: &Connection) -> bool {
+    match secrets.renew() {
+        Ok(()) => {
+            connection.set_secrets(secrets.dump.clone());
+            true
+        }
+        Err(e) => {
+            tracing::error!(proxy = %connection.proxy.id, error = %e, "renewing a workload certificate failed");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Proxy;
     use crate::xds::Transport;
 
     fn stream() -> Stream {
@@ -476,24 +689,49 @@ mod tests {
         )
     }
 
+    fn delta_request(
+        t: ResourceType,
+        subscribe: &[&str],
+        unsubscribe: &[&str],
+        declared: &[(&str, &str)],
+    ) -> xds_discovery::DeltaDiscoveryRequest {
+        xds_discovery::DeltaDiscoveryRequest {
+            type_url: t.type_url().into(),
+            resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+            resource_names_unsubscribe: unsubscribe.iter().map(|n| n.to_string()).collect(),
+            initial_resource_versions: declared
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn delta_sends_what_the_client_does_not_hold() {
         let mut s = stream();
-        let watch = s.watches.entry(ResourceType::Cds).or_default();
-        watch.subscribed = true;
-        watch.wildcard = true;
         // Reconnected holding `a` at the current version, `b` at an old one, and `gone`.
-        watch.known.declare("a".into(), "1".into());
-        watch.known.declare("b".into(), "old".into());
-        watch.known.declare("gone".into(), "1".into());
-        let first = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
-        let r = s
-            .delta_response(ResourceType::Cds, &first, true, None)
-            .unwrap();
+        let first = delta_request(
+            ResourceType::Cds,
+            &[],
+            &[],
+            &[("a", "1"), ("b", "old"), ("gone", "1")],
+        );
+        let answer = first.receive(&mut s, ResourceType::Cds);
+        assert!(answer.respond && answer.force);
+        let set1 = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let r = xds_discovery::DeltaDiscoveryRequest::respond(
+            &mut s,
+            ResourceType::Cds,
+            &set1,
+            Some(&answer),
+            None,
+        )
+        .unwrap();
         assert_eq!(delta_names(&r), (vec!["b", "c"], vec!["gone"]));
-        let known = &s.watches[&ResourceType::Cds].known;
-        assert_eq!(known.version("b"), Some("1"));
-        assert!(!known.contains("gone"));
+        let held = s.watches[&ResourceType::Cds].subscription.held();
+        assert_eq!(held.version("b"), Some("1"));
+        assert!(!held.contains("gone"));
         // Nothing changed: nothing to send.
         let same = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
         assert!(
@@ -506,36 +744,42 @@ mod tests {
             .delta_response(ResourceType::Cds, &next, false, None)
             .unwrap();
         assert_eq!(delta_names(&r), (vec!["a"], vec!["c"]));
-        // The client unsubscribes from `b` (as the stream records it: forgotten, and the
-        // next response computed afresh): it is sent again when subscribed again.
-        let watch = s.watches.get_mut(&ResourceType::Cds).unwrap();
-        watch.known.forget("b");
-        watch.seen = None;
-        let r = s
-            .delta_response(
-                ResourceType::Cds,
-                &set(&[("a", "2"), ("b", "1")]),
-                false,
-                None,
-            )
-            .unwrap();
+        // The client leaves the wildcard for `a` alone: `b` is forgotten, and sent again when
+        // it is subscribed again.
+        delta_request(ResourceType::Cds, &["a"], &["*", "b"], &[])
+            .receive(&mut s, ResourceType::Cds);
+        assert!(
+            !s.watches[&ResourceType::Cds]
+                .subscription
+                .held()
+                .contains("b")
+        );
+        let answer =
+            delta_request(ResourceType::Cds, &["b"], &[], &[]).receive(&mut s, ResourceType::Cds);
+        let r = xds_discovery::DeltaDiscoveryRequest::respond(
+            &mut s,
+            ResourceType::Cds,
+            &set(&[("a", "2"), ("b", "1")]),
+            Some(&answer),
+            None,
+        )
+        .unwrap();
         assert_eq!(delta_names(&r), (vec!["b"], vec![]));
     }
 
     #[test]
     fn delta_by_name_sends_only_subscribed_changes() {
         let mut s = stream();
-        let watch = s.watches.entry(ResourceType::Eds).or_default();
-        watch.subscribed = true;
-        watch.names = ["a".to_string(), "b".to_string()].into();
-        let r = s
-            .delta_response(
-                ResourceType::Eds,
-                &set(&[("a", "1"), ("b", "1"), ("c", "1")]),
-                true,
-                None,
-            )
-            .unwrap();
+        let answer = delta_request(ResourceType::Eds, &["a", "b"], &[], &[])
+            .receive(&mut s, ResourceType::Eds);
+        let r = xds_discovery::DeltaDiscoveryRequest::respond(
+            &mut s,
+            ResourceType::Eds,
+            &set(&[("a", "1"), ("b", "1"), ("c", "1")]),
+            Some(&answer),
+            None,
+        )
+        .unwrap();
         assert_eq!(delta_names(&r), (vec!["a", "b"], vec![]));
         // A resource the client did not subscribe to changes: nothing to send.
         let r = s.delta_response(
@@ -554,9 +798,54 @@ mod tests {
             )
             .unwrap();
         assert_eq!(delta_names(&r), (vec!["a"], vec!["b"]));
-        let known = &s.watches[&ResourceType::Eds].known;
-        assert_eq!(known.version("a"), Some("2"));
-        assert!(!known.contains("b") && !known.contains("c"));
+        let held = s.watches[&ResourceType::Eds].subscription.held();
+        assert_eq!(held.version("a"), Some("2"));
+        assert!(!held.contains("b") && !held.contains("c"));
+    }
+
+    #[test]
+    fn sotw_reconnect_holding_the_current_version_is_not_answered() {
+        let mut s = stream();
+        let current = set(&[("a", "1")]);
+        let version = current.version.clone();
+        let request = xds_discovery::DiscoveryRequest {
+            type_url: ResourceType::Cds.type_url().into(),
+            version_info: version.clone(),
+            ..Default::default()
+        };
+        let answer = request.receive(&mut s, ResourceType::Cds);
+        assert_eq!(answer.holds.as_deref(), Some(version.as_str()));
+        let r = xds_discovery::DiscoveryRequest::respond(
+            &mut s,
+            ResourceType::Cds,
+            &current,
+            Some(&answer),
+            None,
+        );
+        assert!(r.is_none());
+        assert_eq!(
+            s.connection.view().types[&ResourceType::Cds]
+                .acked
+                .as_deref(),
+            Some(version.as_str())
+        );
+        // Holding an older version: answered.
+        let mut s = stream();
+        let request = xds_discovery::DiscoveryRequest {
+            type_url: ResourceType::Cds.type_url().into(),
+            version_info: "old".into(),
+            ..Default::default()
+        };
+        let answer = request.receive(&mut s, ResourceType::Cds);
+        let r = xds_discovery::DiscoveryRequest::respond(
+            &mut s,
+            ResourceType::Cds,
+            &current,
+            Some(&answer),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.version_info, version);
     }
 
     #[test]
