@@ -351,121 +351,214 @@ struct Status<'a> {
 
 /// Injects the sidecar into `pod` (a Pod, or a pod template: `metadata` and `spec`).
 /// `workload` names the workload, the canonical name when the labels give none.
+///
+/// The steps, in order: read what the pod has; skip it (already injected, opted out, host
+/// network, an ignored namespace) or refuse it (names the injection needs are taken); read the
+/// injection settings from its annotations; make the containers and volumes; add them; label
+/// and annotate the pod as istiod does.
 pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome, InjectError> {
-    let object = pod.as_object().ok_or(InjectError::NotAnObject("the pod"))?;
-    let meta = object.get("metadata");
-    if meta.is_some_and(|m| !m.is_object()) {
-        return Err(InjectError::NotAnObject("metadata"));
+    let found = Found::read(pod)?;
+    if let Some(skip) = found.skip() {
+        return Ok(Outcome::Skipped(skip));
     }
-    let spec = object
-        .get("spec")
-        .and_then(Value::as_object)
-        .ok_or(InjectError::NotAnObject("spec"))?;
-    let labels = strings(meta.and_then(|m| m.get("labels")));
-    let annotations = strings(meta.and_then(|m| m.get("annotations")));
-    let containers = names(spec.get("containers"));
-    let init_containers = names(spec.get("initContainers"));
-    let volumes = names(spec.get("volumes"));
+    found.check_names()?;
+    let settings = Settings::read(&found.annotations, opts)?;
+    let sidecar = Sidecar {
+        init: init_container(&settings, opts),
+        proxy: proxy_container(&settings, &found.annotations),
+        volumes: volumes(opts),
+        native: settings.native,
+    };
+    let mut out = pod.clone();
+    let status = sidecar.add_to(&mut out)?;
+    label_and_annotate(&mut out, &found, workload, status)?;
+    Ok(Outcome::Injected {
+        pod: out,
+        warnings: settings.warnings,
+    })
+}
 
-    if annotations.contains_key(STATUS_ANNOTATION)
-        || containers.iter().any(|c| c == PROXY_CONTAINER)
-        || init_containers.iter().any(|c| c == PROXY_CONTAINER)
-    {
-        return Ok(Outcome::Skipped(Skip::AlreadyInjected));
+/// What the pod has before injection.
+struct Found {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    namespace: Option<String>,
+    host_network: bool,
+    containers: Vec<String>,
+    init_containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Found {
+    fn read(pod: &Value) -> Result<Found, InjectError> {
+        let object = pod.as_object().ok_or(InjectError::NotAnObject("the pod"))?;
+        let meta = object.get("metadata");
+        if meta.is_some_and(|m| !m.is_object()) {
+            return Err(InjectError::NotAnObject("metadata"));
+        }
+        let spec = object
+            .get("spec")
+            .and_then(Value::as_object)
+            .ok_or(InjectError::NotAnObject("spec"))?;
+        Ok(Found {
+            labels: strings(meta.and_then(|m| m.get("labels"))),
+            annotations: strings(meta.and_then(|m| m.get("annotations"))),
+            namespace: meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            host_network: spec.get("hostNetwork").and_then(Value::as_bool) == Some(true),
+            containers: names(spec.get("containers")),
+            init_containers: names(spec.get("initContainers")),
+            volumes: names(spec.get("volumes")),
+        })
     }
-    if !opted_in(&labels, &annotations) {
-        return Ok(Outcome::Skipped(Skip::OptedOut));
+
+    /// Why the pod is left as it is, if it is.
+    fn skip(&self) -> Option<Skip> {
+        if self.annotations.contains_key(STATUS_ANNOTATION)
+            || self.containers.iter().any(|c| c == PROXY_CONTAINER)
+            || self.init_containers.iter().any(|c| c == PROXY_CONTAINER)
+        {
+            return Some(Skip::AlreadyInjected);
+        }
+        if !opted_in(&self.labels, &self.annotations) {
+            return Some(Skip::OptedOut);
+        }
+        if self.host_network {
+            return Some(Skip::HostNetwork);
+        }
+        self.namespace
+            .as_deref()
+            .filter(|ns| IGNORED_NAMESPACES.contains(ns))
+            .map(|ns| Skip::IgnoredNamespace(ns.to_string()))
     }
-    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
-        return Ok(Outcome::Skipped(Skip::HostNetwork));
-    }
-    if let Some(ns) = meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .filter(|ns| IGNORED_NAMESPACES.contains(ns))
-    {
-        return Ok(Outcome::Skipped(Skip::IgnoredNamespace(ns.to_string())));
-    }
-    if containers.is_empty() {
-        return Err(InjectError::NoContainers);
-    }
-    if init_containers.iter().any(|c| c == INIT_CONTAINER) {
-        return Err(InjectError::NameTaken {
-            field: "spec.initContainers",
-            name: INIT_CONTAINER.into(),
-        });
-    }
-    for v in [VOLUME_ENVOY, VOLUME_PODINFO, VOLUME_TOKEN, VOLUME_ROOT] {
-        if volumes.iter().any(|n| n == v) {
+
+    /// The pod has containers, and none of the names injection adds is taken.
+    fn check_names(&self) -> Result<(), InjectError> {
+        if self.containers.is_empty() {
+            return Err(InjectError::NoContainers);
+        }
+        if self.init_containers.iter().any(|c| c == INIT_CONTAINER) {
             return Err(InjectError::NameTaken {
-                field: "spec.volumes",
-                name: v.into(),
+                field: "spec.initContainers",
+                name: INIT_CONTAINER.into(),
             });
         }
-    }
-
-    let mut warnings = Vec::new();
-    let annotation = |k: &str| annotations.get(k).map(String::as_str);
-    let include_ranges = annotation(ANNOTATION_INCLUDE_RANGES).unwrap_or("*");
-    check_ranges(ANNOTATION_INCLUDE_RANGES, include_ranges, true)?;
-    let exclude_ranges = annotation(ANNOTATION_EXCLUDE_RANGES).unwrap_or("");
-    check_ranges(ANNOTATION_EXCLUDE_RANGES, exclude_ranges, false)?;
-    let include_inbound = annotation(ANNOTATION_INCLUDE_INBOUND).unwrap_or("*");
-    check_ports(ANNOTATION_INCLUDE_INBOUND, include_inbound, true)?;
-    let exclude_inbound = annotation(ANNOTATION_EXCLUDE_INBOUND).unwrap_or("");
-    check_ports(ANNOTATION_EXCLUDE_INBOUND, exclude_inbound, false)?;
-    let status_port = annotation(ANNOTATION_STATUS_PORT)
-        .map(str::to_string)
-        .unwrap_or_else(|| STATUS_PORT.to_string());
-    if status_port.trim() != "0" {
-        check_ports(ANNOTATION_STATUS_PORT, &status_port, false)?;
-    }
-    let exclude_outbound = annotation(ANNOTATION_EXCLUDE_OUTBOUND);
-    if let Some(v) = exclude_outbound {
-        check_ports(ANNOTATION_EXCLUDE_OUTBOUND, v, false)?;
-    }
-    let include_outbound = annotation(ANNOTATION_INCLUDE_OUTBOUND);
-    if let Some(v) = include_outbound {
-        check_ports(ANNOTATION_INCLUDE_OUTBOUND, v, false)?;
-    }
-    let mode = match annotation(ANNOTATION_INTERCEPTION).unwrap_or("REDIRECT") {
-        "REDIRECT" => "REDIRECT",
-        "NONE" => "NONE",
-        "TPROXY" => {
-            warnings.push(format!(
-                "{ANNOTATION_INTERCEPTION}: TPROXY is not supported without istio-agent; REDIRECT is used"
-            ));
-            "REDIRECT"
+        for v in [VOLUME_ENVOY, VOLUME_PODINFO, VOLUME_TOKEN, VOLUME_ROOT] {
+            if self.volumes.iter().any(|n| n == v) {
+                return Err(InjectError::NameTaken {
+                    field: "spec.volumes",
+                    name: v.into(),
+                });
+            }
         }
-        other => {
+        Ok(())
+    }
+}
+
+/// The injection settings a pod's annotations choose (istiod's annotations), checked.
+struct Settings {
+    include_ranges: String,
+    exclude_ranges: String,
+    include_inbound: String,
+    exclude_inbound: String,
+    status_port: String,
+    exclude_outbound: Option<String>,
+    include_outbound: Option<String>,
+    /// Interception mode: REDIRECT or NONE.
+    mode: &'static str,
+    log_level: String,
+    native: bool,
+    proxy_image: String,
+    warnings: Vec<String>,
+}
+
+impl Settings {
+    fn read(
+        annotations: &BTreeMap<String, String>,
+        opts: &Options,
+    ) -> Result<Settings, InjectError> {
+        let annotation = |k: &str| annotations.get(k).map(String::as_str);
+        let mut warnings = Vec::new();
+        let include_ranges = annotation(ANNOTATION_INCLUDE_RANGES).unwrap_or("*");
+        check_ranges(ANNOTATION_INCLUDE_RANGES, include_ranges, true)?;
+        let exclude_ranges = annotation(ANNOTATION_EXCLUDE_RANGES).unwrap_or("");
+        check_ranges(ANNOTATION_EXCLUDE_RANGES, exclude_ranges, false)?;
+        let include_inbound = annotation(ANNOTATION_INCLUDE_INBOUND).unwrap_or("*");
+        check_ports(ANNOTATION_INCLUDE_INBOUND, include_inbound, true)?;
+        let exclude_inbound = annotation(ANNOTATION_EXCLUDE_INBOUND).unwrap_or("");
+        check_ports(ANNOTATION_EXCLUDE_INBOUND, exclude_inbound, false)?;
+        let status_port = annotation(ANNOTATION_STATUS_PORT)
+            .map(str::to_string)
+            .unwrap_or_else(|| STATUS_PORT.to_string());
+        if status_port.trim() != "0" {
+            check_ports(ANNOTATION_STATUS_PORT, &status_port, false)?;
+        }
+        let exclude_outbound = annotation(ANNOTATION_EXCLUDE_OUTBOUND);
+        if let Some(v) = exclude_outbound {
+            check_ports(ANNOTATION_EXCLUDE_OUTBOUND, v, false)?;
+        }
+        let include_outbound = annotation(ANNOTATION_INCLUDE_OUTBOUND);
+        if let Some(v) = include_outbound {
+            check_ports(ANNOTATION_INCLUDE_OUTBOUND, v, false)?;
+        }
+        let mode = match annotation(ANNOTATION_INTERCEPTION).unwrap_or("REDIRECT") {
+            "REDIRECT" => "REDIRECT",
+            "NONE" => "NONE",
+            "TPROXY" => {
+                warnings.push(format!(
+                    "{ANNOTATION_INTERCEPTION}: TPROXY is not supported without istio-agent; REDIRECT is used"
+                ));
+                "REDIRECT"
+            }
+            other => {
+                return Err(bad(
+                    ANNOTATION_INTERCEPTION,
+                    other,
+                    "not REDIRECT, TPROXY or NONE",
+                ));
+            }
+        };
+        let log_level = annotation(ANNOTATION_LOG_LEVEL).unwrap_or("warning");
+        if ![
+            "trace", "debug", "info", "warning", "warn", "error", "critical", "off",
+        ]
+        .contains(&log_level)
+        {
             return Err(bad(
-                ANNOTATION_INTERCEPTION,
-                other,
-                "not REDIRECT, TPROXY or NONE",
+                ANNOTATION_LOG_LEVEL,
+                log_level,
+                "not an Envoy log level",
             ));
         }
-    };
-    let log_level = annotation(ANNOTATION_LOG_LEVEL).unwrap_or("warning");
-    if ![
-        "trace", "debug", "info", "warning", "warn", "error", "critical", "off",
-    ]
-    .contains(&log_level)
-    {
-        return Err(bad(
-            ANNOTATION_LOG_LEVEL,
-            log_level,
-            "not an Envoy log level",
-        ));
+        let native = match annotation(ANNOTATION_NATIVE).map(|s| s.to_ascii_lowercase()) {
+            None => opts.native_sidecars,
+            Some(s) if s == "true" => true,
+            Some(s) if s == "false" => false,
+            Some(s) => return Err(bad(ANNOTATION_NATIVE, &s, "not true or false")),
+        };
+        Ok(Settings {
+            include_ranges: include_ranges.to_string(),
+            exclude_ranges: exclude_ranges.to_string(),
+            include_inbound: include_inbound.to_string(),
+            exclude_inbound: exclude_inbound.to_string(),
+            status_port,
+            exclude_outbound: exclude_outbound.map(str::to_string),
+            include_outbound: include_outbound.map(str::to_string),
+            mode,
+            log_level: log_level.to_string(),
+            native,
+            proxy_image: annotation(ANNOTATION_PROXY_IMAGE)
+                .unwrap_or(&opts.proxy_image)
+                .to_string(),
+            warnings,
+        })
     }
-    let native = match annotation(ANNOTATION_NATIVE).map(|s| s.to_ascii_lowercase()) {
-        None => opts.native_sidecars,
-        Some(s) if s == "true" => true,
-        Some(s) if s == "false" => false,
-        Some(s) => return Err(bad(ANNOTATION_NATIVE, &s, "not true or false")),
-    };
-    let proxy_image = annotation(ANNOTATION_PROXY_IMAGE).unwrap_or(&opts.proxy_image);
+}
 
-    // istio-init: the capture, after the bootstrap is written.
+/// istio-init: the capture (`bowline istio-iptables`), after it writes the bootstrap.
+fn init_container(settings: &Settings, opts: &Options) -> Container {
     let mut args: Vec<String> = [
         "istio-iptables",
         "-p",
@@ -475,27 +568,27 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
         "-u",
         &PROXY_UID.to_string(),
         "-m",
-        mode,
+        settings.mode,
         "-i",
-        include_ranges,
+        &settings.include_ranges,
         "-x",
-        exclude_ranges,
+        &settings.exclude_ranges,
         "-b",
-        include_inbound,
+        &settings.include_inbound,
         "-d",
         &format!(
             "{PROMETHEUS_PORT},{READINESS_PORT},{}",
-            exclude_inbound_port(&status_port, exclude_inbound)
+            exclude_inbound_port(&settings.status_port, &settings.exclude_inbound)
         ),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if let Some(v) = exclude_outbound {
-        args.extend(["-o".to_string(), v.to_string()]);
+    if let Some(v) = &settings.exclude_outbound {
+        args.extend(["-o".to_string(), v.clone()]);
     }
-    if let Some(v) = include_outbound {
-        args.extend(["-q".to_string(), v.to_string()]);
+    if let Some(v) = &settings.include_outbound {
+        args.extend(["-q".to_string(), v.clone()]);
     }
     args.extend([
         "--".to_string(),
@@ -510,13 +603,13 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
         format!("--xds-server-name={}", opts.xds_server_name()),
         format!("--token-file={TOKEN_DIR}/{VOLUME_TOKEN}"),
         format!("--root-cert={ROOT_DIR}/root-cert.pem"),
-        format!("--interception-mode={mode}"),
+        format!("--interception-mode={}", settings.mode),
         format!("--proxy-listen-port={PROXY_PORT}"),
         format!("--proxy-inbound-listen-port={INBOUND_CAPTURE_PORT}"),
         format!("--prometheus-port={PROMETHEUS_PORT}"),
         format!("--readiness-port={READINESS_PORT}"),
     ]);
-    let init = Container {
+    Container {
         name: INIT_CONTAINER.into(),
         image: Some(opts.injector_image.clone()),
         args: Some(args),
@@ -546,13 +639,18 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
             mount(VOLUME_ROOT, ROOT_DIR, true),
         ]),
         ..Default::default()
-    };
+    }
+}
 
-    // istio-proxy: stock Envoy on that bootstrap.
+/// istio-proxy: stock Envoy on the bootstrap istio-init wrote, with the resources the pod's
+/// annotations ask for.
+fn proxy_container(settings: &Settings, annotations: &BTreeMap<String, String>) -> Container {
     let quantities = |keys: [(&str, &str); 2]| -> BTreeMap<String, Quantity> {
         keys.iter()
             .filter_map(|(key, resource)| {
-                annotation(key).map(|v| (resource.to_string(), Quantity(v.to_string())))
+                annotations
+                    .get(*key)
+                    .map(|v| (resource.to_string(), Quantity(v.clone())))
             })
             .collect()
     };
@@ -569,9 +667,9 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
         limits: (!limits.is_empty()).then_some(limits),
         ..Default::default()
     });
-    let proxy = Container {
+    Container {
         name: PROXY_CONTAINER.into(),
-        image: Some(proxy_image.to_string()),
+        image: Some(settings.proxy_image.clone()),
         command: Some(vec!["envoy".into()]),
         args: Some(
             [
@@ -581,7 +679,7 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
                 "2",
                 "--disable-hot-restart",
                 "--log-level",
-                log_level,
+                &settings.log_level,
             ]
             .iter()
             .map(|s| s.to_string())
@@ -620,11 +718,15 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
             ..Default::default()
         }),
         volume_mounts: Some(vec![mount(VOLUME_ENVOY, ENVOY_DIR, true)]),
-        restart_policy: native.then(|| "Always".to_string()),
+        restart_policy: settings.native.then(|| "Always".to_string()),
         ..Default::default()
-    };
+    }
+}
 
-    let new_volumes = [
+/// The volumes the injected containers use: Envoy's working directory, the pod's labels and
+/// annotations, the projected `istio-ca` token and the mesh root.
+fn volumes(opts: &Options) -> [Volume; 4] {
+    [
         Volume {
             name: VOLUME_ENVOY.into(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -680,76 +782,101 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
             }),
             ..Default::default()
         },
-    ];
+    ]
+}
 
-    let (injected_init, injected_containers): (Vec<&Container>, Vec<&Container>) = if native {
-        (vec![&init, &proxy], vec![])
-    } else {
-        (vec![&init], vec![&proxy])
-    };
-    let status = Status {
-        init_containers: Some(injected_init.iter().map(|c| c.name.as_str()).collect()),
-        containers: (!injected_containers.is_empty()).then(|| {
-            injected_containers
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect()
-        }),
-        volumes: Some(new_volumes.iter().map(|v| v.name.as_str()).collect()),
-        image_pull_secrets: None,
-        revision: "default",
-    };
-    let status = serde_json::to_string(&status).unwrap_or_default();
+/// What injection adds to a pod's spec.
+struct Sidecar {
+    init: Container,
+    proxy: Container,
+    volumes: [Volume; 4],
+    /// The proxy runs as a native sidecar (an init container that keeps running).
+    native: bool,
+}
 
-    let mut out = pod.clone();
-    let Some(out_obj) = out.as_object_mut() else {
-        return Err(InjectError::NotAnObject("the pod"));
-    };
-    // Init containers: istio-init first (it must run before anything that uses the
-    // network), then the native sidecar, then the pod's own.
-    let spec = out_obj
-        .get_mut("spec")
-        .and_then(Value::as_object_mut)
-        .ok_or(InjectError::NotAnObject("spec"))?;
-    let mut inits: Vec<Value> = injected_init.iter().map(|c| to_value(*c)).collect();
-    if let Some(existing) = spec.get("initContainers").and_then(Value::as_array) {
-        inits.extend(existing.iter().cloned());
+impl Sidecar {
+    /// Adds the containers and volumes to `pod`'s spec: istio-init first among the init
+    /// containers (it must run before anything that uses the network), then the native
+    /// sidecar, then the pod's own; the proxy last among the containers otherwise. Returns
+    /// istiod's status annotation, naming what was added.
+    fn add_to(&self, pod: &mut Value) -> Result<String, InjectError> {
+        let (injected_init, injected_containers): (Vec<&Container>, Vec<&Container>) =
+            if self.native {
+                (vec![&self.init, &self.proxy], vec![])
+            } else {
+                (vec![&self.init], vec![&self.proxy])
+            };
+        let status = Status {
+            init_containers: Some(injected_init.iter().map(|c| c.name.as_str()).collect()),
+            containers: (!injected_containers.is_empty()).then(|| {
+                injected_containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect()
+            }),
+            volumes: Some(self.volumes.iter().map(|v| v.name.as_str()).collect()),
+            image_pull_secrets: None,
+            revision: "default",
+        };
+        let status = serde_json::to_string(&status).unwrap_or_default();
+        let spec = pod
+            .as_object_mut()
+            .ok_or(InjectError::NotAnObject("the pod"))?
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or(InjectError::NotAnObject("spec"))?;
+        let mut inits: Vec<Value> = injected_init.iter().map(|c| to_value(*c)).collect();
+        if let Some(existing) = spec.get("initContainers").and_then(Value::as_array) {
+            inits.extend(existing.iter().cloned());
+        }
+        spec.insert("initContainers".into(), Value::Array(inits));
+        if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+            list.extend(injected_containers.iter().map(|c| to_value(*c)));
+        }
+        let mut vols: Vec<Value> = spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        vols.extend(self.volumes.iter().map(to_value));
+        spec.insert("volumes".into(), Value::Array(vols));
+        Ok(status)
     }
-    spec.insert("initContainers".into(), Value::Array(inits));
-    if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        list.extend(injected_containers.iter().map(|c| to_value(*c)));
-    }
-    let mut vols: Vec<Value> = spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    vols.extend(new_volumes.iter().map(to_value));
-    spec.insert("volumes".into(), Value::Array(vols));
+}
 
-    let meta = out_obj
+/// istiod's labels (`security.istio.io/tlsMode`, the canonical name and revision, unless the
+/// pod sets them) and annotations (the default container, the injection status).
+fn label_and_annotate(
+    pod: &mut Value,
+    found: &Found,
+    workload: &str,
+    status: String,
+) -> Result<(), InjectError> {
+    let meta = pod
+        .as_object_mut()
+        .ok_or(InjectError::NotAnObject("the pod"))?
         .entry("metadata")
         .or_insert_with(|| Value::Object(Default::default()));
     let Some(meta) = meta.as_object_mut() else {
         return Err(InjectError::NotAnObject("metadata"));
     };
-    let canonical_name = [
+    let first_label = |keys: [&str; 3]| {
+        keys.iter()
+            .find_map(|k| found.labels.get(*k).filter(|v| !v.is_empty()).cloned())
+    };
+    let canonical_name = first_label([
         "service.istio.io/canonical-name",
         "app.kubernetes.io/name",
         "app",
-    ]
-    .iter()
-    .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()).cloned())
+    ])
     .unwrap_or_else(|| workload.to_string());
     let canonical_name: String = canonical_name.chars().take(63).collect();
     let canonical_name = canonical_name.trim_end_matches('-').to_string();
-    let canonical_revision = [
+    let canonical_revision = first_label([
         "service.istio.io/canonical-revision",
         "app.kubernetes.io/version",
         "version",
-    ]
-    .iter()
-    .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()).cloned())
+    ])
     .unwrap_or_else(|| "latest".to_string());
     let label_map = meta
         .entry("labels")
@@ -777,13 +904,15 @@ pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome
             "kubectl.kubernetes.io/default-container",
             "kubectl.kubernetes.io/default-logs-container",
         ] {
-            if !a.contains_key(k) {
-                a.insert(k.into(), Value::String(containers[0].clone()));
+            if !a.contains_key(k)
+                && let Some(first) = found.containers.first()
+            {
+                a.insert(k.into(), Value::String(first.clone()));
             }
         }
         a.insert(STATUS_ANNOTATION.into(), Value::String(status));
     }
-    Ok(Outcome::Injected { pod: out, warnings })
+    Ok(())
 }
 
 /// `/inject`: AdmissionReview v1 for Pods, answered with a JSONPatch.
