@@ -7,7 +7,9 @@
 //! authorizer written in the test. Every `testdata/translate/authz-*` golden case is also pushed
 //! to a real Envoy, which must accept it (no NACK).
 //!
-//! Peer identities (principals, namespaces) need mutual TLS and are not exercised here.
+//! Peer identities need mutual TLS: for principals written with a wildcard trust domain, the
+//! sidecar gets certificates (token on the TLS port) and the test calls it with certificates
+//! bowline signed for two identities.
 //! Without Envoy each test prints a skip line and passes, unless `CI=true`.
 
 mod common;
@@ -78,6 +80,17 @@ struct Setup {
 
 impl Setup {
     async fn start(mesh: Option<&str>, egress: bool, extra: &str) -> Option<Setup> {
+        Setup::start_with(mesh, egress, extra, false).await
+    }
+
+    /// `token`: the sidecar proves its identity on the TLS port and gets certificates (mutual
+    /// TLS, so peer identities).
+    async fn start_with(
+        mesh: Option<&str>,
+        egress: bool,
+        extra: &str,
+        token: bool,
+    ) -> Option<Setup> {
         let envoy_bin = envoy_bin()?;
         let net = Net::new();
         let http = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "reviews")
@@ -98,9 +111,12 @@ impl Setup {
             ),
         );
         bowline.start().await;
-        let spec = ProxySpec::sidecar("reviews-0", NS, net.ip(10))
+        let mut spec = ProxySpec::sidecar("reviews-0", NS, net.ip(10))
             .label("app", "reviews")
             .service_account("reviews");
+        if token {
+            spec = spec.with_token();
+        }
         let envoy = Envoy::start(&envoy_bin, &bowline, spec).await;
         bowline
             .wait_synced(&envoy.proxy_id(), LONG)
@@ -226,6 +242,86 @@ async fn allow_deny_and_deny_all() {
         wait_until(LONG, async || !s.tcp_greets().await).await,
         "DENY on the TCP port refuses connections"
     );
+    s.no_nack().await;
+}
+
+// --- Peer identities ---------------------------------------------------------------------
+
+impl Setup {
+    /// The status of `GET /` over mutual TLS with a certificate bowline signed for `<NS>/<sa>`.
+    async fn status_as(&self, sa: &str) -> Option<u16> {
+        let token = bowline::cli::bootstrap::sign_token(
+            &self.bowline.ca_dir,
+            "cluster.local",
+            NS,
+            sa,
+            Duration::from_secs(3600),
+        )
+        .expect("token");
+        let (chain, key) = common::tls::create_certificate(self.bowline.xds_addr, &token)
+            .await
+            .expect("certificate");
+        let (_, answer) = common::tls::exchange(
+            self.listener(),
+            Some((&chain[..chain.len().saturating_sub(1)].concat(), &key)),
+            &["istio"],
+            b"GET / HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .ok()?;
+        String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+    }
+
+    async fn expect_as(&self, sa: &str, want: u16) {
+        let mut last = None;
+        let ok = wait_until(LONG, async || {
+            last = self.status_as(sa).await;
+            last == Some(want)
+        })
+        .await;
+        assert!(ok, "GET / as {sa}: expected {want}, last answer {last:?}");
+    }
+}
+
+/// A DENY naming a principal whose trust domain is a wildcard matching the mesh's
+/// (`cluster*`): as istiod, that is the mesh's trust domain, so the identity is refused over
+/// mutual TLS while another is admitted; an ALLOW written the same way admits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_with_a_wildcard_trust_domain() {
+    let strict = format!(
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {{name: strict, namespace: {NS}}}\nspec: {{mtls: {{mode: STRICT}}}}\n"
+    );
+    let Some(s) = Setup::start_with(None, false, &strict, true).await else {
+        return;
+    };
+    s.expect_as("c", 200).await;
+    s.bowline.write(
+        "deny.yaml",
+        &policy(
+            "not-c",
+            &format!(
+                "  action: DENY\n  rules:\n  - from:\n    - source: {{principals: [\"cluster*/ns/{NS}/sa/c\"]}}\n"
+            ),
+        ),
+    );
+    s.expect_as("c", 403).await;
+    s.expect_as("d", 200).await;
+    s.bowline.remove("deny.yaml");
+    s.bowline.write(
+        "allow.yaml",
+        &policy(
+            "only-c",
+            &format!(
+                "  rules:\n  - from:\n    - source: {{principals: [\"clu*/ns/{NS}/sa/c\"]}}\n"
+            ),
+        ),
+    );
+    s.expect_as("d", 403).await;
+    s.expect_as("c", 200).await;
     s.no_nack().await;
 }
 
