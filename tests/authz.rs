@@ -4,7 +4,8 @@
 //! ALLOW, `spec: {}` denying everything, DENY on a TCP port), RequestAuthentication (a JWT signed
 //! in the test with `openssl`: valid token accepted, invalid one rejected with 401, missing one
 //! refused only where a policy requires a request principal) and CUSTOM with an HTTP
-//! authorizer written in the test. Every `testdata/translate/authz-*` golden case is also pushed
+//! authorizer written in the test, also next to invalid extension providers (a policy naming
+//! one denies what it selects). Every `testdata/translate/authz-*` golden case is also pushed
 //! to a real Envoy, which must accept it (no NACK).
 //!
 //! Peer identities need mutual TLS: for principals written with a wildcard trust domain, the
@@ -464,17 +465,10 @@ spec:
 
 // --- CUSTOM ------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_http_authorizer() {
-    // The authorizer is a test backend: it allows (200) unless the checked request carries
-    // `x-status: 403`, which the provider forwards to it.
-    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
-        .await
-        .expect("authorizer");
-    let mesh = format!(
-        "extensionProviders:\n- name: test-authz\n  envoyExtAuthzHttp:\n    service: authz.{NS}.svc.cluster.local\n    port: 8000\n    includeRequestHeadersInCheck: [x-status]\n"
-    );
-    let config = format!(
+/// The authorizer's Service and WorkloadEntry (the test backend on `port`), and a CUSTOM policy
+/// `name` sending `/checked/*` to `provider`.
+fn authorizer_config(port: u16) -> String {
+    format!(
         r#"---
 apiVersion: v1
 kind: Service
@@ -487,19 +481,37 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: authz-0, namespace: {NS}}}
 spec: {{address: 127.0.0.1, labels: {{app: authz}}}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: ext, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: reviews}}}}
-  action: CUSTOM
-  provider: {{name: test-authz}}
-  rules:
-  - to:
-    - operation: {{paths: ["/checked/*"]}}
-"#,
-        port = authorizer.addr.port()
+"#
+    )
+}
+
+fn custom_policy(provider: &str) -> String {
+    policy(
+        "ext",
+        &format!(
+            "  selector: {{matchLabels: {{app: reviews}}}}\n  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules:\n  - to:\n    - operation: {{paths: [\"/checked/*\"]}}\n"
+        ),
+    )
+}
+
+/// The authorizer allows (200) unless the checked request carries `x-status: 403`, which the
+/// provider forwards to it.
+fn test_authz_provider() -> String {
+    format!(
+        "- name: test-authz\n  envoyExtAuthzHttp:\n    service: authz.{NS}.svc.cluster.local\n    port: 8000\n    includeRequestHeadersInCheck: [x-status]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_authorizer() {
+    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
+        .await
+        .expect("authorizer");
+    let mesh = format!("extensionProviders:\n{}", test_authz_provider());
+    let config = format!(
+        "{}---\n{}",
+        authorizer_config(authorizer.addr.port()),
+        custom_policy("test-authz")
     );
     let Some(s) = Setup::start(Some(&mesh), true, &config).await else {
         return;
@@ -514,6 +526,58 @@ spec:
         before,
         "unselected request was checked"
     );
+    s.no_nack().await;
+}
+
+/// Invalid extension providers next to a good one: bowline starts with the rest of the mesh
+/// config, a CUSTOM policy naming an invalid provider denies what it selects (and is reported),
+/// and the good provider keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_provider_fails_closed_only_where_named() {
+    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
+        .await
+        .expect("authorizer");
+    let mesh = format!(
+        "extensionProviders:\n{}\
+         - name: broken\n  envoyExtAuthzHttp: {{service: authz.{NS}.svc.cluster.local, port: 0}}\n\
+         - name: Tracing_Main\n  zipkin: {{service: zipkin.istio-system.svc.cluster.local, port: 9411}}\n",
+        test_authz_provider()
+    );
+    let Some(s) = Setup::start(
+        Some(&mesh),
+        true,
+        &authorizer_config(authorizer.addr.port()),
+    )
+    .await
+    else {
+        return;
+    };
+    assert!(
+        s.bowline
+            .log_tail()
+            .contains("extensionProviders[1] (name \"broken\")"),
+        "the bad provider is reported: {}",
+        s.bowline.log_tail()
+    );
+    s.bowline.write("ext.yaml", &custom_policy("broken"));
+    s.expect("/checked/a", &[], 403).await;
+    s.expect("/open", &[], 200).await;
+    let configz = s.bowline.configz().await.expect("configz");
+    let reported = configz["diagnostics"].as_array().is_some_and(|all| {
+        all.iter().any(|d| {
+            d["kind"] == "AuthorizationPolicy"
+                && d["name"] == "ext"
+                && d["field"] == "spec.provider.name"
+                && d["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"broken\" is invalid"))
+        })
+    });
+    assert!(reported, "the policy is reported: {configz}");
+    // The good provider next to it works.
+    s.bowline.write("ext.yaml", &custom_policy("test-authz"));
+    s.expect("/checked/a", &[], 200).await;
+    s.expect("/checked/a", &[("x-status", "403")], 403).await;
     s.no_nack().await;
 }
 

@@ -37,7 +37,7 @@ use super::IntoWarning;
 use super::envoy::pack;
 use super::naming;
 use super::scope::Scope;
-use crate::model::mesh::{ExtAuthzGrpc, ExtAuthzHttp, Provider, RequestBody};
+use crate::model::mesh::{Authorizer, ExtAuthzGrpc, ExtAuthzHttp, RequestBody};
 use crate::model::networking::{TypeWorkloadSelector, parse_duration};
 use crate::model::registry;
 use crate::model::security::{
@@ -1398,18 +1398,7 @@ fn header_list(headers: &[String]) -> Option<matcher::ListStringMatcher> {
 }
 
 fn resolve_provider(scope: &Scope, name: &str) -> Result<ExtAuthz, String> {
-    let Some(provider) = scope.model.mesh.extension_provider(name) else {
-        let known: Vec<&str> = scope
-            .model
-            .mesh
-            .extension_providers
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
-        return Err(format!(
-            "extension provider {name:?} is not defined in the mesh config (defined: {known:?})"
-        ));
-    };
+    let provider = scope.model.mesh.authorizer(name)?;
     let check_cluster = |service: &str, port: u32| -> Result<(String, String), String> {
         let hostname = lookup_service(scope, service)?;
         let port = u16::try_from(port)
@@ -1424,21 +1413,18 @@ fn resolve_provider(scope: &Scope, name: &str) -> Result<ExtAuthz, String> {
         let cluster = naming::outbound_cluster(port, "", &hostname);
         Ok((hostname, cluster))
     };
-    match &provider.provider {
-        Provider::EnvoyExtAuthzHttp(p) => {
+    match provider {
+        Authorizer::Http(p) => {
             let (hostname, cluster) = check_cluster(&p.service, p.port)?;
             Ok(ExtAuthz {
                 http: http_ext_authz(p, &hostname, &cluster)?,
                 tcp: None,
             })
         }
-        Provider::EnvoyExtAuthzGrpc(p) => {
+        Authorizer::Grpc(p) => {
             let (hostname, cluster) = check_cluster(&p.service, p.port)?;
             grpc_ext_authz(p, &hostname, &cluster)
         }
-        Provider::Other(kind) => Err(format!(
-            "extension provider {name:?} is a {kind} provider, not an external authorizer"
-        )),
     }
 }
 
