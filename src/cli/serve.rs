@@ -200,6 +200,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Some(path) = &args.mesh_config {
+        for problem in &mesh.provider_problems {
+            tracing::warn!(mesh_config = %path.display(), "{problem}");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,18 +1,46 @@
 //! `Model`: every valid resource, the service registry and the mesh settings at one moment,
-//! with the diagnostics of what was rejected. Immutable; built whole from a resource set. Its
-//! lookups (`Model::index`) are built once, on first use.
+//! with the diagnostics of what was rejected and warnings (among them CUSTOM authorization
+//! policies whose extension provider cannot be used). Immutable; built whole from a resource
+//! set. Its lookups (`Model::index`) are built once, on first use.
 
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, Severity};
 use super::index::Index;
 use super::mesh::MeshConfig;
 use super::networking;
 use super::registry::{Registry, Resolution};
 use super::resource::{Kind, Resource, Spec};
+use super::security::Action;
+
+/// CUSTOM AuthorizationPolicies naming a provider the mesh config has no usable external
+/// authorizer for (undefined, not an authorizer, invalid): translation denies what they select;
+/// each is reported here, naming the policy and its provider field, whatever proxy it selects.
+fn custom_provider_diagnostics(resources: &[Arc<Resource>], mesh: &MeshConfig) -> Vec<Diagnostic> {
+    resources
+        .iter()
+        .filter_map(|r| {
+            let Spec::AuthorizationPolicy(ap) = &r.spec else {
+                return None;
+            };
+            if ap.action() != Action::Custom {
+                return None;
+            }
+            let name = ap.provider.as_ref().map(|p| p.name.as_str());
+            let e = mesh.authorizer(name.unwrap_or_default()).err()?;
+            Some(Diagnostic {
+                severity: Severity::Warning,
+                ..r.diagnostic(
+                    "spec.provider.name",
+                    format!("{e}; requests this policy selects are denied"),
+                )
+            })
+        })
+        .collect()
+}
 
 /// What differs between two models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +124,8 @@ impl Model {
                 config.update(&bytes);
             }
         }
+        let mut diagnostics = diagnostics;
+        diagnostics.extend(custom_provider_diagnostics(&resources, &mesh));
         Model {
             mesh,
             resources,

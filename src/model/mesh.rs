@@ -1,5 +1,6 @@
 //! Mesh-wide settings: the subset of Istio's MeshConfig that bowline honours, with istiod's
-//! defaults.
+//! defaults. A bad `extensionProviders` entry spoils only itself (kept as invalid, reported in
+//! `provider_problems`); anything else that is bad makes the whole config invalid.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,10 @@ pub struct MeshConfig {
     pub trust_domain_aliases: Vec<String>,
     /// `extensionProviders`: the external authorizers CUSTOM AuthorizationPolicies name.
     pub extension_providers: Vec<ExtensionProvider>,
+    /// What is wrong with entries of `extensionProviders`; each problem concerns only its
+    /// provider (kept as [`Provider::Invalid`]), never the rest of the mesh config.
+    #[serde(skip)]
+    pub provider_problems: Vec<MeshError>,
 }
 
 /// One `extensionProviders` entry.
@@ -49,6 +54,16 @@ pub enum Provider {
     /// A provider of another kind (tracing, logging, ...): named here so a CUSTOM policy that
     /// names it can be told it is not an authorizer.
     Other(String),
+    /// An entry that cannot be used, and why: CUSTOM policies naming it deny what they select,
+    /// as istiod does for a provider with errors.
+    Invalid(String),
+}
+
+/// A provider CUSTOM AuthorizationPolicies can use.
+#[derive(Debug, Clone, Copy)]
+pub enum Authorizer<'a> {
+    Http(&'a ExtAuthzHttp),
+    Grpc(&'a ExtAuthzGrpc),
 }
 
 /// `envoyExtAuthzHttp`: an HTTP external authorization service.
@@ -126,12 +141,13 @@ impl Default for MeshConfig {
             enable_auto_mtls: true,
             trust_domain_aliases: Vec::new(),
             extension_providers: Vec::new(),
+            provider_problems: Vec::new(),
         }
     }
 }
 
 /// Errors in a mesh configuration file.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum MeshError {
     #[error("mesh config: invalid YAML: {0}")]
     Yaml(String),
@@ -140,13 +156,19 @@ pub enum MeshError {
         field: &'static str,
         message: String,
     },
-    #[error("mesh config: extensionProviders[{index}]: {message}")]
-    Provider { index: usize, message: String },
+    #[error("mesh config: extensionProviders[{index}] (name {name:?}): {message}")]
+    Provider {
+        index: usize,
+        name: String,
+        message: String,
+    },
 }
 
 impl MeshConfig {
     /// Parses the YAML of istiod's `mesh` ConfigMap key. The fields bowline honours are read
-    /// and checked; the many others MeshConfig has are accepted and ignored.
+    /// and checked; the many others MeshConfig has are accepted and ignored. A bad extension
+    /// provider is not an error of the whole config: it is kept as invalid and listed in
+    /// `provider_problems` (istiod, too, only warns about invalid providers).
     pub fn from_yaml(text: &str) -> Result<MeshConfig, MeshError> {
         let value: serde_json::Value =
             serde_saphyr::from_str(text).map_err(|e| MeshError::Yaml(e.to_string()))?;
@@ -221,22 +243,31 @@ impl MeshConfig {
                 });
             };
             for (index, item) in items.iter().enumerate() {
-                let provider = extension_provider(item)
-                    .map_err(|message| MeshError::Provider { index, message })?;
-                if mesh
-                    .extension_providers
-                    .iter()
-                    .any(|p| p.name == provider.name)
-                {
-                    return Err(MeshError::Provider {
+                let (name, provider) = extension_provider(item);
+                let provider = provider.unwrap_or_else(|message| {
+                    mesh.provider_problems.push(MeshError::Provider {
                         index,
+                        name: name.clone(),
                         message: format!(
-                            "extension provider name must be unique, found duplicate: {}",
-                            provider.name
+                            "{message}; CUSTOM authorization policies naming it deny the requests they select"
                         ),
                     });
+                    Provider::Invalid(message)
+                });
+                // istiod merges providers by name: a later entry replaces an earlier one.
+                match mesh.extension_providers.iter_mut().find(|p| p.name == name) {
+                    Some(earlier) => {
+                        mesh.provider_problems.push(MeshError::Provider {
+                            index,
+                            name: name.clone(),
+                            message: "duplicate extension provider name; this entry replaces the earlier one".to_string(),
+                        });
+                        earlier.provider = provider;
+                    }
+                    None => mesh
+                        .extension_providers
+                        .push(ExtensionProvider { name, provider }),
                 }
-                mesh.extension_providers.push(provider);
             }
         }
         Ok(mesh)
@@ -246,46 +277,90 @@ impl MeshConfig {
     pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
         self.extension_providers.iter().find(|p| p.name == name)
     }
+
+    /// The external authorizer a CUSTOM AuthorizationPolicy names, or why there is none to
+    /// use: not defined, not an authorizer, or invalid.
+    pub fn authorizer(&self, name: &str) -> Result<Authorizer<'_>, String> {
+        let Some(provider) = self.extension_provider(name) else {
+            let known: Vec<&str> = self
+                .extension_providers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(format!(
+                "extension provider {name:?} is not defined in the mesh config (defined: {known:?})"
+            ));
+        };
+        match &provider.provider {
+            Provider::Other(kind) => Err(format!(
+                "extension provider {name:?} is a {kind} provider, not an external authorizer"
+            )),
+            Provider::Invalid(e) => Err(format!("extension provider {name:?} is invalid: {e}")),
+            Provider::EnvoyExtAuthzHttp(p) => Ok(Authorizer::Http(p)),
+            Provider::EnvoyExtAuthzGrpc(p) => Ok(Authorizer::Grpc(p)),
+        }
+    }
 }
 
-/// Provider names are used in metadata keys and RBAC policy names: lowercase DNS-label
-/// characters, as istiod requires.
-fn validate_provider_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("extension provider name must not be empty".to_string());
-    }
+/// An authorizer's name is part of metadata keys and RBAC policy names: istiod's authorization
+/// builder accepts only lowercase DNS-label characters (up to 63, no hyphen at either end).
+fn validate_authorizer_name(name: &str) -> Result<(), String> {
     if name.len() > 63 {
         return Err(format!(
-            "provider name {name:?} too long (max 63 characters)"
+            "invalid provider name: too long (max 63 characters): {}",
+            name.len()
         ));
     }
-    if !name
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        || name.starts_with('-')
-        || name.ends_with('-')
+    if let Some((i, c)) = name
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
+        let what = if c.is_ascii_uppercase() {
+            "uppercase letters are not allowed (use lowercase)"
+        } else {
+            "only lowercase letters, digits and hyphens are allowed"
+        };
         return Err(format!(
-            "invalid provider name {name:?}: only lowercase letters, digits and inner hyphens are allowed"
+            "invalid provider name: {what}: character {c:?} at position {i}"
         ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("invalid provider name: it cannot start or end with a hyphen".to_string());
     }
     Ok(())
 }
 
-fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, String> {
+/// One `extensionProviders` entry: its name (empty when it has none) and its provider, or what
+/// makes it unusable.
+fn extension_provider(item: &serde_json::Value) -> (String, Result<Provider, String>) {
     let Some(obj) = item.as_object() else {
-        return Err("expected a mapping".to_string());
+        return (String::new(), Err("expected a mapping".to_string()));
     };
-    let name = obj
-        .get("name")
-        .and_then(|n| n.as_str())
-        .unwrap_or_default()
-        .to_string();
-    validate_provider_name(&name)?;
+    let name = match obj.get("name") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return (
+                other.to_string(),
+                Err(format!("name: expected a string, got {other}")),
+            );
+        }
+    };
+    let provider = provider_of(&name, obj);
+    (name, provider)
+}
+
+fn provider_of(
+    name: &str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Provider, String> {
+    if name.is_empty() {
+        return Err("extension provider name must not be empty".to_string());
+    }
     let kinds: Vec<&String> = obj.keys().filter(|k| k.as_str() != "name").collect();
     let [kind] = kinds.as_slice() else {
         return Err(format!(
-            "provider {name:?} must set exactly one provider type, found {}",
+            "must set exactly one provider type, found {}",
             kinds.len()
         ));
     };
@@ -295,12 +370,12 @@ fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, Str
     } else {
         value
     };
-    let typed = |e: serde_json::Error| format!("provider {name:?}: {kind}: {e}");
+    let typed = |e: serde_json::Error| format!("{kind}: {e}");
     let provider = match kind.as_str() {
         "envoyExtAuthzHttp" => {
+            validate_authorizer_name(name)?;
             let p: ExtAuthzHttp = serde_json::from_value(value).map_err(typed)?;
             check_common(
-                &name,
                 &p.service,
                 p.port,
                 p.timeout.as_deref(),
@@ -310,7 +385,7 @@ fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, Str
                 && !prefix.starts_with('/')
             {
                 return Err(format!(
-                    "provider {name:?}: pathPrefix should begin with `/` but found {prefix:?}"
+                    "pathPrefix should begin with `/` but found {prefix:?}"
                 ));
             }
             for (field, headers) in [
@@ -331,16 +406,16 @@ fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, Str
             ] {
                 if headers.iter().any(|h| h == "*" || h.is_empty()) {
                     return Err(format!(
-                        "provider {name:?}: {field}: a single wildcard (\"*\") or an empty name is not supported, change it to either prefix or suffix match"
+                        "{field}: a single wildcard (\"*\") or an empty name is not supported, change it to either prefix or suffix match"
                     ));
                 }
             }
             Provider::EnvoyExtAuthzHttp(p)
         }
         "envoyExtAuthzGrpc" => {
+            validate_authorizer_name(name)?;
             let p: ExtAuthzGrpc = serde_json::from_value(value).map_err(typed)?;
             check_common(
-                &name,
                 &p.service,
                 p.port,
                 p.timeout.as_deref(),
@@ -350,32 +425,30 @@ fn extension_provider(item: &serde_json::Value) -> Result<ExtensionProvider, Str
         }
         other => Provider::Other(other.to_string()),
     };
-    Ok(ExtensionProvider { name, provider })
+    Ok(provider)
 }
 
 fn check_common(
-    name: &str,
     service: &str,
     port: u32,
     timeout: Option<&str>,
     status_on_error: Option<&str>,
 ) -> Result<(), String> {
     super::validation::security::validate_provider_service(service)
-        .map_err(|e| format!("provider {name:?}: service: {e}"))?;
+        .map_err(|e| format!("service: {e}"))?;
     if !(1..=65535).contains(&port) {
         return Err(format!(
-            "provider {name:?}: port must be in the range [1, 65535], found: {port}"
+            "port must be in the range [1, 65535], found: {port}"
         ));
     }
     if let Some(t) = timeout {
-        super::networking::parse_duration(t)
-            .map_err(|e| format!("provider {name:?}: timeout: {e}"))?;
+        super::networking::parse_duration(t).map_err(|e| format!("timeout: {e}"))?;
     }
     if let Some(s) = status_on_error.filter(|s| !s.is_empty()) {
         let ok = s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
         if !ok {
             return Err(format!(
-                "provider {name:?}: unsupported statusOnError {s:?} (an HTTP status code)"
+                "unsupported statusOnError {s:?} (an HTTP status code)"
             ));
         }
     }
@@ -431,18 +504,138 @@ mod tests {
             mesh.extension_provider("zipkin").map(|p| &p.provider),
             Some(Provider::Other(k)) if k == "zipkin"
         ));
-        for bad in [
-            "extensionProviders: [{name: Bad, envoyExtAuthzGrpc: {service: a.b, port: 1}}]",
-            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 0}}]",
-            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1, bogus: 1}}]",
-            "extensionProviders: [{name: a, envoyExtAuthzHttp: {service: a.b, port: 1, pathPrefix: x}}]",
-            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}}, {name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}}]",
+        assert!(mesh.provider_problems.is_empty());
+    }
+
+    /// A bad provider is only that provider's problem: the rest of the mesh config stays, the
+    /// provider is kept as invalid (policies naming it deny), and what istiod accepts is
+    /// accepted (names are checked only for authorizers, as istiod's authorization builder).
+    #[test]
+    fn a_bad_provider_spoils_only_itself() {
+        for (entry, why) in [
+            (
+                "{name: Bad, envoyExtAuthzGrpc: {service: a.b, port: 1}}",
+                "uppercase",
+            ),
+            (
+                "{name: a_b, envoyExtAuthzGrpc: {service: a.b, port: 1}}",
+                "character",
+            ),
+            (
+                "{name: -a, envoyExtAuthzGrpc: {service: a.b, port: 1}}",
+                "hyphen",
+            ),
+            (
+                "{name: a, envoyExtAuthzGrpc: {service: a.b, port: 0}}",
+                "port",
+            ),
+            (
+                "{name: a, envoyExtAuthzGrpc: {service: a.b, port: x}}",
+                "u32",
+            ),
+            (
+                "{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1, bogus: 1}}",
+                "bogus",
+            ),
+            (
+                "{name: a, envoyExtAuthzHttp: {service: a.b, port: 1, pathPrefix: x}}",
+                "pathPrefix",
+            ),
+            (
+                "{name: a, envoyExtAuthzHttp: {service: a.b, port: 1, statusOnError: \"999\"}}",
+                "statusOnError",
+            ),
+            (
+                "{name: a, envoyExtAuthzHttp: {service: '', port: 1}}",
+                "service",
+            ),
+            ("{name: a}", "provider type"),
+            ("{envoyExtAuthzGrpc: {service: a.b, port: 1}}", "empty"),
+            (
+                "{name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}, zipkin: {}}",
+                "provider type",
+            ),
+            ("not-a-mapping", "mapping"),
         ] {
+            let yaml = format!(
+                "rootNamespace: mesh-root\nextensionProviders:\n\
+                 - {{name: good, envoyExtAuthzGrpc: {{service: a.b, port: 9000}}}}\n- {entry}\n"
+            );
+            let mesh = MeshConfig::from_yaml(&yaml).unwrap_or_else(|e| panic!("{entry}: {e}"));
+            assert_eq!(mesh.root_namespace, "mesh-root", "{entry}");
             assert!(
-                matches!(MeshConfig::from_yaml(bad), Err(MeshError::Provider { .. })),
-                "{bad}"
+                matches!(
+                    mesh.extension_provider("good").map(|p| &p.provider),
+                    Some(Provider::EnvoyExtAuthzGrpc(_))
+                ),
+                "{entry}"
+            );
+            let [
+                MeshError::Provider {
+                    index: 1, message, ..
+                },
+            ] = mesh.provider_problems.as_slice()
+            else {
+                panic!(
+                    "{entry}: one problem expected, got {:?}",
+                    mesh.provider_problems
+                )
+            };
+            assert!(message.contains(why), "{entry}: {message}");
+            let kept = mesh
+                .extension_provider(yaml_name(entry))
+                .map(|p| &p.provider);
+            assert!(
+                matches!(kept, Some(Provider::Invalid(_))),
+                "{entry}: {kept:?}"
             );
         }
+        // Names of providers that are not authorizers are not checked (istiod checks only
+        // non-empty and unique), and tracing or logging providers stay as they are.
+        let mesh = MeshConfig::from_yaml(
+            "extensionProviders:\n- name: Zipkin_Main.v2\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
+        )
+        .unwrap();
+        assert!(mesh.provider_problems.is_empty());
+        assert!(matches!(
+            mesh.extension_provider("Zipkin_Main.v2").map(|p| &p.provider),
+            Some(Provider::Other(k)) if k == "zipkin"
+        ));
+    }
+
+    fn yaml_name(entry: &str) -> &str {
+        entry
+            .strip_prefix("{name: ")
+            .and_then(|r| r.split([',', '}']).next())
+            .unwrap_or("")
+    }
+
+    /// A name given twice: the later definition replaces the earlier one, as istiod merges
+    /// providers by name; the duplicate is reported.
+    #[test]
+    fn a_duplicate_provider_name_is_replaced_by_the_later_one() {
+        let mesh = MeshConfig::from_yaml(
+            "extensionProviders:\n\
+             - {name: a, envoyExtAuthzGrpc: {service: a.b, port: 1}}\n\
+             - {name: b, envoyExtAuthzGrpc: {service: a.b, port: 3}}\n\
+             - {name: a, envoyExtAuthzGrpc: {service: a.b, port: 2}}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = mesh
+            .extension_providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(matches!(
+            mesh.extension_provider("a").map(|p| &p.provider),
+            Some(Provider::EnvoyExtAuthzGrpc(g)) if g.port == 2
+        ));
+        assert!(
+            matches!(mesh.provider_problems.as_slice(), [MeshError::Provider { index: 2, message, .. }] if message.contains("duplicate")),
+            "{:?}",
+            mesh.provider_problems
+        );
     }
 
     #[test]

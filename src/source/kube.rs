@@ -238,7 +238,16 @@ async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sen
                     .cloned()
                     .unwrap_or_default();
                 match MeshConfig::from_yaml(&text) {
-                    Ok(m) => Some(Box::new(m)),
+                    Ok(m) => {
+                        // A bad provider spoils only itself: the rest of the mesh is used.
+                        for problem in &m.provider_problems {
+                            tracing::warn!(
+                                configmap = %format!("{}/{}", mesh.namespace, mesh.name),
+                                "{problem}"
+                            );
+                        }
+                        Some(Box::new(m))
+                    }
                     Err(e) => {
                         tracing::error!(
                             configmap = %format!("{}/{}", mesh.namespace, mesh.name),

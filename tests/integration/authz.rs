@@ -4,10 +4,13 @@
 //! ALLOW, `spec: {}` denying everything, DENY on a TCP port), RequestAuthentication (a JWT signed
 //! in the test with `openssl`: valid token accepted, invalid one rejected with 401, missing one
 //! refused only where a policy requires a request principal) and CUSTOM with an HTTP
-//! authorizer written in the test. Every `testdata/translate/authz-*` golden case is also pushed
+//! authorizer written in the test, also next to invalid extension providers (a policy naming
+//! one denies what it selects). Every `testdata/translate/authz-*` golden case is also pushed
 //! to a real Envoy, which must accept it (no NACK).
 //!
-//! Peer identities (principals, namespaces) need mutual TLS and are not exercised here.
+//! Peer identities need mutual TLS: for principals written with a wildcard trust domain, the
+//! sidecar gets certificates (token on the TLS port) and the test calls it with certificates
+//! bowline signed for two identities.
 //! Without Envoy each test prints a skip line and passes, unless `CI=true`.
 
 use crate::common;
@@ -78,6 +81,17 @@ struct Setup {
 
 impl Setup {
     async fn start(mesh: Option<&str>, egress: bool, extra: &str) -> Option<Setup> {
+        Setup::start_with(mesh, egress, extra, false).await
+    }
+
+    /// `token`: the sidecar proves its identity on the TLS port and gets certificates (mutual
+    /// TLS, so peer identities).
+    async fn start_with(
+        mesh: Option<&str>,
+        egress: bool,
+        extra: &str,
+        token: bool,
+    ) -> Option<Setup> {
         let envoy_bin = envoy_bin()?;
         let net = Net::new();
         let http = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "reviews")
@@ -98,9 +112,12 @@ impl Setup {
             ),
         );
         bowline.start().await;
-        let spec = ProxySpec::sidecar("reviews-0", NS, net.ip(10))
+        let mut spec = ProxySpec::sidecar("reviews-0", NS, net.ip(10))
             .label("app", "reviews")
             .service_account("reviews");
+        if token {
+            spec = spec.with_token();
+        }
         let envoy = Envoy::start(&envoy_bin, &bowline, spec).await;
         bowline
             .wait_synced(&envoy.proxy_id(), LONG)
@@ -226,6 +243,86 @@ async fn allow_deny_and_deny_all() {
         wait_until(LONG, async || !s.tcp_greets().await).await,
         "DENY on the TCP port refuses connections"
     );
+    s.no_nack().await;
+}
+
+// --- Peer identities ---------------------------------------------------------------------
+
+impl Setup {
+    /// The status of `GET /` over mutual TLS with a certificate bowline signed for `<NS>/<sa>`.
+    async fn status_as(&self, sa: &str) -> Option<u16> {
+        let token = bowline::cli::bootstrap::sign_token(
+            &self.bowline.ca_dir,
+            "cluster.local",
+            NS,
+            sa,
+            Duration::from_secs(3600),
+        )
+        .expect("token");
+        let (chain, key) = common::tls::create_certificate(self.bowline.xds_addr, &token)
+            .await
+            .expect("certificate");
+        let (_, answer) = common::tls::exchange(
+            self.listener(),
+            Some((&chain[..chain.len().saturating_sub(1)].concat(), &key)),
+            &["istio"],
+            b"GET / HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .ok()?;
+        String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+    }
+
+    async fn expect_as(&self, sa: &str, want: u16) {
+        let mut last = None;
+        let ok = wait_until(LONG, async || {
+            last = self.status_as(sa).await;
+            last == Some(want)
+        })
+        .await;
+        assert!(ok, "GET / as {sa}: expected {want}, last answer {last:?}");
+    }
+}
+
+/// A DENY naming a principal whose trust domain is a wildcard matching the mesh's
+/// (`cluster*`): as istiod, that is the mesh's trust domain, so the identity is refused over
+/// mutual TLS while another is admitted; an ALLOW written the same way admits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_with_a_wildcard_trust_domain() {
+    let strict = format!(
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {{name: strict, namespace: {NS}}}\nspec: {{mtls: {{mode: STRICT}}}}\n"
+    );
+    let Some(s) = Setup::start_with(None, false, &strict, true).await else {
+        return;
+    };
+    s.expect_as("c", 200).await;
+    s.bowline.write(
+        "deny.yaml",
+        &policy(
+            "not-c",
+            &format!(
+                "  action: DENY\n  rules:\n  - from:\n    - source: {{principals: [\"cluster*/ns/{NS}/sa/c\"]}}\n"
+            ),
+        ),
+    );
+    s.expect_as("c", 403).await;
+    s.expect_as("d", 200).await;
+    s.bowline.remove("deny.yaml");
+    s.bowline.write(
+        "allow.yaml",
+        &policy(
+            "only-c",
+            &format!(
+                "  rules:\n  - from:\n    - source: {{principals: [\"clu*/ns/{NS}/sa/c\"]}}\n"
+            ),
+        ),
+    );
+    s.expect_as("d", 403).await;
+    s.expect_as("c", 200).await;
     s.no_nack().await;
 }
 
@@ -368,17 +465,10 @@ spec:
 
 // --- CUSTOM ------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_http_authorizer() {
-    // The authorizer is a test backend: it allows (200) unless the checked request carries
-    // `x-status: 403`, which the provider forwards to it.
-    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
-        .await
-        .expect("authorizer");
-    let mesh = format!(
-        "extensionProviders:\n- name: test-authz\n  envoyExtAuthzHttp:\n    service: authz.{NS}.svc.cluster.local\n    port: 8000\n    includeRequestHeadersInCheck: [x-status]\n"
-    );
-    let config = format!(
+/// The authorizer's Service and WorkloadEntry (the test backend on `port`), and a CUSTOM policy
+/// `name` sending `/checked/*` to `provider`.
+fn authorizer_config(port: u16) -> String {
+    format!(
         r#"---
 apiVersion: v1
 kind: Service
@@ -391,19 +481,37 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: authz-0, namespace: {NS}}}
 spec: {{address: 127.0.0.1, labels: {{app: authz}}}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: ext, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: reviews}}}}
-  action: CUSTOM
-  provider: {{name: test-authz}}
-  rules:
-  - to:
-    - operation: {{paths: ["/checked/*"]}}
-"#,
-        port = authorizer.addr.port()
+"#
+    )
+}
+
+fn custom_policy(provider: &str) -> String {
+    policy(
+        "ext",
+        &format!(
+            "  selector: {{matchLabels: {{app: reviews}}}}\n  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules:\n  - to:\n    - operation: {{paths: [\"/checked/*\"]}}\n"
+        ),
+    )
+}
+
+/// The authorizer allows (200) unless the checked request carries `x-status: 403`, which the
+/// provider forwards to it.
+fn test_authz_provider() -> String {
+    format!(
+        "- name: test-authz\n  envoyExtAuthzHttp:\n    service: authz.{NS}.svc.cluster.local\n    port: 8000\n    includeRequestHeadersInCheck: [x-status]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_authorizer() {
+    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
+        .await
+        .expect("authorizer");
+    let mesh = format!("extensionProviders:\n{}", test_authz_provider());
+    let config = format!(
+        "{}---\n{}",
+        authorizer_config(authorizer.addr.port()),
+        custom_policy("test-authz")
     );
     let Some(s) = Setup::start(Some(&mesh), true, &config).await else {
         return;
@@ -418,6 +526,58 @@ spec:
         before,
         "unselected request was checked"
     );
+    s.no_nack().await;
+}
+
+/// Invalid extension providers next to a good one: bowline starts with the rest of the mesh
+/// config, a CUSTOM policy naming an invalid provider denies what it selects (and is reported),
+/// and the good provider keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_provider_fails_closed_only_where_named() {
+    let authorizer = spawn_backend(SocketAddr::from(([127, 0, 0, 1], free_port())), "authz")
+        .await
+        .expect("authorizer");
+    let mesh = format!(
+        "extensionProviders:\n{}\
+         - name: broken\n  envoyExtAuthzHttp: {{service: authz.{NS}.svc.cluster.local, port: 0}}\n\
+         - name: Tracing_Main\n  zipkin: {{service: zipkin.istio-system.svc.cluster.local, port: 9411}}\n",
+        test_authz_provider()
+    );
+    let Some(s) = Setup::start(
+        Some(&mesh),
+        true,
+        &authorizer_config(authorizer.addr.port()),
+    )
+    .await
+    else {
+        return;
+    };
+    assert!(
+        s.bowline
+            .log_tail()
+            .contains("extensionProviders[1] (name \"broken\")"),
+        "the bad provider is reported: {}",
+        s.bowline.log_tail()
+    );
+    s.bowline.write("ext.yaml", &custom_policy("broken"));
+    s.expect("/checked/a", &[], 403).await;
+    s.expect("/open", &[], 200).await;
+    let configz = s.bowline.configz().await.expect("configz");
+    let reported = configz["diagnostics"].as_array().is_some_and(|all| {
+        all.iter().any(|d| {
+            d["kind"] == "AuthorizationPolicy"
+                && d["name"] == "ext"
+                && d["field"] == "spec.provider.name"
+                && d["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"broken\" is invalid"))
+        })
+    });
+    assert!(reported, "the policy is reported: {configz}");
+    // The good provider next to it works.
+    s.bowline.write("ext.yaml", &custom_policy("test-authz"));
+    s.expect("/checked/a", &[], 200).await;
+    s.expect("/checked/a", &[("x-status", "403")], 403).await;
     s.no_nack().await;
 }
 

@@ -20,7 +20,9 @@
 //! - bowline cut off from the API server for 30 s while changes are made: it keeps serving the
 //!   last configuration and the changes arrive once it is reconnected; the API server itself
 //!   stopped for 30 s: the watchers resync after its restart;
-//! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it.
+//! - without --ca-dir, the root lives in the Secret istio-ca-secret: replicas share it;
+//! - the mesh ConfigMap with an invalid extension provider is used (the rest of it counts),
+//!   and only that provider and the policies naming it are reported.
 //!   (Injection itself is tests/inject.rs.)
 
 use crate::common;
@@ -841,4 +843,63 @@ fn cluster_ca_is_one_root_for_every_replica() {
             "every replica signs under the root in istio-ca-secret"
         );
     }
+}
+
+/// The mesh ConfigMap with one invalid extension provider next to a good one: bowline uses the
+/// ConfigMap (the good provider is defined), the bad provider is reported, and a CUSTOM policy
+/// naming it is reported (what it selects is denied) while one naming the good provider is not.
+#[test]
+fn mesh_configmap_with_an_invalid_provider_keeps_the_rest() {
+    let Some(kube) = cluster_with_crds() else {
+        return;
+    };
+    kube.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n\
+         data:\n  mesh: |\n    extensionProviders:\n\
+         \x20   - name: good\n      envoyExtAuthzGrpc: {service: authz.default.svc.cluster.local, port: 9000}\n\
+         \x20   - name: broken\n      envoyExtAuthzGrpc: {service: authz.default.svc.cluster.local, port: 0}\n",
+    );
+    for provider in ["good", "broken"] {
+        kube.apply(&format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: uses-{provider}, namespace: default}}\n\
+             spec:\n  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules: [{{}}]\n"
+        ));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+    rt.block_on(bowline.start());
+    let mut last = Vec::new();
+    let reported = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
+        let configz = bowline.configz().await.unwrap_or_default();
+        last = configz["diagnostics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["field"] == "spec.provider.name")
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["name"].as_str().unwrap_or_default(),
+                    d["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>();
+        last.len() == 1
+            && last[0].starts_with("uses-broken: ")
+            && last[0].contains("\"broken\" is invalid")
+    }));
+    assert!(
+        reported,
+        "only the policy naming the bad provider is reported: {last:?}"
+    );
+    let log = bowline.log_tail();
+    assert!(
+        log.contains("istio-system/istio")
+            && log.contains("extensionProviders[1] (name \"broken\")"),
+        "the bad provider is reported: {log}"
+    );
 }
