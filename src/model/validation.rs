@@ -1152,7 +1152,7 @@ impl Ctx<'_> {
         if r.websocket_upgrade.is_some() {
             self.warn(
                 format!("{p}.websocketUpgrade"),
-                "websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are always allowed",
+                "websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are allowed on every HTTP port",
             );
         }
     }
@@ -3534,6 +3534,19 @@ mod tests {
         format!(
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: ns}}\nspec:\n  host: reviews\n{spec}"
         )
+    }
+
+    #[test]
+    fn websocket_upgrade_is_ignored_with_a_warning() {
+        let yaml =
+            vs("  - websocketUpgrade: true\n    route:\n    - destination: {host: reviews}\n");
+        assert_ok(&yaml);
+        assert_eq!(
+            warnings(&yaml),
+            vec![
+                "spec.http[0].websocketUpgrade: websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are allowed on every HTTP port"
+            ]
+        );
     }
 
     #[test]
