@@ -135,6 +135,14 @@ pub struct PodSpec {
     pub node_name: Option<String>,
 }
 
+/// A Kubernetes L4 protocol as the API server defaults it (`TCP` when unset).
+pub fn l4_protocol(protocol: Option<&str>) -> String {
+    protocol
+        .filter(|p| !p.is_empty())
+        .unwrap_or("TCP")
+        .to_ascii_uppercase()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {

@@ -2,7 +2,8 @@
 //! EndpointSlices and from ServiceEntries and WorkloadEntries, as istiod builds it.
 //!
 //! A Kubernetes Service becomes `<name>.<namespace>.svc.<domain>`; its endpoints come from its
-//! EndpointSlices and from WorkloadEntries its selector picks in its namespace. Each host of a
+//! EndpointSlices and from WorkloadEntries its selector picks in its namespace, each service port
+//! on the entry's port istiod maps it to (`Port::workload_entry_target`). Each host of a
 //! ServiceEntry becomes a service; its endpoints are the inline `endpoints` or the
 //! WorkloadEntries its `workloadSelector` picks.
 
@@ -94,6 +95,40 @@ pub struct Port {
     pub protocol: Protocol,
     /// The workload port traffic for this port is delivered to, when known as a number.
     pub target_port: Option<u16>,
+    /// A Kubernetes `targetPort` given by name: each workload's port of that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port_name: Option<NamedTargetPort>,
+}
+
+/// A Service's `targetPort` that names a port of its workloads (`targetPort: http-web`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NamedTargetPort {
+    pub name: String,
+    /// The service port's L4 protocol (`TCP`, `SCTP`): a container port must have the same.
+    pub protocol: String,
+}
+
+impl Port {
+    /// The port a WorkloadEntry with these `ports` serves this service port on, as istiod maps
+    /// it: for a named `targetPort` the entry's port of that name (`None`: the entry does not
+    /// serve the port); otherwise the entry's port named like the service port, else the
+    /// target port, else the port number.
+    pub fn workload_entry_target(&self, ports: &BTreeMap<String, u32>) -> Option<u16> {
+        let named = |name: &str| {
+            ports
+                .get(name)
+                .and_then(|n| u16::try_from(*n).ok())
+                .filter(|n| *n != 0)
+        };
+        match &self.target_port_name {
+            Some(target) => named(&target.name),
+            None => Some(
+                named(&self.name)
+                    .or(self.target_port)
+                    .unwrap_or(self.number),
+            ),
+        }
+    }
 }
 
 /// How the proxy finds a service's endpoints.
@@ -313,24 +348,31 @@ fn kubernetes_service(
     workload_entries: &[(&Resource, &networking::WorkloadEntry)],
     mesh: &MeshConfig,
 ) -> Service {
+    // UDP ports are not modelled; a port without a valid number is dropped.
     let ports: Vec<Port> = spec
         .ports
         .iter()
-        .filter(|p| {
-            !p.protocol
-                .as_deref()
-                .is_some_and(|l4| l4.eq_ignore_ascii_case("udp"))
-        })
+        .filter(|p| kube::l4_protocol(p.protocol.as_deref()) != "UDP")
         .filter_map(|p| {
+            let number = to_port(p.port)?;
+            let (target_port, target_port_name) = match &p.target_port {
+                Some(IntOrString::Int(n)) => (to_port(*n), None),
+                Some(IntOrString::String(name)) => (
+                    None,
+                    Some(NamedTargetPort {
+                        name: name.clone(),
+                        protocol: kube::l4_protocol(p.protocol.as_deref()),
+                    }),
+                ),
+                // The API server defaults it to the port.
+                None => (Some(number), None),
+            };
             Some(Port {
                 name: p.name.clone().unwrap_or_default(),
-                number: to_port(p.port)?,
+                number,
                 protocol: Protocol::from_kubernetes(p.name.as_deref(), p.app_protocol.as_deref()),
-                target_port: match &p.target_port {
-                    Some(IntOrString::Int(n)) => to_port(*n),
-                    Some(IntOrString::String(_)) => None,
-                    None => to_port(p.port),
-                },
+                target_port,
+                target_port_name,
             })
         })
         .collect();
@@ -355,7 +397,7 @@ fn kubernetes_service(
         .unwrap_or_default();
     let external = spec.type_.as_deref() == Some("ExternalName");
     let mut endpoints: BTreeMap<u16, Vec<Endpoint>> = BTreeMap::new();
-    for (port, spec_port) in ports.iter().zip(spec.ports.iter()) {
+    for port in &ports {
         let list = endpoints.entry(port.number).or_default();
         if external {
             if let Some(name) = &spec.external_name {
@@ -404,20 +446,9 @@ fn kubernetes_service(
                 if wr.meta.namespace != r.meta.namespace || !selects(selector, &we.labels) {
                     continue;
                 }
-                let target = match &spec_port.target_port {
-                    Some(IntOrString::Int(n)) => to_port(*n),
-                    Some(IntOrString::String(name)) => {
-                        we.ports.get(name).and_then(|n| u16::try_from(*n).ok())
-                    }
-                    None => None,
+                if let Some(target) = port.workload_entry_target(&we.ports) {
+                    list.push(workload_endpoint(we, target));
                 }
-                .or_else(|| {
-                    we.ports
-                        .get(&port.name)
-                        .and_then(|n| u16::try_from(*n).ok())
-                })
-                .unwrap_or(port.number);
-                list.push(workload_endpoint(we, target));
             }
         }
         list.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
@@ -487,6 +518,7 @@ fn service_entry(
                     number,
                     protocol,
                     target_port: target,
+                    target_port_name: None,
                 },
                 target,
             ))
@@ -510,14 +542,11 @@ fn service_entry(
             for (port, target) in &ports {
                 let mut list: Vec<Endpoint> = selected
                     .iter()
-                    .map(|we| {
-                        let p = we
-                            .ports
-                            .get(&port.name)
-                            .and_then(|n| u16::try_from(*n).ok())
-                            .or(*target)
-                            .unwrap_or(port.number);
-                        workload_endpoint(we, p)
+                    .filter_map(|we| {
+                        Some(workload_endpoint(
+                            we,
+                            port.workload_entry_target(&we.ports)?,
+                        ))
                     })
                     .collect();
                 // DNS resolution without endpoints resolves the host itself.
@@ -582,5 +611,108 @@ mod tests {
         );
         assert_eq!(Protocol::from_kubernetes(None, None), Protocol::Unsupported);
         assert_eq!(Protocol::parse("HTTPS"), Protocol::Https);
+    }
+
+    /// The registry of valid resources in `yaml`.
+    fn registry(yaml: &str) -> Registry {
+        let resources: Vec<Arc<Resource>> = crate::model::resource::parse_yaml(yaml, "test.yaml")
+            .into_iter()
+            .map(|p| {
+                let errors: Vec<_> = p.diagnostics.iter().filter(|d| d.is_error()).collect();
+                assert!(errors.is_empty(), "{errors:?}");
+                Arc::new(p.resource.expect("a valid resource"))
+            })
+            .collect();
+        Registry::build(&resources, &MeshConfig::default())
+    }
+
+    /// `address:port` of the endpoints of a service port.
+    fn endpoints(r: &Registry, host: &str, port: u16) -> Vec<String> {
+        let service = r.by_hostname(host).next().expect("the service");
+        service
+            .endpoints
+            .get(&port)
+            .map(|list| {
+                list.iter()
+                    .map(|e| format!("{}:{}", e.address, e.port))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    const WORKLOAD_ENTRIES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: a, namespace: shop}
+spec:
+  address: 10.0.0.1
+  labels: {app: web}
+  ports: {http: 9080, http-alt: 9081}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: b, namespace: shop}
+spec:
+  address: 10.0.0.2
+  labels: {app: web}
+"#;
+
+    /// A UDP port (not modelled) before TCP ports leaves each TCP port its own target port.
+    #[test]
+    fn workload_entry_ports_follow_their_own_service_port() {
+        let r = registry(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}
+  - {{name: grpc, port: 90, targetPort: 9090}}
+  - {{name: tcp-db, port: 91, protocol: TCP, targetPort: 9191}}
+---{WORKLOAD_ENTRIES}"#
+        ));
+        let host = "web.shop.svc.cluster.local";
+        let service = r.by_hostname(host).next().expect("the service");
+        assert_eq!(
+            service.ports.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![90, 91]
+        );
+        assert_eq!(
+            endpoints(&r, host, 90),
+            vec!["10.0.0.1:9090", "10.0.0.2:9090"]
+        );
+        assert_eq!(
+            endpoints(&r, host, 91),
+            vec!["10.0.0.1:9191", "10.0.0.2:9191"]
+        );
+    }
+
+    /// istiod's mapping of a Service port onto a WorkloadEntry: the entry's port named like the
+    /// service port wins over a numeric targetPort; a named targetPort is the entry's port of
+    /// that name, and an entry without one does not serve the service port.
+    #[test]
+    fn workload_entry_ports_as_istiod_maps_them() {
+        let r = registry(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+  - {{name: web, port: 81, targetPort: http-alt}}
+  - {{name: admin, port: 82, targetPort: missing}}
+  - {{name: plain, port: 83}}
+---{WORKLOAD_ENTRIES}"#
+        ));
+        let host = "web.shop.svc.cluster.local";
+        assert_eq!(
+            endpoints(&r, host, 80),
+            vec!["10.0.0.1:9080", "10.0.0.2:8080"]
+        );
+        assert_eq!(endpoints(&r, host, 81), vec!["10.0.0.1:9081"]);
+        assert_eq!(endpoints(&r, host, 82), Vec::<String>::new());
+        assert_eq!(endpoints(&r, host, 83), vec!["10.0.0.1:83", "10.0.0.2:83"]);
     }
 }
