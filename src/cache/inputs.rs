@@ -3,7 +3,9 @@
 //!
 //! Translation reads the attributed inputs through `translate::Scope`: the Sidecar
 //! it picks (by namespace and labels) and the services each egress listener imports (from the
-//! registry); the proxy's inbound ports (services selecting it); the DestinationRule of each
+//! registry); the proxy's inbound ports (services selecting it, on the ports of its workload:
+//! those ports are part of the cache's class key, so a Pod or WorkloadEntry whose ports change
+//! moves its proxies to another class); the DestinationRule of each
 //! imported service (matched by host); the VirtualServices of each imported hostname (matched
 //! by host); and, for a VirtualService destination, the ports of the registry service of that
 //! host. `ClassInputs` captures a superset of these for one class at one model: a rule is
@@ -493,7 +495,9 @@ pub struct ClassInputs {
 }
 
 impl ClassInputs {
-    pub fn of(model: &Model, index: &ModelIndex, proxy: &Proxy) -> ClassInputs {
+    /// `inbound`: whether the inbound part is made from these inputs (the outbound part
+    /// alone does not read the proxy's inbound ports, which also depend on its workload).
+    pub fn of(model: &Model, index: &ModelIndex, proxy: &Proxy, inbound: bool) -> ClassInputs {
         let scope = Scope::new(model, proxy);
         let mut unknown = false;
         let mut imported = Vec::new();
@@ -572,7 +576,11 @@ impl ClassInputs {
             sidecar,
             egress,
             egress_positions,
-            inbound: format!("{:?}", scope.inbound()),
+            inbound: if inbound {
+                format!("{:?}", scope.inbound())
+            } else {
+                String::new()
+            },
             virtual_services,
             destination_rules,
             destinations,

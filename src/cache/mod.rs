@@ -2,7 +2,8 @@
 //!
 //! Contract: for a model snapshot and a proxy, `Cache::resources` returns that proxy's
 //! resources as `Any`, each with a content version, grouped by type with a version per type.
-//! Proxies of one class share one generated copy; after a change only the types the change
+//! Proxies of one class (`ClassKey`: the proxy's `ProxyClass` and the ports of its workload in
+//! the model) share one generated copy; after a change only the types the change
 //! affects are regenerated, and a resource whose content did not change keeps its version, so it
 //! is never re-sent. A generated set is checked for consistency (every EDS name is an EDS
 //! cluster, every route configuration is referenced by a listener) before it is handed out; a
@@ -52,6 +53,7 @@ use prost::{Message, Name};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::model::registry::WorkloadPorts;
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass, Severity};
 use crate::translate::{self, Output, Part, envoy};
 use inputs::{ClassInputs, ModelIndex};
@@ -429,9 +431,27 @@ const INDEXES_KEPT: usize = 4;
 /// A class not requested for this many generations is dropped.
 const EVICT_AFTER: u64 = 16;
 
+/// Proxies that share one generated configuration: equal classes, and equal ports of their
+/// workloads in the model (their inbound ports are the workload ports their services deliver
+/// to; replicas of one workload have the same).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClassKey {
+    class: ProxyClass,
+    workload: WorkloadPorts,
+}
+
+impl ClassKey {
+    pub fn of(model: &Model, proxy: &Proxy) -> ClassKey {
+        ClassKey {
+            class: proxy.class(),
+            workload: WorkloadPorts::of(model, proxy),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    classes: HashMap<ProxyClass, Slot>,
+    classes: HashMap<ClassKey, Slot>,
     /// Outbound parts, by the class of the proxy they are made for
     /// (`translate::outbound_proxy`): shared by every class whose proxies agree on the labels
     /// outbound configuration can depend on.
@@ -530,7 +550,7 @@ impl Cache {
             inner.changes.pop_front();
         }
         let generation = snapshot.generation;
-        let in_use = |_: &ProxyClass, slot: &mut Slot| {
+        let in_use = |slot: &mut Slot| {
             // A slot being built is in use.
             slot.try_lock()
                 .map(|e| {
@@ -539,8 +559,8 @@ impl Cache {
                 })
                 .unwrap_or(true)
         };
-        inner.classes.retain(in_use);
-        inner.outbound.retain(in_use);
+        inner.classes.retain(|_, slot| in_use(slot));
+        inner.outbound.retain(|_, slot| in_use(slot));
         drop(inner);
         self.builder.interner.prune();
         // Indexed now, so streams can bring unaffected classes forward without generating.
@@ -587,7 +607,7 @@ impl Cache {
     /// the generation before and the change does not reach it), without generating and
     /// without waiting for a generation in progress.
     pub fn ready(&self, snapshot: &Snapshot, proxy: &Proxy) -> Option<Arc<ProxyResources>> {
-        let class = proxy.class();
+        let class = ClassKey::of(&snapshot.model, proxy);
         let slot = lock(&self.inner).classes.get(&class)?.clone();
         let mut entry = slot.try_lock().ok()?;
         let e = entry.as_mut()?;
@@ -621,7 +641,7 @@ impl Cache {
     /// The resources for `proxy` at `snapshot`: shared with every proxy of the same class,
     /// generated at most once per class and generation.
     pub fn resources(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<ProxyResources> {
-        let class = proxy.class();
+        let class = ClassKey::of(&snapshot.model, proxy);
         let slot = {
             let mut inner = lock(&self.inner);
             inner.classes.entry(class).or_default().clone()
@@ -637,7 +657,7 @@ impl Cache {
         let inputs = entry
             .as_ref()
             .and_then(|e| index.advance(&e.inputs))
-            .unwrap_or_else(|| ClassInputs::of(&snapshot.model, &index, proxy));
+            .unwrap_or_else(|| ClassInputs::of(&snapshot.model, &index, proxy, true));
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e),
@@ -711,7 +731,8 @@ impl Cache {
         }
         let advanced = entry.as_ref().and_then(|e| index.advance(&e.inputs));
         let endpoints_only = advanced.is_some();
-        let inputs = advanced.unwrap_or_else(|| ClassInputs::of(&snapshot.model, index, &shared));
+        let inputs =
+            advanced.unwrap_or_else(|| ClassInputs::of(&snapshot.model, index, &shared, false));
         let (previous, types) = match entry.as_ref() {
             Some(e) => (
                 Some(e.resources.clone()),

@@ -1,6 +1,7 @@
 //! Lookups over one model, built once per model on first use: resources by kind, the
 //! DestinationRules of each namespace and the mesh-bound VirtualServices by resolved host,
-//! ServiceEntries by name and registry services by namespace.
+//! ServiceEntries by name, registry services by namespace, WorkloadEntries by address and Pods
+//! by name.
 //!
 //! The index only finds candidates; which of them apply (exportTo, root namespace, precedence)
 //! is decided by the caller, exactly as it would over a scan of every resource. Positions are
@@ -96,6 +97,10 @@ pub struct Index {
     service_entries: HashMap<(String, String), Vec<usize>>,
     /// Registry services (positions in `registry.services`) by namespace, in registry order.
     services_by_namespace: HashMap<String, Vec<usize>>,
+    /// WorkloadEntries by address, in model order.
+    workload_entries_by_address: HashMap<String, Vec<usize>>,
+    /// Pods by (namespace, name).
+    pods: HashMap<(String, String), usize>,
     /// The label keys a proxy's outbound configuration can depend on; `None`: all of them.
     outbound_label_keys: Option<BTreeSet<String>>,
 }
@@ -142,6 +147,18 @@ impl Index {
                         .entry((ns.to_string(), r.meta.name.clone()))
                         .or_default()
                         .push(position);
+                }
+                Spec::WorkloadEntry(we) => {
+                    index
+                        .workload_entries_by_address
+                        .entry(we.address.clone())
+                        .or_default()
+                        .push(position);
+                }
+                Spec::Pod(_) => {
+                    index
+                        .pods
+                        .insert((ns.to_string(), r.meta.name.clone()), position);
                 }
                 _ => {}
             }
@@ -195,6 +212,21 @@ impl Index {
     /// labels, and treats a proxy without labels apart).
     pub fn outbound_label_keys(&self) -> Option<&BTreeSet<String>> {
         self.outbound_label_keys.as_ref()
+    }
+
+    /// Positions of the WorkloadEntries with this address, in model order.
+    pub fn workload_entries_at(&self, address: &str) -> &[usize] {
+        self.workload_entries_by_address
+            .get(address)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Position of the Pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<usize> {
+        self.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
     }
 
     /// Positions in `registry.services` of the services of a namespace, in registry order.

@@ -1,6 +1,6 @@
 //! The Kubernetes kinds bowline reads (Service, EndpointSlice, Pod, Namespace), from files or
-//! from the API server: only the fields the service registry uses. Other fields are accepted and ignored, as the API server
-//! and kubectl add many.
+//! from the API server: only the fields the service registry and the proxies' inbound ports
+//! use. Other fields are accepted and ignored, as the API server and kubectl add many.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +133,56 @@ pub struct PodSpec {
     pub service_account_name: Option<String>,
     #[serde(default)]
     pub node_name: Option<String>,
+    /// Only their ports are read: a Service's named `targetPort` is looked up there.
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub init_containers: Vec<Container>,
+}
+
+impl PodSpec {
+    /// The ports of the pod's containers and of its native sidecars (init containers with
+    /// `restartPolicy: Always`), in that order, as istiod's `FindPort` searches them.
+    pub fn ports(&self) -> impl Iterator<Item = &ContainerPort> {
+        self.containers
+            .iter()
+            .chain(
+                self.init_containers
+                    .iter()
+                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+            )
+            .flat_map(|c| &c.ports)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+    /// `Always` on an init container makes it a native sidecar.
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub container_port: Option<i64>,
+    /// TCP (the default), UDP or SCTP.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// A Kubernetes L4 protocol as the API server defaults it (`TCP` when unset).
+pub fn l4_protocol(protocol: Option<&str>) -> String {
+    protocol
+        .filter(|p| !p.is_empty())
+        .unwrap_or("TCP")
+        .to_ascii_uppercase()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -355,8 +355,8 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
-    /// Removed from Istio's API (WebSocket upgrades are always allowed) but still found in
-    /// older configs: accepted and ignored; validation warns.
+    /// Removed from Istio's API (every HTTP connection manager allows WebSocket upgrades) but
+    /// still found in older configs: accepted and ignored; validation warns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket_upgrade: Option<bool>,
 }

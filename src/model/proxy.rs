@@ -3,12 +3,14 @@
 //!
 //! Node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<dns-domain>`. Metadata keys:
 //! `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `INSTANCE_IPS`, `ISTIO_VERSION`, `PROXY_CONFIG`,
-//! `INTERCEPTION_MODE`. The locality comes from the topology labels (as istiod reads them),
+//! `INTERCEPTION_MODE`, `POD_PORTS` (the pod's container ports, a JSON list in a string). The locality comes from the topology labels (as istiod reads them),
 //! else from the Envoy node's `locality` ([`Proxy::set_node_locality`]).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+use super::registry::PodPort;
 
 /// Errors in a node id or node metadata.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -161,6 +163,9 @@ pub struct Proxy {
     pub proxy_config: ProxyConfig,
     /// From the topology labels, else the Envoy node's locality; empty when unknown.
     pub locality: Locality,
+    /// The named container ports of the proxy's pod as it reports them (`POD_PORTS`): where a
+    /// Service's named `targetPort` is looked up when the Pod itself is not known.
+    pub pod_ports: Vec<PodPort>,
     /// The identity the proxy proved (set by xds after authentication, never read from
     /// metadata).
     pub identity: Option<crate::model::Identity>,
@@ -169,8 +174,9 @@ pub struct Proxy {
     pub workload_certificate: bool,
 }
 
-/// The inputs of translation that come from the proxy. Proxies with equal classes get
-/// byte-identical configuration, so generated resources are shared between them.
+/// The inputs of translation that come from the proxy. Proxies with equal classes, and equal
+/// workload ports in the model (`registry::WorkloadPorts`, which their inbound ports depend
+/// on), get byte-identical configuration, so generated resources are shared between them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ProxyClass {
     pub proxy_type: ProxyType,
@@ -273,6 +279,10 @@ impl Proxy {
                 });
             }
         };
+        let pod_ports = match meta_str("POD_PORTS")? {
+            Some(text) if !text.is_empty() => parse_pod_ports(&text)?,
+            _ => Vec::new(),
+        };
         let mut proxy_config = ProxyConfig::default();
         if let Some(pc) = metadata.get("PROXY_CONFIG").filter(|v| !v.is_null()) {
             let port = |key: &str, default: u16| -> Result<u16, ProxyError> {
@@ -306,6 +316,7 @@ impl Proxy {
             proxy_config,
             locality: Locality::from_labels(&labels).unwrap_or_default(),
             labels,
+            pod_ports,
             identity: None,
             workload_certificate: false,
         })
@@ -317,6 +328,13 @@ impl Proxy {
         if Locality::from_labels(&self.labels).is_none() {
             self.locality = locality;
         }
+    }
+
+    /// The proxy's Pod as (namespace, name): the node id's `<pod>.<namespace>` when that
+    /// namespace is the proxy's, as istiod reads it.
+    pub fn pod_key(&self) -> Option<(&str, &str)> {
+        let (name, namespace) = self.id.split('~').nth(2)?.split_once('.')?;
+        (namespace == self.namespace).then_some((namespace, name))
     }
 
     /// `<pod>.<namespace>`, the id `istioctl` and `/debug/config_dump?proxyID=` use.
@@ -355,6 +373,35 @@ impl Proxy {
             identity: identity.spiffe_id(),
         })
     }
+}
+
+/// `POD_PORTS`: a string holding a JSON list of `{name, containerPort, protocol}`; the named
+/// ports are kept (only they can be a Service's `targetPort`).
+fn parse_pod_ports(text: &str) -> Result<Vec<PodPort>, ProxyError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry {
+        #[serde(default)]
+        name: Option<String>,
+        container_port: u16,
+        #[serde(default)]
+        protocol: Option<String>,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| ProxyError::Metadata {
+        field: "POD_PORTS",
+        message: format!("expected a JSON list of container ports: {e}"),
+    })?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.container_port != 0)
+        .filter_map(|e| {
+            Some(PodPort {
+                name: e.name.filter(|n| !n.is_empty())?,
+                protocol: crate::model::kube::l4_protocol(e.protocol.as_deref()),
+                number: e.container_port,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -427,6 +474,39 @@ mod tests {
         assert!(p.check_identity(&id("kube-system", "cart")).is_err());
         let no_sa = Proxy::parse("sidecar~1.1.1.1~a.shop~x", &json!({})).unwrap();
         assert!(no_sa.check_identity(&id("shop", "anything")).is_ok());
+    }
+
+    #[test]
+    fn pod_ports_and_pod_key() {
+        let p = Proxy::parse(
+            "sidecar~10.0.0.1~web-0.shop~shop.svc.cluster.local",
+            &json!({
+                "NAMESPACE": "shop",
+                "POD_PORTS": r#"[{"name":"http-web","containerPort":8080,"protocol":"TCP"},{"containerPort":9090},{"name":"dns","containerPort":53,"protocol":"UDP"}]"#,
+            }),
+        )
+        .unwrap();
+        let ports: Vec<(&str, &str, u16)> = p
+            .pod_ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.protocol.as_str(), p.number))
+            .collect();
+        assert_eq!(ports, vec![("http-web", "TCP", 8080), ("dns", "UDP", 53)]);
+        assert_eq!(p.pod_key(), Some(("shop", "web-0")));
+        // The node id's namespace is not the proxy's: no Pod is named.
+        let other =
+            Proxy::parse("sidecar~10.0.0.1~web-0.shop~x", &json!({"NAMESPACE": "db"})).unwrap();
+        assert_eq!(other.pod_key(), None);
+        assert!(matches!(
+            Proxy::parse(
+                "sidecar~10.0.0.1~web-0.shop~x",
+                &json!({"POD_PORTS": "[{\"name\": \"http\"}]"})
+            ),
+            Err(ProxyError::Metadata {
+                field: "POD_PORTS",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -2,18 +2,23 @@
 //! EndpointSlices and from ServiceEntries and WorkloadEntries, as istiod builds it.
 //!
 //! A Kubernetes Service becomes `<name>.<namespace>.svc.<domain>`; its endpoints come from its
-//! EndpointSlices and from WorkloadEntries its selector picks in its namespace. Each host of a
+//! EndpointSlices and from WorkloadEntries its selector picks in its namespace, each service port
+//! on the entry's port istiod maps it to (`Port::workload_entry_target`). Each host of a
 //! ServiceEntry becomes a service; its endpoints are the inline `endpoints` or the
-//! WorkloadEntries its `workloadSelector` picks.
+//! WorkloadEntries its `workloadSelector` picks. `WorkloadPorts` is the other side: the port of
+//! a proxy's own workload (its WorkloadEntry, Pod or reported container ports) each service port
+//! selecting it delivers to, which its inbound ports are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::config::Model;
 use super::kube::{self, IntOrString};
 use super::mesh::MeshConfig;
 use super::networking::{self, Labels};
+use super::proxy::Proxy;
 use super::resource::{Kind, Resource, Spec};
 
 /// Application protocol of a service port, inferred as istiod infers it: the explicit
@@ -94,6 +99,150 @@ pub struct Port {
     pub protocol: Protocol,
     /// The workload port traffic for this port is delivered to, when known as a number.
     pub target_port: Option<u16>,
+    /// A Kubernetes `targetPort` given by name: each workload's port of that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port_name: Option<NamedTargetPort>,
+}
+
+/// A Service's `targetPort` that names a port of its workloads (`targetPort: http-web`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NamedTargetPort {
+    pub name: String,
+    /// The service port's L4 protocol (`TCP`, `SCTP`): a container port must have the same.
+    pub protocol: String,
+}
+
+impl Port {
+    /// The port a WorkloadEntry with these `ports` serves this service port on, as istiod maps
+    /// it: for a named `targetPort` the entry's port of that name (`None`: the entry does not
+    /// serve the port); otherwise the entry's port named like the service port, else the
+    /// target port, else the port number.
+    pub fn workload_entry_target(&self, ports: &BTreeMap<String, u32>) -> Option<u16> {
+        let named = |name: &str| {
+            ports
+                .get(name)
+                .and_then(|n| u16::try_from(*n).ok())
+                .filter(|n| *n != 0)
+        };
+        match &self.target_port_name {
+            Some(target) => named(&target.name),
+            None => Some(
+                named(&self.name)
+                    .or(self.target_port)
+                    .unwrap_or(self.number),
+            ),
+        }
+    }
+}
+
+/// A named port of a pod's containers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PodPort {
+    pub name: String,
+    /// The L4 protocol (`TCP`, `UDP`, `SCTP`).
+    pub protocol: String,
+    pub number: u16,
+}
+
+/// The ports of a proxy's own workload that its service ports are delivered to, found as
+/// istiod finds them: the WorkloadEntry with the proxy's address, else the proxy's Pod (named by
+/// the node id), else the container ports the proxy reports (`POD_PORTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum WorkloadPorts {
+    /// The workload is not known.
+    #[default]
+    Unknown,
+    /// A WorkloadEntry's `ports`.
+    WorkloadEntry(BTreeMap<String, u32>),
+    /// A pod's named container ports.
+    Pod(Vec<PodPort>),
+}
+
+impl WorkloadPorts {
+    /// The ports of `proxy`'s workload in `model`.
+    pub fn of(model: &Model, proxy: &Proxy) -> WorkloadPorts {
+        if let Some(we) = workload_entry_for(model, proxy) {
+            return WorkloadPorts::WorkloadEntry(we.ports.clone());
+        }
+        let pod = proxy
+            .pod_key()
+            .and_then(|(namespace, name)| model.index().pod(namespace, name))
+            .and_then(|p| model.resources.get(p))
+            .and_then(|r| match &r.spec {
+                Spec::Pod(pod) => Some(pod),
+                _ => None,
+            });
+        match pod {
+            Some(pod) => WorkloadPorts::Pod(
+                pod.spec
+                    .ports()
+                    .filter_map(|p| {
+                        Some(PodPort {
+                            name: p.name.clone().filter(|n| !n.is_empty())?,
+                            protocol: kube::l4_protocol(p.protocol.as_deref()),
+                            number: to_port(p.container_port?)?,
+                        })
+                    })
+                    .collect(),
+            ),
+            None if !proxy.pod_ports.is_empty() => WorkloadPorts::Pod(proxy.pod_ports.clone()),
+            None => WorkloadPorts::Unknown,
+        }
+    }
+
+    /// The workload port `port` of a service selecting the workload delivers to; `None` when
+    /// the workload does not serve it: a named target port the workload has no port of that
+    /// name (and L4 protocol) for, or the workload is unknown.
+    pub fn target(&self, port: &Port) -> Option<u16> {
+        match (self, &port.target_port_name) {
+            (WorkloadPorts::WorkloadEntry(ports), _) => port.workload_entry_target(ports),
+            (WorkloadPorts::Pod(ports), Some(target)) => ports
+                .iter()
+                .find(|p| p.name == target.name && p.protocol == target.protocol)
+                .map(|p| p.number),
+            (WorkloadPorts::Unknown, Some(_)) => None,
+            (_, None) => Some(port.target_port.unwrap_or(port.number)),
+        }
+    }
+}
+
+/// The WorkloadEntry a proxy runs as, as istiod picks it: those with (labels and) the proxy's
+/// first address; of several, the one named like the proxy, else one in its namespace, else the
+/// first by namespace and name.
+fn workload_entry_for<'a>(
+    model: &'a Model,
+    proxy: &Proxy,
+) -> Option<&'a networking::WorkloadEntry> {
+    let ip = proxy.ip_addresses.first()?;
+    let mut found: Vec<(&Resource, &networking::WorkloadEntry)> = model
+        .index()
+        .workload_entries_at(ip)
+        .iter()
+        .filter_map(|p| model.resources.get(*p))
+        .filter_map(|r| match &r.spec {
+            Spec::WorkloadEntry(we) if !we.labels.is_empty() => Some((r.as_ref(), we.as_ref())),
+            _ => None,
+        })
+        .collect();
+    found.sort_by(|(a, _), (b, _)| {
+        (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
+    });
+    if found.len() > 1 {
+        let named = proxy.pod_key().and_then(|(namespace, name)| {
+            found
+                .iter()
+                .find(|(r, _)| r.meta.namespace == namespace && r.meta.name == name)
+        });
+        let same_namespace = || {
+            found
+                .iter()
+                .find(|(r, _)| r.meta.namespace == proxy.namespace)
+        };
+        if let Some((_, we)) = named.or_else(same_namespace) {
+            return Some(we);
+        }
+    }
+    found.first().map(|(_, we)| *we)
 }
 
 /// How the proxy finds a service's endpoints.
@@ -322,24 +471,31 @@ fn kubernetes_service(
     workload_entries: &[(&Resource, &networking::WorkloadEntry)],
     mesh: &MeshConfig,
 ) -> Service {
+    // UDP ports are not modelled; a port without a valid number is dropped.
     let ports: Vec<Port> = spec
         .ports
         .iter()
-        .filter(|p| {
-            !p.protocol
-                .as_deref()
-                .is_some_and(|l4| l4.eq_ignore_ascii_case("udp"))
-        })
+        .filter(|p| kube::l4_protocol(p.protocol.as_deref()) != "UDP")
         .filter_map(|p| {
+            let number = to_port(p.port)?;
+            let (target_port, target_port_name) = match &p.target_port {
+                Some(IntOrString::Int(n)) => (to_port(*n), None),
+                Some(IntOrString::String(name)) => (
+                    None,
+                    Some(NamedTargetPort {
+                        name: name.clone(),
+                        protocol: kube::l4_protocol(p.protocol.as_deref()),
+                    }),
+                ),
+                // The API server defaults it to the port.
+                None => (Some(number), None),
+            };
             Some(Port {
                 name: p.name.clone().unwrap_or_default(),
-                number: to_port(p.port)?,
+                number,
                 protocol: Protocol::from_kubernetes(p.name.as_deref(), p.app_protocol.as_deref()),
-                target_port: match &p.target_port {
-                    Some(IntOrString::Int(n)) => to_port(*n),
-                    Some(IntOrString::String(_)) => None,
-                    None => to_port(p.port),
-                },
+                target_port,
+                target_port_name,
             })
         })
         .collect();
@@ -364,7 +520,7 @@ fn kubernetes_service(
         .unwrap_or_default();
     let external = spec.type_.as_deref() == Some("ExternalName");
     let mut endpoints: BTreeMap<u16, Vec<Endpoint>> = BTreeMap::new();
-    for (port, spec_port) in ports.iter().zip(spec.ports.iter()) {
+    for port in &ports {
         let list = endpoints.entry(port.number).or_default();
         if external {
             if let Some(name) = &spec.external_name {
@@ -413,20 +569,9 @@ fn kubernetes_service(
                 if wr.meta.namespace != r.meta.namespace || !selects(selector, &we.labels) {
                     continue;
                 }
-                let target = match &spec_port.target_port {
-                    Some(IntOrString::Int(n)) => to_port(*n),
-                    Some(IntOrString::String(name)) => {
-                        we.ports.get(name).and_then(|n| u16::try_from(*n).ok())
-                    }
-                    None => None,
+                if let Some(target) = port.workload_entry_target(&we.ports) {
+                    list.push(workload_endpoint(we, target));
                 }
-                .or_else(|| {
-                    we.ports
-                        .get(&port.name)
-                        .and_then(|n| u16::try_from(*n).ok())
-                })
-                .unwrap_or(port.number);
-                list.push(workload_endpoint(we, target));
             }
         }
         list.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
@@ -497,6 +642,7 @@ fn service_entry(
                     number,
                     protocol,
                     target_port: target,
+                    target_port_name: None,
                 },
                 target,
             ))
@@ -520,14 +666,11 @@ fn service_entry(
             for (port, target) in &ports {
                 let mut list: Vec<Endpoint> = selected
                     .iter()
-                    .map(|we| {
-                        let p = we
-                            .ports
-                            .get(&port.name)
-                            .and_then(|n| u16::try_from(*n).ok())
-                            .or(*target)
-                            .unwrap_or(port.number);
-                        workload_endpoint(we, p)
+                    .filter_map(|we| {
+                        Some(workload_endpoint(
+                            we,
+                            port.workload_entry_target(&we.ports)?,
+                        ))
                     })
                     .collect();
                 // DNS resolution without endpoints resolves the host itself.
@@ -592,5 +735,108 @@ mod tests {
         );
         assert_eq!(Protocol::from_kubernetes(None, None), Protocol::Unsupported);
         assert_eq!(Protocol::parse("HTTPS"), Protocol::Https);
+    }
+
+    /// The registry of valid resources in `yaml`.
+    fn registry(yaml: &str) -> Registry {
+        let resources: Vec<Arc<Resource>> = crate::model::resource::parse_yaml(yaml, "test.yaml")
+            .into_iter()
+            .map(|p| {
+                let errors: Vec<_> = p.diagnostics.iter().filter(|d| d.is_error()).collect();
+                assert!(errors.is_empty(), "{errors:?}");
+                Arc::new(p.resource.expect("a valid resource"))
+            })
+            .collect();
+        Registry::build(&resources, &MeshConfig::default())
+    }
+
+    /// `address:port` of the endpoints of a service port.
+    fn endpoints(r: &Registry, host: &str, port: u16) -> Vec<String> {
+        let service = r.by_hostname(host).next().expect("the service");
+        service
+            .endpoints
+            .get(&port)
+            .map(|list| {
+                list.iter()
+                    .map(|e| format!("{}:{}", e.address, e.port))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    const WORKLOAD_ENTRIES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: a, namespace: shop}
+spec:
+  address: 10.0.0.1
+  labels: {app: web}
+  ports: {http: 9080, http-alt: 9081}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: b, namespace: shop}
+spec:
+  address: 10.0.0.2
+  labels: {app: web}
+"#;
+
+    /// A UDP port (not modelled) before TCP ports leaves each TCP port its own target port.
+    #[test]
+    fn workload_entry_ports_follow_their_own_service_port() {
+        let r = registry(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}
+  - {{name: grpc, port: 90, targetPort: 9090}}
+  - {{name: tcp-db, port: 91, protocol: TCP, targetPort: 9191}}
+---{WORKLOAD_ENTRIES}"#
+        ));
+        let host = "web.shop.svc.cluster.local";
+        let service = r.by_hostname(host).next().expect("the service");
+        assert_eq!(
+            service.ports.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![90, 91]
+        );
+        assert_eq!(
+            endpoints(&r, host, 90),
+            vec!["10.0.0.1:9090", "10.0.0.2:9090"]
+        );
+        assert_eq!(
+            endpoints(&r, host, 91),
+            vec!["10.0.0.1:9191", "10.0.0.2:9191"]
+        );
+    }
+
+    /// istiod's mapping of a Service port onto a WorkloadEntry: the entry's port named like the
+    /// service port wins over a numeric targetPort; a named targetPort is the entry's port of
+    /// that name, and an entry without one does not serve the service port.
+    #[test]
+    fn workload_entry_ports_as_istiod_maps_them() {
+        let r = registry(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+  - {{name: web, port: 81, targetPort: http-alt}}
+  - {{name: admin, port: 82, targetPort: missing}}
+  - {{name: plain, port: 83}}
+---{WORKLOAD_ENTRIES}"#
+        ));
+        let host = "web.shop.svc.cluster.local";
+        assert_eq!(
+            endpoints(&r, host, 80),
+            vec!["10.0.0.1:9080", "10.0.0.2:8080"]
+        );
+        assert_eq!(endpoints(&r, host, 81), vec!["10.0.0.1:9081"]);
+        assert_eq!(endpoints(&r, host, 82), Vec::<String>::new());
+        assert_eq!(endpoints(&r, host, 83), vec!["10.0.0.1:83", "10.0.0.2:83"]);
     }
 }

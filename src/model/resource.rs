@@ -420,7 +420,10 @@ fn parse_spec(
         Kind::EndpointSlice => {
             obj.remove("kind");
             obj.remove("apiVersion");
-            let value = serde_json::Value::Object(std::mem::take(obj));
+            let mut value = serde_json::Value::Object(std::mem::take(obj));
+            // The API server writes `endpoints: null` for a slice of a Service without ready
+            // pods (the field has no `omitempty`): no endpoints.
+            prune_nulls(&mut value);
             return typed("", value).map(|s| Spec::EndpointSlice(Box::new(s)));
         }
         _ => {}

@@ -270,3 +270,57 @@ async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sen
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint_slice(json: serde_json::Value) -> Object {
+        let gvk = GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice");
+        let resource = ApiResource::from_gvk(&gvk);
+        let o: DynamicObject = serde_json::from_value(json).expect("a DynamicObject");
+        object(Kind::EndpointSlice, &resource, o)
+    }
+
+    /// A Service without ready pods: the API server lists its slice with `endpoints: null`.
+    #[test]
+    fn endpoint_slice_without_endpoints_is_accepted() {
+        let o = endpoint_slice(serde_json::json!({
+            "metadata": {
+                "name": "idle-abcde",
+                "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "idle"},
+            },
+            "addressType": "IPv4",
+            "endpoints": null,
+            "ports": null,
+        }));
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+        let Some(r) = o.resource else {
+            panic!("the slice is kept")
+        };
+        let crate::model::Spec::EndpointSlice(slice) = &r.spec else {
+            panic!("an EndpointSlice: {:?}", r.spec)
+        };
+        assert!(slice.endpoints.is_empty());
+        assert_eq!(slice.ports, None);
+    }
+
+    #[test]
+    fn endpoint_slice_with_endpoints_keeps_them() {
+        let o = endpoint_slice(serde_json::json!({
+            "metadata": {"name": "web-x", "namespace": "shop"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true, "serving": null}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        }));
+        assert!(o.diagnostics.is_empty(), "{:?}", o.diagnostics);
+        let Some(crate::model::Spec::EndpointSlice(slice)) = o.resource.as_ref().map(|r| &r.spec)
+        else {
+            panic!("an EndpointSlice")
+        };
+        assert_eq!(slice.endpoints.len(), 1);
+        assert_eq!(slice.endpoints[0].addresses, vec!["10.0.0.1"]);
+        assert_eq!(slice.endpoints[0].conditions.ready, Some(true));
+    }
+}

@@ -1061,23 +1061,11 @@ fn inbound_policy<'a>(
     Option<At<'a, ConnectionPoolSettings>>,
     Option<At<'a, RetryBudget>>,
 ) {
-    let services = &scope.model.registry.services;
-    let in_namespace = scope.model.index().services_in(&scope.proxy.namespace);
-    let service_port = in_namespace
-        .iter()
-        .filter_map(|p| services.get(*p))
-        .find_map(|s| {
-            let selector = s.selector.as_ref()?;
-            if s.namespace != scope.proxy.namespace
-                || !crate::model::registry::selects(selector, &scope.proxy.labels)
-            {
-                return None;
-            }
-            s.ports
-                .iter()
-                .find(|p| p.target_port.unwrap_or(p.number) == inbound.port)
-                .map(|p| (s, p.number))
-        });
+    let service_port = scope
+        .served_ports()
+        .into_iter()
+        .find(|(_, _, target)| *target == inbound.port)
+        .map(|(s, p, _)| (s, p.number));
     let policy = service_port
         .and_then(|(service, port)| {
             policy::for_service(scope.inbound_destination_rule(service).as_ref(), port)

@@ -532,8 +532,8 @@ fn set_xfcc(filter: &mut xds_listener::Filter) {
     *any = pack(&manager);
 }
 
-/// An HTTP connection manager; `pre` are the authorization and authentication filters that
-/// run first (inbound only).
+/// An HTTP connection manager (inbound and outbound alike, WebSocket upgrades allowed); `pre`
+/// are the authorization and authentication filters that run first (inbound only).
 fn http_manager(
     stat_prefix: &str,
     pre: Vec<hcm::HttpFilter>,
@@ -559,6 +559,11 @@ fn http_manager(
         http_filters,
         use_remote_address: Some(pb::BoolValue { value: false }),
         normalize_path: Some(pb::BoolValue { value: true }),
+        // istiod allows WebSocket upgrades on every HTTP connection manager.
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     xds_listener::Filter {

@@ -56,6 +56,8 @@ pub struct Scope<'a> {
     diagnostics: RefCell<Vec<Diagnostic>>,
     /// DestinationRule lookups by (hostname, service namespace, outbound).
     rule_cache: RefCell<RuleCache<'a>>,
+    /// The ports of the proxy's workload, looked up once.
+    workload: std::cell::OnceCell<registry::WorkloadPorts>,
 }
 
 type RuleCache<'a> = BTreeMap<(String, String, bool), Option<Rule<'a>>>;
@@ -299,6 +301,7 @@ impl<'a> Scope<'a> {
             outbound_policy,
             diagnostics: RefCell::new(Vec::new()),
             rule_cache: RefCell::new(BTreeMap::new()),
+            workload: std::cell::OnceCell::new(),
         }
     }
 
@@ -543,8 +546,41 @@ impl<'a> Scope<'a> {
         super::naming::outbound_cluster(port, d.subset.as_deref().unwrap_or_default(), host)
     }
 
-    /// The ports of the proxy's own workload: Sidecar ingress listeners if any, else the ports
-    /// of the services that select the proxy.
+    /// The services that select the proxy (in its namespace, by its labels), in registry order,
+    /// with each port and the workload port it delivers to; a port whose named `targetPort` the
+    /// workload has no port for is left out (istiod's service targets).
+    pub fn served_ports(&self) -> Vec<(&'a Arc<Service>, &'a registry::Port, u16)> {
+        let model: &'a Model = self.model;
+        let services = &model.registry.services;
+        let workload = self
+            .workload
+            .get_or_init(|| registry::WorkloadPorts::of(model, self.proxy));
+        let mut out = Vec::new();
+        for service in model
+            .index()
+            .services_in(&self.proxy.namespace)
+            .iter()
+            .filter_map(|p| services.get(*p))
+        {
+            let Some(selector) = &service.selector else {
+                continue;
+            };
+            if service.namespace != self.proxy.namespace
+                || !registry::selects(selector, &self.proxy.labels)
+            {
+                continue;
+            }
+            for p in &service.ports {
+                if let Some(target) = workload.target(p) {
+                    out.push((service, p, target));
+                }
+            }
+        }
+        out
+    }
+
+    /// The ports of the proxy's own workload: Sidecar ingress listeners if any, else the
+    /// workload ports of the services that select the proxy ([`Scope::served_ports`]).
     pub fn inbound(&self) -> Vec<InboundPort> {
         let spec = self.sidecar.and_then(|r| match &r.spec {
             crate::model::Spec::Sidecar(s) => Some(s.as_ref()),
@@ -571,26 +607,14 @@ impl<'a> Scope<'a> {
                 });
             }
         } else if self.proxy.interception_mode != InterceptionMode::None {
-            let services = &self.model.registry.services;
-            let in_namespace = self.model.index().services_in(&self.proxy.namespace);
-            for service in in_namespace.iter().filter_map(|p| services.get(*p)) {
-                let Some(selector) = &service.selector else {
-                    continue;
-                };
-                if service.namespace != self.proxy.namespace
-                    || !registry::selects(selector, &self.proxy.labels)
-                {
-                    continue;
-                }
-                for p in &service.ports {
-                    out.push(InboundPort {
-                        port: p.target_port.unwrap_or(p.number),
-                        protocol: p.protocol,
-                        bind: None,
-                        endpoint: None,
-                        binds: false,
-                    });
-                }
+            for (_, p, port) in self.served_ports() {
+                out.push(InboundPort {
+                    port,
+                    protocol: p.protocol,
+                    bind: None,
+                    endpoint: None,
+                    binds: false,
+                });
             }
         }
         out.sort();
@@ -1122,5 +1146,155 @@ mod tests {
                 }
             }
         }
+    }
+
+    // --- Inbound ports: a Service's named targetPort -------------------------------------
+
+    const NAMED_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http-web}
+  - {name: tcp-admin, port: 81, targetPort: 9901}
+"#;
+
+    fn model_of(yaml: &str) -> Model {
+        let resources = crate::model::resource::parse_yaml(yaml, "test.yaml")
+            .into_iter()
+            .map(|p| {
+                let errors: Vec<_> = p.diagnostics.iter().filter(|d| d.is_error()).collect();
+                assert!(errors.is_empty(), "{errors:?}");
+                Arc::new(p.resource.expect("a valid resource"))
+            })
+            .collect();
+        Model::build(resources, Vec::new(), crate::model::MeshConfig::default())
+    }
+
+    /// The inbound ports (and protocols) a captured `web` proxy at `ip` gets.
+    fn inbound_ports(
+        yaml: &str,
+        pod: &str,
+        ip: &str,
+        pod_ports: Option<&str>,
+    ) -> Vec<(u16, Protocol)> {
+        let model = model_of(yaml);
+        let mut metadata = serde_json::json!({
+            "NAMESPACE": "shop",
+            "LABELS": {"app": "web"},
+            "INTERCEPTION_MODE": "REDIRECT",
+        });
+        if let Some(p) = pod_ports {
+            metadata["POD_PORTS"] = p.into();
+        }
+        let proxy = Proxy::parse(
+            &format!("sidecar~{ip}~{pod}.shop~shop.svc.cluster.local"),
+            &metadata,
+        )
+        .expect("a valid proxy");
+        Scope::new(&model, &proxy)
+            .inbound()
+            .into_iter()
+            .map(|p| (p.port, p.protocol))
+            .collect()
+    }
+
+    fn pod(name: &str, ports: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\n\
+             spec:\n  containers:\n  - {{name: app, image: app, ports: {ports}}}\n"
+        )
+    }
+
+    #[test]
+    fn named_target_port_is_the_pods_container_port() {
+        let yaml = format!(
+            "{NAMED_SERVICE}{}{}",
+            pod(
+                "web-0",
+                "[{name: http-web, containerPort: 8080}, {name: metrics, containerPort: 9090}]"
+            ),
+            pod("web-1", "[{name: http-web, containerPort: 7070}]"),
+        );
+        // The proxy's own Pod (named by the node id) decides, not another of the Service's.
+        assert_eq!(
+            inbound_ports(&yaml, "web-0", "10.0.0.1", None),
+            vec![(8080, Protocol::Http), (9901, Protocol::Tcp)]
+        );
+        assert_eq!(
+            inbound_ports(&yaml, "web-1", "10.0.0.2", None),
+            vec![(7070, Protocol::Http), (9901, Protocol::Tcp)]
+        );
+        // A native sidecar's port counts; a UDP port of that name does not serve a TCP port.
+        let sidecar = format!(
+            "{NAMED_SERVICE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web-2, namespace: shop}}\n\
+             spec:\n  containers: [{{name: app, image: app, ports: [{{name: http-web, containerPort: 53, protocol: UDP}}]}}]\n  \
+             initContainers: [{{name: side, image: side, restartPolicy: Always, ports: [{{name: http-web, containerPort: 6060}}]}}]\n"
+        );
+        assert_eq!(
+            inbound_ports(&sidecar, "web-2", "10.0.0.3", None),
+            vec![(6060, Protocol::Http), (9901, Protocol::Tcp)]
+        );
+    }
+
+    #[test]
+    fn named_target_port_without_the_port_is_not_served() {
+        // The Pod has no port of that name; an unknown workload has none either. The service
+        // port is never taken for the workload port.
+        let yaml = format!(
+            "{NAMED_SERVICE}{}",
+            pod("web-0", "[{name: other, containerPort: 8080}]")
+        );
+        assert_eq!(
+            inbound_ports(&yaml, "web-0", "10.0.0.1", None),
+            vec![(9901, Protocol::Tcp)]
+        );
+        assert_eq!(
+            inbound_ports(NAMED_SERVICE, "web-9", "10.0.0.9", None),
+            vec![(9901, Protocol::Tcp)]
+        );
+    }
+
+    #[test]
+    fn named_target_port_from_pod_ports_metadata() {
+        // The Pod is not known (yet): the ports the proxy reports stand in for it.
+        let pod_ports = r#"[{"name":"http-web","containerPort":8080,"protocol":"TCP"}]"#;
+        assert_eq!(
+            inbound_ports(NAMED_SERVICE, "web-0", "10.0.0.1", Some(pod_ports)),
+            vec![(8080, Protocol::Http), (9901, Protocol::Tcp)]
+        );
+        // A known Pod wins over the metadata.
+        let yaml = format!(
+            "{NAMED_SERVICE}{}",
+            pod("web-0", "[{name: http-web, containerPort: 7070}]")
+        );
+        assert_eq!(
+            inbound_ports(&yaml, "web-0", "10.0.0.1", Some(pod_ports)),
+            vec![(7070, Protocol::Http), (9901, Protocol::Tcp)]
+        );
+    }
+
+    #[test]
+    fn named_target_port_is_the_workload_entrys_port() {
+        // The WorkloadEntry with the proxy's address; its port named like a service port also
+        // wins over a numeric targetPort, as for its endpoints.
+        let yaml = format!(
+            "{NAMED_SERVICE}---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+             metadata: {{name: vm-0, namespace: shop}}\n\
+             spec: {{address: 10.0.0.5, labels: {{app: web}}, ports: {{http-web: 8080, tcp-admin: 9911}}}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+             metadata: {{name: vm-1, namespace: shop}}\n\
+             spec: {{address: 10.0.0.6, labels: {{app: web}}}}\n"
+        );
+        assert_eq!(
+            inbound_ports(&yaml, "vm-0", "10.0.0.5", None),
+            vec![(8080, Protocol::Http), (9911, Protocol::Tcp)]
+        );
+        // An entry without the named port does not serve that service port.
+        assert_eq!(
+            inbound_ports(&yaml, "vm-1", "10.0.0.6", None),
+            vec![(9901, Protocol::Tcp)]
+        );
     }
 }

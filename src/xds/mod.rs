@@ -41,8 +41,8 @@ use tonic::Status;
 
 use crate::ca::Ca;
 use crate::ca::authn::{Authenticators, Caller};
-use crate::cache::{Cache, ProxyResources, Snapshot};
-use crate::model::{Identity, Proxy, ProxyClass};
+use crate::cache::{Cache, ClassKey, ProxyResources, Snapshot};
+use crate::model::{Identity, Proxy};
 use status::{Connection, Registry};
 pub use stream::AdsRequest;
 use transport::{Outgoing, Requests};
@@ -70,7 +70,7 @@ type Build = Arc<tokio::sync::OnceCell<Arc<ProxyResources>>>;
 /// Builds in progress or done, one per class and generation, and the CPUs they may use.
 struct Builds {
     permits: tokio::sync::Semaphore,
-    cells: Mutex<HashMap<(ProxyClass, u64), Build>>,
+    cells: Mutex<HashMap<(ClassKey, u64), Build>>,
     /// Newest generation seen; older cells are dropped when it advances.
     newest: AtomicU64,
 }
@@ -122,13 +122,14 @@ impl Shared {
             return Ok(r);
         }
         let generation = snapshot.generation;
+        let class = ClassKey::of(&snapshot.model, proxy);
         let cell = {
             let mut cells = self.builds.cells.lock().unwrap_or_else(|p| p.into_inner());
             if self.builds.newest.fetch_max(generation, Ordering::Relaxed) < generation {
                 cells.retain(|(_, g), _| *g + 1 >= generation);
             }
             cells
-                .entry((proxy.class(), generation))
+                .entry((class.clone(), generation))
                 .or_default()
                 .clone()
         };
@@ -143,8 +144,12 @@ impl Shared {
                 // Waiting for a CPU may have taken long enough for newer snapshots to
                 // arrive: build the newest (the stream moves on to it anyway), never a
                 // generation nobody needs any more.
+                // The proxies waiting on this build are of one class at `snapshot`; the newest
+                // is built only if they still are (their workloads' ports may have changed).
                 let newest = self.snapshots.borrow().clone();
-                let snapshot = if newest.generation > snapshot.generation {
+                let snapshot = if newest.generation > snapshot.generation
+                    && ClassKey::of(&newest.model, proxy) == class
+                {
                     newest
                 } else {
                     snapshot.clone()

@@ -562,3 +562,127 @@ fn skipped_and_full_regeneration_agree_without_scoping() {
 fn skipped_and_full_regeneration_agree_with_service_entries() {
     check(true, "service_entry");
 }
+
+/// The configuration the cache hands `proxy` at `snapshot` is a full regeneration's.
+fn assert_full(cache: &Cache, snapshot: &Snapshot, proxy: &Proxy, what: &str) {
+    let got = cache.resources(snapshot, proxy);
+    let out = translate::generate(&snapshot.model, proxy, TypeSet::ALL);
+    let want: [Vec<(String, String)>; 4] = [
+        versions(&out.clusters, |c| &c.name),
+        versions(&out.endpoints, |c| &c.cluster_name),
+        versions(&out.listeners, |l| &l.name),
+        versions(&out.routes, |r| &r.name),
+    ];
+    for t in ResourceType::CONFIG {
+        let g: Vec<(String, String)> = got
+            .get(t)
+            .items
+            .iter()
+            .map(|(n, v)| (n.clone(), v.version.clone()))
+            .collect();
+        assert_eq!(
+            g,
+            want[t as usize],
+            "after {what}: {} {} differs from a full regeneration",
+            proxy.id,
+            t.as_str()
+        );
+    }
+}
+
+const NAMED_TARGET_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http-web}]
+"#;
+
+fn web_pod(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: web}}}}\n\
+         spec: {{containers: [{{name: app, image: app, ports: [{{name: http-web, containerPort: {port}}}]}}]}}\n"
+    )
+}
+
+fn web_vm(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: vm-0, namespace: shop}}\n\
+         spec: {{address: 10.0.0.5, labels: {{app: web}}, ports: {{http-web: {port}}}}}\n"
+    )
+}
+
+/// A Service's named targetPort is each proxy's own workload port (its Pod's container port,
+/// its WorkloadEntry's port, the POD_PORTS it reports): proxies alike in everything else get
+/// inbound configuration of their own, and a change of a workload's ports that changes no
+/// service (a Pod's) or only endpoints (a WorkloadEntry's) reaches its proxy.
+#[test]
+fn inbound_ports_follow_each_proxys_workload() {
+    let proxy = |pod: &str, ip: &str, pod_ports: Option<&str>| {
+        let mut metadata = serde_json::json!({
+            "NAMESPACE": "shop",
+            "LABELS": {"app": "web"},
+            "INTERCEPTION_MODE": "REDIRECT",
+        });
+        if let Some(p) = pod_ports {
+            metadata["POD_PORTS"] = p.into();
+        }
+        Proxy::parse(
+            &format!("sidecar~{ip}~{pod}.shop~shop.svc.cluster.local"),
+            &metadata,
+        )
+        .unwrap()
+    };
+    let proxies = [
+        proxy("web-0", "10.0.0.1", None),
+        proxy("web-1", "10.0.0.2", None),
+        proxy("vm-0", "10.0.0.5", None),
+        proxy(
+            "web-9",
+            "10.0.0.9",
+            Some(r#"[{"name":"http-web","containerPort":5050,"protocol":"TCP"}]"#),
+        ),
+    ];
+    let state = |web_1: u16, vm: u16| {
+        vec![
+            NAMED_TARGET_SERVICE.to_string(),
+            web_pod("web-0", 8080),
+            web_pod("web-1", web_1),
+            web_vm(vm),
+        ]
+    };
+    let states = [
+        ("initial", state(7070, 6060)),
+        ("a Pod's container port", state(7171, 6060)),
+        ("a WorkloadEntry's port", state(7171, 6161)),
+    ];
+    let cache = Cache::new();
+    let mut previous: Option<Arc<Snapshot>> = None;
+    for (generation, (what, files)) in states.iter().enumerate() {
+        let model = model(files);
+        let changed = match &previous {
+            None => TypeSet::ALL,
+            Some(p) => {
+                let c = model.change_from(&p.model);
+                if c.config {
+                    TypeSet::ALL
+                } else if c.endpoints {
+                    TypeSet::only(ResourceType::Eds)
+                } else {
+                    TypeSet::NONE
+                }
+            }
+        };
+        let snapshot = Arc::new(Snapshot {
+            generation: generation as u64 + 1,
+            model,
+            changed,
+            changed_at: Instant::now(),
+        });
+        cache.observe(&snapshot);
+        for p in &proxies {
+            assert_full(&cache, &snapshot, p, what);
+        }
+        previous = Some(snapshot);
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! - bookinfo applied with kubectl reaches a stock Envoy (bootstrapped as productpage's
 //!   sidecar) as `outbound|9080||reviews.default.svc.cluster.local` with the reviews pods'
-//!   endpoints; a VirtualService applied with kubectl changes its routes without a restart and
+//!   endpoints; the EndpointSlice of a Service without pods (`endpoints: null`) is loaded, not
+//!   rejected; a VirtualService applied with kubectl changes its routes without a restart and
 //!   its deletion reverts them; a new ready Pod changes endpoints only (no cluster push);
 //! - a projected service-account token (audience `istio-ca`) is checked with TokenReview: a
 //!   sidecar bootstrapped with it gets its service account's certificate over SDS, and the CA
@@ -188,6 +189,31 @@ fn bookinfo_from_the_api_server() {
         ),
         "the EndpointSlice controller lists the three reviews pods"
     );
+    // A Service without pods: the API server lists its slice with `endpoints: null`.
+    kube.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: idle, namespace: default}\n\
+             spec:\n  selector: {app: idle}\n  ports: [{name: http, port: 80}]\n",
+        ),
+    );
+    assert!(
+        kube.wait_for(
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                "default",
+                "-l",
+                "kubernetes.io/service-name=idle",
+                "-o",
+                "name"
+            ],
+            Duration::from_secs(30),
+            |out| !out.trim().is_empty(),
+        ),
+        "the EndpointSlice controller makes the idle Service's slice"
+    );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let net = Net::new();
@@ -230,6 +256,28 @@ fn bookinfo_from_the_api_server() {
         .block_on(bowline.wait_synced("productpage-v1-0.default", Duration::from_secs(30)))
         .expect("productpage's sidecar in sync");
     assert_eq!(synced.nacks().len(), 0, "no NACK: {:?}", synced.nacks());
+
+    // The idle Service's empty slice is loaded like any other, not reported as rejected.
+    let configz = rt.block_on(common::poll(Duration::from_secs(30), async || {
+        let c = bowline.configz().await?;
+        let loaded = c["resources"].as_array().is_some_and(|all| {
+            all.iter().any(|r| {
+                r["kind"] == "EndpointSlice"
+                    && r["name"].as_str().is_some_and(|n| n.starts_with("idle-"))
+            })
+        });
+        if loaded {
+            Ok(c)
+        } else {
+            Err(format!("the idle slice is not loaded: {c}"))
+        }
+    }));
+    let configz = configz.expect("/debug/configz lists the idle Service's EndpointSlice");
+    let rejected: Vec<&serde_json::Value> = configz["diagnostics"]
+        .as_array()
+        .map(|d| d.iter().filter(|d| d["kind"] == "EndpointSlice").collect())
+        .unwrap_or_default();
+    assert!(rejected.is_empty(), "EndpointSlices rejected: {rejected:?}");
 
     // A VirtualService applied with kubectl changes the routes; deleting it reverts them.
     let networking = corpus.join("samples/bookinfo/networking");

@@ -22,4 +22,5 @@ mod security;
 mod traffic;
 mod traffic_dr;
 mod traffic_http;
+mod websocket;
 mod xds_protocol;

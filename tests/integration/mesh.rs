@@ -3,7 +3,8 @@
 //! same namespace. Requests go to service VIPs and unknown addresses exactly as an application's
 //! would, and the capture hands them to Envoy. The rules an injected `istio-init` installs
 //! (`bowline istio-iptables` with the arguments `bowline inject` writes) are checked the same
-//! way, in a pod namespace joined to a peer by a veth pair.
+//! way, in a pod namespace joined to a peer by a veth pair. A Service whose `targetPort` names a
+//! container port reaches the workload through the captured inbound listener.
 
 use crate::common;
 
@@ -327,4 +328,110 @@ fn injected_istio_init_rules_capture_like_istio_init() {
         (some("inbound-capture"), some("readiness")),
         "into the pod: captured, except the proxy's readiness port"
     );
+}
+
+/// A Service whose `targetPort` names a container port (`http-web`, 8080 in the Pod): the
+/// captured pod's inbound listener has a chain for 8080, so a request from another pod to
+/// POD:8080 goes through the inbound HTTP connection manager (which adds `x-forwarded-proto`
+/// and counts on `inbound|8080||`), not through the passthrough chain.
+#[test]
+fn named_target_port_reaches_the_workload_through_the_inbound_listener() {
+    const POD: &str = "10.91.0.2";
+    const PEER: &str = "10.91.0.3";
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(pod) = Netns::create("named", &[]) else {
+        return;
+    };
+    let Some(peer) = Netns::create("caller", &[]) else {
+        return;
+    };
+    common::netns::veth(&pod, POD, &peer, PEER, 24);
+    let mesh = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: mesh}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http-web}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: mesh, labels: {{app: web}}}}
+spec:
+  containers:
+  - name: app
+    image: web
+    ports: [{{name: http-web, containerPort: 8080, protocol: TCP}}]
+status: {{podIP: {POD}}}
+"#
+    );
+    let pod_handle = (*pod).clone();
+    let peer_handle = (*peer).clone();
+    pod.run(move || async move {
+        let app = common::spawn_backend(addr("0.0.0.0", 8080), "web")
+            .await
+            .expect("app");
+        let net = Net::new();
+        let mut bowline = Bowline::new(&net);
+        bowline.write("mesh.yaml", &mesh);
+        bowline.start().await;
+        // istio-init runs before the proxy starts.
+        pod_handle.capture_inbound(15006);
+        let spec = ProxySpec::sidecar("web-0", "mesh", POD.parse().expect("ip"))
+            .label("app", "web")
+            .interception("REDIRECT")
+            .run_as_group(PROXY_GID)
+            .listen_ports(15001, 15006);
+        let envoy = Envoy::start(&envoy_bin, &bowline, spec).await;
+        bowline
+            .wait_synced(&envoy.proxy_id(), Duration::from_secs(20))
+            .await
+            .expect("proxy synced");
+
+        // From the other pod, as a client without a sidecar would call the workload.
+        let echoed = tokio::task::spawn_blocking(move || {
+            peer_handle.run(|| async {
+                common::poll(Duration::from_secs(30), async || {
+                    let r = HttpClient::new(addr(POD, 8080))
+                        .get("web.mesh.svc.cluster.local", "/", &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let headers = r.header("x-echo-headers").unwrap_or_default().to_string();
+                    if r.status == 200 && headers.contains("x-forwarded-proto") {
+                        Ok(headers)
+                    } else {
+                        Err(format!("{} {:?}, app saw {headers}", r.status, r.backend()))
+                    }
+                })
+                .await
+            })
+        })
+        .await
+        .expect("caller thread");
+        let listeners = envoy.admin("/listeners").await.unwrap_or_default();
+        assert!(
+            echoed.is_ok(),
+            "the request reaches the app through the inbound HTTP chain: {echoed:?}\n\
+             Envoy's listeners: {listeners}"
+        );
+        assert!(
+            app.seen()
+                .iter()
+                .any(|s| s.header("x-forwarded-proto").is_some()),
+            "the app on 8080 served it"
+        );
+        assert!(
+            envoy
+                .stat("cluster.inbound|8080||.upstream_rq_total")
+                .await
+                .expect("stats")
+                > 0,
+            "the inbound cluster of port 8080 carried the request"
+        );
+        let synced = bowline.syncz().await.expect("syncz");
+        let me = common::find_proxy(&synced, &envoy.proxy_id()).expect("proxy connected");
+        assert!(me.nacks().is_empty(), "no NACK: {:?}", me.nacks());
+    });
 }

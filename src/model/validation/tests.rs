@@ -62,6 +62,18 @@ fn dr(spec: &str) -> String {
 }
 
 #[test]
+fn websocket_upgrade_is_ignored_with_a_warning() {
+    let yaml = vs("  - websocketUpgrade: true\n    route:\n    - destination: {host: reviews}\n");
+    assert_ok(&yaml);
+    assert_eq!(
+        warnings(&yaml),
+        vec![
+            "spec.http[0].websocketUpgrade: websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are allowed on every HTTP port"
+        ]
+    );
+}
+
+#[test]
 fn virtual_service_basics() {
     assert_ok(&vs(
         "  - route:\n    - destination: {host: reviews, subset: v1}\n",

@@ -285,7 +285,7 @@ impl Ctx<'_> {
         if r.websocket_upgrade.is_some() {
             self.warn(
                 format!("{p}.websocketUpgrade"),
-                "websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are always allowed",
+                "websocketUpgrade is no longer part of the Istio API and is ignored; WebSocket upgrades are allowed on every HTTP port",
             );
         }
     }
