@@ -490,6 +490,18 @@ fn set_of<'a>(
     }
 }
 
+/// After clusters were sent: Envoy warms each one it receives until its endpoints arrive, even
+/// when they did not change (envoyproxy/envoy#13009), so their assignments are sent again
+/// after them, as istiod pushes EDS after CDS.
+fn resend_assignments(stream: &mut Stream, clusters: impl IntoIterator<Item = String>) {
+    stream
+        .watches
+        .entry(ResourceType::Eds)
+        .or_default()
+        .resend
+        .extend(clusters);
+}
+
 /// Makes sure the secrets a watch names exist (issuing the first certificate), and records
 /// them for debug views.
 fn prepare_secrets(secrets: &mut Secrets, stream: &Stream, connection: &Connection) {
@@ -577,6 +589,13 @@ async fn sotw(
                     && let Some(r) = stream.sotw_response(t, set, true, None)
                 {
                     send(tx, r).await?;
+                    if t == ResourceType::Cds {
+                        resend_assignments(&mut stream, set.items.keys().cloned());
+                        let eds = resources.get(ResourceType::Eds);
+                        if let Some(r) = stream.sotw_response(ResourceType::Eds, eds, false, None) {
+                            send(tx, r).await?;
+                        }
+                    }
                 }
             }
         }
@@ -597,6 +616,10 @@ async fn sotw(
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.sotw_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
                         send(tx, r).await?;
+                        if t == ResourceType::Cds {
+                            // EDS is next in CONFIG.
+                            resend_assignments(&mut stream, resources.get(t).items.keys().cloned());
+                        }
                     }
                 }
             }
@@ -677,7 +700,20 @@ async fn delta(
                 if let Some(r) =
                     stream.delta_response(t, set_of(t, &resources, &secrets), force, since)
                 {
+                    let clusters: Vec<String> = if t == ResourceType::Cds {
+                        r.resources.iter().map(|c| c.name.clone()).collect()
+                    } else {
+                        Vec::new()
+                    };
                     send(tx, r).await?;
+                    if !clusters.is_empty() {
+                        resend_assignments(&mut stream, clusters);
+                        let eds = resources.get(ResourceType::Eds);
+                        if let Some(r) = stream.delta_response(ResourceType::Eds, eds, false, None)
+                        {
+                            send(tx, r).await?;
+                        }
+                    }
                 }
             }
         }
@@ -697,6 +733,10 @@ async fn delta(
                 resources = latest;
                 for t in ResourceType::CONFIG {
                     if let Some(r) = stream.delta_response(t, resources.get(t), false, Some(snapshot.changed_at)) {
+                        if t == ResourceType::Cds {
+                            // EDS is next in CONFIG.
+                            resend_assignments(&mut stream, r.resources.iter().map(|c| c.name.clone()));
+                        }
                         send(tx, r).await?;
                     }
                 }

@@ -5,7 +5,10 @@
 //! is the type's last nonce is an ACK, or a NACK when it has `error_detail`; a request with an
 //! older nonce is stale and ignored. A NACKed response is recorded and not sent again: the next
 //! push of that type happens only when its content changes. Types are pushed in the order CDS,
-//! EDS, LDS, RDS.
+//! EDS, LDS, RDS. A resource can be marked for sending again although the client holds its
+//! version (`Watch::resend`): Envoy warms a cluster it receives until that cluster's endpoints
+//! arrive, even when they did not change, so the assignments of the clusters a response
+//! carried are sent after it, as istiod pushes EDS after CDS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,6 +38,9 @@ pub struct Watch {
     /// (unchanged by the new snapshot) and the subscription did not change since, there is
     /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
     pub seen: Option<Arc<TypedResources>>,
+    /// Names the next response sends even if the client holds their version (the assignments
+    /// of clusters Envoy is warming); taken by that response.
+    pub resend: BTreeSet<String>,
 }
 
 impl Watch {
@@ -316,6 +322,11 @@ impl Stream {
         if !watch.wildcard && watch.names.is_empty() {
             return None;
         }
+        // State of the world sends the whole selection: resending is sending at all.
+        let resend = std::mem::take(&mut watch.resend)
+            .iter()
+            .any(|n| watch.wildcard || watch.names.contains(n));
+        let force = force || resend;
         if !force && watch.unchanged(resources) {
             return None;
         }
@@ -357,7 +368,12 @@ impl Stream {
         if !watch.subscribed {
             return None;
         }
-        if !force && watch.unchanged(resources) {
+        let resend: Vec<&Arc<Versioned>> = std::mem::take(&mut watch.resend)
+            .iter()
+            .filter(|n| watch.wildcard || watch.names.contains(*n))
+            .filter_map(|n| resources.items.get(n))
+            .collect();
+        if !force && resend.is_empty() && watch.unchanged(resources) {
             return None;
         }
         // The version of the whole set: the client's subset is told by the resources' own
@@ -372,11 +388,16 @@ impl Stream {
             && watch.known.is_exact()
         {
             let diff = resources.diff_from(&previous);
-            let changed: Vec<&Arc<Versioned>> = diff
+            let mut changed: Vec<&Arc<Versioned>> = diff
                 .changed
                 .iter()
                 .filter(|v| watch.wildcard || watch.names.contains(&v.name))
                 .collect();
+            for v in &resend {
+                if !changed.iter().any(|c| c.name == v.name) {
+                    changed.push(*v);
+                }
+            }
             let removed: Vec<String> = diff
                 .removed
                 .iter()
@@ -400,7 +421,10 @@ impl Stream {
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
             .copied()
-            .filter(|v| watch.known.version(&v.name) != Some(v.version.as_str()))
+            .filter(|v| {
+                watch.known.version(&v.name) != Some(v.version.as_str())
+                    || resend.iter().any(|r| r.name == v.name)
+            })
             .collect();
         let present: BTreeSet<&str> = items.iter().map(|v| v.name.as_str()).collect();
         let mut removed: Vec<String> = watch
@@ -557,6 +581,65 @@ mod tests {
         let known = &s.watches[&ResourceType::Eds].known;
         assert_eq!(known.version("a"), Some("2"));
         assert!(!known.contains("b") && !known.contains("c"));
+    }
+
+    #[test]
+    fn resend_sends_held_resources_again_once() {
+        let mut s = stream();
+        let watch = s.watches.entry(ResourceType::Eds).or_default();
+        watch.subscribed = true;
+        watch.names = ["a".to_string(), "b".to_string()].into();
+        let held = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, true, None)
+                .is_some()
+        );
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
+        // `c` is not subscribed, `d` does not exist: only `a` goes out again.
+        s.watches.get_mut(&ResourceType::Eds).unwrap().resend =
+            ["a", "c", "d"].map(String::from).into();
+        let r = s
+            .delta_response(ResourceType::Eds, &held, false, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["a"], vec![]));
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, false, None)
+                .is_none(),
+            "resent once"
+        );
+        // Together with a change.
+        s.watches.get_mut(&ResourceType::Eds).unwrap().resend = ["a".to_string()].into();
+        let changed = set(&[("a", "1"), ("b", "2"), ("c", "1")]);
+        let r = s
+            .delta_response(ResourceType::Eds, &changed, false, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["b", "a"], vec![]));
+
+        // State of the world: the whole selection again.
+        let mut s = stream();
+        let watch = s.watches.entry(ResourceType::Eds).or_default();
+        watch.subscribed = true;
+        watch.names = ["a".to_string()].into();
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, true, None)
+                .is_some()
+        );
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
+        s.watches.get_mut(&ResourceType::Eds).unwrap().resend = ["a".to_string()].into();
+        let r = s
+            .sotw_response(ResourceType::Eds, &held, false, None)
+            .unwrap();
+        assert_eq!(r.resources.len(), 1);
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
     }
 
     #[test]
