@@ -246,6 +246,20 @@ impl MeshConfig {
     pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
         self.extension_providers.iter().find(|p| p.name == name)
     }
+
+    /// The trust domains whose peers mutual TLS accepts (istiod's `TrustDomainsForValidation`):
+    /// `trustDomain`, then `trustDomainAliases` in name order, without repeats.
+    pub fn trust_domains_for_validation(&self) -> Vec<String> {
+        let mut aliases: Vec<&String> = self.trust_domain_aliases.iter().collect();
+        aliases.sort();
+        let mut out: Vec<String> = Vec::with_capacity(aliases.len() + 1);
+        for td in std::iter::once(&self.trust_domain).chain(aliases) {
+            if !td.is_empty() && !out.contains(td) {
+                out.push(td.clone());
+            }
+        }
+        out
+    }
 }
 
 /// Provider names are used in metadata keys and RBAC policy names: lowercase DNS-label
@@ -465,5 +479,21 @@ mod tests {
             MeshConfig::from_yaml("[1, 2"),
             Err(MeshError::Yaml(_))
         ));
+    }
+
+    #[test]
+    fn trust_domains_for_validation() {
+        let mesh = MeshConfig::from_yaml(
+            "trustDomain: example.org\ntrustDomainAliases: [zz.example, example.org, old.example]",
+        )
+        .unwrap();
+        assert_eq!(
+            mesh.trust_domains_for_validation(),
+            vec!["example.org", "old.example", "zz.example"]
+        );
+        assert_eq!(
+            MeshConfig::default().trust_domains_for_validation(),
+            vec!["cluster.local"]
+        );
     }
 }

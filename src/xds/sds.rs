@@ -1,6 +1,8 @@
 //! SDS over ADS: the secrets `default` (the proxy's certificate chain and private key) and
-//! `ROOTCA` (the trust bundle, validated with SPIFFE semantics by Envoy's SPIFFE certificate
-//! validator), served per stream as `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`.
+//! `ROOTCA` (the trust bundle, as istio-agent serves it: `trusted_ca`), served per stream as
+//! `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`. Which trust domains
+//! a peer may belong to is not part of `ROOTCA`: translation sets it beside it (SAN matchers
+//! from the mesh configuration, see `translate::mtls`).
 //!
 //! Contract: `ROOTCA` is served to every stream (it is public). `default` is served only to a
 //! stream that proved its identity on the TLS port: its certificate is signed for that
@@ -25,9 +27,6 @@ use crate::model::Identity;
 use crate::translate::envoy::pack;
 
 pub use crate::translate::naming::{SDS_DEFAULT, SDS_ROOTCA};
-
-/// Name of Envoy's SPIFFE certificate validator extension.
-const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 
 fn inline(bytes: &[u8]) -> Option<xds_core::DataSource> {
     Some(xds_core::DataSource {
@@ -73,25 +72,13 @@ pub fn redact(secret: &tls::Secret) -> tls::Secret {
     out
 }
 
-/// `ROOTCA`: peers must present a SPIFFE certificate of the mesh's trust domain that chains to
-/// the trust bundle.
+/// `ROOTCA`: the trust bundle peers' chains must verify against.
 pub fn root_secret(ca: &Ca) -> tls::Secret {
-    let spiffe = tls::SpiffeCertValidatorConfig {
-        trust_domains: vec![tls::spiffe_cert_validator_config::TrustDomain {
-            name: ca.trust_domain().to_string(),
-            trust_bundle: inline(ca.root_pem().as_bytes()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     tls::Secret {
         name: SDS_ROOTCA.to_string(),
         r#type: Some(tls::secret::Type::ValidationContext(
             tls::CertificateValidationContext {
-                custom_validator_config: Some(xds_core::TypedExtensionConfig {
-                    name: SPIFFE_VALIDATOR.to_string(),
-                    typed_config: Some(pack(&spiffe)),
-                }),
+                trusted_ca: inline(ca.root_pem().as_bytes()),
                 ..Default::default()
             },
         )),
@@ -250,5 +237,24 @@ mod tests {
         .unwrap();
         assert!(dump.contains("[redacted]"), "{dump}");
         assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+    }
+
+    #[test]
+    fn rootca_is_the_trust_bundle_only() {
+        let ca = Ca::load(&CaOptions {
+            dir: None,
+            trust_domain: "cluster.local".into(),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
+        })
+        .unwrap();
+        let Some(tls::secret::Type::ValidationContext(v)) = root_secret(&ca).r#type else {
+            panic!("ROOTCA is a validation context");
+        };
+        assert_eq!(
+            v.trusted_ca,
+            inline(ca.root_pem().as_bytes()),
+            "the mesh's roots"
+        );
+        assert_eq!(v.custom_validator_config, None);
     }
 }
