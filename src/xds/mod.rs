@@ -10,7 +10,8 @@
 //! node and receives the resources the cache generates for that proxy, pushed when a new model
 //! snapshot changes them (only changed types; delta streams only changed resources), and its
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
-//! carries a private key), renewed at half-life. `push` turns source events into debounced
+//! carries a private key), renewed at half-life and replaced when the mesh's trust domain
+//! changes (the certificate always names the trust domain of the configuration served). `push` turns source events into debounced
 //! model snapshots; `status` records what each proxy was sent, ACKed and NACKed; `tls` is the
 //! TLS port's transport; `transport` frames ADS requests and responses.
 //!
@@ -467,14 +468,34 @@ fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
     t
 }
 
-/// The secrets of a stream: `default` only for a proxy that holds a workload certificate.
-fn secrets_for(shared: &Shared, proxy: &Proxy) -> Secrets {
+/// The secrets of a stream: `default` only for a proxy that holds a workload certificate, in
+/// the trust domain of the configuration it is served (`snapshot`).
+fn secrets_for(shared: &Shared, proxy: &Proxy, snapshot: &Snapshot) -> Secrets {
     let ca = shared.security.as_ref().map(|s| s.ca.clone());
     let identity = proxy
         .identity
         .clone()
         .filter(|_| proxy.workload_certificate);
-    Secrets::new(ca, identity)
+    let mut secrets = Secrets::new(ca, identity);
+    secrets.follow_trust_domain(&snapshot.model.mesh.trust_domain);
+    secrets
+}
+
+/// After a new snapshot: when the mesh's trust domain changed, the stream's identity moves to
+/// it and a held certificate is replaced at once, so the proxy's certificate and the SAN
+/// matchers and principals of its configuration name the same trust domain. `true` when the
+/// secrets changed.
+fn follow_trust_domain(
+    secrets: &mut Secrets,
+    snapshot: &Snapshot,
+    connection: &Connection,
+) -> bool {
+    let trust_domain = &snapshot.model.mesh.trust_domain;
+    if !secrets.follow_trust_domain(trust_domain) {
+        return false;
+    }
+    tracing::info!(proxy = %connection.proxy.id, %trust_domain, "the mesh's trust domain changed: replacing the workload certificate");
+    renew(secrets, connection)
 }
 
 /// The set a type's responses are made from.
@@ -545,8 +566,8 @@ async fn sotw(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
-    let mut secrets = secrets_for(shared, &connection.proxy);
+    let (snapshot, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
+    let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -622,6 +643,11 @@ async fn sotw(
                         }
                     }
                 }
+                if follow_trust_domain(&mut secrets, &snapshot, &connection)
+                    && let Some(r) = stream.sotw_response(ResourceType::Sds, secrets.resources(), false, None)
+                {
+                    send(tx, r).await?;
+                }
             }
             _ = renewal(&secrets) => {
                 if renew(&mut secrets, &connection)
@@ -642,8 +668,8 @@ async fn delta(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
-    let mut secrets = secrets_for(shared, &connection.proxy);
+    let (snapshot, mut resources) = current(shared, &mut rx, &connection.proxy).await?;
+    let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -739,6 +765,11 @@ async fn delta(
                         }
                         send(tx, r).await?;
                     }
+                }
+                if follow_trust_domain(&mut secrets, &snapshot, &connection)
+                    && let Some(r) = stream.delta_response(ResourceType::Sds, secrets.resources(), false, None)
+                {
+                    send(tx, r).await?;
                 }
             }
             _ = renewal(&secrets) => {
