@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::token::TokenKey;
 use crate::model::Identity;
+use crate::model::mesh::TrustDomain;
 
 /// What the connection proved, attached to each request by the transport (tonic's connect
 /// info of the TLS port).
@@ -76,18 +77,15 @@ pub trait Authenticator: Send + Sync {
     async fn authenticate(&self, caller: &Caller) -> Result<Option<Identity>, AuthError>;
 }
 
-/// Bearer tokens bowline issued (see [`super::token`]).
+/// Bearer tokens bowline issued (see [`super::token`]), naming the trust domain in force.
 pub struct TokenAuthenticator {
     key: Arc<TokenKey>,
-    trust_domain: String,
+    trust_domain: TrustDomain,
 }
 
 impl TokenAuthenticator {
-    pub fn new(key: Arc<TokenKey>, trust_domain: &str) -> TokenAuthenticator {
-        TokenAuthenticator {
-            key,
-            trust_domain: trust_domain.to_string(),
-        }
+    pub fn new(key: Arc<TokenKey>, trust_domain: TrustDomain) -> TokenAuthenticator {
+        TokenAuthenticator { key, trust_domain }
     }
 }
 
@@ -102,7 +100,7 @@ impl Authenticator for TokenAuthenticator {
             return Ok(None);
         };
         self.key
-            .verify(token, &self.trust_domain)
+            .verify(token, &self.trust_domain.get())
             .map(Some)
             .map_err(|e| AuthError {
                 authenticator: self.name(),
@@ -164,7 +162,10 @@ mod tests {
     async fn token_then_certificate() {
         let key = Arc::new(TokenKey::generate().unwrap());
         let auth = Authenticators::new(vec![
-            Arc::new(TokenAuthenticator::new(key.clone(), "cluster.local")),
+            Arc::new(TokenAuthenticator::new(
+                key.clone(),
+                TrustDomain::new("cluster.local"),
+            )),
             Arc::new(ClientCertAuthenticator),
         ]);
         let id = Identity::new("cluster.local", "a", "sa-a").unwrap();

@@ -38,6 +38,7 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::model::Identity;
+use crate::model::mesh::TrustDomain;
 
 /// Istio's default workload certificate lifetime.
 pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -158,7 +159,9 @@ impl WorkloadCert {
 
 /// The certificate authority. Cheap to share behind an `Arc`.
 pub struct Ca {
-    trust_domain: String,
+    /// The mesh's trust domain in force (set by the push loop); the self-signed root's
+    /// organisation keeps the one it was created with.
+    trust_domain: TrustDomain,
     issuer: Issuer<'static, KeyPair>,
     /// Certificates from the signing CA up to the root, the signing CA first, the root
     /// excluded (PEM, concatenated); empty when the signing CA is the root.
@@ -174,7 +177,7 @@ pub struct Ca {
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca")
-            .field("trust_domain", &self.trust_domain)
+            .field("trust_domain", &self.trust_domain.get())
             .field("source", &self.source)
             .field("workload_ttl", &self.workload_ttl)
             .finish_non_exhaustive()
@@ -204,6 +207,7 @@ impl std::fmt::Debug for CaFiles {
 pub struct CaOptions {
     /// `--ca-dir`; `None` keeps a root in memory only.
     pub dir: Option<PathBuf>,
+    /// The trust domain at start-up (the mesh configuration in force then).
     pub trust_domain: String,
     pub workload_ttl: Duration,
 }
@@ -445,7 +449,7 @@ impl Ca {
         }
         let issuer = Issuer::from_ca_cert_der(&ca_der.clone().into(), key_pair)
             .map_err(|e| CaError::Chain(format!("{CA_CERT}: {e}")))?;
-        let trust_domain = options.trust_domain.clone();
+        let trust_domain = TrustDomain::new(&options.trust_domain);
         Ok(Ca {
             trust_domain,
             issuer,
@@ -461,7 +465,14 @@ impl Ca {
         })
     }
 
-    pub fn trust_domain(&self) -> &str {
+    /// The mesh's trust domain in force.
+    pub fn trust_domain(&self) -> String {
+        self.trust_domain.get()
+    }
+
+    /// The shared trust domain this CA reads: the push loop sets it, the authenticators read
+    /// it.
+    pub fn trust_domain_source(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
@@ -558,13 +569,9 @@ impl Ca {
         dns: &[String],
         ips: &[std::net::IpAddr],
     ) -> Result<WorkloadCert, CaError> {
-        let identity =
-            Identity::new(&self.trust_domain, "istio-system", "istiod").ok_or_else(|| {
-                CaError::Sign(format!(
-                    "trust domain {:?} is not usable",
-                    self.trust_domain
-                ))
-            })?;
+        let trust_domain = self.trust_domain();
+        let identity = Identity::new(&trust_domain, "istio-system", "istiod")
+            .ok_or_else(|| CaError::Sign(format!("trust domain {trust_domain:?} is not usable")))?;
         let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
         let mut sans = Vec::new();
         for name in dns {
@@ -641,14 +648,15 @@ impl Ca {
     }
 
     /// The SPIFFE identity in a certificate bowline's root verifies: its URI SAN, when it is in
-    /// this trust domain. The TLS layer has already verified the chain.
+    /// the trust domain in force. The TLS layer has already verified the chain.
     pub fn identity_of(&self, leaf_der: &[u8]) -> Option<Identity> {
         let cert = parse_cert(leaf_der).ok()?;
         let san = cert.subject_alternative_name().ok().flatten()?;
+        let trust_domain = self.trust_domain();
         san.value.general_names.iter().find_map(|n| match n {
             GeneralName::URI(uri) => Identity::parse(uri)
                 .ok()
-                .filter(|id| id.trust_domain == self.trust_domain),
+                .filter(|id| id.trust_domain == trust_domain),
             _ => None,
         })
     }

@@ -7,6 +7,7 @@ use kube::api::{Api, PostParams};
 
 use super::authn::{AuthError, Authenticator, Caller};
 use crate::model::Identity;
+use crate::model::mesh::TrustDomain;
 
 /// The audience istio-agent requests for its projected token.
 pub const ISTIO_CA_AUDIENCE: &str = "istio-ca";
@@ -16,15 +17,17 @@ const USER_PREFIX: &str = "system:serviceaccount:";
 pub struct TokenReviewAuthenticator {
     client: kube::Client,
     audiences: Vec<String>,
-    trust_domain: String,
+    /// The identity is the service account in the trust domain in force (as istiod's
+    /// Kubernetes JWT authenticator reads the current mesh configuration).
+    trust_domain: TrustDomain,
 }
 
 impl TokenReviewAuthenticator {
-    pub fn new(client: kube::Client, audiences: Vec<String>, trust_domain: &str) -> Self {
+    pub fn new(client: kube::Client, audiences: Vec<String>, trust_domain: TrustDomain) -> Self {
         TokenReviewAuthenticator {
             client,
             audiences,
-            trust_domain: trust_domain.to_string(),
+            trust_domain,
         }
     }
 
@@ -73,7 +76,7 @@ impl Authenticator for TokenReviewAuthenticator {
             ));
         }
         let user = status.user.and_then(|u| u.username).unwrap_or_default();
-        identity_of(&user, &self.trust_domain)
+        identity_of(&user, &self.trust_domain.get())
             .map(Some)
             .ok_or_else(|| self.refuse(format!("{user:?} is not a service account")))
     }

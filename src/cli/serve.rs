@@ -119,7 +119,8 @@ pub struct ServeArgs {
     pub debounce_max: Duration,
     /// Mesh-wide settings: the YAML of istiod's `mesh` ConfigMap key (rootNamespace,
     /// trustDomain, trustDomainAliases, connectTimeout, outboundTrafficPolicy and the
-    /// envoyExtAuthzHttp/envoyExtAuthzGrpc extensionProviders are honoured). Read at start-up.
+    /// envoyExtAuthzHttp/envoyExtAuthzGrpc extensionProviders are honoured). Read at start-up;
+    /// in Kubernetes mode the cluster's mesh ConfigMap replaces it while it exists.
     #[arg(long = "mesh-config", env = "BOWLINE_MESH_CONFIG")]
     pub mesh_config: Option<PathBuf>,
     /// Log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
@@ -176,7 +177,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.config_dir.is_none() && !kube_mode(&args) {
         bail!("nothing to serve: give --config-dir (file mode) or --kubeconfig (Kubernetes mode)");
     }
-    let mesh = match &args.mesh_config {
+    let configured = match &args.mesh_config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--mesh-config {}", path.display()))?;
@@ -201,7 +202,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--log-level {:?}", args.log_level))?;
     tracing_subscriber::fmt().with_env_filter(filter).init();
     if let Some(path) = &args.mesh_config {
-        for problem in &mesh.provider_problems {
+        for problem in &configured.provider_problems {
             tracing::warn!(mesh_config = %path.display(), "{problem}");
         }
     }
@@ -209,9 +210,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // As istiod, the mesh configuration is read before the CA is made: in Kubernetes mode the
+    // cluster's ConfigMap replaces --mesh-config, trust domain included.
+    let cluster_mesh = if kube_mode(&args) {
+        runtime
+            .block_on(read_cluster_mesh(&args))
+            .context("the mesh configuration from the cluster")?
+    } else {
+        None
+    };
+    let trust_domain = cluster_mesh
+        .as_ref()
+        .unwrap_or(&configured)
+        .trust_domain
+        .clone();
     let options = CaOptions {
         dir: args.ca_dir.clone(),
-        trust_domain: mesh.trust_domain.clone(),
+        trust_domain,
         workload_ttl: args.workload_cert_ttl,
     };
     // In a cluster without --ca-dir the root lives in a Secret, shared by replicas and
@@ -230,7 +245,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(
         source = ?ca.source(),
-        trust_domain = ca.trust_domain(),
+        trust_domain = %ca.trust_domain(),
         workload_cert_ttl = ?ca.workload_ttl(),
         "certificate authority ready"
     );
@@ -239,7 +254,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no --ca-dir: the root CA lives in memory only; certificates do not survive a restart and tokens cannot be issued"
         );
     }
-    runtime.block_on(serve(args, mesh, Arc::new(ca), inject))?;
+    runtime.block_on(serve(args, configured, cluster_mesh, Arc::new(ca), inject))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -262,15 +277,48 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         })
 }
 
+/// The mesh ConfigMap's configuration at start-up (`None`: none, or invalid, which is logged;
+/// `--mesh-config` then applies). The API server is asked until it answers, for at most
+/// `KUBE_SYNC_TIMEOUT`: starting on another trust domain than the cluster's would issue
+/// certificates its own configuration refuses.
+async fn read_cluster_mesh(args: &ServeArgs) -> anyhow::Result<Option<MeshConfig>> {
+    let client = kube::client(args.kubeconfig.as_deref()).await?;
+    let at = kube::MeshConfigMap {
+        namespace: args.system_namespace.clone(),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + KUBE_SYNC_TIMEOUT;
+    loop {
+        match kube::read_mesh(client.clone(), &at).await {
+            Ok(mesh) => return Ok(mesh),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(configmap = %format!("{}/{}", at.namespace, at.name), error = %e, "reading the mesh ConfigMap; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "ConfigMap {}/{} (key `mesh`)",
+                    at.namespace, at.name
+                )));
+            }
+        }
+    }
+}
+
 async fn serve(
     args: ServeArgs,
     mesh: MeshConfig,
+    cluster_mesh: Option<MeshConfig>,
     ca: Arc<Ca>,
     inject: Arc<crate::webhook::inject::Options>,
 ) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let mut store = Store::default();
+    // What start-up read from the cluster, until the watcher reports the ConfigMap itself.
+    if let Some(m) = cluster_mesh {
+        store.apply(crate::source::Event::Mesh(Some(Box::new(m))));
+    }
     // The file source sends each change as soon as it has read it; the push loop's debounce
     // (--debounce-after) is the only one on the way to a push.
     let file_source = match &args.config_dir {
@@ -341,8 +389,11 @@ async fn serve(
         Vec::new()
     };
     drop(events_tx);
+    // The one trust domain: set from the mesh configuration in force by the push loop, read by
+    // the CA, the authenticators and the TLS ports.
+    let trust_domain = ca.trust_domain_source().clone();
     let cache = Arc::new(Cache::new());
-    let first = push::initial(&store, &mesh, &cache)
+    let first = push::initial(&store, &mesh, &trust_domain, &cache)
         .await
         .context("building the first model")?;
     tracing::info!(
@@ -358,7 +409,7 @@ async fn serve(
     if let Some(key) = ca.token_key() {
         authenticators.push(Arc::new(TokenAuthenticator::new(
             key.clone(),
-            ca.trust_domain(),
+            trust_domain.clone(),
         )));
     }
     // Kubernetes service-account tokens (audience istio-ca), as istiod checks them.
@@ -366,7 +417,7 @@ async fn serve(
         authenticators.push(Arc::new(TokenReviewAuthenticator::new(
             client,
             vec![ISTIO_CA_AUDIENCE.to_string()],
-            ca.trust_domain(),
+            trust_domain.clone(),
         )));
     }
     authenticators.push(Arc::new(ClientCertAuthenticator));
@@ -436,6 +487,7 @@ async fn serve(
         events_rx,
         store,
         mesh,
+        trust_domain,
         cache,
         snapshots_tx,
         debounce,

@@ -1,8 +1,16 @@
 //! Mesh-wide settings: the subset of Istio's MeshConfig that bowline honours, with istiod's
-//! defaults. A bad `extensionProviders` entry spoils only itself (kept as invalid, reported in
-//! `provider_problems`); anything else that is bad makes the whole config invalid.
+//! defaults; and [`TrustDomain`], the mesh's trust domain as the parts of the server outside
+//! translation read it. A bad `extensionProviders` entry spoils only itself (kept as invalid,
+//! reported in `provider_problems`); anything else that is bad makes the whole config invalid.
+//!
+//! Contract: one mesh configuration is in force at a time (the cluster's ConfigMap, else
+//! `--mesh-config`, else the defaults). Translation reads it from the model; the CA, the
+//! authenticators and the TLS ports read its trust domain from the [`TrustDomain`] the push loop
+//! sets from that same configuration, so certificates, token checks, SAN matchers and RBAC
+//! principals never name different trust domains.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -193,6 +201,10 @@ impl MeshConfig {
             mesh.root_namespace = ns;
         }
         if let Some(td) = string("trustDomain")? {
+            check_trust_domain(&td).map_err(|message| MeshError::Field {
+                field: "trustDomain",
+                message,
+            })?;
             mesh.trust_domain = td;
         }
         if let Some(t) = string("connectTimeout")? {
@@ -234,6 +246,12 @@ impl MeshConfig {
                     field: "trustDomainAliases",
                     message: e.to_string(),
                 })?;
+            for (i, alias) in mesh.trust_domain_aliases.iter().enumerate() {
+                check_trust_domain(alias).map_err(|message| MeshError::Field {
+                    field: "trustDomainAliases",
+                    message: format!("[{i}]: {message}"),
+                })?;
+            }
         }
         if let Some(list) = obj.get("extensionProviders").filter(|v| !v.is_null()) {
             let Some(items) = list.as_array() else {
@@ -299,6 +317,65 @@ impl MeshConfig {
             Provider::EnvoyExtAuthzHttp(p) => Ok(Authorizer::Http(p)),
             Provider::EnvoyExtAuthzGrpc(p) => Ok(Authorizer::Grpc(p)),
         }
+    }
+
+    /// The trust domains whose peers mutual TLS accepts (istiod's `TrustDomainsForValidation`):
+    /// `trustDomain`, then `trustDomainAliases` in name order, without repeats.
+    pub fn trust_domains_for_validation(&self) -> Vec<String> {
+        let mut aliases: Vec<&String> = self.trust_domain_aliases.iter().collect();
+        aliases.sort();
+        let mut out: Vec<String> = Vec::with_capacity(aliases.len() + 1);
+        for td in std::iter::once(&self.trust_domain).chain(aliases) {
+            if !td.is_empty() && !out.contains(td) {
+                out.push(td.clone());
+            }
+        }
+        out
+    }
+}
+
+/// istiod's trust domain rule: DNS labels (lowercase letters, digits, inner hyphens, at most 63
+/// characters) separated by dots; a trailing dot is allowed.
+fn check_trust_domain(td: &str) -> Result<(), String> {
+    let labels: Vec<&str> = td.split('.').collect();
+    let last = labels.len() - 1;
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| label_ok(l) || (i == last && i > 0 && l.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("trust domain name {td:?} invalid"))
+    }
+}
+
+/// The trust domain in force, shared (cheap to clone) by the CA, the authenticators and the TLS
+/// ports. Only the push loop sets it, from the mesh configuration each model is built from.
+#[derive(Debug, Clone)]
+pub struct TrustDomain(Arc<RwLock<String>>);
+
+impl TrustDomain {
+    pub fn new(trust_domain: &str) -> TrustDomain {
+        TrustDomain(Arc::new(RwLock::new(trust_domain.to_string())))
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the trust domain; returns the previous one when it changed.
+    pub fn set(&self, trust_domain: &str) -> Option<String> {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        (*current != trust_domain)
+            .then(|| std::mem::replace(&mut *current, trust_domain.to_string()))
     }
 }
 
@@ -658,5 +735,52 @@ mod tests {
             MeshConfig::from_yaml("[1, 2"),
             Err(MeshError::Yaml(_))
         ));
+        for bad in [
+            "trustDomain: a/b",
+            "trustDomain: Example.org",
+            "trustDomain: -a.org",
+        ] {
+            assert!(
+                matches!(
+                    MeshConfig::from_yaml(bad),
+                    Err(MeshError::Field {
+                        field: "trustDomain",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        let err = MeshConfig::from_yaml("trustDomainAliases: [ok.example, bad_alias]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mesh config: trustDomainAliases: [1]: trust domain name \"bad_alias\" invalid"
+        );
+        assert!(MeshConfig::from_yaml("trustDomain: istio.io.").is_ok());
+    }
+
+    #[test]
+    fn trust_domains_for_validation() {
+        let mesh = MeshConfig::from_yaml(
+            "trustDomain: example.org\ntrustDomainAliases: [zz.example, example.org, old.example]",
+        )
+        .unwrap();
+        assert_eq!(
+            mesh.trust_domains_for_validation(),
+            vec!["example.org", "old.example", "zz.example"]
+        );
+        assert_eq!(
+            MeshConfig::default().trust_domains_for_validation(),
+            vec!["cluster.local"]
+        );
+    }
+
+    #[test]
+    fn trust_domain_is_shared_and_reports_changes() {
+        let td = TrustDomain::new("cluster.local");
+        let other = td.clone();
+        assert_eq!(td.set("cluster.local"), None);
+        assert_eq!(td.set("example.org"), Some("cluster.local".to_string()));
+        assert_eq!(other.get(), "example.org");
     }
 }

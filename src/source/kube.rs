@@ -1,6 +1,7 @@
 //! The Kubernetes source: watches the API server for the Istio kinds bowline models and for
 //! Services, EndpointSlices, Pods and Namespaces, and for the mesh ConfigMap (`istio` in the
-//! system namespace, key `mesh`).
+//! system namespace, key `mesh`), which start-up also reads once ([`read_mesh`]) before the CA
+//! is made.
 //!
 //! Contract: one kube-rs watcher per kind (each kind is a `SourceId` of its own). A watcher
 //! lists, then watches; a relist (at start, after a `410 Gone` or a lost watch) is buffered
@@ -16,6 +17,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -218,8 +220,52 @@ fn object(kind: Kind, resource: &ApiResource, o: DynamicObject) -> Object {
     }
 }
 
+/// The mesh configuration of a ConfigMap's `mesh` key; `None` (logged) when it is invalid.
+fn parse_mesh(at: &MeshConfigMap, cm: &ConfigMap) -> Option<MeshConfig> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("mesh"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    match MeshConfig::from_yaml(text) {
+        Ok(m) => {
+            // A bad provider spoils only itself: the rest of the mesh is used.
+            for problem in &m.provider_problems {
+                tracing::warn!(
+                    configmap = %format!("{}/{}", at.namespace, at.name),
+                    "{problem}"
+                );
+            }
+            Some(m)
+        }
+        Err(e) => {
+            tracing::error!(
+                configmap = %format!("{}/{}", at.namespace, at.name),
+                error = %e,
+                "mesh configuration (key `mesh`) is invalid; keeping the previous one"
+            );
+            None
+        }
+    }
+}
+
+/// The mesh configuration the ConfigMap holds now, for start-up (istiod reads its mesh
+/// configuration before it makes its CA). `None`: there is no such ConfigMap, or its `mesh`
+/// key is invalid (logged), as the watcher then reports nothing either.
+pub async fn read_mesh(
+    client: kube::Client,
+    at: &MeshConfigMap,
+) -> Result<Option<MeshConfig>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client, &at.namespace);
+    Ok(api
+        .get_opt(&at.name)
+        .await?
+        .and_then(|cm| parse_mesh(at, &cm)))
+}
+
 async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sender<Event>) {
-    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, &mesh.namespace);
+    let api: Api<ConfigMap> = Api::namespaced(client, &mesh.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", mesh.name));
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut found = false;
@@ -231,31 +277,9 @@ async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sen
             }
             Ok(watcher::Event::InitApply(cm)) | Ok(watcher::Event::Apply(cm)) => {
                 found = true;
-                let text = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("mesh"))
-                    .cloned()
-                    .unwrap_or_default();
-                match MeshConfig::from_yaml(&text) {
-                    Ok(m) => {
-                        // A bad provider spoils only itself: the rest of the mesh is used.
-                        for problem in &m.provider_problems {
-                            tracing::warn!(
-                                configmap = %format!("{}/{}", mesh.namespace, mesh.name),
-                                "{problem}"
-                            );
-                        }
-                        Some(Box::new(m))
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            configmap = %format!("{}/{}", mesh.namespace, mesh.name),
-                            error = %e,
-                            "mesh configuration (key `mesh`) is invalid; keeping the previous one"
-                        );
-                        continue;
-                    }
+                match parse_mesh(&mesh, &cm) {
+                    Some(m) => Some(Box::new(m)),
+                    None => continue,
                 }
             }
             Ok(watcher::Event::InitDone) if found => continue,

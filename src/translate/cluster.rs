@@ -569,21 +569,27 @@ fn outbound_sni(c: &OutboundCluster) -> String {
 }
 
 /// The SPIFFE IDs a service's workloads run as (istiod's secure naming): the service accounts
-/// of its endpoints, and a ServiceEntry's `subjectAltNames`. Empty when unknown: any
-/// certificate of the mesh is then accepted.
+/// of its endpoints, and a ServiceEntry's `subjectAltNames`; each SPIFFE ID also in every
+/// `trustDomainAliases` trust domain (istiod's `ExpandWithTrustDomains`). Empty when unknown:
+/// any certificate of the mesh's trust domains is then accepted.
 fn service_accounts(scope: &Scope, service: &Service) -> Vec<String> {
+    let mesh = &scope.model.mesh;
     let mut ids: std::collections::BTreeSet<String> = service
         .service_accounts()
         .into_iter()
-        .map(|sa| {
-            crate::model::identity::spiffe_id(
-                &scope.model.mesh.trust_domain,
-                &service.namespace,
-                sa,
-            )
-        })
+        .map(|sa| crate::model::identity::spiffe_id(&mesh.trust_domain, &service.namespace, sa))
         .collect();
     ids.extend(service_entry_sans(scope, service).iter().cloned());
+    let aliased: Vec<String> = ids
+        .iter()
+        .filter_map(|id| crate::model::Identity::parse(id).ok())
+        .flat_map(|id| {
+            mesh.trust_domain_aliases.iter().map(move |td| {
+                crate::model::identity::spiffe_id(td, &id.namespace, &id.service_account)
+            })
+        })
+        .collect();
+    ids.extend(aliased);
     ids.into_iter().collect()
 }
 
@@ -602,6 +608,7 @@ fn apply_auto_mtls(scope: &Scope, b: &mut Building, c: &OutboundCluster) {
     let socket = mtls::upstream(
         &outbound_sni(c),
         &service_accounts(scope, c.service),
+        &scope.model.mesh.trust_domains_for_validation(),
         b.explicit_http2(),
     );
     b.cluster.transport_socket_matches = mtls::auto_matches(socket);
@@ -666,7 +673,12 @@ fn apply_tls(
             } else {
                 settings.subject_alt_names.clone()
             };
-            b.cluster.transport_socket = Some(mtls::upstream(&sni, &sans, b.explicit_http2()));
+            b.cluster.transport_socket = Some(mtls::upstream(
+                &sni,
+                &sans,
+                &scope.model.mesh.trust_domains_for_validation(),
+                b.explicit_http2(),
+            ));
             if dfp {
                 set_auto_sni_and_san(
                     b,

@@ -341,6 +341,7 @@ fn virtual_inbound(
         .iter()
         .flat_map(|port| inbound_chains(scope, port, true, security))
         .collect();
+    let trust_domains = scope.model.mesh.trust_domains_for_validation();
     // Traffic to ports the proxy does not know passes through, in the workload's mode, and is
     // authorized too, as TCP (istiod also applies its policies to the passthrough chains).
     let passthrough = |mtls: bool| xds_listener::FilterChain {
@@ -351,7 +352,7 @@ fn virtual_inbound(
             .cloned()
             .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
             .collect(),
-        transport_socket: mtls.then(|| mtls::downstream(false)),
+        transport_socket: mtls.then(|| mtls::downstream(false, &trust_domains)),
         ..Default::default()
     };
     let mode = authn::inbound_mode(scope, None);
@@ -431,9 +432,10 @@ fn inbound_chains(
         };
         (m != xds_listener::FilterChainMatch::default()).then_some(m)
     };
+    let trust_domains = scope.model.mesh.trust_domains_for_validation();
     let mtls_chain = |alpn: &[&str]| xds_listener::FilterChain {
         filter_chain_match: matching("tls", alpn),
-        transport_socket: Some(mtls::downstream(http)),
+        transport_socket: Some(mtls::downstream(http, &trust_domains)),
         ..base.clone()
     };
     match mode {

@@ -2,12 +2,17 @@
 //! filters: the certificate and the trust bundle come over SDS (the `default` and `ROOTCA`
 //! secrets on the ADS stream), never from files, so renewal needs no config change.
 //!
-//! Upstream (`ISTIO_MUTUAL`, and auto mTLS): SNI `outbound_.<port>_.<subset>_.<host>`; ALPN
-//! `istio` (plus `h2` for HTTP/2 clusters) — istiod's in-mesh ALPN without
-//! `istio-peer-exchange`, which promises a metadata-exchange filter stock Envoy does not have;
-//! the peer's certificate must carry one of the destination's service-account SPIFFE IDs, when
-//! they are known. Downstream (inbound): the `default` certificate, client certificates
-//! required and validated with `ROOTCA`'s SPIFFE validator.
+//! `ROOTCA` is the trust bundle only; which peers are accepted is said here, as istiod says it,
+//! from the mesh configuration of the model (one source for the trust domain, see
+//! `model::mesh`). Upstream (`ISTIO_MUTUAL`, and auto mTLS): SNI
+//! `outbound_.<port>_.<subset>_.<host>`; ALPN `istio` (plus `h2` for HTTP/2 clusters) —
+//! istiod's in-mesh ALPN without `istio-peer-exchange`, which promises a metadata-exchange
+//! filter stock Envoy does not have; the peer's certificate must carry one of the destination's
+//! service-account SPIFFE IDs (with each `trustDomainAliases` entry too, as istiod expands
+//! them), and when those are unknown a SPIFFE ID of one of the mesh's trust domains.
+//! Downstream (inbound): the `default` certificate, client certificates required, chaining to
+//! `ROOTCA` and carrying a SPIFFE ID of `trustDomain` or one of `trustDomainAliases` (istiod's
+//! `spiffe://<td>/` prefix matchers).
 //!
 //! A proxy without a workload certificate (it did not prove its identity on the TLS port) gets
 //! no auto mTLS and accepts plaintext where PERMISSIVE allows it; what explicitly requires
@@ -82,6 +87,23 @@ fn common(sans: Vec<tls::SubjectAltNameMatcher>, alpn: Vec<String>) -> tls::Comm
     }
 }
 
+/// URI prefix matchers `spiffe://<td>/`: a SPIFFE ID of any of these trust domains.
+pub fn trust_domain_matchers(trust_domains: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
+    trust_domains
+        .iter()
+        .map(|td| tls::SubjectAltNameMatcher {
+            san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+            matcher: Some(type_matcher::StringMatcher {
+                match_pattern: Some(type_matcher::string_matcher::MatchPattern::Prefix(format!(
+                    "spiffe://{td}/"
+                ))),
+                ignore_case: false,
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Exact URI matchers for SPIFFE IDs.
 pub fn spiffe_matchers(ids: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
     ids.iter()
@@ -107,14 +129,25 @@ fn socket<T: prost::Name + prost::Message>(context: &T) -> xds_core::TransportSo
     }
 }
 
-/// The client side of `ISTIO_MUTUAL`.
-pub fn upstream(sni: &str, san_ids: &[String], h2: bool) -> xds_core::TransportSocket {
+/// The client side of `ISTIO_MUTUAL`: the peer must carry one of `san_ids`, or, when none are
+/// known, a SPIFFE ID of one of `trust_domains` (the mesh's, for validation).
+pub fn upstream(
+    sni: &str,
+    san_ids: &[String],
+    trust_domains: &[String],
+    h2: bool,
+) -> xds_core::TransportSocket {
     let mut alpn = vec!["istio".to_string()];
     if h2 {
         alpn.push("h2".to_string());
     }
+    let sans = if san_ids.is_empty() {
+        trust_domain_matchers(trust_domains)
+    } else {
+        spiffe_matchers(san_ids)
+    };
     socket(&tls::UpstreamTlsContext {
-        common_tls_context: Some(common(spiffe_matchers(san_ids), alpn)),
+        common_tls_context: Some(common(sans, alpn)),
         sni: sni.to_string(),
         ..Default::default()
     })
@@ -169,16 +202,17 @@ pub fn endpoint_metadata(labels: &crate::model::networking::Labels) -> Option<xd
     Some(metadata)
 }
 
-/// The server side: the proxy's certificate, client certificates required and validated
-/// against the trust bundle. `http`: the chain serves HTTP (ALPN `h2`, `http/1.1`).
-pub fn downstream(http: bool) -> xds_core::TransportSocket {
+/// The server side: the proxy's certificate, client certificates required, chaining to the
+/// trust bundle and carrying a SPIFFE ID of one of `trust_domains` (the mesh's trust domain
+/// and its aliases). `http`: the chain serves HTTP (ALPN `h2`, `http/1.1`).
+pub fn downstream(http: bool, trust_domains: &[String]) -> xds_core::TransportSocket {
     let alpn = if http {
         vec!["h2".to_string(), "http/1.1".to_string()]
     } else {
         Vec::new()
     };
     socket(&tls::DownstreamTlsContext {
-        common_tls_context: Some(common(Vec::new(), alpn)),
+        common_tls_context: Some(common(trust_domain_matchers(trust_domains), alpn)),
         require_client_certificate: Some(pb::BoolValue { value: true }),
         ..Default::default()
     })

@@ -10,7 +10,9 @@
 //! node and receives the resources the cache generates for that proxy, pushed when a new model
 //! snapshot changes them (only changed types; delta streams only changed resources), and its
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
-//! carries a private key), renewed at half-life. `stream` is the one loop that serves a stream
+//! carries a private key), renewed at half-life and replaced when the mesh's trust domain
+//! changes (the certificate always names the trust domain of the configuration served).
+//! `stream` is the one loop that serves a stream
 //! of either protocol variant; `subscription` what a stream asks for of each type and what its
 //! client holds; `push` turns source events into debounced model snapshots; `status` records
 //! what each proxy was sent, ACKed and NACKed; `tls` is the TLS port's transport; `transport`

@@ -6,6 +6,10 @@
 //! whose change set names the affected types: an endpoint-only change affects EDS only. The
 //! model and the cache's index of it are built on the blocking pool, never on the threads that
 //! serve streams.
+//!
+//! The mesh configuration in force (a source's, i.e. the cluster's ConfigMap, else the
+//! configured one) is chosen in one place, [`mesh_in_force`], which also sets the shared
+//! [`TrustDomain`] the CA side reads: the model and the certificates follow the same value.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::{Cache, ResourceType, Snapshot, TypeSet};
+use crate::model::mesh::TrustDomain;
 use crate::model::{Diagnostic, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};
 
@@ -31,17 +36,37 @@ impl Default for Debounce {
     }
 }
 
+/// The mesh configuration in force: a source's (the cluster's ConfigMap) over the configured
+/// one. Sets `trust_domain` to its trust domain, logging a change.
+pub fn mesh_in_force(
+    store: &Store,
+    configured: &MeshConfig,
+    trust_domain: &TrustDomain,
+) -> MeshConfig {
+    let mesh = store.mesh().unwrap_or(configured).clone();
+    if let Some(previous) = trust_domain.set(&mesh.trust_domain) {
+        tracing::warn!(
+            from = %previous,
+            to = %mesh.trust_domain,
+            aliases = ?mesh.trust_domain_aliases,
+            "the mesh's trust domain changed: new certificates, token checks, SAN matchers and principals use the new one; connected proxies get a certificate in it; peers and tokens of the old one are refused unless it is in trustDomainAliases"
+        );
+    }
+    mesh
+}
+
 /// Builds the first snapshot from the store's current state, on the blocking pool, and has
 /// the cache observe it.
 pub async fn initial(
     store: &Store,
     mesh: &MeshConfig,
+    trust_domain: &TrustDomain,
     cache: &Arc<Cache>,
 ) -> Result<Arc<Snapshot>, tokio::task::JoinError> {
     let (resources, diagnostics, mesh) = (
         store.resources(),
         store.diagnostics(),
-        store.mesh().unwrap_or(mesh).clone(),
+        mesh_in_force(store, mesh, trust_domain),
     );
     let cache = cache.clone();
     let build = move || {
@@ -62,6 +87,7 @@ pub async fn run(
     mut events: mpsc::Receiver<Event>,
     mut store: Store,
     mesh: MeshConfig,
+    trust_domain: TrustDomain,
     cache: Arc<Cache>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     debounce: Debounce,
@@ -84,11 +110,10 @@ pub async fn run(
             }
         }
         let previous = snapshots.borrow().clone();
-        // A source's mesh configuration (the cluster's ConfigMap) wins over the configured one.
         let inputs = (
             store.resources(),
             store.diagnostics(),
-            store.mesh().unwrap_or(&mesh).clone(),
+            mesh_in_force(&store, &mesh, &trust_domain),
         );
         // Building the model and its index is CPU work: it runs on the blocking pool, off the
         // threads that serve the streams.
@@ -149,4 +174,121 @@ fn next_snapshot(
     );
     cache.observe(&snapshot);
     Some(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::authn::{Authenticator, Caller, TokenAuthenticator};
+    use crate::ca::{Ca, CaOptions, DEFAULT_WORKLOAD_TTL};
+    use crate::model::Identity;
+
+    fn mesh(yaml: &str) -> Event {
+        Event::Mesh(Some(Box::new(MeshConfig::from_yaml(yaml).unwrap())))
+    }
+
+    /// Whether the CA side accepts a bowline token for `mesh/a` in `td`, and the SAN of the
+    /// certificate it then issues.
+    async fn ca_side(ca: &Ca, authn: &TokenAuthenticator, td: &str) -> Option<Vec<String>> {
+        let id = Identity::new(td, "mesh", "a").unwrap();
+        let token = ca
+            .token_key()
+            .unwrap()
+            .sign(&id, Duration::from_secs(60))
+            .unwrap();
+        let caller = Caller {
+            bearer: Some(token),
+            ..Default::default()
+        };
+        let proven = authn.authenticate(&caller).await.ok().flatten()?;
+        let cert = ca.issue(&proven).unwrap();
+        let der = crate::ca::pem::parse(&cert.chain_pem).unwrap()[0]
+            .der
+            .clone();
+        let (_, x509) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = x509.subject_alternative_name().unwrap().unwrap();
+        Some(
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::prelude::GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The mesh ConfigMap (a source's mesh) is the one source of the trust domain: at start-up
+    /// and after a change, the model translation reads and the CA side (token check, issued
+    /// SAN) name the same trust domain, whatever `--mesh-config` said.
+    #[tokio::test]
+    async fn the_mesh_in_force_sets_the_trust_domain_of_the_model_and_the_ca() {
+        let configured = MeshConfig::default();
+        let ca = Ca::load(&CaOptions {
+            dir: None,
+            trust_domain: configured.trust_domain.clone(),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
+        })
+        .unwrap();
+        let trust_domain = ca.trust_domain_source().clone();
+        let authn = TokenAuthenticator::new(ca.token_key().unwrap().clone(), trust_domain.clone());
+        let mut store = Store::default();
+        store.apply(mesh("trustDomain: example.org\n"));
+
+        let cache = Arc::new(Cache::new());
+        let first = initial(&store, &configured, &trust_domain, &cache)
+            .await
+            .unwrap();
+        assert_eq!(first.model.mesh.trust_domain, "example.org");
+        assert_eq!(ca.trust_domain(), "example.org");
+        assert_eq!(
+            ca_side(&ca, &authn, "example.org").await,
+            Some(vec!["spiffe://example.org/ns/mesh/sa/a".to_string()])
+        );
+        assert_eq!(ca_side(&ca, &authn, "cluster.local").await, None);
+
+        // The ConfigMap changes at run time: the next snapshot and the CA side move together.
+        let (tx, rx) = mpsc::channel(4);
+        let (snapshots_tx, mut snapshots) = watch::channel(first);
+        let pusher = tokio::spawn(run(
+            rx,
+            store,
+            configured.clone(),
+            trust_domain.clone(),
+            cache,
+            snapshots_tx,
+            Debounce {
+                quiet: Duration::from_millis(1),
+                max: Duration::from_millis(10),
+            },
+        ));
+        tx.send(mesh(
+            "trustDomain: example.com\ntrustDomainAliases: [example.org]\n",
+        ))
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), snapshots.changed())
+            .await
+            .expect("a new snapshot")
+            .unwrap();
+        assert_eq!(snapshots.borrow().model.mesh.trust_domain, "example.com");
+        assert_eq!(ca.trust_domain(), "example.com");
+        assert_eq!(
+            ca_side(&ca, &authn, "example.com").await,
+            Some(vec!["spiffe://example.com/ns/mesh/sa/a".to_string()])
+        );
+        assert_eq!(ca_side(&ca, &authn, "example.org").await, None);
+
+        // The ConfigMap goes away: --mesh-config applies again, everywhere.
+        tx.send(Event::Mesh(None)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), snapshots.changed())
+            .await
+            .expect("a new snapshot")
+            .unwrap();
+        assert_eq!(snapshots.borrow().model.mesh.trust_domain, "cluster.local");
+        assert_eq!(ca.trust_domain(), "cluster.local");
+        drop(tx);
+        pusher.await.unwrap();
+    }
 }

@@ -1,11 +1,14 @@
 //! SDS over ADS: the secrets `default` (the proxy's certificate chain and private key) and
-//! `ROOTCA` (the trust bundle, validated with SPIFFE semantics by Envoy's SPIFFE certificate
-//! validator), served per stream as `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`.
+//! `ROOTCA` (the trust bundle, as istio-agent serves it: `trusted_ca`), served per stream as
+//! `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`. Which trust domains
+//! a peer may belong to is not part of `ROOTCA`: translation sets it beside it (SAN matchers
+//! from the mesh configuration, see `translate::mtls`).
 //!
 //! Contract: `ROOTCA` is served to every stream (it is public). `default` is served only to a
 //! stream that proved its identity on the TLS port: its certificate is signed for that
 //! identity, issued for that stream alone when it is first asked for, and replaced at its
-//! half-life; the replacement reaches Envoy as a new `default`, which Envoy applies without
+//! half-life, and at once when the mesh's trust domain changes (the identity moves to the new
+//! one); the replacement reaches Envoy as a new `default`, which Envoy applies without
 //! closing connections. Versions are derived from the certificates, never from the key. Secret
 //! bodies kept for debug views have their private key replaced by `[redacted]`, as Envoy's own
 //! config dump does.
@@ -25,9 +28,6 @@ use crate::model::Identity;
 use crate::translate::envoy::pack;
 
 pub use crate::translate::naming::{SDS_DEFAULT, SDS_ROOTCA};
-
-/// Name of Envoy's SPIFFE certificate validator extension.
-const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 
 fn inline(bytes: &[u8]) -> Option<xds_core::DataSource> {
     Some(xds_core::DataSource {
@@ -73,25 +73,13 @@ pub fn redact(secret: &tls::Secret) -> tls::Secret {
     out
 }
 
-/// `ROOTCA`: peers must present a SPIFFE certificate of the mesh's trust domain that chains to
-/// the trust bundle.
+/// `ROOTCA`: the trust bundle peers' chains must verify against.
 pub fn root_secret(ca: &Ca) -> tls::Secret {
-    let spiffe = tls::SpiffeCertValidatorConfig {
-        trust_domains: vec![tls::spiffe_cert_validator_config::TrustDomain {
-            name: ca.trust_domain().to_string(),
-            trust_bundle: inline(ca.root_pem().as_bytes()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     tls::Secret {
         name: SDS_ROOTCA.to_string(),
         r#type: Some(tls::secret::Type::ValidationContext(
             tls::CertificateValidationContext {
-                custom_validator_config: Some(xds_core::TypedExtensionConfig {
-                    name: SPIFFE_VALIDATOR.to_string(),
-                    typed_config: Some(pack(&spiffe)),
-                }),
+                trusted_ca: inline(ca.root_pem().as_bytes()),
                 ..Default::default()
             },
         )),
@@ -159,6 +147,26 @@ impl Secrets {
             None => cert.renew_at(),
         };
         Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+
+    /// Moves the stream's identity to `trust_domain`, the mesh's trust domain in force: `true`
+    /// when a certificate is held for another trust domain, which [`Secrets::renew`] must then
+    /// replace.
+    pub fn follow_trust_domain(&mut self, trust_domain: &str) -> bool {
+        let Some(identity) = &self.identity else {
+            return false;
+        };
+        if identity.trust_domain == trust_domain {
+            return false;
+        }
+        let moved = Identity::new(trust_domain, &identity.namespace, &identity.service_account);
+        if moved.is_none() {
+            tracing::error!(%identity, trust_domain, "the mesh's trust domain is not usable in an identity; the certificate is not replaced");
+            return false;
+        }
+        self.identity = moved;
+        self.retry_at = None;
+        self.current.is_some()
     }
 
     /// A new certificate (and key) for the stream's identity.
@@ -250,5 +258,62 @@ mod tests {
         .unwrap();
         assert!(dump.contains("[redacted]"), "{dump}");
         assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+    }
+
+    #[test]
+    fn rootca_is_the_trust_bundle_only() {
+        let ca = Ca::load(&CaOptions {
+            dir: None,
+            trust_domain: "cluster.local".into(),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
+        })
+        .unwrap();
+        let Some(tls::secret::Type::ValidationContext(v)) = root_secret(&ca).r#type else {
+            panic!("ROOTCA is a validation context");
+        };
+        assert_eq!(
+            v.trusted_ca,
+            inline(ca.root_pem().as_bytes()),
+            "the mesh's roots"
+        );
+        assert_eq!(v.custom_validator_config, None);
+    }
+
+    #[test]
+    fn a_trust_domain_change_moves_the_identity_and_replaces_the_certificate() {
+        let ca = Arc::new(
+            Ca::load(&CaOptions {
+                dir: None,
+                trust_domain: "cluster.local".into(),
+                workload_ttl: DEFAULT_WORKLOAD_TTL,
+            })
+            .unwrap(),
+        );
+        let wanted: std::collections::BTreeSet<String> =
+            [SDS_DEFAULT, SDS_ROOTCA].map(String::from).into();
+        let id = Identity::new("cluster.local", "a", "sa").unwrap();
+        let mut s = Secrets::new(Some(ca), Some(id));
+        assert!(!s.follow_trust_domain("cluster.local"), "no change");
+        s.ensure(&wanted).unwrap();
+        assert!(
+            s.follow_trust_domain("example.org"),
+            "the held certificate is stale"
+        );
+        s.renew().unwrap();
+        let chain = match &s.current {
+            Some(c) => c.chain_pem.clone(),
+            None => panic!("a certificate"),
+        };
+        let der = crate::ca::pem::parse(&chain).unwrap()[0].der.clone();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert!(matches!(
+            san.value.general_names.as_slice(),
+            [x509_parser::prelude::GeneralName::URI(
+                "spiffe://example.org/ns/a/sa/sa"
+            )]
+        ));
+        let mut anonymous = Secrets::new(None, None);
+        assert!(!anonymous.follow_trust_domain("example.org"));
     }
 }

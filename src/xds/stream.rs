@@ -7,7 +7,11 @@
 //! older nonce is stale and ignored. A NACKed response is recorded and not sent again: the next
 //! push of that type happens only when its content changes. Types are pushed in the order CDS,
 //! EDS, LDS, RDS. What a stream asks for of each type, and what its client holds, is a
-//! `Subscription`.
+//! `Subscription`. A resource can be marked for sending again although the client holds its
+//! version (`Watch::resend`): Envoy warms a cluster it receives until that cluster's endpoints
+//! arrive, even when they did not change, so the assignments of the clusters a response
+//! carried are sent after it, as istiod pushes EDS after CDS. A stream's certificate names the
+//! trust domain of the configuration it is served, and is replaced when that changes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -41,6 +45,9 @@ pub struct Watch {
     /// (unchanged by the new snapshot) and the subscription did not change since, there is
     /// nothing to send and nothing is recomputed. Cleared when the subscription changes.
     seen: Option<Arc<TypedResources>>,
+    /// Names the next response sends even if the client holds their version (the assignments
+    /// of clusters Envoy is warming); taken by that response.
+    resend: BTreeSet<String>,
 }
 
 impl Watch {
@@ -204,6 +211,17 @@ impl Stream {
         }
     }
 
+    /// After clusters were sent: Envoy warms each one it receives until its endpoints arrive,
+    /// even when they did not change (envoyproxy/envoy#13009), so their assignments are sent
+    /// again after them.
+    fn resend_assignments(&mut self, clusters: impl IntoIterator<Item = String>) {
+        self.watches
+            .entry(ResourceType::Eds)
+            .or_default()
+            .resend
+            .extend(clusters);
+    }
+
     /// The names of the secrets the stream asks for.
     pub fn secret_names(&self) -> Option<&BTreeSet<String>> {
         self.watches
@@ -246,6 +264,11 @@ impl Stream {
         if !watch.subscription.asks_for_anything() {
             return None;
         }
+        // State of the world sends the whole selection: resending is sending at all.
+        let resend = std::mem::take(&mut watch.resend)
+            .iter()
+            .any(|n| watch.subscription.wants(n));
+        let force = force || resend;
         if !force && watch.unchanged(resources) {
             return None;
         }
@@ -287,7 +310,12 @@ impl Stream {
         if !watch.subscription.is_active() {
             return None;
         }
-        if !force && watch.unchanged(resources) {
+        let resend: Vec<&Arc<Versioned>> = std::mem::take(&mut watch.resend)
+            .iter()
+            .filter(|n| watch.subscription.wants(n))
+            .filter_map(|n| resources.items.get(n))
+            .collect();
+        if !force && resend.is_empty() && watch.unchanged(resources) {
             return None;
         }
         // The version of the whole set: the client's subset is told by the resources' own
@@ -303,11 +331,16 @@ impl Stream {
             && subscription.held().is_exact()
         {
             let diff = resources.diff_from(&previous);
-            let changed: Vec<&Arc<Versioned>> = diff
+            let mut changed: Vec<&Arc<Versioned>> = diff
                 .changed
                 .iter()
                 .filter(|v| subscription.wants(&v.name))
                 .collect();
+            for v in &resend {
+                if !changed.iter().any(|c| c.name == v.name) {
+                    changed.push(*v);
+                }
+            }
             let removed: Vec<String> = diff
                 .removed
                 .iter()
@@ -331,7 +364,10 @@ impl Stream {
         let changed: Vec<&Arc<Versioned>> = items
             .iter()
             .copied()
-            .filter(|v| subscription.held().version(&v.name) != Some(v.version.as_str()))
+            .filter(|v| {
+                subscription.held().version(&v.name) != Some(v.version.as_str())
+                    || resend.iter().any(|r| r.name == v.name)
+            })
             .collect();
         let present: BTreeSet<&str> = items.iter().map(|v| v.name.as_str()).collect();
         let mut removed: Vec<String> = subscription
@@ -378,6 +414,9 @@ pub trait AdsRequest: prost::Message + Default + Send + 'static {
     /// subscription.
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer;
 
+    /// The names of the resources a response of `set` carries.
+    fn carried(response: &Self::Response, set: &TypedResources) -> Vec<String>;
+
     /// The response `t`'s set calls for, if any: for an answer to a request, or (`answer`
     /// `None`) for a push of new content that changed at `since`.
     fn respond(
@@ -399,6 +438,11 @@ impl AdsRequest for xds_discovery::DiscoveryRequest {
 
     fn type_url(&self) -> &str {
         &self.type_url
+    }
+
+    fn carried(_: &Self::Response, set: &TypedResources) -> Vec<String> {
+        // A state-of-the-world response carries the whole selection.
+        set.items.keys().cloned().collect()
     }
 
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
@@ -463,6 +507,10 @@ impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
         &self.type_url
     }
 
+    fn carried(response: &Self::Response, _: &TypedResources) -> Vec<String> {
+        response.resources.iter().map(|r| r.name.clone()).collect()
+    }
+
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
         let error = self.error_detail.as_ref().map(|s| s.message.as_str());
         let ack = stream.acknowledge(t, &self.response_nonce, "", error);
@@ -512,8 +560,8 @@ pub async fn serve<Q: AdsRequest>(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (_, mut resources) = current(shared, &mut rx, &connection).await?;
-    let mut secrets = secrets_for(shared, &connection.proxy);
+    let (snapshot, mut resources) = current(shared, &mut rx, &connection).await?;
+    let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
@@ -526,7 +574,15 @@ pub async fn serve<Q: AdsRequest>(
             }
             let set = set_of(t, &resources, &secrets);
             if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
+                let clusters = (t == ResourceType::Cds).then(|| Q::carried(&r, set));
                 send(tx, r).await?;
+                if let Some(clusters) = clusters.filter(|c| !c.is_empty()) {
+                    stream.resend_assignments(clusters);
+                    let eds = resources.get(ResourceType::Eds);
+                    if let Some(r) = Q::respond(&mut stream, ResourceType::Eds, eds, None, None) {
+                        send(tx, r).await?;
+                    }
+                }
             }
         }
         tokio::select! {
@@ -544,9 +600,19 @@ pub async fn serve<Q: AdsRequest>(
                 let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
                 resources = latest;
                 for t in ResourceType::CONFIG {
-                    if let Some(r) = Q::respond(&mut stream, t, resources.get(t), None, Some(snapshot.changed_at)) {
+                    let set = resources.get(t);
+                    if let Some(r) = Q::respond(&mut stream, t, set, None, Some(snapshot.changed_at)) {
+                        if t == ResourceType::Cds {
+                            // EDS is next in CONFIG.
+                            stream.resend_assignments(Q::carried(&r, set));
+                        }
                         send(tx, r).await?;
                     }
+                }
+                if follow_trust_domain(&mut secrets, &snapshot, &connection)
+                    && let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), None, None)
+                {
+                    send(tx, r).await?;
                 }
             }
             _ = renewal(&secrets) => {
@@ -588,14 +654,34 @@ fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
     t
 }
 
-/// The secrets of a stream: `default` only for a proxy that holds a workload certificate.
-fn secrets_for(shared: &Shared, proxy: &Proxy) -> Secrets {
+/// The secrets of a stream: `default` only for a proxy that holds a workload certificate, in
+/// the trust domain of the configuration it is served (`snapshot`).
+fn secrets_for(shared: &Shared, proxy: &Proxy, snapshot: &Snapshot) -> Secrets {
     let ca = shared.security.as_ref().map(|s| s.ca.clone());
     let identity = proxy
         .identity
         .clone()
         .filter(|_| proxy.workload_certificate);
-    Secrets::new(ca, identity)
+    let mut secrets = Secrets::new(ca, identity);
+    secrets.follow_trust_domain(&snapshot.model.mesh.trust_domain);
+    secrets
+}
+
+/// After a new snapshot: when the mesh's trust domain changed, the stream's identity moves to
+/// it and a held certificate is replaced at once, so the proxy's certificate and the SAN
+/// matchers and principals of its configuration name the same trust domain. `true` when the
+/// secrets changed.
+fn follow_trust_domain(
+    secrets: &mut Secrets,
+    snapshot: &Snapshot,
+    connection: &Connection,
+) -> bool {
+    let trust_domain = &snapshot.model.mesh.trust_domain;
+    if !secrets.follow_trust_domain(trust_domain) {
+        return false;
+    }
+    tracing::info!(proxy = %connection.proxy.id, %trust_domain, "the mesh's trust domain changed: replacing the workload certificate");
+    renew(secrets, connection)
 }
 
 /// The set a type's responses are made from.
@@ -846,6 +932,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.version_info, version);
+    }
+
+    #[test]
+    fn resend_sends_held_resources_again_once() {
+        let mut s = stream();
+        delta_request(ResourceType::Eds, &["a", "b"], &[], &[]).receive(&mut s, ResourceType::Eds);
+        let held = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, true, None)
+                .is_some()
+        );
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
+        // `c` is not subscribed, `d` does not exist: only `a` goes out again.
+        s.resend_assignments(["a", "c", "d"].map(String::from));
+        let r = s
+            .delta_response(ResourceType::Eds, &held, false, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["a"], vec![]));
+        assert!(
+            s.delta_response(ResourceType::Eds, &held, false, None)
+                .is_none(),
+            "resent once"
+        );
+        // Together with a change.
+        s.resend_assignments(["a".to_string()]);
+        let changed = set(&[("a", "1"), ("b", "2"), ("c", "1")]);
+        let r = s
+            .delta_response(ResourceType::Eds, &changed, false, None)
+            .unwrap();
+        assert_eq!(delta_names(&r), (vec!["b", "a"], vec![]));
+
+        // State of the world: the whole selection again.
+        let mut s = stream();
+        xds_discovery::DiscoveryRequest {
+            type_url: ResourceType::Eds.type_url().into(),
+            resource_names: vec!["a".into()],
+            ..Default::default()
+        }
+        .receive(&mut s, ResourceType::Eds);
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, true, None)
+                .is_some()
+        );
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
+        s.resend_assignments(["a".to_string()]);
+        let r = s
+            .sotw_response(ResourceType::Eds, &held, false, None)
+            .unwrap();
+        assert_eq!(r.resources.len(), 1);
+        assert!(
+            s.sotw_response(ResourceType::Eds, &held, false, None)
+                .is_none()
+        );
     }
 
     #[test]

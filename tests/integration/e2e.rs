@@ -350,6 +350,7 @@ both_modes!(
     rewrite_virtual_service,
     broken_files_change_nothing,
     bowline_restart,
+    changed_cluster_is_applied,
 );
 
 /// No VirtualService: the service is reachable by FQDN and short name, both versions answer.
@@ -514,6 +515,52 @@ async fn rewrite_virtual_service(mode: Mode) {
         Err(t) => panic!("no answer from v1 within {LONG:?} after the second rewrite: {t}"),
     }
     mesh.assert_envoy_not_restarted(pid);
+    mesh.synced().await;
+    mesh.assert_no_nack().await;
+}
+
+/// A cluster whose settings change while its endpoints do not is applied: Envoy warms the new
+/// cluster until it has its endpoints again, so bowline sends them after it (as istiod pushes
+/// EDS after CDS), and the new settings take over instead of warming for ever.
+async fn changed_cluster_is_applied(mode: Mode) {
+    let Some(mesh) = Mesh::start(mode, None).await else {
+        return;
+    };
+    const CLUSTER: &str = "outbound|8000||echo.demo.svc.cluster.local";
+    let limited = mesh_yaml(&mesh.net, false).replace(
+        "  host: echo\n  subsets:",
+        "  host: echo\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n  subsets:",
+    );
+    assert_ne!(limited, mesh_yaml(&mesh.net, false));
+    mesh.bowline.write("mesh.yaml", &limited);
+    let mut last = String::new();
+    let applied = wait_until(LONG, async || {
+        let dump = mesh
+            .envoy
+            .admin("/config_dump?resource=dynamic_active_clusters")
+            .await
+            .unwrap_or_default();
+        let warming = mesh
+            .envoy
+            .stat("cluster_manager.warming_clusters")
+            .await
+            .unwrap_or(u64::MAX);
+        let active: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+        let max_connections = active["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["cluster"]["name"] == CLUSTER)
+            .map(|c| c["cluster"]["circuit_breakers"]["thresholds"][0]["max_connections"].clone());
+        last = format!("warming clusters: {warming}, active max_connections: {max_connections:?}");
+        warming == 0 && max_connections == Some(serde_json::json!(7))
+    })
+    .await;
+    assert!(
+        applied,
+        "Envoy applies the changed cluster ({mode:?}): {last}"
+    );
+    mesh.wait_serving().await;
     mesh.synced().await;
     mesh.assert_no_nack().await;
 }

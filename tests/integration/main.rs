@@ -22,5 +22,6 @@ mod security;
 mod traffic;
 mod traffic_dr;
 mod traffic_http;
+mod trust_domain;
 mod websocket;
 mod xds_protocol;
