@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bowline::cache::{Cache, ResourceType, Snapshot, TypeSet, content_version};
+use bowline::cache::{Cache, Snapshot, content_version};
+use bowline::envoy;
+use bowline::envoy::{ResourceType, TypeSet};
 use bowline::load::Scenario;
 use bowline::load::mesh::{self, Mesh};
 use bowline::model::resource::parse_yaml;
 use bowline::model::{MeshConfig, Model, Proxy};
-use bowline::translate::{self, envoy};
+use bowline::translate;
 use prost::Message;
 
 fn per(d: Duration, n: usize) -> String {

@@ -3,13 +3,15 @@
 //!
 //! The crate is laid out as the pipeline it implements:
 //! `source` → `model` → `translate` → `cache` → `xds`, with `ca`, `webhook`, `admin`, `cli` and
-//! `load` (the ADS load generator) at the edges.
+//! `load` (the ADS load generator) at the edges; `envoy` is the Envoy vocabulary (resource
+//! types, message packing and JSON) the stages share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod ca;
 pub mod cache;
 pub mod cli;
+pub mod envoy;
 pub mod load;
 pub mod model;
 pub mod source;

@@ -3,8 +3,9 @@
 
 use envoy_types::pb::envoy::admin::v3 as admin;
 
-use crate::cache::{ProxyResources, ResourceType};
-use crate::translate::envoy::{self, RenderError};
+use crate::cache::ProxyResources;
+use crate::envoy::ResourceType;
+use crate::envoy::{self, RenderError};
 
 pub fn render(
     resources: &ProxyResources,

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::{ResourceType, TypeSet};
+use crate::envoy::{ResourceType, TypeSet};
 use crate::model::registry::{Resolution, Service};
 use crate::model::{Model, Proxy, Resource, ResourceKey, Spec};
 use crate::translate::Scope;

@@ -47,121 +47,15 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::envoy::{self, ResourceType, TypeSet, rds_names};
 use crate::model::registry::WorkloadPorts;
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass, Severity};
-use crate::translate::{self, Output, Part, envoy};
+use crate::translate::{self, Output, Part};
 use inputs::{ClassInputs, ModelIndex};
-
-/// The resource types bowline generates, in the order they are pushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResourceType {
-    Cds,
-    Eds,
-    Lds,
-    Rds,
-    /// Secrets (SDS over ADS): made per stream by the CA, not by translation.
-    Sds,
-}
-
-impl ResourceType {
-    /// Push order: clusters before endpoints, listeners before routes, secrets last (as
-    /// istiod).
-    pub const ALL: [ResourceType; 5] = [
-        ResourceType::Cds,
-        ResourceType::Eds,
-        ResourceType::Lds,
-        ResourceType::Rds,
-        ResourceType::Sds,
-    ];
-
-    /// The types translation generates from the model (cached per proxy class).
-    pub const CONFIG: [ResourceType; 4] = [
-        ResourceType::Cds,
-        ResourceType::Eds,
-        ResourceType::Lds,
-        ResourceType::Rds,
-    ];
-
-    pub fn type_url(self) -> &'static str {
-        match self {
-            ResourceType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            ResourceType::Eds => {
-                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-            }
-            ResourceType::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            ResourceType::Rds => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-            ResourceType::Sds => {
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-            }
-        }
-    }
-
-    pub fn from_type_url(url: &str) -> Option<ResourceType> {
-        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceType::Cds => "cds",
-            ResourceType::Eds => "eds",
-            ResourceType::Lds => "lds",
-            ResourceType::Rds => "rds",
-            ResourceType::Sds => "sds",
-        }
-    }
-
-    /// CDS and LDS are subscribed to as a whole (wildcard); EDS and RDS by name.
-    pub fn is_wildcard_type(self) -> bool {
-        matches!(self, ResourceType::Cds | ResourceType::Lds)
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// A set of resource types.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct TypeSet(u8);
-
-impl TypeSet {
-    pub const ALL: TypeSet = TypeSet(0b1111);
-    pub const NONE: TypeSet = TypeSet(0);
-
-    pub fn only(t: ResourceType) -> TypeSet {
-        TypeSet(1 << t.index())
-    }
-    pub fn contains(self, t: ResourceType) -> bool {
-        self.0 & (1 << t.index()) != 0
-    }
-    pub fn union(self, other: TypeSet) -> TypeSet {
-        TypeSet(self.0 | other.0)
-    }
-    pub fn intersection(self, other: TypeSet) -> TypeSet {
-        TypeSet(self.0 & other.0)
-    }
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    pub fn iter(self) -> impl Iterator<Item = ResourceType> {
-        ResourceType::ALL
-            .into_iter()
-            .filter(move |t| self.contains(*t))
-    }
-}
-
-impl Serialize for TypeSet {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
-    }
-}
 
 /// One resource as sent: its name, content version and encoded body.
 #[derive(Debug)]
@@ -1136,35 +1030,6 @@ fn check(
         }
     }
     Ok(())
-}
-
-/// Route configuration names a listener's HTTP connection managers fetch over RDS.
-pub fn rds_names(listener: &xds_listener::Listener) -> Vec<String> {
-    let chains = listener
-        .filter_chains
-        .iter()
-        .chain(listener.default_filter_chain.iter());
-    let mut names = Vec::new();
-    for chain in chains {
-        for filter in &chain.filters {
-            let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &filter.config_type
-            else {
-                continue;
-            };
-            if any.type_url != hcm::HttpConnectionManager::type_url() {
-                continue;
-            }
-            let Ok(manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
-                continue;
-            };
-            if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) =
-                manager.route_specifier
-            {
-                names.push(rds.route_config_name);
-            }
-        }
-    }
-    names
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ use crate::ca::authn::{
 use crate::ca::service::CertificateService;
 use crate::ca::tokenreview::{ISTIO_CA_AUDIENCE, TokenReviewAuthenticator};
 use crate::ca::{Ca, CaOptions};
-use crate::cache::{Cache, ResourceType};
+use crate::cache::Cache;
+use crate::envoy::ResourceType;
 use crate::model::MeshConfig;
 use crate::source::{Store, file::FileSource, kube};
 use crate::xds::tls::TlsPort;

@@ -31,7 +31,7 @@ use tonic::transport::Channel;
 use super::decode::{Body, Decoder, Info};
 use super::mesh::{Applies, ProxyIdentity};
 use super::scenario::XdsMode;
-use crate::cache::ResourceType;
+use crate::envoy::ResourceType;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -171,7 +171,7 @@ impl Proxy {
         let node = xds_core::Node {
             id: identity.node_id.clone(),
             cluster: format!("{}.{}", identity.app, identity.namespace),
-            metadata: Some(crate::xds::json_to_struct(&identity.metadata)),
+            metadata: Some(crate::envoy::json_to_struct(&identity.metadata)),
             user_agent_name: "envoy".into(),
             ..Default::default()
         };

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
-use crate::cache::ResourceType;
+use crate::envoy::ResourceType;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -248,7 +248,7 @@ fn decode(t: ResourceType, bytes: &[u8]) -> Result<(String, Info), DecodeError> 
         ResourceType::Lds => {
             let l = xds_listener::Listener::decode(bytes)
                 .map_err(malformed::<xds_listener::Listener>)?;
-            let mut routes = crate::cache::rds_names(&l);
+            let mut routes = crate::envoy::rds_names(&l);
             routes.sort();
             routes.dedup();
             Ok((named("listener", l.name)?, Info::Listener { routes }))
@@ -265,7 +265,7 @@ fn decode(t: ResourceType, bytes: &[u8]) -> Result<(String, Info), DecodeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::envoy::pack;
+    use crate::envoy::pack;
 
     #[test]
     fn identical_bodies_are_decoded_once_and_markers_found() {

@@ -34,9 +34,9 @@ use envoy_types::pb::envoy::r#type::v3 as envoy_type;
 use envoy_types::pb::google::protobuf as pb;
 
 use super::IntoWarning;
-use super::envoy::pack;
 use super::naming;
 use super::scope::Scope;
+use crate::envoy::pack;
 use crate::model::mesh::{Authorizer, ExtAuthzGrpc, ExtAuthzHttp, RequestBody};
 use crate::model::networking::{TypeWorkloadSelector, parse_duration};
 use crate::model::registry;

@@ -26,12 +26,12 @@ use envoy_types::pb::google::protobuf as pb;
 use super::Part;
 use super::authz;
 use super::endpoint;
-use super::envoy::pack;
 use super::loadbalancer;
 use super::mtls;
 use super::naming;
 use super::policy::{self, At, Policy};
 use super::scope::{InboundPort, RuleSubset, Scope};
+use crate::envoy::pack;
 use crate::model::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, H2UpgradePolicy,
     ProxyProtocolVersion, RetryBudget, SimpleLB,

@@ -18,11 +18,11 @@ use envoy_types::pb::google::protobuf as pb;
 use super::Part;
 use super::cluster::ads_config_source;
 use super::endpoint::socket_address;
-use super::envoy::pack;
 use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
 use super::{authz, cluster, cors, fault, naming};
+use crate::envoy::pack;
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
 

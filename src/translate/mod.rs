@@ -10,7 +10,6 @@ pub mod authz;
 pub mod cluster;
 pub mod cors;
 pub mod endpoint;
-pub mod envoy;
 pub mod fault;
 pub mod listener;
 pub mod loadbalancer;
@@ -27,7 +26,7 @@ use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 use envoy_types::pb::envoy::config::route::v3 as xds_route;
 
-use crate::cache::{ResourceType, TypeSet};
+use crate::envoy::{self, ResourceType, TypeSet};
 use crate::model::{Diagnostic, Model, Proxy, Severity};
 
 pub use scope::{Rule, RuleSubset, Scope};

@@ -26,8 +26,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::r#type::matcher::v3 as type_matcher;
 use envoy_types::pb::google::protobuf as pb;
 
-use super::envoy::pack;
 use super::naming;
+use crate::envoy::pack;
 
 /// The endpoint label that marks a workload with a sidecar able to terminate mTLS.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";

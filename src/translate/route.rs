@@ -15,11 +15,11 @@ use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf as pb;
 
-use super::envoy::pack;
 use super::outbound::{self, RoutePlan};
 use super::scope::Scope;
 use super::virtual_service::{self, Rule};
 use super::{IntoWarning, cors, fault, naming};
+use crate::envoy::pack;
 use crate::model::Kind;
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking::{self, StringMatch, parse_duration};

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::cache::{Cache, ResourceType, Snapshot, TypeSet};
+use crate::cache::{Cache, Snapshot};
+use crate::envoy::{ResourceType, TypeSet};
 use crate::model::mesh::TrustDomain;
 use crate::model::{Diagnostic, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};

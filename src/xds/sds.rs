@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::{Ca, CaError, WorkloadCert};
 use crate::cache::{TypedResources, Versioned};
+use crate::envoy::pack;
 use crate::model::Identity;
-use crate::translate::envoy::pack;
 
 pub use crate::translate::naming::{SDS_DEFAULT, SDS_ROOTCA};
 
@@ -252,10 +252,8 @@ mod tests {
         assert!(renew_in <= DEFAULT_WORKLOAD_TTL / 2 && renew_in > DEFAULT_WORKLOAD_TTL / 3);
         s.renew().unwrap();
         assert_ne!(s.resources().items[SDS_DEFAULT].version, first);
-        let dump = serde_json::to_string(
-            &crate::translate::envoy::any_to_json(&s.dump[SDS_DEFAULT]).unwrap(),
-        )
-        .unwrap();
+        let dump = serde_json::to_string(&crate::envoy::any_to_json(&s.dump[SDS_DEFAULT]).unwrap())
+            .unwrap();
         assert!(dump.contains("[redacted]"), "{dump}");
         assert!(!dump.contains("PRIVATE KEY"), "{dump}");
     }

@@ -10,7 +10,8 @@ use serde::Serialize;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::Transport;
-use crate::cache::{ProxyResources, ResourceType};
+use crate::cache::ProxyResources;
+use crate::envoy::ResourceType;
 use crate::model::{Diagnostic, Proxy};
 
 /// A rejected push as Envoy reported it.

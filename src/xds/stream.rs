@@ -28,7 +28,8 @@ use super::sds::Secrets;
 use super::status::{Connection, Nack};
 use super::subscription::{Held, Subscription};
 use super::transport::{self, Outgoing, Requests};
-use crate::cache::{ProxyResources, ResourceType, Snapshot, TypedResources, Versioned};
+use crate::cache::{ProxyResources, Snapshot, TypedResources, Versioned};
+use crate::envoy::ResourceType;
 use crate::model::Proxy;
 
 /// Delivery state of one resource type on one stream.

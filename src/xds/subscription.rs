@@ -19,7 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::cache::{ResourceType, Versioned};
+use crate::cache::Versioned;
+use crate::envoy::ResourceType;
 
 /// What a request changed in a subscription.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,12 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bowline::cache::{Cache, ResourceType, Snapshot, TypeSet};
+use bowline::cache::{Cache, Snapshot};
+use bowline::envoy;
+use bowline::envoy::{ResourceType, TypeSet};
 use bowline::load::Scenario;
 use bowline::load::mesh::{self, Mesh};
 use bowline::model::resource::parse_yaml;
 use bowline::model::{MeshConfig, Model, Proxy};
-use bowline::translate::{self, envoy};
+use bowline::translate;
 
 fn versions<T: prost::Message + prost::Name>(
     items: &[T],

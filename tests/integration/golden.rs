@@ -11,7 +11,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use bowline::cache::TypeSet;
+use bowline::envoy::TypeSet;
 use bowline::translate;
 
 fn render(case: &Path) -> String {

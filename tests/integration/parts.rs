@@ -9,9 +9,10 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use bowline::cache::TypeSet;
+use bowline::envoy;
+use bowline::envoy::TypeSet;
 use bowline::model::{Model, Proxy};
-use bowline::translate::{self, Output, Part, envoy};
+use bowline::translate::{self, Output, Part};
 
 /// Every resource by type and name, as canonical JSON.
 fn resources(out: &Output) -> BTreeMap<(usize, String), serde_json::Value> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bowline::ca::pb::IstioCertificateRequest;
 use bowline::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
-use bowline::xds::json_to_struct;
+use bowline::envoy::json_to_struct;
 use common::tls::{certs, client_config, grpc_channel, uri_sans};
 use common::{Bowline, Net};
 use envoy_types::pb::envoy::config::core::v3 as xds_core;

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bowline::cache::{Cache, ResourceType, Snapshot, TypeSet};
+use bowline::cache::{Cache, Snapshot};
+use bowline::envoy::json_to_struct;
+use bowline::envoy::{ResourceType, TypeSet};
 use bowline::model::resource::parse_yaml;
 use bowline::model::{MeshConfig, Model};
-use bowline::xds::{Ads, Shared, json_to_struct};
+use bowline::xds::{Ads, Shared};
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
