@@ -37,181 +37,32 @@
 //! references (for the consistency check) are decoded once. A set of one type remembers its
 //! difference from the sets streams moved to it from, so streams making the same move share
 //! one comparison.
+//!
+//! Files: this one holds the cache (classes, parts, building and combining them);
+//! `resources` the versioned sets it hands out; `interner` the shared encoded resources;
+//! `consistency` the check a set passes before it is served; `inputs` what a class was made
+//! from and the per-model index that says what a change can reach.
 
+mod consistency;
 mod inputs;
+mod interner;
+mod resources;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;
-use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use sha2::{Digest, Sha256};
 
-use crate::envoy::{self, ResourceType, TypeSet, rds_names};
+use crate::envoy::{self, ResourceType, TypeSet};
 use crate::model::registry::WorkloadPorts;
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass, Severity};
 use crate::translate::{self, Output, Part};
+use consistency::check;
 use inputs::{ClassInputs, ModelIndex};
-
-/// One resource as sent: its name, content version and encoded body.
-#[derive(Debug)]
-pub struct Versioned {
-    pub name: String,
-    pub version: String,
-    pub body: Any,
-    /// The names this resource makes the proxy fetch (`links`), decoded once.
-    links: std::sync::OnceLock<Vec<String>>,
-}
-
-impl PartialEq for Versioned {
-    fn eq(&self, other: &Versioned) -> bool {
-        self.name == other.name && self.version == other.version && self.body == other.body
-    }
-}
-
-impl Versioned {
-    pub fn new(name: String, version: String, body: Any) -> Versioned {
-        Versioned {
-            name,
-            version,
-            body,
-            links: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// What the resource, of type `t`, makes the proxy fetch by name: a cluster that uses EDS
-    /// its own endpoint assignment, a listener its route configurations. Decoded on first use
-    /// and kept (resources are shared by every class that generates them).
-    fn links(&self, t: ResourceType) -> &[String] {
-        self.links.get_or_init(|| match t {
-            ResourceType::Cds => {
-                let eds = xds_cluster::Cluster::decode(self.body.value.as_slice()).is_ok_and(|c| {
-                    matches!(
-                        c.cluster_discovery_type,
-                        Some(xds_cluster::cluster::ClusterDiscoveryType::Type(t))
-                            if t == xds_cluster::cluster::DiscoveryType::Eds as i32
-                    )
-                });
-                if eds {
-                    vec![self.name.clone()]
-                } else {
-                    Vec::new()
-                }
-            }
-            ResourceType::Lds => xds_listener::Listener::decode(self.body.value.as_slice())
-                .map(|l| rds_names(&l))
-                .unwrap_or_default(),
-            ResourceType::Eds | ResourceType::Rds | ResourceType::Sds => Vec::new(),
-        })
-    }
-}
-
-/// Every resource of one type for one proxy class.
-#[derive(Debug, Default)]
-pub struct TypedResources {
-    /// A hash over every (name, version): equal sets have equal versions.
-    pub version: String,
-    pub items: BTreeMap<String, Arc<Versioned>>,
-    /// A hash over the names alone: sets with equal names have equal name versions.
-    names_version: [u8; 8],
-    /// What changed from sets streams moved to this one from, each computed once and shared
-    /// by every stream making the same move.
-    diffs: Mutex<Vec<(Weak<TypedResources>, Arc<SetDiff>)>>,
-}
-
-impl PartialEq for TypedResources {
-    fn eq(&self, other: &TypedResources) -> bool {
-        self.version == other.version && self.items == other.items
-    }
-}
-
-/// The difference between two sets of one type: resources new or with another version, and
-/// names gone.
-#[derive(Debug, Default)]
-pub struct SetDiff {
-    pub changed: Vec<Arc<Versioned>>,
-    pub removed: Vec<String>,
-}
-
-/// How many sets' differences a set remembers.
-const DIFFS_KEPT: usize = 4;
-
-impl TypedResources {
-    pub fn new(items: BTreeMap<String, Arc<Versioned>>) -> TypedResources {
-        let mut hasher = Sha256::new();
-        let mut names = Sha256::new();
-        for (name, item) in &items {
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update(item.version.as_bytes());
-            hasher.update([0]);
-            names.update(name.as_bytes());
-            names.update([0]);
-        }
-        let mut names_version = [0; 8];
-        names_version.copy_from_slice(&names.finalize()[..8]);
-        TypedResources {
-            version: short_hex(&hasher.finalize()),
-            items,
-            names_version,
-            diffs: Mutex::default(),
-        }
-    }
-
-    /// What changed from `old` to this set, in name order.
-    pub fn diff_from(&self, old: &Arc<TypedResources>) -> Arc<SetDiff> {
-        let mut diffs = lock(&self.diffs);
-        if let Some((_, d)) = diffs
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(old)) && w.strong_count() > 0)
-        {
-            return d.clone();
-        }
-        let mut diff = SetDiff::default();
-        let (mut a, mut b) = (old.items.iter().peekable(), self.items.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some((name, _)), None) => {
-                    diff.removed.push((*name).clone());
-                    a.next();
-                }
-                (None, Some((_, v))) => {
-                    diff.changed.push((*v).clone());
-                    b.next();
-                }
-                (Some((old_name, old_v)), Some((name, v))) => match old_name.cmp(name) {
-                    std::cmp::Ordering::Less => {
-                        diff.removed.push((*old_name).clone());
-                        a.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        diff.changed.push((*v).clone());
-                        b.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if !Arc::ptr_eq(old_v, v) && old_v.version != v.version {
-                            diff.changed.push((*v).clone());
-                        }
-                        a.next();
-                        b.next();
-                    }
-                },
-            }
-        }
-        let diff = Arc::new(diff);
-        diffs.retain(|(w, _)| w.strong_count() > 0);
-        if diffs.len() >= DIFFS_KEPT {
-            diffs.remove(0);
-        }
-        diffs.push((Arc::downgrade(old), diff.clone()));
-        diff
-    }
-}
+use interner::Interner;
+pub use resources::{SetDiff, TypedResources, Versioned, content_version};
 
 /// A model snapshot as published by the push loop.
 #[derive(Debug)]
@@ -351,52 +202,6 @@ struct Inner {
     /// outbound configuration can depend on.
     outbound: HashMap<ProxyClass, Slot>,
     changes: VecDeque<(u64, TypeSet)>,
-}
-
-type InternKey = (ResourceType, u64);
-
-/// Encoded resources by (type, hash of name and bytes), shared by every class.
-#[derive(Default)]
-struct Interner {
-    items: Mutex<HashMap<InternKey, Vec<Weak<Versioned>>>>,
-    hasher: foldhash::fast::FixedState,
-}
-
-impl Interner {
-    fn key(&self, t: ResourceType, name: &str, body: &Any) -> InternKey {
-        (t, self.hasher.hash_one((name, body.value.as_slice())))
-    }
-
-    fn get(&self, key: &InternKey, name: &str, body: &Any) -> Option<Arc<Versioned>> {
-        lock(&self.items)
-            .get(key)?
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|v| v.name == name && v.body == *body)
-    }
-
-    /// Inserts `v` unless an equal resource got there first; returns the shared one.
-    fn insert(&self, key: InternKey, v: Arc<Versioned>) -> Arc<Versioned> {
-        let mut items = lock(&self.items);
-        let list = items.entry(key).or_default();
-        if let Some(found) = list
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|o| o.name == v.name && o.body == v.body)
-        {
-            return found;
-        }
-        list.push(Arc::downgrade(&v));
-        v
-    }
-
-    /// Forgets resources no class holds any more.
-    fn prune(&self) {
-        lock(&self.items).retain(|_, list| {
-            list.retain(|w| w.strong_count() > 0);
-            !list.is_empty()
-        });
-    }
 }
 
 /// How parts are made: the generator (translation), and the interner their resources are
@@ -958,86 +763,12 @@ fn encode(
     ])
 }
 
-/// A content hash over the canonical JSON form (protobuf map fields encode in hash-map order,
-/// so raw bytes are not stable across equal messages).
-pub fn content_version(body: &Any) -> Result<String, envoy::RenderError> {
-    let json = envoy::any_to_json(body)?;
-    let mut hasher = Sha256::new();
-    hasher.update(json.to_string().as_bytes());
-    Ok(short_hex(&hasher.finalize()))
-}
-
-fn short_hex(bytes: &[u8]) -> String {
-    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks references between types: every EDS cluster has an endpoint assignment and every
-/// assignment a cluster; every route configuration a listener names exists and every one is
-/// named. A pair of types is checked again only when it can have changed since `checked` (a
-/// set that passed): clusters or listeners changed, or the names of the assignments or route
-/// configurations did.
-fn check(
-    types: &[Arc<TypedResources>; 4],
-    checked: Option<&[Arc<TypedResources>; 4]>,
-) -> Result<(), CacheError> {
-    let same = |t: ResourceType| {
-        checked.is_some_and(|c| {
-            let (a, b) = (&c[t.index()], &types[t.index()]);
-            Arc::ptr_eq(a, b) || a.version == b.version
-        })
-    };
-    let same_names = |t: ResourceType| {
-        checked.is_some_and(|c| {
-            let (a, b) = (&c[t.index()], &types[t.index()]);
-            Arc::ptr_eq(a, b) || a.names_version == b.names_version
-        })
-    };
-    let linked = |t: ResourceType| -> BTreeSet<&str> {
-        types[t.index()]
-            .items
-            .values()
-            .flat_map(|v| v.links(t))
-            .map(String::as_str)
-            .collect()
-    };
-    if !(same(ResourceType::Cds) && same_names(ResourceType::Eds)) {
-        let eds_clusters = linked(ResourceType::Cds);
-        let assignments = &types[ResourceType::Eds.index()].items;
-        if let Some(name) = assignments
-            .keys()
-            .find(|n| !eds_clusters.contains(n.as_str()))
-        {
-            return Err(CacheError::DanglingEndpoints(name.clone()));
-        }
-        if let Some(name) = eds_clusters.iter().find(|n| !assignments.contains_key(**n)) {
-            return Err(CacheError::MissingEndpoints(name.to_string()));
-        }
-    }
-    if !(same(ResourceType::Lds) && same_names(ResourceType::Rds)) {
-        let routes = &types[ResourceType::Rds.index()].items;
-        for l in types[ResourceType::Lds.index()].items.values() {
-            if let Some(route) = l
-                .links(ResourceType::Lds)
-                .iter()
-                .find(|r| !routes.contains_key(*r))
-            {
-                return Err(CacheError::MissingRoute(l.name.clone(), route.clone()));
-            }
-        }
-        let referenced = linked(ResourceType::Lds);
-        if let Some(name) = routes.keys().find(|n| !referenced.contains(n.as_str())) {
-            return Err(CacheError::UnreferencedRoute(name.clone()));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::MeshConfig;
     use crate::model::resource::parse_yaml;
-    use envoy_types::pb::envoy::config::endpoint::v3 as xds_endpoint;
+    use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 
     const MESH: &str = r#"
 apiVersion: v1
@@ -1327,151 +1058,5 @@ spec:
         ] {
             assert_eq!(names(&third, t), want, "{t:?}");
         }
-    }
-
-    fn typed(items: Vec<(&str, Any)>) -> Arc<TypedResources> {
-        Arc::new(TypedResources::new(
-            items
-                .into_iter()
-                .map(|(n, body)| {
-                    (
-                        n.to_string(),
-                        Arc::new(Versioned::new(n.to_string(), "v".into(), body)),
-                    )
-                })
-                .collect(),
-        ))
-    }
-
-    #[test]
-    fn consistency_check_catches_dangling_references() {
-        let cla = envoy::pack(&xds_endpoint::ClusterLoadAssignment {
-            cluster_name: "c".into(),
-            ..Default::default()
-        });
-        let empty = typed(vec![]);
-        let dangling = [
-            empty.clone(),
-            typed(vec![("c", cla)]),
-            empty.clone(),
-            empty.clone(),
-        ];
-        assert!(
-            matches!(check(&dangling, None), Err(CacheError::DanglingEndpoints(n)) if n == "c")
-        );
-        let eds_cluster = envoy::pack(&xds_cluster::Cluster {
-            name: "c".into(),
-            cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
-                xds_cluster::cluster::DiscoveryType::Eds as i32,
-            )),
-            ..Default::default()
-        });
-        let missing = [
-            typed(vec![("c", eds_cluster)]),
-            empty.clone(),
-            empty.clone(),
-            empty.clone(),
-        ];
-        assert!(matches!(check(&missing, None), Err(CacheError::MissingEndpoints(n)) if n == "c"));
-        let route = envoy::pack(
-            &envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
-                name: "80".into(),
-                ..Default::default()
-            },
-        );
-        let unreferenced = [
-            empty.clone(),
-            empty.clone(),
-            empty.clone(),
-            typed(vec![("80", route)]),
-        ];
-        assert!(
-            matches!(check(&unreferenced, None), Err(CacheError::UnreferencedRoute(n)) if n == "80")
-        );
-    }
-
-    #[test]
-    fn set_differences_are_computed_once() {
-        let v = |n: &str, version: &str| {
-            Arc::new(Versioned::new(n.into(), version.into(), Any::default()))
-        };
-        let set = |items: Vec<Arc<Versioned>>| {
-            Arc::new(TypedResources::new(
-                items.into_iter().map(|i| (i.name.clone(), i)).collect(),
-            ))
-        };
-        let (a, b, c) = (v("a", "1"), v("b", "1"), v("c", "1"));
-        let old = set(vec![a.clone(), b.clone(), c.clone()]);
-        let new = set(vec![v("a", "2"), b.clone(), v("d", "1")]);
-        let diff = new.diff_from(&old);
-        let changed: Vec<&str> = diff.changed.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(changed, ["a", "d"]);
-        assert_eq!(diff.removed, ["c"]);
-        assert!(Arc::ptr_eq(&diff, &new.diff_from(&old)), "shared");
-        // The same content under another version string counts as unchanged only by version.
-        let same = set(vec![v("a", "1"), b, c]);
-        assert!(same.diff_from(&old).changed.is_empty());
-    }
-
-    #[test]
-    fn consistency_is_checked_again_when_references_can_have_changed() {
-        let cla = |version: u32| {
-            envoy::pack(&xds_endpoint::ClusterLoadAssignment {
-                cluster_name: format!("c{version}"),
-                ..Default::default()
-            })
-        };
-        let cluster = envoy::pack(&xds_cluster::Cluster {
-            name: "c".into(),
-            cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
-                xds_cluster::cluster::DiscoveryType::Eds as i32,
-            )),
-            ..Default::default()
-        });
-        let empty = typed(vec![]);
-        let clusters = typed(vec![("c", cluster)]);
-        let good = [
-            clusters.clone(),
-            typed(vec![("c", cla(1))]),
-            empty.clone(),
-            empty.clone(),
-        ];
-        check(&good, None).unwrap();
-        // New endpoints under the same names, clusters unchanged: nothing to check again.
-        let moved = [
-            clusters.clone(),
-            typed(vec![("c", cla(2))]),
-            empty.clone(),
-            empty.clone(),
-        ];
-        check(&moved, Some(&good)).unwrap();
-        // An assignment without a cluster is caught although the clusters did not change.
-        let dangling = [
-            clusters.clone(),
-            typed(vec![("c", cla(2)), ("d", cla(3))]),
-            empty.clone(),
-            empty.clone(),
-        ];
-        assert!(
-            matches!(check(&dangling, Some(&good)), Err(CacheError::DanglingEndpoints(n)) if n == "d")
-        );
-        // A cluster without an assignment is caught although the assignments did not change.
-        let more_clusters = typed(vec![
-            ("c", clusters.items["c"].body.clone()),
-            (
-                "e",
-                envoy::pack(&xds_cluster::Cluster {
-                    name: "e".into(),
-                    cluster_discovery_type: Some(xds_cluster::cluster::ClusterDiscoveryType::Type(
-                        xds_cluster::cluster::DiscoveryType::Eds as i32,
-                    )),
-                    ..Default::default()
-                }),
-            ),
-        ]);
-        let missing = [more_clusters, good[1].clone(), empty.clone(), empty.clone()];
-        assert!(
-            matches!(check(&missing, Some(&good)), Err(CacheError::MissingEndpoints(n)) if n == "e")
-        );
     }
 }
