@@ -10,13 +10,15 @@
 //! [`Identity`] and never from a CSR; their chain is leaf, then the intermediates, the root last.
 //! Private keys are [`KeyMaterial`], which never prints. The caller authentication that gates
 //! every certificate is in [`authn`]; the tokens bowline issues are in [`token`]; Istio's
-//! `IstioCertificateService` is [`service`].
+//! `IstioCertificateService` is [`service`]; the TLS ports bowline serves with certificates of
+//! its own CA (xDS on 15012, the webhooks) are [`serving`].
 
 pub mod authn;
 mod keys;
 pub mod pem;
 pub mod secret;
 pub mod service;
+pub mod serving;
 pub mod token;
 pub mod tokenreview;
 

@@ -21,14 +21,15 @@ use crate::ca::authn::{
     Authenticator, Authenticators, ClientCertAuthenticator, TokenAuthenticator,
 };
 use crate::ca::service::CertificateService;
+use crate::ca::serving::TlsPort;
 use crate::ca::tokenreview::{ISTIO_CA_AUDIENCE, TokenReviewAuthenticator};
 use crate::ca::{Ca, CaOptions};
 use crate::cache::Cache;
 use crate::envoy::ResourceType;
 use crate::model::MeshConfig;
+use crate::push;
 use crate::source::{Store, file::FileSource, kube};
-use crate::xds::tls::TlsPort;
-use crate::xds::{Ads, Security, Shared, push};
+use crate::xds::{Ads, Security, Shared};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -153,7 +154,7 @@ const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The names and addresses a serving certificate for `addr` carries: istiod's service names,
 /// `--xds-tls-name`, and the address itself unless it is a wildcard.
 fn serving_names(args: &ServeArgs, addr: SocketAddr) -> (Vec<String>, Vec<std::net::IpAddr>) {
-    let mut names = crate::xds::tls::default_server_names();
+    let mut names = crate::ca::serving::default_server_names();
     names.extend(args.xds_tls_names.iter().filter(|n| !n.is_empty()).cloned());
     let ips = if addr.ip().is_unspecified() {
         Vec::new()
@@ -507,7 +508,7 @@ async fn serve(
             return std::future::pending().await;
         };
         let renewer = tokio::spawn(port.clone().renew(ca.clone()));
-        let incoming = crate::xds::tls::incoming(listener, port.acceptor.clone(), ca.clone());
+        let incoming = crate::ca::serving::incoming(listener, port.acceptor.clone(), ca.clone());
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(Ads::tls(shared.clone()).into_service())

@@ -25,9 +25,9 @@ use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use crate::ca::Ca;
+use crate::ca::serving::{TlsConnection, TlsPort, incoming};
 use crate::model::Kind;
 use crate::model::resource::parse_value;
-use crate::xds::tls::{TlsConnection, TlsPort, incoming};
 
 /// The webhook routes; injected sidecars follow `inject`.
 pub fn router(inject: Arc<inject::Options>) -> Router {
@@ -103,7 +103,7 @@ pub fn review_object(request: &AdmissionRequest<DynamicObject>) -> AdmissionResp
 
 type Connections = Pin<Box<dyn Stream<Item = Result<TlsConnection, io::Error>> + Send>>;
 
-/// TLS connections for axum: handshakes run concurrently (see `xds::tls::incoming`).
+/// TLS connections for axum: handshakes run concurrently (see `ca::serving::incoming`).
 pub struct TlsListener {
     connections: Connections,
     local: SocketAddr,

@@ -12,11 +12,11 @@
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
 //! carries a private key), renewed at half-life and replaced when the mesh's trust domain
 //! changes (the certificate always names the trust domain of the configuration served).
-//! `stream` is the one loop that serves a stream
-//! of either protocol variant; `subscription` what a stream asks for of each type and what its
-//! client holds; `push` turns source events into debounced model snapshots; `status` records
-//! what each proxy was sent, ACKed and NACKed; `tls` is the TLS port's transport; `transport`
-//! frames ADS requests and responses.
+//! `stream` is the one loop that serves a stream of either protocol variant; `subscription`
+//! what a stream asks for of each type and what its client holds; `status` records what each
+//! proxy was sent, ACKed and NACKed; `transport` frames ADS requests and responses. The
+//! snapshots streams follow come from the push loop (`crate::push`); the TLS port's transport
+//! is `crate::ca::serving`.
 //!
 //! Generating configuration is CPU work and never runs on the runtime's threads: a stream
 //! that needs resources its class does not have yet waits (asynchronously) for one build per
@@ -24,12 +24,10 @@
 //! A slow proxy holds up only its own stream: each stream has a small response buffer and
 //! always moves to the newest snapshot, skipping those it was too slow to see.
 
-pub mod push;
 pub mod sds;
 pub mod status;
 pub mod stream;
 pub mod subscription;
-pub mod tls;
 pub mod transport;
 
 use std::collections::HashMap;

@@ -1,5 +1,6 @@
-//! The TLS xDS port (istiod's 15012): a serving certificate from bowline's CA, renewed at its
-//! half-life, and optional client certificates verified against bowline's root.
+//! bowline's TLS ports (xDS on istiod's 15012, the webhooks on 15017): a serving certificate
+//! from bowline's CA, renewed at its half-life, and optional client certificates verified
+//! against bowline's root.
 //!
 //! Contract: [`incoming`] turns a TCP listener into a stream of TLS connections for tonic; each
 //! connection's [`PeerInfo`] (remote address, and the SPIFFE identity of a verified client

@@ -1,4 +1,6 @@
-//! The push loop: source events → debounced model snapshots.
+//! The push loop: source events → debounced model snapshots. It joins the pipeline's stages:
+//! it reads the sources (`source`), builds the `model`, has the `cache` index it, and publishes
+//! the snapshot every `xds` stream follows.
 //!
 //! Events are gathered until the input has been quiet for `quiet` (100 ms, like istiod's
 //! PILOT_DEBOUNCE_AFTER) or `max` has passed since the first one (10 s, PILOT_DEBOUNCE_MAX);
