@@ -56,7 +56,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
 use crate::envoy::{self, ResourceType, TypeSet};
-use crate::model::registry::WorkloadPorts;
+use crate::model::workload::WorkloadPorts;
 use crate::model::{Diagnostic, Model, Proxy, ProxyClass, Severity};
 use crate::translate::{self, Output, Part};
 use consistency::check;

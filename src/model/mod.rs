@@ -24,6 +24,7 @@ pub mod config;
 pub mod mesh;
 pub mod proxy;
 pub mod registry;
+pub mod workload;
 
 pub use config::{Change, Model};
 pub use identity::Identity;

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::registry::PodPort;
-
 /// Errors in a node id or node metadata.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyError {
@@ -144,6 +142,15 @@ impl std::fmt::Display for Locality {
     }
 }
 
+/// A named port of a pod's containers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PodPort {
+    pub name: String,
+    /// The L4 protocol (`TCP`, `UDP`, `SCTP`).
+    pub protocol: String,
+    pub number: u16,
+}
+
 /// A connected (or described) proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Proxy {
@@ -175,7 +182,7 @@ pub struct Proxy {
 }
 
 /// The inputs of translation that come from the proxy. Proxies with equal classes, and equal
-/// workload ports in the model (`registry::WorkloadPorts`, which their inbound ports depend
+/// workload ports in the model (`workload::WorkloadPorts`, which their inbound ports depend
 /// on), get byte-identical configuration, so generated resources are shared between them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ProxyClass {

@@ -57,7 +57,7 @@ pub struct Scope<'a> {
     /// DestinationRule lookups by (hostname, service namespace, outbound).
     rule_cache: RefCell<RuleCache<'a>>,
     /// The ports of the proxy's workload, looked up once.
-    workload: std::cell::OnceCell<registry::WorkloadPorts>,
+    workload: std::cell::OnceCell<crate::model::workload::WorkloadPorts>,
 }
 
 type RuleCache<'a> = BTreeMap<(String, String, bool), Option<Rule<'a>>>;
@@ -554,7 +554,7 @@ impl<'a> Scope<'a> {
         let services = &model.registry.services;
         let workload = self
             .workload
-            .get_or_init(|| registry::WorkloadPorts::of(model, self.proxy));
+            .get_or_init(|| crate::model::workload::WorkloadPorts::of(model, self.proxy));
         let mut out = Vec::new();
         for service in model
             .index()
