@@ -31,6 +31,7 @@ use super::mtls;
 use super::naming;
 use super::policy::{self, At, Policy};
 use super::scope::{InboundPort, RuleSubset, Scope};
+use super::values;
 use crate::envoy::pack;
 use crate::model::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, H2UpgradePolicy,
@@ -182,7 +183,7 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_cluster::Cluster> {
 }
 
 fn duration(d: std::time::Duration) -> pb::Duration {
-    policy::proto_duration(d)
+    values::proto_duration(d)
 }
 
 /// `ads: {}` as the config source.

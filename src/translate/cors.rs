@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf as pb;
 
-use super::route::{integer_fraction, string_matcher};
+use super::values::{integer_fraction, string_matcher};
 use crate::envoy::pack;
 use crate::model::networking::{CorsPolicy, UnmatchedPreflights, parse_duration};
 

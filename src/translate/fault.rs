@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fau
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as xds_fault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
-use super::route::{integer_fraction, percent_fraction, proto_duration};
+use super::values::{integer_fraction, percent_fraction, proto_duration};
 use crate::envoy::pack;
 use crate::model::networking::{AbortErrorType, HttpDelayType, HttpFaultInjection, parse_duration};
 use crate::model::validation::GRPC_STATUSES;

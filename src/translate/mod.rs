@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod policy;
 pub mod route;
 mod scope;
+pub mod values;
 mod virtual_service;
 
 use envoy_types::pb::envoy::config::cluster::v3 as xds_cluster;

@@ -46,7 +46,7 @@ impl<T> At<'_, T> {
         value: Option<&String>,
     ) -> Option<pb::Duration> {
         match crate::model::networking::parse_duration(value?) {
-            Ok(d) => Some(proto_duration(d)),
+            Ok(d) => Some(super::values::proto_duration(d)),
             Err(e) => {
                 scope.report(self.error(field, e));
                 None
@@ -60,14 +60,6 @@ impl<T> At<'_, T> {
         } else {
             format!("{}.{field}", self.path)
         }
-    }
-}
-
-/// A protobuf duration.
-pub fn proto_duration(d: std::time::Duration) -> pb::Duration {
-    pb::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or_default(),
     }
 }
 

@@ -12,11 +12,11 @@ use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3 as previ
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3 as previous_priorities;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
-use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf as pb;
 
 use super::outbound::{self, RoutePlan};
 use super::scope::Scope;
+use super::values::{integer_fraction, percent_fraction, proto_duration, string_matcher};
 use super::virtual_service::{self, Rule};
 use super::{IntoWarning, cors, fault, naming};
 use crate::envoy::pack;
@@ -303,47 +303,6 @@ fn prefix_match(prefix: &str) -> xds_route::RouteMatch {
         )),
         ..Default::default()
     }
-}
-
-pub(super) fn proto_duration(d: std::time::Duration) -> pb::Duration {
-    pb::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or_default(),
-    }
-}
-
-/// An Istio `Percent` (0.0–100.0) as parts per million, as istiod converts it.
-pub(super) fn percent_fraction(percent: f64) -> FractionalPercent {
-    FractionalPercent {
-        // Truncates like istiod's conversion; out-of-range values saturate.
-        numerator: (percent * 10_000.0) as u32,
-        denominator: DenominatorType::Million as i32,
-    }
-}
-
-/// An integer percentage as parts per hundred.
-pub(super) fn integer_fraction(percent: i32) -> FractionalPercent {
-    FractionalPercent {
-        numerator: u32::try_from(percent).unwrap_or_default(),
-        denominator: DenominatorType::Hundred as i32,
-    }
-}
-
-pub(super) fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<matcher::StringMatcher> {
-    use matcher::string_matcher::MatchPattern;
-    let pattern = match m {
-        StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
-        StringMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
-        StringMatch::Regex(v) => MatchPattern::SafeRegex(matcher::RegexMatcher {
-            regex: v.clone(),
-            ..Default::default()
-        }),
-        StringMatch::Empty => return None,
-    };
-    Some(matcher::StringMatcher {
-        match_pattern: Some(pattern),
-        ignore_case,
-    })
 }
 
 /// A header or query parameter condition that only asks for presence: no match type, or the
@@ -901,6 +860,7 @@ mod tests {
     use super::*;
     use crate::model::resource::parse_yaml;
     use crate::model::{MeshConfig, Model, Proxy};
+    use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
     use networking::{HeaderOperations, Headers, HttpMatchRequest};
     use std::sync::Arc;
 
