@@ -42,11 +42,6 @@ use crate::model::registry::{Protocol, Resolution, Service};
 use crate::model::{Kind, Spec};
 use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
 
-/// The CA bundle upstream TLS (`tls.mode: SIMPLE`) verifies against when the rule names no
-/// `caCertificates`. istiod's agent serves the system roots for this case; stock Envoy reads a
-/// file, so this is the Debian/Ubuntu system bundle (the Envoy and Istio proxy images' base).
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Idle timeout istiod gives upstream HTTP connections of the passthrough clusters.
 const PASSTHROUGH_IDLE_TIMEOUT_SECS: i64 = 300;
@@ -747,7 +742,7 @@ fn apply_tls(
                     .ca_certificates
                     .as_deref()
                     .filter(|s| !s.is_empty())
-                    .unwrap_or(SYSTEM_CA_BUNDLE),
+                    .unwrap_or(values::SYSTEM_CA_BUNDLE),
             )),
             match_typed_subject_alt_names: san_matchers(sans),
             crl: settings
@@ -1043,7 +1038,7 @@ fn passthrough(
         lb_policy: LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(*connect_timeout),
         upstream_bind_config: bind.map(|b| xds_core::BindConfig {
-            source_address: Some(endpoint::socket(b, 0)),
+            source_address: Some(values::socket(b, 0)),
             ..Default::default()
         }),
         circuit_breakers: Some(xds_cluster::CircuitBreakers {
@@ -1133,7 +1128,7 @@ fn inbound_cluster(
             lb_policy: LbPolicy::ClusterProvided as i32,
             connect_timeout: Some(*connect_timeout),
             upstream_bind_config: Some(xds_core::BindConfig {
-                source_address: Some(endpoint::socket(naming::INBOUND_PASSTHROUGH_BIND_V4, 0)),
+                source_address: Some(values::socket(naming::INBOUND_PASSTHROUGH_BIND_V4, 0)),
                 ..Default::default()
             }),
             ..Default::default()

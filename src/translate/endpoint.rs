@@ -11,6 +11,7 @@ use envoy_types::pb::google::protobuf as pb;
 use super::cluster::{self, OutboundCluster};
 use super::loadbalancer::{self, Group, LabeledEndpoint};
 use super::scope::Scope;
+use super::values;
 use crate::model::Diagnostic;
 use crate::model::proxy::Locality;
 use crate::model::registry::{self, Health, Service};
@@ -124,7 +125,7 @@ pub fn static_assignment(
     } else {
         match target.rsplit_once(':') {
             Some((host, port)) => match port.parse::<u16>() {
-                Ok(p) => Some(socket_address(
+                Ok(p) => Some(values::socket_address(
                     host.trim_start_matches('[').trim_end_matches(']'),
                     p,
                 )),
@@ -174,25 +175,7 @@ pub fn static_assignment(
 pub fn address(host: &str, port: u16) -> xds_core::Address {
     match host.strip_prefix("unix://") {
         Some(path) => pipe(path),
-        None => socket_address(host, port),
-    }
-}
-
-pub fn socket_address(host: &str, port: u16) -> xds_core::Address {
-    xds_core::Address {
-        address: Some(xds_core::address::Address::SocketAddress(socket(
-            host, port,
-        ))),
-    }
-}
-
-pub fn socket(host: &str, port: u16) -> xds_core::SocketAddress {
-    xds_core::SocketAddress {
-        address: host.to_string(),
-        port_specifier: Some(xds_core::socket_address::PortSpecifier::PortValue(
-            u32::from(port),
-        )),
-        ..Default::default()
+        None => values::socket_address(host, port),
     }
 }
 

@@ -17,10 +17,10 @@ use envoy_types::pb::google::protobuf as pb;
 
 use super::Part;
 use super::cluster::ads_config_source;
-use super::endpoint::socket_address;
 use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
+use super::values::socket_address;
 use super::{authz, cluster, cors, fault, naming};
 use crate::envoy::pack;
 use crate::model::proxy::InterceptionMode;

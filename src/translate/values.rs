@@ -1,12 +1,19 @@
-//! Envoy's value types made from Istio's: durations, fractions and string matchers, shared by
-//! the builders of routes, filters and clusters.
+//! Envoy's value types made from Istio's: durations, fractions, string matchers and socket
+//! addresses, shared by the builders of routes, filters, listeners and clusters; and where
+//! Envoy finds the system's CA bundle.
 
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf as pb;
 
 use crate::model::networking::StringMatch;
+
+/// The CA bundle upstream TLS (`tls.mode: SIMPLE`, JWKS fetches) verifies against when no CA
+/// is named. istiod's agent serves the system roots for this case; stock Envoy reads a file, so
+/// this is the Debian/Ubuntu system bundle (the Envoy and Istio proxy images' base).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A protobuf duration.
 pub fn proto_duration(d: std::time::Duration) -> pb::Duration {
@@ -49,4 +56,23 @@ pub fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<matcher::Str
         match_pattern: Some(pattern),
         ignore_case,
     })
+}
+
+/// An IP or DNS name and a port as an Envoy address.
+pub fn socket_address(host: &str, port: u16) -> xds_core::Address {
+    xds_core::Address {
+        address: Some(xds_core::address::Address::SocketAddress(socket(
+            host, port,
+        ))),
+    }
+}
+
+pub fn socket(host: &str, port: u16) -> xds_core::SocketAddress {
+    xds_core::SocketAddress {
+        address: host.to_string(),
+        port_specifier: Some(xds_core::socket_address::PortSpecifier::PortValue(
+            u32::from(port),
+        )),
+        ..Default::default()
+    }
 }

@@ -25,8 +25,8 @@ use super::rbac::{Built, build_rules};
 use super::select::Selected;
 use crate::model::mesh::{Authorizer, ExtAuthzGrpc, ExtAuthzHttp, RequestBody};
 use crate::model::networking::parse_duration;
-use crate::translate::policy::proto_duration;
 use crate::translate::scope::Scope;
+use crate::translate::values::proto_duration;
 use crate::translate::{IntoWarning, naming};
 
 /// A resolved ext_authz provider.

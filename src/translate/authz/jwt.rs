@@ -22,15 +22,14 @@ use crate::envoy::pack;
 use crate::model::networking::parse_duration;
 use crate::model::security::{JwtPresence, JwtRule};
 use crate::model::validation::security::parse_jwks_uri;
-use crate::translate::policy::proto_duration;
 use crate::translate::scope::Scope;
-use crate::translate::{IntoWarning, endpoint, naming};
+use crate::translate::values::{self, SYSTEM_CA_BUNDLE, proto_duration};
+use crate::translate::{IntoWarning, naming};
 
 /// Payload key jwt_authn writes verified JWT claims under (`payload_in_metadata`).
 pub const JWT_PAYLOAD_KEY: &str = "payload";
 
 /// Where generated HTTPS JWKS clusters find trusted roots.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// A syntactically valid key set no token verifies against: what a rule without usable keys
 /// gets, so presented tokens fail closed (istiod does the same when it cannot fetch keys).
 const FAKE_JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"bowline-no-keys","alg":"RS256","e":"AQAB","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P7KfIupjf59vsdo91bSP9C8H07pSAGQO1MV_xFj9VswgsCg4R6otmg5PV2He95lZdHtOcU5DXIg_pbhLdKXbi66GlVeK6ABZOUW3WYtnNHD-91gVuoeJT_DwtGGcp4ignkgXfkiEm4sw-4sfb4qdt5oLbyVpmW6x9cfa7vs2WTfURiCrBoUqgBo_-4WTiULmmHSGZHOjzwa8WtrtOQGsAFjIbno85jp6MnGGGZPYZbDAa_b3y5u-YpW7ypZrvD8BgtKVjgtQgZhLAGezMt0ua3DRrWnKqTZ0BJ_EyxOGuHJrLsn00fnMQ"}]}"#;
@@ -295,7 +294,7 @@ pub fn jwks_clusters(
                             host_identifier: Some(
                                 xds_endpoint::lb_endpoint::HostIdentifier::Endpoint(
                                     xds_endpoint::Endpoint {
-                                        address: Some(endpoint::socket_address(&host, port)),
+                                        address: Some(values::socket_address(&host, port)),
                                         ..Default::default()
                                     },
                                 ),

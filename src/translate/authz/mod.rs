@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3 as rbac_http;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3 as rbac_tcp;
 
-pub use jwt::{JWT_PAYLOAD_KEY, SYSTEM_CA_BUNDLE, jwks_clusters};
+pub use jwt::{JWT_PAYLOAD_KEY, jwks_clusters};
 
 use super::naming;
 use super::scope::Scope;
