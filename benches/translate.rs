@@ -151,11 +151,7 @@ fn main() {
         let snapshot = Snapshot {
             generation,
             model: next,
-            changed: if change.config {
-                TypeSet::ALL
-            } else {
-                TypeSet::only(ResourceType::Eds)
-            },
+            changed: bowline::push::changed_types(change),
             changed_at: Instant::now(),
         };
         let t = Instant::now();

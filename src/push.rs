@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cache::{Cache, Snapshot};
 use crate::envoy::{ResourceType, TypeSet};
 use crate::model::mesh::TrustDomain;
-use crate::model::{Diagnostic, MeshConfig, Model, Resource};
+use crate::model::{Change, Diagnostic, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +140,18 @@ pub async fn run(
     }
 }
 
+/// The types a change between two models affects: every type, EDS alone for a change confined
+/// to endpoints, or none.
+pub fn changed_types(change: Change) -> TypeSet {
+    if change.config {
+        TypeSet::ALL
+    } else if change.endpoints {
+        TypeSet::only(ResourceType::Eds)
+    } else {
+        TypeSet::NONE
+    }
+}
+
 /// The snapshot after `previous` for the store's state (`resources`, `diagnostics`, `mesh`),
 /// observed by the cache; `None` when nothing a proxy or a debug view sees changed.
 fn next_snapshot(
@@ -149,14 +161,7 @@ fn next_snapshot(
     cache: &Cache,
 ) -> Option<Arc<Snapshot>> {
     let model = Model::build(resources, diagnostics, mesh);
-    let change = model.change_from(&previous.model);
-    let changed = if change.config {
-        TypeSet::ALL
-    } else if change.endpoints {
-        TypeSet::only(ResourceType::Eds)
-    } else {
-        TypeSet::NONE
-    };
+    let changed = changed_types(model.change_from(&previous.model));
     let diagnostics_changed = model.diagnostics != previous.model.diagnostics;
     if changed.is_empty() && !diagnostics_changed {
         return None;

@@ -922,6 +922,24 @@ spec: {{address: 10.0.0.9, labels: {{app: b}}}}
         r.get(t).items.keys().cloned().collect()
     }
 
+    /// The resources generated for `p` at a new generation while `fault` is in force; they
+    /// must be rejected once.
+    fn rejected_at(
+        cache: &Cache,
+        generation: u64,
+        yaml: &str,
+        p: &Proxy,
+        fault: Fault,
+    ) -> Arc<ProxyResources> {
+        FAULT.set(fault);
+        let s = snapshot(generation, yaml, TypeSet::ALL);
+        cache.observe(&s);
+        let got = cache.resources(&s, p);
+        FAULT.set(Fault::None);
+        assert_eq!(rejections(&got).len(), 1, "{:?}", got.diagnostics_for("p"));
+        got
+    }
+
     fn rejections(r: &ProxyResources) -> Vec<String> {
         r.diagnostics_for("p")
             .iter()
@@ -940,17 +958,7 @@ spec: {{address: 10.0.0.9, labels: {{app: b}}}}
         assert!(rejections(&first).is_empty());
 
         // Service b arrives, but the set made for it names routes that were not made.
-        FAULT.set(Fault::DropRoutes);
-        let s2 = snapshot(2, &with_b(MESH), TypeSet::ALL);
-        cache.observe(&s2);
-        let second = cache.resources(&s2, &p);
-        FAULT.set(Fault::None);
-        assert_eq!(
-            rejections(&second).len(),
-            1,
-            "{:?}",
-            second.diagnostics_for("p")
-        );
+        let second = rejected_at(&cache, 2, &with_b(MESH), &p, Fault::DropRoutes);
         for t in ResourceType::CONFIG {
             assert_eq!(
                 names(&second, t),
@@ -1011,17 +1019,7 @@ spec:
         cache.observe(&s1);
         let first = cache.resources(&s1, &p);
 
-        FAULT.set(Fault::Unencodable);
-        let s2 = snapshot(2, &with_b(MESH), TypeSet::ALL);
-        cache.observe(&s2);
-        let second = cache.resources(&s2, &p);
-        FAULT.set(Fault::None);
-        assert_eq!(
-            rejections(&second).len(),
-            1,
-            "{:?}",
-            second.diagnostics_for("p")
-        );
+        let second = rejected_at(&cache, 2, &with_b(MESH), &p, Fault::Unencodable);
         assert_eq!(
             names(&second, ResourceType::Lds),
             names(&first, ResourceType::Lds)

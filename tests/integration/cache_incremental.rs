@@ -473,16 +473,7 @@ fn check(scoping: bool, registry: &str) {
         let model = model(state);
         let changed = match &previous {
             None => TypeSet::ALL,
-            Some(p) => {
-                let c = model.change_from(&p.model);
-                if c.config {
-                    TypeSet::ALL
-                } else if c.endpoints {
-                    TypeSet::only(ResourceType::Eds)
-                } else {
-                    TypeSet::NONE
-                }
-            }
+            Some(p) => bowline::push::changed_types(model.change_from(&p.model)),
         };
         let snapshot = Arc::new(Snapshot {
             generation: generation as u64 + 1,
@@ -664,16 +655,7 @@ fn inbound_ports_follow_each_proxys_workload() {
         let model = model(files);
         let changed = match &previous {
             None => TypeSet::ALL,
-            Some(p) => {
-                let c = model.change_from(&p.model);
-                if c.config {
-                    TypeSet::ALL
-                } else if c.endpoints {
-                    TypeSet::only(ResourceType::Eds)
-                } else {
-                    TypeSet::NONE
-                }
-            }
+            Some(p) => bowline::push::changed_types(model.change_from(&p.model)),
         };
         let snapshot = Arc::new(Snapshot {
             generation: generation as u64 + 1,

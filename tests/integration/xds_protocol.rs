@@ -111,14 +111,7 @@ impl Server {
     fn publish(&self, yaml: &str) {
         let previous = self.snapshots.borrow().clone();
         let model = model(yaml);
-        let change = model.change_from(&previous.model);
-        let changed = if change.config {
-            TypeSet::ALL
-        } else if change.endpoints {
-            TypeSet::only(ResourceType::Eds)
-        } else {
-            TypeSet::NONE
-        };
+        let changed = bowline::push::changed_types(model.change_from(&previous.model));
         let snapshot = Arc::new(Snapshot {
             generation: previous.generation + 1,
             model,
