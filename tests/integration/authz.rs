@@ -591,19 +591,7 @@ async fn golden_cases_load_in_envoy() {
     let Some(envoy_bin) = envoy_bin() else {
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("testdata/translate")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("authz-"))
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no authz golden cases");
+    let cases = common::cases::named("authz-");
     for case in cases {
         let net = Net::new();
         let mut bowline = Bowline::new(&net);

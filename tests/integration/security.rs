@@ -476,19 +476,7 @@ async fn mtls_golden_cases_load_in_envoy() {
     let Some(bin) = common::envoy_bin() else {
         return;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("testdata/translate")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("mtls-"))
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no mtls golden cases");
+    let cases = common::cases::named("mtls-");
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["client.example".to_string()])
         .unwrap()
