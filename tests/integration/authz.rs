@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,43 +33,31 @@ const LONG: Duration = Duration::from_secs(60);
 /// forwarding to the given local backend ports; `egress` adds an outbound HTTP listener on
 /// `.10:8000` importing the namespace's services (for an ext_authz cluster).
 fn workload_yaml(net: &Net, http_backend: u16, tcp_backend: u16, egress: bool) -> String {
-    let mut yaml = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {NS}}}
-spec:
-  selector: {{app: reviews}}
-  ports:
-  - {{name: http, port: {HTTP_PORT}}}
-  - {{name: tcp-db, port: {TCP_PORT}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: reviews, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: reviews}}}}
-  ingress:
-  - port: {{number: {HTTP_PORT}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    defaultEndpoint: "127.0.0.1:{http_backend}"
-  - port: {{number: {TCP_PORT}, protocol: TCP, name: tcp-db}}
-    bind: "{bind}"
-    defaultEndpoint: "127.0.0.1:{tcp_backend}"
-"#,
-        bind = net.ip(10)
-    );
+    let bind = net.ip(10);
+    let mut listeners = sidecar("reviews", NS)
+        .ingress(
+            HTTP_PORT,
+            "HTTP",
+            "http",
+            bind,
+            format!("127.0.0.1:{http_backend}"),
+        )
+        .ingress(
+            TCP_PORT,
+            "TCP",
+            "tcp-db",
+            bind,
+            format!("127.0.0.1:{tcp_backend}"),
+        );
     if egress {
-        yaml.push_str(&format!(
-            r#"  egress:
-  - port: {{number: 8000, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-            bind = net.ip(10)
-        ));
+        listeners = listeners.egress(8000, "HTTP", "http", bind);
     }
-    yaml
+    docs(&[
+        &service("reviews", NS)
+            .port(HTTP_PORT, "http")
+            .port(TCP_PORT, "tcp-db"),
+        &listeners,
+    ])
 }
 
 struct Setup {
@@ -292,10 +281,7 @@ impl Setup {
 /// mutual TLS while another is admitted; an ALLOW written the same way admits it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn principals_with_a_wildcard_trust_domain() {
-    let strict = format!(
-        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
-         metadata: {{name: strict, namespace: {NS}}}\nspec: {{mtls: {{mode: STRICT}}}}\n"
-    );
+    let strict = peer_authentication("strict", NS, "STRICT").yaml();
     let Some(s) = Setup::start_with(None, false, &strict, true).await else {
         return;
     };
@@ -468,21 +454,10 @@ spec:
 /// The authorizer's Service and WorkloadEntry (the test backend on `port`), and a CUSTOM policy
 /// `name` sending `/checked/*` to `provider`.
 fn authorizer_config(port: u16) -> String {
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: authz, namespace: {NS}}}
-spec:
-  selector: {{app: authz}}
-  ports: [{{name: http, port: 8000, targetPort: {port}}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: authz-0, namespace: {NS}}}
-spec: {{address: 127.0.0.1, labels: {{app: authz}}}}
-"#
-    )
+    docs(&[
+        &service("authz", NS).port_to(8000, "http", port),
+        &workload_entry("authz-0", NS, "127.0.0.1").label("app", "authz"),
+    ])
 }
 
 fn custom_policy(provider: &str) -> String {
@@ -591,19 +566,7 @@ async fn golden_cases_load_in_envoy() {
     let Some(envoy_bin) = envoy_bin() else {
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("testdata/translate")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("authz-"))
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no authz golden cases");
+    let cases = common::cases::named("authz-");
     for case in cases {
         let net = Net::new();
         let mut bowline = Bowline::new(&net);

@@ -10,6 +10,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::fixtures::*;
 use common::*;
 
 const NS: &str = "demo";
@@ -35,141 +36,56 @@ enum Mode {
 /// listener to .10:PORT without capture. With `tcp`, also a TCP Service `tcp-echo` (one
 /// WorkloadEntry at .13) and a TCP egress listener on .10:TCP_PORT.
 fn mesh_yaml(net: &Net, tcp: bool) -> String {
-    let mut yaml = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  namespace: {NS}
-spec:
-  selector:
-    app: echo
-  ports:
-  - name: http
-    port: {PORT}
-    targetPort: {TARGET_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: echo-v1
-  namespace: {NS}
-spec:
-  address: {v1}
-  labels:
-    app: echo
-    version: v1
-  ports:
-    http: {TARGET_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: echo-v2
-  namespace: {NS}
-spec:
-  address: {v2}
-  labels:
-    app: echo
-    version: v2
-  ports:
-    http: {TARGET_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: echo
-  namespace: {NS}
-spec:
-  host: echo
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata:
-  name: client
-  namespace: {NS}
-spec:
-  workloadSelector:
-    labels:
-      app: client
-  egress:
-  - port:
-      number: {PORT}
-      protocol: HTTP
-      name: http
-    bind: {bind}
-    captureMode: NONE
-    hosts:
-    - "./*"
-"#,
-        v1 = net.ip(11),
-        v2 = net.ip(12),
-        bind = net.ip(10),
-    );
+    mesh_yaml_with(net, tcp, &echo_rule())
+}
+
+/// [`mesh_yaml`] with this DestinationRule for `echo`.
+fn mesh_yaml_with(net: &Net, tcp: bool, rule: &DestinationRule) -> String {
+    let bind = net.ip(10);
+    let echo = |name: &str, host: u8, version: &str| {
+        workload_entry(name, NS, net.ip(host))
+            .label("app", "echo")
+            .label("version", version)
+            .port("http", TARGET_PORT)
+    };
+    let mut client = sidecar("client", NS).egress(PORT, "HTTP", "http", bind);
     if tcp {
-        yaml.push_str(&format!(
-            r#"  - port:
-      number: {TCP_PORT}
-      protocol: TCP
-      name: tcp
-    bind: {bind}
-    captureMode: NONE
-    hosts:
-    - "./*"
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: tcp-echo
-  namespace: {NS}
-spec:
-  selector:
-    app: tcp-echo
-  ports:
-  - name: tcp
-    port: {TCP_PORT}
-    targetPort: {TCP_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: tcp-echo-v1
-  namespace: {NS}
-spec:
-  address: {backend}
-  labels:
-    app: tcp-echo
-    version: v1
-  ports:
-    tcp: {TCP_PORT}
-"#,
-            bind = net.ip(10),
-            backend = net.ip(13),
-        ));
+        client = client.egress(TCP_PORT, "TCP", "tcp", bind);
+    }
+    let mut yaml = docs(&[
+        &service("echo", NS).port_to(PORT, "http", TARGET_PORT),
+        &echo("echo-v1", 11, "v1"),
+        &echo("echo-v2", 12, "v2"),
+        rule,
+        &client,
+    ]);
+    if tcp {
+        yaml.push_str(&docs(&[
+            &service("tcp-echo", NS).port_to(TCP_PORT, "tcp", TCP_PORT),
+            &workload_entry("tcp-echo-v1", NS, net.ip(13))
+                .label("app", "tcp-echo")
+                .label("version", "v1")
+                .port("tcp", TCP_PORT),
+        ]));
     }
     yaml
 }
 
+/// `echo`'s DestinationRule: subsets v1 and v2.
+fn echo_rule() -> DestinationRule {
+    destination_rule("echo", NS, "echo").subsets("version", &["v1", "v2"])
+}
+
 /// A VirtualService for `echo` splitting traffic between the subsets by weight.
 fn vs_split(v1: u32, v2: u32) -> String {
-    let mut routes = String::new();
-    for (subset, weight) in [("v1", v1), ("v2", v2)] {
-        if weight > 0 {
-            routes.push_str(&format!(
-                "    - destination:\n        host: echo\n        subset: {subset}\n      weight: {weight}\n"
-            ));
-        }
-    }
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: {NS}\nspec:\n  hosts:\n  - echo\n  http:\n  - route:\n{routes}"
-    )
+    let routes: Vec<Route> = [("v1", v1), ("v2", v2)]
+        .into_iter()
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(subset, weight)| route("echo").subset(subset).weight(weight))
+        .collect();
+    virtual_service("echo", NS, &["echo"])
+        .http_route(&routes)
+        .yaml()
 }
 
 /// `end-user: jason` → v2, everything else → v1 (bookinfo's reviews-test-v2 shape).
@@ -527,9 +443,10 @@ async fn changed_cluster_is_applied(mode: Mode) {
         return;
     };
     const CLUSTER: &str = "outbound|8000||echo.demo.svc.cluster.local";
-    let limited = mesh_yaml(&mesh.net, false).replace(
-        "  host: echo\n  subsets:",
-        "  host: echo\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n  subsets:",
+    let limited = mesh_yaml_with(
+        &mesh.net,
+        false,
+        &echo_rule().traffic_policy("connectionPool: {tcp: {maxConnections: 7}}"),
     );
     assert_ne!(limited, mesh_yaml(&mesh.net, false));
     mesh.bowline.write("mesh.yaml", &limited);

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::fixtures::*;
 use common::*;
 
 const NS: &str = "default";
@@ -24,33 +25,12 @@ const CASE_FILE: &str = "case.yaml";
 
 /// The proxy's own workload: a Service selecting a WorkloadEntry at the proxy's address.
 fn base_yaml(net: &Net) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: acceptance
-  namespace: {NS}
-spec:
-  selector:
-    app: acceptance
-  ports:
-  - name: http
-    port: 8080
-    targetPort: 8080
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: acceptance-0
-  namespace: {NS}
-spec:
-  address: {ip}
-  labels:
-    app: acceptance
-  serviceAccount: default
-"#,
-        ip = net.ip(10)
-    )
+    docs(&[
+        &service("acceptance", NS).port_to(8080, "http", 8080),
+        &workload_entry("acceptance-0", NS, net.ip(10))
+            .label("app", "acceptance")
+            .service_account("default"),
+    ])
 }
 
 fn marker_host(i: usize) -> String {

@@ -31,6 +31,7 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::fixtures::{Doc, service};
 use common::kube::{KubeEnv, Partition};
 use common::{Bowline, Envoy, Net, ProxySpec};
 
@@ -192,10 +193,7 @@ fn bookinfo_from_the_api_server() {
     // A Service without pods: the API server lists its slice with `endpoints: null`.
     kube.kubectl_stdin(
         &["apply", "-f", "-"],
-        Some(
-            "apiVersion: v1\nkind: Service\nmetadata: {name: idle, namespace: default}\n\
-             spec:\n  selector: {app: idle}\n  ports: [{name: http, port: 80}]\n",
-        ),
+        Some(&service("idle", "default").port(80, "http").yaml()),
     );
     assert!(
         kube.wait_for(
@@ -725,10 +723,7 @@ fn api_server_outage_keeps_the_last_config_then_resyncs() {
         return;
     };
     kube.node("node-1");
-    kube.apply(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: default}\n\
-         spec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: 9080}]\n",
-    );
+    kube.apply(&service("echo", "default").port_to(80, "http", 9080).yaml());
     kube.ready_pod(
         "default",
         "echo-0",

@@ -11,6 +11,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::netns::{Netns, PROXY_GID};
 use common::{Bowline, Envoy, HttpClient, Net, ProxySpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,26 +23,17 @@ const VIP: &str = "10.96.0.10";
 const EXTERNAL: &str = "10.88.9.9";
 
 fn mesh_yaml() -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: mesh}}
-spec:
-  clusterIP: {VIP}
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: echo-v1, namespace: mesh}}
-spec: {{address: {V1}, labels: {{app: echo, version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: echo-v2, namespace: mesh}}
-spec: {{address: {V2}, labels: {{app: echo, version: v2}}}}
-"#
-    )
+    docs(&[
+        &service("echo", "mesh")
+            .cluster_ip(VIP)
+            .port_to(80, "http", 8080),
+        &workload_entry("echo-v1", "mesh", V1)
+            .label("app", "echo")
+            .label("version", "v1"),
+        &workload_entry("echo-v2", "mesh", V2)
+            .label("app", "echo")
+            .label("version", "v2"),
+    ])
 }
 
 fn outbound_policy(mode: &str) -> String {

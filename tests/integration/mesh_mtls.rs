@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fixtures::*;
 use common::netns::{Netns, PROXY_GID, veth};
 use common::tls::{certs, create_certificate, exchange, uri_sans};
 use common::{Bowline, Envoy, HttpClient, Net, ProxySpec};
@@ -29,46 +30,36 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 }
 
 fn mesh_yaml() -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: b, namespace: mesh}}
-spec:
-  clusterIP: {B_VIP}
-  selector: {{app: b}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: b-1, namespace: mesh}}
-spec: {{address: {B_IP}, serviceAccount: b, labels: {{app: b, security.istio.io/tlsMode: istio}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: a, namespace: mesh}}
-spec:
-  clusterIP: 10.96.0.1
-  selector: {{app: a}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: a-1, namespace: mesh}}
-spec: {{address: {A_IP}, serviceAccount: a, labels: {{app: a, security.istio.io/tlsMode: istio}}}}
-"#
-    )
+    docs(&[
+        &service("b", "mesh")
+            .cluster_ip(B_VIP)
+            .port_to(80, "http", 8080),
+        &workload_entry("b-1", "mesh", B_IP)
+            .service_account("b")
+            .label("app", "b")
+            .mtls(),
+        &service("a", "mesh")
+            .cluster_ip("10.96.0.1")
+            .port_to(80, "http", 8080),
+        &workload_entry("a-1", "mesh", A_IP)
+            .service_account("a")
+            .label("app", "a")
+            .mtls(),
+    ])
 }
 
 /// On B: only A's service account may call.
-const ALLOW_ONLY_A: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
-metadata: {name: only-a, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: b}}\n  \
-action: ALLOW\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/a]}}]}]\n";
+fn allow_only_a() -> String {
+    authorization_policy("only-a", "mesh")
+        .selector("b")
+        .action("ALLOW")
+        .principals(&["cluster.local/ns/mesh/sa/a"])
+        .yaml()
+}
 
-fn peer_authentication(mode: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: b, namespace: mesh}}\n\
-         spec:\n  selector: {{matchLabels: {{app: b}}}}\n  mtls: {{mode: {mode}}}\n"
-    )
+/// B's mutual TLS `mode`.
+fn peer_authentication_of_b(mode: &str) -> String {
+    peer_authentication("b", "mesh", mode).selector("b").yaml()
 }
 
 /// An operator CA: a root and an intermediate that signs, in Istio's cacerts layout.
@@ -153,7 +144,7 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
             bowline.xds_tls_addr = addr("0.0.0.0", 15012);
             bowline.extra_args = vec!["--workload-cert-ttl".into(), "60s".into()];
             bowline.write("mesh.yaml", &mesh_yaml());
-            bowline.write("pa.yaml", &peer_authentication("STRICT"));
+            bowline.write("pa.yaml", &peer_authentication_of_b("STRICT"));
             bowline.start().await;
             bowline
         })
@@ -341,7 +332,7 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     };
     {
         let bowline = bowline.clone();
-        cp.run(move || async move { bowline.write("authz.yaml", ALLOW_ONLY_A) });
+        cp.run(move || async move { bowline.write("authz.yaml", &allow_only_a()) });
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while c_status() != Some(403) {
@@ -379,7 +370,7 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     assert_ne!(plaintext(), Some(200), "STRICT refuses plaintext");
     {
         let bowline = bowline.clone();
-        cp.run(move || async move { bowline.write("pa.yaml", &peer_authentication("PERMISSIVE")) });
+        cp.run(move || async move { bowline.write("pa.yaml", &peer_authentication_of_b("PERMISSIVE")) });
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while plaintext() != Some(200) {
@@ -432,7 +423,9 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     }
     {
         let bowline = bowline.clone();
-        cp.run(move || async move { bowline.write("pa.yaml", &peer_authentication("STRICT")) });
+        cp.run(
+            move || async move { bowline.write("pa.yaml", &peer_authentication_of_b("STRICT")) },
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while plaintext() == Some(200) {

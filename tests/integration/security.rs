@@ -9,6 +9,7 @@ use std::time::Duration;
 use bowline::ca::pb::IstioCertificateRequest;
 use bowline::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use bowline::envoy::json_to_struct;
+use common::fixtures::*;
 use common::tls::{certs, client_config, grpc_channel, uri_sans};
 use common::{Bowline, Net};
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
@@ -380,11 +381,16 @@ fn bad_ca_files_stop_the_start_before_a_port_is_bound() {
     );
 }
 
+/// Service `a` (no workloads) with one port.
+fn service_a(port: u16) -> String {
+    service("a", "shop").no_selector().port(port, "http").yaml()
+}
+
 #[tokio::test]
 async fn tls_stream_survives_pushes() {
     let net = Net::new();
     let mut bowline = Bowline::new(&net);
-    bowline.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec:\n  ports: [{name: http, port: 80}]\n");
+    bowline.write("a.yaml", &service_a(80));
     bowline.start().await;
     let root = root(&bowline);
     let good = token(&bowline, "shop", "cart");
@@ -423,10 +429,7 @@ async fn tls_stream_survives_pushes() {
         })
         .await
         .unwrap();
-        bowline.write(
-            "a.yaml",
-            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: shop}}\nspec:\n  ports: [{{name: http, port: {}}}]\n", 81 + round),
-        );
+        bowline.write("a.yaml", &service_a(81 + round));
     }
 }
 
@@ -437,9 +440,18 @@ async fn envoy_over_tls_follows_changes() {
     };
     let net = Net::new();
     let mut bowline = Bowline::new(&net);
-    bowline.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec:\n  ports: [{name: http, port: 80}]\n");
+    bowline.write("a.yaml", &service_a(80));
     bowline.start().await;
-    bowline.write("cart.yaml", &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  selector: {{app: cart}}\n  ports: [{{name: http, port: 8080}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: cart, namespace: shop}}\nspec: {{address: {}, serviceAccount: cart, labels: {{app: cart, security.istio.io/tlsMode: istio}}}}\n", net.ip(20)));
+    bowline.write(
+        "cart.yaml",
+        &docs(&[
+            &service("cart", "shop").port(8080, "http"),
+            &workload_entry("cart", "shop", net.ip(20))
+                .service_account("cart")
+                .label("app", "cart")
+                .mtls(),
+        ]),
+    );
     let spec = common::ProxySpec::sidecar("cart-0", "shop", net.ip(20))
         .label("app", "cart")
         .service_account("cart")
@@ -450,10 +462,7 @@ async fn envoy_over_tls_follows_changes() {
         .await
         .expect("synced over TLS");
     for port in [81, 82, 83] {
-        bowline.write(
-            "a.yaml",
-            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: shop}}\nspec:\n  ports: [{{name: http, port: {port}}}]\n"),
-        );
+        bowline.write("a.yaml", &service_a(port));
         let name = format!("outbound|{port}||a.shop.svc.cluster.local");
         let ok = common::wait_until(Duration::from_secs(20), async || {
             envoy
@@ -476,19 +485,7 @@ async fn mtls_golden_cases_load_in_envoy() {
     let Some(bin) = common::envoy_bin() else {
         return;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/translate");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("testdata/translate")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("mtls-"))
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no mtls golden cases");
+    let cases = common::cases::named("mtls-");
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["client.example".to_string()])
         .unwrap()
@@ -594,44 +591,22 @@ async fn fails_closed_without_a_certificate(delta: bool) {
     )
     .await
     .expect("backend");
-    let service = |name: &str, host: u8| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{address: \"{}\", labels: {{app: {name}}}}}\n",
-            net.ip(host)
-        )
+    let backend = |name: &str, host: u8| {
+        docs(&[
+            &service(name, "shop").port(9080, "http"),
+            &workload_entry(name, "shop", net.ip(host)).label("app", name),
+        ])
     };
-    let config = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  host: reviews.shop.svc.cluster.local
-  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: shop}}
-spec: {{mtls: {{mode: STRICT}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  ingress:
-  - port: {{number: 9090, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    defaultEndpoint: "127.0.0.1:{app_port}"
-  egress:
-  - port: {{number: 9080, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-{reviews}{ratings}"#,
-        bind = net.ip(10),
-        reviews = service("reviews", 21),
-        ratings = service("ratings", 22),
-    );
+    let bind = net.ip(10);
+    let config = docs(&[
+        &destination_rule("reviews", "shop", "reviews.shop.svc.cluster.local")
+            .traffic_policy("tls: {mode: ISTIO_MUTUAL}"),
+        &peer_authentication("default", "shop", "STRICT"),
+        &sidecar("client", "shop")
+            .ingress(9090, "HTTP", "http", bind, format!("127.0.0.1:{app_port}"))
+            .egress(9080, "HTTP", "http", bind),
+    ]) + &backend("reviews", 21)
+        + &backend("ratings", 22);
     let mut bowline = Bowline::new(&net);
     bowline.write("mesh.yaml", &config);
     bowline.start().await;

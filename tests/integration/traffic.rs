@@ -6,6 +6,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::*;
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
@@ -54,12 +55,6 @@ async fn greeting(to: SocketAddr, first: &[u8]) -> Option<String> {
         .flatten()
 }
 
-fn workload(name: &str, ip: std::net::IpAddr, labels: &str) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{address: \"{ip}\", labels: {{{labels}}}}}\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_tcp_routes() {
     let net = Net::new();
@@ -69,47 +64,24 @@ async fn weighted_tcp_routes() {
     let _replica = spawn_tcp_echo(net.addr(22, 5432), "replica")
         .await
         .expect("backend");
-    let mut config = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: shop}}
-spec:
-  selector: {{app: db}}
-  ports: [{{name: tcp-pg, port: 5432}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: db, namespace: shop}}
-spec:
-  host: db
-  subsets: [{{name: primary, labels: {{role: primary}}}}, {{name: replica, labels: {{role: replica}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: db, namespace: shop}}
-spec:
-  hosts: [db]
-  tcp:
-  - match: [{{port: 5432}}]
-    route:
-    - {{destination: {{host: db, subset: primary}}, weight: 70}}
-    - {{destination: {{host: db, subset: replica}}, weight: 30}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: 5432, protocol: TCP, name: tcp-pg}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-        bind = net.ip(10)
-    );
-    config.push_str(&workload("db-1", net.ip(21), "app: db, role: primary"));
-    config.push_str(&workload("db-2", net.ip(22), "app: db, role: replica"));
+    let config = docs(&[
+        &service("db", "shop").port(5432, "tcp-pg"),
+        &destination_rule("db", "shop", "db").subsets("role", &["primary", "replica"]),
+        &virtual_service("db", "shop", &["db"]).tcp_route(
+            5432,
+            &[
+                route("db").subset("primary").weight(70),
+                route("db").subset("replica").weight(30),
+            ],
+        ),
+        &sidecar("client", "shop").egress(5432, "TCP", "tcp-pg", net.ip(10)),
+        &workload_entry("db-1", "shop", net.ip(21))
+            .label("app", "db")
+            .label("role", "primary"),
+        &workload_entry("db-2", "shop", net.ip(22))
+            .label("app", "db")
+            .label("role", "replica"),
+    ]);
     let Some((bowline, envoy)) = start(&net, &config).await else {
         return;
     };
@@ -177,12 +149,11 @@ async fn sni_routing_of_tls_passthrough() {
             "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  hosts: [{host}]\n  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: 9443}}]\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints: [{{address: \"{ip}\"}}]\n"
         )
     };
-    let sidecar = format!(
-        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: shop}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - port: {{number: 443, protocol: TLS, name: tls}}\n    bind: \"{}\"\n    captureMode: NONE\n    hosts: [\"./*\"]\n",
-        net.ip(10)
-    );
     let config = format!(
-        "{sidecar}{}{}",
+        "{}{}{}",
+        sidecar("client", "shop")
+            .egress(443, "TLS", "tls", net.ip(10))
+            .yaml(),
         entry("a", "a.example.com", net.ip(21)),
         entry("b", "b.example.com", net.ip(22))
     );
@@ -229,33 +200,11 @@ async fn grpc_routing() {
     // The gRPC backend: a second bowline's ADS server (a real gRPC service over HTTP/2).
     let backend_net = Net::new();
     let mut backend = Bowline::new(&backend_net);
-    let config = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: xds, namespace: shop}}
-spec:
-  selector: {{app: xds}}
-  ports: [{{name: grpc, port: 15010}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: xds-1, namespace: shop}}
-spec: {{address: "{backend_ip}", labels: {{app: xds}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: 15010, protocol: GRPC, name: grpc}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-        backend_ip = backend.xds_addr.ip(),
-        bind = net.ip(10)
-    );
+    let config = docs(&[
+        &service("xds", "shop").port(15010, "grpc"),
+        &workload_entry("xds-1", "shop", backend.xds_addr.ip()).label("app", "xds"),
+        &sidecar("client", "shop").egress(15010, "GRPC", "grpc", net.ip(10)),
+    ]);
     let Some((bowline, envoy)) = start(&net, &config).await else {
         return;
     };
@@ -319,6 +268,7 @@ async fn dynamic_dns_wildcard_resolves_the_named_host() {
     let _tls = spawn_tcp_echo(SocketAddr::from(([127, 0, 0, 1], tls_port)), "resolved-tls")
         .await
         .expect("backend");
+    let bind = net.ip(10);
     let config = format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -330,23 +280,11 @@ spec:
   - {{number: {tls_port}, name: tls, protocol: TLS}}
   resolution: DYNAMIC_DNS
   location: MESH_EXTERNAL
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: {http_port}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-  - port: {{number: {tls_port}, protocol: TLS, name: tls}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-        bind = net.ip(10)
+{}"#,
+        sidecar("client", "shop")
+            .egress(http_port, "HTTP", "http", bind)
+            .egress(tls_port, "TLS", "tls", bind)
+            .yaml()
     );
     let Some((bowline, envoy)) = start(&net, &config).await else {
         return;

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::backend::{DELAY_HEADER, KEY_HEADER};
+use common::fixtures::*;
 use common::*;
 
 const NS: &str = "shop";
@@ -45,44 +46,28 @@ fn mesh_yaml(net: &Net, endpoints: &[Ep]) -> String {
     let services: BTreeSet<&str> = endpoints.iter().map(|e| e.0).collect();
     let mut yaml = String::new();
     for svc in services {
-        yaml.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {NS}}}\nspec:\n  selector: {{app: {svc}}}\n  ports: [{{name: http, port: {PORT}, targetPort: {TARGET_PORT}}}]\n"
-        ));
+        yaml.push_str(&service(svc, NS).port_to(PORT, "http", TARGET_PORT).yaml());
     }
     for (svc, name, ip, locality) in endpoints {
-        let locality = if locality.is_empty() {
-            String::new()
-        } else {
-            format!(", locality: {locality}")
-        };
-        yaml.push_str(&format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{address: \"{}\", labels: {{app: {svc}}}, ports: {{http: {TARGET_PORT}}}{locality}}}\n",
-            net.ip(*ip)
-        ));
+        let mut entry = workload_entry(name, NS, net.ip(*ip))
+            .label("app", svc)
+            .port("http", TARGET_PORT);
+        if !locality.is_empty() {
+            entry = entry.locality(locality);
+        }
+        yaml.push_str(&entry.yaml());
     }
-    yaml.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: {PORT}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-        bind = net.ip(10)
-    ));
+    yaml.push_str(
+        &sidecar("client", NS)
+            .egress(PORT, "HTTP", "http", net.ip(10))
+            .yaml(),
+    );
     yaml
 }
 
-/// A DestinationRule `name` for `host` with this `trafficPolicy` (YAML indented by four spaces).
+/// A DestinationRule for service `svc` with this `trafficPolicy` (YAML, indented as a whole).
 fn rule(svc: &str, policy: &str) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {svc}, namespace: {NS}}}\nspec:\n  host: {svc}\n  trafficPolicy:\n{policy}"
-    )
+    destination_rule(svc, NS, svc).traffic_policy(policy).yaml()
 }
 
 /// bowline, a client Envoy and one backend per endpoint.

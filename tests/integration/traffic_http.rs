@@ -17,6 +17,7 @@ use common::backend::{
     CALL_HEADER, DELAY_CALLS_HEADER, DELAY_HEADER, FAIL_CALLS_HEADER, FAIL_STATUS_HEADER,
     KEY_HEADER, REPLY_HEADER, Seen,
 };
+use common::fixtures::*;
 use common::*;
 
 const NS: &str = "shop";
@@ -36,56 +37,33 @@ const LONG: Duration = Duration::from_secs(60);
 /// - Service `cart` in namespace `team`, one WorkloadEntry (.14);
 /// - a Sidecar binding the client's egress listener to .10:PORT, importing `shop` and `team`.
 fn mesh_yaml(net: &Net) -> String {
-    let service = |name: &str, ns: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: {PORT}, targetPort: {TARGET_PORT}}}]\n"
-        )
+    let backend = |name: &str, ns: &str, host: u8, app: &str| {
+        workload_entry(name, ns, net.ip(host))
+            .label("app", app)
+            .port("http", TARGET_PORT)
     };
-    let workload = |name: &str, ns: &str, host: u8, labels: &str| {
-        format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{address: \"{}\", labels: {{{labels}}}, ports: {{http: {TARGET_PORT}}}}}\n",
-            net.ip(host)
-        )
-    };
-    let mut yaml = String::new();
-    yaml.push_str(&service("api", NS));
-    yaml.push_str(&workload("api-v1", NS, 11, "app: api, version: v1"));
-    yaml.push_str(&workload("api-v2", NS, 12, "app: api, version: v2"));
-    yaml.push_str(&service("shadow", NS));
-    yaml.push_str(&workload("shadow-1", NS, 13, "app: shadow"));
-    yaml.push_str(&service("cart", "team"));
-    yaml.push_str(&workload("cart-1", "team", 14, "app: cart"));
-    yaml.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: {NS}}}
-spec:
-  host: api
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: {PORT}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*", "team/*"]
-"#,
-        bind = net.ip(10)
-    ));
-    yaml
+    docs(&[
+        &service("api", NS).port_to(PORT, "http", TARGET_PORT),
+        &backend("api-v1", NS, 11, "api").label("version", "v1"),
+        &backend("api-v2", NS, 12, "api").label("version", "v2"),
+        &service("shadow", NS).port_to(PORT, "http", TARGET_PORT),
+        &backend("shadow-1", NS, 13, "shadow"),
+        &service("cart", "team").port_to(PORT, "http", TARGET_PORT),
+        &backend("cart-1", "team", 14, "cart"),
+        &destination_rule("api", NS, "api").subsets("version", &["v1", "v2"]),
+        &sidecar("client", NS)
+            .egress(PORT, "HTTP", "http", net.ip(10))
+            .hosts(&["./*", "team/*"]),
+    ])
 }
 
-/// A VirtualService `api` for host `api` with these `http` rules (YAML list items indented by
-/// two spaces), followed by a catch-all rule to subset v1.
+/// A VirtualService `api` for host `api` with these `http` rules (a YAML list, indented as a
+/// whole), followed by a catch-all rule to subset v1.
 fn vs(rules: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: api, namespace: {NS}}}\nspec:\n  hosts: [api]\n  http:\n{rules}  - route: [{{destination: {{host: api, subset: v1}}}}]\n"
-    )
+    virtual_service("api", NS, &["api"])
+        .http_rules(rules)
+        .http_route(&[route("api").subset("v1")])
+        .yaml()
 }
 
 /// bowline, a client Envoy and the four backends of [`mesh_yaml`].

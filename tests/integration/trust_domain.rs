@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::fixtures::{self, *};
 use common::kube::KubeEnv;
 use common::tls::exchange;
 use common::{Bowline, Envoy, HttpClient, Net, ProxySpec};
@@ -39,78 +40,34 @@ const LONG: Duration = Duration::from_secs(60);
 /// egress and B's ingress (to its application on `app`), and STRICT for B.
 fn mesh_yaml(net: &Net, app: SocketAddr) -> String {
     let (a, b) = (net.ip(10), net.ip(11));
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: b, namespace: {NS}}}
-spec:
-  selector: {{app: b}}
-  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: {B_PORT}}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: b-1, namespace: {NS}}}
-spec: {{address: "{b}", serviceAccount: b, labels: {{app: b, security.istio.io/tlsMode: istio}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: a, namespace: {NS}}}
-spec:
-  selector: {{app: a}}
-  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: {B_PORT}}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: a-1, namespace: {NS}}}
-spec: {{address: "{a}", serviceAccount: a, labels: {{app: a, security.istio.io/tlsMode: istio}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: a, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: a}}}}
-  egress:
-  - port: {{number: {SERVICE_PORT}, protocol: HTTP, name: http}}
-    bind: "{a}"
-    captureMode: NONE
-    hosts: ["./*"]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: b, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: b}}}}
-  egress:
-  - port: {{number: {SERVICE_PORT}, protocol: HTTP, name: http}}
-    bind: "{b}"
-    captureMode: NONE
-    hosts: ["./*"]
-  ingress:
-  - port: {{number: {B_PORT}, protocol: HTTP, name: http}}
-    bind: "{b}"
-    defaultEndpoint: "{app}"
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: b, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: b}}}}
-  mtls: {{mode: STRICT}}
-"#
-    )
+    docs(&[
+        &service("b", NS).port_to(SERVICE_PORT, "http", B_PORT),
+        &workload_entry("b-1", NS, b)
+            .service_account("b")
+            .label("app", "b")
+            .mtls(),
+        &service("a", NS).port_to(SERVICE_PORT, "http", B_PORT),
+        &workload_entry("a-1", NS, a)
+            .service_account("a")
+            .label("app", "a")
+            .mtls(),
+        &fixtures::sidecar("a", NS).egress(SERVICE_PORT, "HTTP", "http", a),
+        &fixtures::sidecar("b", NS)
+            .egress(SERVICE_PORT, "HTTP", "http", b)
+            .ingress(B_PORT, "HTTP", "http", b, app),
+        &peer_authentication("b", NS, "STRICT").selector("b"),
+    ])
 }
 
 /// On B: only these principals may call.
 fn allow_only(principals: &[&str]) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
-         metadata: {{name: allow, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: b}}}}\n  \
-         action: ALLOW\n  rules: [{{from: [{{source: {{principals: [{}]}}}}]}}]\n",
-        principals.join(", ")
-    )
+    authorization_policy("allow", NS)
+        .selector("b")
+        .action("ALLOW")
+        .principals(principals)
+        .yaml()
 }
 
-/// The `x-forwarded-client-cert` B's application saw, from its header echo.
 fn xfcc(r: &common::Response) -> String {
     r.header(common::backend::ECHO_HEADERS_HEADER)
         .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())

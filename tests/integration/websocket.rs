@@ -11,6 +11,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::fixtures::*;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -27,40 +28,20 @@ const LONG: Duration = Duration::from_secs(60);
 /// gets an egress listener on `.10:8000` importing the namespace and an ingress listener on
 /// `.10:9080` forwarding to its own server on 127.0.0.1.
 fn mesh_yaml(net: &Net, inbound_backend: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: ws, namespace: {NS}}}
-spec:
-  selector: {{app: ws}}
-  ports:
-  - {{name: http, port: {SERVICE_PORT}, targetPort: {TARGET_PORT}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: ws-0, namespace: {NS}}}
-spec:
-  address: "{backend}"
-  labels: {{app: ws}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: chat, namespace: {NS}}}
-spec:
-  workloadSelector: {{labels: {{app: chat}}}}
-  ingress:
-  - port: {{number: {INGRESS_PORT}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    defaultEndpoint: "127.0.0.1:{inbound_backend}"
-  egress:
-  - port: {{number: {SERVICE_PORT}, protocol: HTTP, name: http}}
-    bind: "{bind}"
-    captureMode: NONE
-    hosts: ["./*"]
-"#,
-        backend = net.ip(11),
-        bind = net.ip(10),
-    )
+    let bind = net.ip(10);
+    docs(&[
+        &service("ws", NS).port_to(SERVICE_PORT, "http", TARGET_PORT),
+        &workload_entry("ws-0", NS, net.ip(11)).label("app", "ws"),
+        &sidecar("chat", NS)
+            .ingress(
+                INGRESS_PORT,
+                "HTTP",
+                "http",
+                bind,
+                format!("127.0.0.1:{inbound_backend}"),
+            )
+            .egress(SERVICE_PORT, "HTTP", "http", bind),
+    ])
 }
 
 /// A WebSocket server answering every text message with `<name>: <message>`, until dropped.

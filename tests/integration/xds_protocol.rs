@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::fixtures::*;
 use bowline::cache::{Cache, Snapshot};
 use bowline::envoy::json_to_struct;
 use bowline::envoy::{ResourceType, TypeSet};
@@ -25,39 +26,19 @@ const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 fn mesh_yaml(weight_v1: u32, endpoints: &[&str]) -> String {
-    let mut y = format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: demo}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo, namespace: demo}}
-spec:
-  host: echo
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: demo}}
-spec:
-  hosts: [echo]
-  http:
-  - route:
-    - {{destination: {{host: echo, subset: v1}}, weight: {weight_v1}}}
-    - {{destination: {{host: echo, subset: v2}}, weight: {}}}
-"#,
-        100 - weight_v1
-    );
+    let mut y = docs(&[
+        &service("echo", "demo").port_to(80, "http", 8080),
+        &destination_rule("echo", "demo", "echo").subsets("version", &["v1", "v2"]),
+        &virtual_service("echo", "demo", &["echo"]).http_route(&[
+            route("echo").subset("v1").weight(weight_v1),
+            route("echo").subset("v2").weight(100 - weight_v1),
+        ]),
+    ]);
     for (i, addr) in endpoints.iter().enumerate() {
-        y.push_str(&format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: echo-{i}, namespace: demo}}\nspec: {{address: {addr}, labels: {{app: echo, version: v{}}}}}\n",
-            i % 2 + 1
-        ));
+        let entry = workload_entry(&format!("echo-{i}"), "demo", addr)
+            .label("app", "echo")
+            .label("version", &format!("v{}", i % 2 + 1));
+        y.push_str(&entry.yaml());
     }
     y
 }
@@ -487,16 +468,13 @@ async fn a_stream_without_a_node_ends_with_a_grpc_status() {
 async fn a_proxys_generation_diagnostics_are_shown_with_its_connection() {
     // A rule whose setting is ignored, with a warning.
     let yaml = format!(
-        "{}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: zone, namespace: demo}}
-spec:
-  host: echo
-  trafficPolicy:
-    loadBalancer: {{simple: ROUND_ROBIN, zoneAwareLbSetting: {{enabled: true}}}}
-",
-        mesh_yaml(80, &["127.0.0.11"])
+        "{}{}",
+        mesh_yaml(80, &["127.0.0.11"]),
+        destination_rule("zone", "demo", "echo")
+            .traffic_policy(
+                "loadBalancer: {simple: ROUND_ROBIN, zoneAwareLbSetting: {enabled: true}}"
+            )
+            .yaml()
     );
     let server = Server::start(&yaml).await;
     let mut s = Delta::open(&server).await;

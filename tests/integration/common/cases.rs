@@ -1,5 +1,6 @@
 //! The translation cases of `testdata/translate/<case>/`: `config/` (input YAML), `proxy.yaml`
-//! (the proxy asking) and optionally `mesh.yaml`, loaded into a model and a proxy.
+//! (the proxy asking) and optionally `mesh.yaml`, loaded into a model and a proxy. (Their
+//! expected output, `expected/`, is the golden tests' own: `tests/integration/golden.rs`.)
 
 #![allow(dead_code)]
 
@@ -32,6 +33,20 @@ pub fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("proxy.yaml").exists())
         .collect();
     out.sort();
+    out
+}
+
+/// The case directories whose name starts with `prefix`, in name order; panics if there is none.
+pub fn named(prefix: &str) -> Vec<PathBuf> {
+    let out: Vec<PathBuf> = cases()
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    assert!(!out.is_empty(), "no {prefix}* golden cases");
     out
 }
 

@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod cases;
+pub mod fixtures;
 pub mod http;
 pub mod kube;
 pub mod netns;
