@@ -701,6 +701,10 @@ fn encode(
                label: &'static str,
                items: Vec<(&str, Any)>|
      -> Result<Arc<TypedResources>, CacheError> {
+        // A type not generated is an empty set (the caller keeps its earlier one).
+        if !types.contains(t) {
+            return Ok(Arc::default());
+        }
         let mut map = BTreeMap::new();
         for (name, body) in items {
             let key = interner.key(t, name, &body);
@@ -722,44 +726,27 @@ fn encode(
     fn packed<T: Message + Name>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<(&str, Any)> {
         items.iter().map(|i| (name(i), envoy::pack(i))).collect()
     }
-    let empty = || Arc::new(TypedResources::default());
     Ok([
-        if types.contains(ResourceType::Cds) {
-            set(
-                ResourceType::Cds,
-                "cluster",
-                packed(&output.clusters, |c| &c.name),
-            )?
-        } else {
-            empty()
-        },
-        if types.contains(ResourceType::Eds) {
-            set(
-                ResourceType::Eds,
-                "endpoint",
-                packed(&output.endpoints, |c| &c.cluster_name),
-            )?
-        } else {
-            empty()
-        },
-        if types.contains(ResourceType::Lds) {
-            set(
-                ResourceType::Lds,
-                "listener",
-                packed(&output.listeners, |l| &l.name),
-            )?
-        } else {
-            empty()
-        },
-        if types.contains(ResourceType::Rds) {
-            set(
-                ResourceType::Rds,
-                "route",
-                packed(&output.routes, |r| &r.name),
-            )?
-        } else {
-            empty()
-        },
+        set(
+            ResourceType::Cds,
+            "cluster",
+            packed(&output.clusters, |c| &c.name),
+        )?,
+        set(
+            ResourceType::Eds,
+            "endpoint",
+            packed(&output.endpoints, |c| &c.cluster_name),
+        )?,
+        set(
+            ResourceType::Lds,
+            "listener",
+            packed(&output.listeners, |l| &l.name),
+        )?,
+        set(
+            ResourceType::Rds,
+            "route",
+            packed(&output.routes, |r| &r.name),
+        )?,
     ])
 }
 
