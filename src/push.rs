@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::ca::TrustDomain;
 use crate::cache::{Cache, Snapshot};
 use crate::envoy::{ResourceType, TypeSet};
-use crate::model::mesh::TrustDomain;
 use crate::model::{Change, Diagnostic, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};
 

@@ -12,9 +12,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::TrustDomain;
 use super::token::TokenKey;
 use crate::model::Identity;
-use crate::model::mesh::TrustDomain;
 
 /// What the connection proved, attached to each request by the transport (tonic's connect
 /// info of the TLS port).

@@ -29,7 +29,7 @@ pub mod pb {
 }
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -40,7 +40,6 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::model::Identity;
-use crate::model::mesh::TrustDomain;
 
 /// Istio's default workload certificate lifetime.
 pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -156,6 +155,28 @@ impl WorkloadCert {
             .duration_since(self.not_before)
             .unwrap_or_default();
         self.not_before + life / 2
+    }
+}
+
+/// The trust domain in force, shared (cheap to clone) by the CA, the authenticators and the TLS
+/// ports. Only the push loop sets it, from the mesh configuration each model is built from.
+#[derive(Debug, Clone)]
+pub struct TrustDomain(Arc<RwLock<String>>);
+
+impl TrustDomain {
+    pub fn new(trust_domain: &str) -> TrustDomain {
+        TrustDomain(Arc::new(RwLock::new(trust_domain.to_string())))
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the trust domain; returns the previous one when it changed.
+    pub fn set(&self, trust_domain: &str) -> Option<String> {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        (*current != trust_domain)
+            .then(|| std::mem::replace(&mut *current, trust_domain.to_string()))
     }
 }
 

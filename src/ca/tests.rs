@@ -280,3 +280,12 @@ fn key_material_never_prints() {
     assert!(json.contains("\"key\":\"[redacted]\""), "{json}");
     assert!(!json.contains("PRIVATE KEY"));
 }
+
+#[test]
+fn trust_domain_is_shared_and_reports_changes() {
+    let td = TrustDomain::new("cluster.local");
+    let other = td.clone();
+    assert_eq!(td.set("cluster.local"), None);
+    assert_eq!(td.set("example.org"), Some("cluster.local".to_string()));
+    assert_eq!(other.get(), "example.org");
+}

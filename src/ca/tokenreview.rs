@@ -5,9 +5,9 @@
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
+use super::TrustDomain;
 use super::authn::{AuthError, Authenticator, Caller};
 use crate::model::Identity;
-use crate::model::mesh::TrustDomain;
 
 /// The audience istio-agent requests for its projected token.
 pub const ISTIO_CA_AUDIENCE: &str = "istio-ca";

@@ -1,16 +1,14 @@
 //! Mesh-wide settings: the subset of Istio's MeshConfig that bowline honours, with istiod's
-//! defaults; and [`TrustDomain`], the mesh's trust domain as the parts of the server outside
-//! translation read it. A bad `extensionProviders` entry spoils only itself (kept as invalid,
+//! defaults. A bad `extensionProviders` entry spoils only itself (kept as invalid,
 //! reported in `provider_problems`); anything else that is bad makes the whole config invalid.
 //!
 //! Contract: one mesh configuration is in force at a time (the cluster's ConfigMap, else
 //! `--mesh-config`, else the defaults). Translation reads it from the model; the CA, the
-//! authenticators and the TLS ports read its trust domain from the [`TrustDomain`] the push loop
-//! sets from that same configuration, so certificates, token checks, SAN matchers and RBAC
+//! authenticators and the TLS ports read its trust domain from `ca::TrustDomain`, which the push
+//! loop sets from that same configuration, so certificates, token checks, SAN matchers and RBAC
 //! principals never name different trust domains.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -354,28 +352,6 @@ fn check_trust_domain(td: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("trust domain name {td:?} invalid"))
-    }
-}
-
-/// The trust domain in force, shared (cheap to clone) by the CA, the authenticators and the TLS
-/// ports. Only the push loop sets it, from the mesh configuration each model is built from.
-#[derive(Debug, Clone)]
-pub struct TrustDomain(Arc<RwLock<String>>);
-
-impl TrustDomain {
-    pub fn new(trust_domain: &str) -> TrustDomain {
-        TrustDomain(Arc::new(RwLock::new(trust_domain.to_string())))
-    }
-
-    pub fn get(&self) -> String {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Sets the trust domain; returns the previous one when it changed.
-    pub fn set(&self, trust_domain: &str) -> Option<String> {
-        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
-        (*current != trust_domain)
-            .then(|| std::mem::replace(&mut *current, trust_domain.to_string()))
     }
 }
 
@@ -773,14 +749,5 @@ mod tests {
             MeshConfig::default().trust_domains_for_validation(),
             vec!["cluster.local"]
         );
-    }
-
-    #[test]
-    fn trust_domain_is_shared_and_reports_changes() {
-        let td = TrustDomain::new("cluster.local");
-        let other = td.clone();
-        assert_eq!(td.set("cluster.local"), None);
-        assert_eq!(td.set("example.org"), Some("cluster.local".to_string()));
-        assert_eq!(other.get(), "example.org");
     }
 }
