@@ -10,6 +10,7 @@
 //! `Diagnostic`, never a panic.
 
 pub mod diagnostic;
+pub mod gateway;
 pub mod identity;
 pub mod index;
 pub mod kube;

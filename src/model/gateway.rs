@@ -1,0 +1,173 @@
+//! Which Istio `Gateway`s configure a gateway proxy, and the credentials they name.
+//!
+//! As istiod (with `PILOT_SCOPE_GATEWAY_TO_NAMESPACE` at its default, off): every Gateway in
+//! any namespace whose `selector` is a subset of the proxy's labels (an empty selector selects
+//! every gateway proxy), oldest first (creation time, then name, then namespace). Only
+//! `router` proxies are configured by Gateways.
+
+use std::collections::BTreeSet;
+
+use super::networking::{Gateway, ServerTlsMode};
+use super::proxy::ProxyType;
+use super::{Kind, Model, Proxy, Resource, Spec, registry};
+
+/// The prefix of the SDS resource names of Kubernetes Secrets (`credentialName`).
+pub const CREDENTIAL_PREFIX: &str = "kubernetes://";
+/// The suffix of the SDS resource name of a credential's CA certificate (MUTUAL servers).
+pub const CA_SUFFIX: &str = "-cacert";
+
+/// The Gateways selecting `proxy`, oldest first; none for a proxy that is not a gateway.
+pub fn selecting<'a>(model: &'a Model, proxy: &Proxy) -> Vec<(&'a Resource, &'a Gateway)> {
+    if proxy.proxy_type != ProxyType::Router {
+        return Vec::new();
+    }
+    let mut out: Vec<(&Resource, &Gateway)> = model
+        .index()
+        .of_kind(Kind::Gateway)
+        .iter()
+        .filter_map(|p| model.resources.get(*p))
+        .filter_map(|r| match &r.spec {
+            Spec::Gateway(g) => Some((r.as_ref(), g.as_ref())),
+            _ => None,
+        })
+        .filter(|(_, g)| registry::selects(&g.selector, &proxy.labels))
+        .collect();
+    out.sort_by_cached_key(|(r, _)| {
+        (
+            r.meta.creation_timestamp.clone().unwrap_or_default(),
+            r.meta.name.clone(),
+            r.meta.namespace.clone(),
+        )
+    });
+    out
+}
+
+/// The SDS resource name of a `credentialName`: `kubernetes://<name>`.
+pub fn credential_resource(credential_name: &str) -> String {
+    if credential_name.starts_with(CREDENTIAL_PREFIX) {
+        credential_name.to_string()
+    } else {
+        format!("{CREDENTIAL_PREFIX}{credential_name}")
+    }
+}
+
+/// The credentials (SDS resource names) the Gateways selecting `proxy` name for it: each
+/// server's `credentialName` (and `credentialNames`), plus `<name>-cacert` for MUTUAL and
+/// OPTIONAL_MUTUAL servers. Only Gateways in the proxy's own namespace count: a gateway may
+/// read Secrets of its own namespace only, as istiod allows without a ReferenceGrant.
+pub fn credential_names(model: &Model, proxy: &Proxy) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (resource, gateway) in selecting(model, proxy) {
+        if resource.meta.namespace != proxy.namespace {
+            continue;
+        }
+        for server in &gateway.servers {
+            let Some(tls) = &server.tls else { continue };
+            let names: Vec<&String> = if tls.credential_names.is_empty() {
+                tls.credential_name.iter().collect()
+            } else {
+                tls.credential_names.iter().collect()
+            };
+            let mutual = matches!(
+                tls.mode,
+                Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+            );
+            for name in names.into_iter().filter(|n| !n.is_empty()) {
+                let resource = credential_resource(name);
+                if mutual {
+                    out.insert(format!("{resource}{CA_SUFFIX}"));
+                }
+                out.insert(resource);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MeshConfig;
+
+    fn model(yaml: &str) -> Model {
+        let resources = crate::model::resource::parse_yaml(yaml, "test.yaml")
+            .into_iter()
+            .map(|p| std::sync::Arc::new(p.resource.expect("a valid resource")))
+            .collect();
+        Model::build(resources, Vec::new(), MeshConfig::default())
+    }
+
+    fn router(namespace: &str, labels: &str) -> Proxy {
+        let mut p = Proxy::parse(
+            &format!("router~10.0.0.9~gw-1.{namespace}~{namespace}.svc.cluster.local"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        for kv in labels.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap();
+            p.labels.insert(k.into(), v.into());
+        }
+        p
+    }
+
+    const GATEWAYS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: b, namespace: edge, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, credentialName: front}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: a, namespace: other, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: elsewhere}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: c, namespace: edge}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+"#;
+
+    #[test]
+    fn selected_by_labels_in_any_namespace_oldest_first() {
+        let m = model(GATEWAYS);
+        let names = |p: &Proxy| -> Vec<String> {
+            selecting(&m, p)
+                .iter()
+                .map(|(r, _)| format!("{}/{}", r.meta.namespace, r.meta.name))
+                .collect()
+        };
+        assert_eq!(
+            names(&router("edge", "istio=ingressgateway,app=x")),
+            ["other/a", "edge/b"]
+        );
+        assert_eq!(names(&router("edge", "istio=egressgateway")), ["edge/c"]);
+        assert!(names(&router("edge", "app=x")).is_empty());
+        let mut sidecar = router("edge", "istio=ingressgateway");
+        sidecar.proxy_type = ProxyType::Sidecar;
+        assert!(names(&sidecar).is_empty(), "sidecars are not gateways");
+    }
+
+    #[test]
+    fn credentials_only_from_the_proxys_namespace() {
+        let m = model(GATEWAYS);
+        let names = credential_names(&m, &router("edge", "istio=ingressgateway"));
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["kubernetes://front", "kubernetes://front-cacert"]
+        );
+    }
+}
