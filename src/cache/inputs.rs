@@ -27,6 +27,9 @@
 //! class it does reach gets its new inputs from its old ones, with the imported services'
 //! endpoint revisions moved forward (`ModelIndex::advance`), without a new `Scope`.
 //!
+//! A gateway (`router`) class keeps the revision of every VirtualService, since the hosts of
+//! its Gateways need not name services, and is looked at again after every change.
+//!
 //! Only VirtualServices, DestinationRules, Sidecars and endpoints are attributed to classes.
 //! Everything else translation reads (the mesh settings, the security policies, every other
 //! kind, and the configuration of every service, service accounts of its endpoints included)
@@ -41,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::envoy::{ResourceType, TypeSet};
+use crate::model::proxy::ProxyType;
 use crate::model::registry::{Resolution, Service};
 use crate::model::{Model, Proxy, Resource, ResourceKey, Spec};
 use crate::translate::Scope;
@@ -359,6 +363,7 @@ impl ModelIndex {
             return true;
         };
         inputs.unknown
+            || inputs.gateway
             || inputs.sidecar == Some(UNKNOWN)
             || inputs.generation + 1 != self.generation
             || intersect(&inputs.imported, &delta.endpoints)
@@ -373,8 +378,11 @@ impl ModelIndex {
     /// services' endpoint revisions move. `None` when that cannot be said.
     pub fn advance(&self, inputs: &ClassInputs) -> Option<ClassInputs> {
         let delta = self.delta.as_ref()?;
+        // A gateway's VirtualServices need not name services: the delta cannot tell whether
+        // one changed.
         if !delta.virtual_services.is_empty()
             || !delta.destination_rules.is_empty()
+            || inputs.gateway
             || inputs.unknown
             || inputs.sidecar == Some(UNKNOWN)
             || inputs.generation + 1 != self.generation
@@ -486,6 +494,8 @@ pub struct ClassInputs {
     destinations: Vec<Revision>,
     /// Some imported service is not in the index: nothing can be skipped.
     unknown: bool,
+    /// A gateway's inputs: every VirtualService, whatever its hosts.
+    gateway: bool,
     /// The index generation these inputs were taken at (or found unchanged at).
     generation: u64,
     /// Registry positions (at `generation`) of the services imported, and of those imported
@@ -541,11 +551,19 @@ impl ClassInputs {
         served.dedup();
         let mut virtual_services = Vec::new();
         let mut candidates = Vec::new();
-        for p in index.rules_for(
-            &imported,
-            &index.virtual_services_by_service,
-            &index.wildcard_virtual_services,
-        ) {
+        // A gateway routes the hosts of its Gateways, which need not be services: every
+        // VirtualService may bind to it.
+        let gateway = proxy.proxy_type == ProxyType::Router;
+        let bound: Vec<usize> = if gateway {
+            (0..index.virtual_services.len()).collect()
+        } else {
+            index.rules_for(
+                &imported,
+                &index.virtual_services_by_service,
+                &index.wildcard_virtual_services,
+            )
+        };
+        for p in bound {
             if let Some(rule) = index.virtual_services.get(p) {
                 virtual_services.push(rule.revision);
                 candidates.extend(rule.candidates.iter().copied());
@@ -585,6 +603,7 @@ impl ClassInputs {
             destination_rules,
             destinations,
             unknown,
+            gateway,
             generation: index.generation,
             imported,
             served,

@@ -68,7 +68,7 @@ pub struct BootstrapArgs {
     #[arg(long)]
     pub sotw: bool,
     /// How traffic reaches the proxy: REDIRECT or TPROXY (iptables capture), NONE (listeners
-    /// bind their own addresses).
+    /// bind their own addresses). A `router` is always NONE.
     #[arg(long = "interception-mode", value_enum, default_value = "REDIRECT")]
     pub interception_mode: Interception,
     /// Port of the `virtualOutbound` listener (ProxyConfig proxyListenPort).
@@ -238,10 +238,11 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<serde_json::Value> {
         ProxyKind::Sidecar => "sidecar",
         ProxyKind::Router => "router",
     };
-    let mode = match args.interception_mode {
-        Interception::Redirect => "REDIRECT",
-        Interception::Tproxy => "TPROXY",
-        Interception::None => "NONE",
+    // A gateway intercepts nothing: its listeners bind their own ports.
+    let mode = match (args.kind, args.interception_mode) {
+        (ProxyKind::Router, _) | (_, Interception::None) => "NONE",
+        (_, Interception::Redirect) => "REDIRECT",
+        (_, Interception::Tproxy) => "TPROXY",
     };
     let node_id = format!(
         "{kind}~{}~{}.{}~{}.svc.cluster.local",

@@ -42,6 +42,27 @@ pub fn selecting<'a>(model: &'a Model, proxy: &Proxy) -> Vec<(&'a Resource, &'a 
     out
 }
 
+/// The Gateway a VirtualService's `gateways` entry names, as `namespace/name` (istiod's
+/// resolution): `mesh` stays `mesh`; `ns/name` as written (`./name`: the VirtualService's
+/// namespace); a bare `name` in the VirtualService's namespace; the legacy `name.ns...` form
+/// by its first two labels.
+pub fn resolve_gateway_name(gateway: &str, namespace: &str) -> String {
+    if gateway == MESH {
+        return gateway.to_string();
+    }
+    match gateway.split_once('/') {
+        Some((".", name)) => format!("{namespace}/{name}"),
+        Some(_) => gateway.to_string(),
+        None => match gateway.split('.').collect::<Vec<_>>().as_slice() {
+            [name, ns, ..] => format!("{ns}/{name}"),
+            _ => format!("{namespace}/{gateway}"),
+        },
+    }
+}
+
+/// The reserved gateway name of every sidecar.
+pub const MESH: &str = "mesh";
+
 /// The SDS resource name of a `credentialName`: `kubernetes://<name>`.
 pub fn credential_resource(credential_name: &str) -> String {
     if credential_name.starts_with(CREDENTIAL_PREFIX) {
@@ -159,6 +180,15 @@ spec:
         let mut sidecar = router("edge", "istio=ingressgateway");
         sidecar.proxy_type = ProxyType::Sidecar;
         assert!(names(&sidecar).is_empty(), "sidecars are not gateways");
+    }
+
+    #[test]
+    fn gateway_names_resolve_as_istiod() {
+        assert_eq!(resolve_gateway_name("mesh", "a"), "mesh");
+        assert_eq!(resolve_gateway_name("gw", "a"), "a/gw");
+        assert_eq!(resolve_gateway_name("b/gw", "a"), "b/gw");
+        assert_eq!(resolve_gateway_name("./gw", "a"), "a/gw");
+        assert_eq!(resolve_gateway_name("gw.b.svc.cluster.local", "a"), "b/gw");
     }
 
     #[test]

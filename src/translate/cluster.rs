@@ -127,21 +127,39 @@ pub fn outbound_of<'a>(
     out
 }
 
+/// The clusters of every service port (and subset) the proxy imports, and
+/// `BlackHoleCluster`: what sidecars and gateways both call.
+pub fn outbound_clusters(scope: &Scope) -> Vec<xds_cluster::Cluster> {
+    let connect_timeout = duration(scope.model.mesh.connect_timeout);
+    let mut clusters: Vec<xds_cluster::Cluster> = outbound(scope)
+        .iter()
+        .map(|c| outbound_cluster(scope, c, &connect_timeout))
+        .collect();
+    clusters.push(xds_cluster::Cluster {
+        name: naming::BLACKHOLE_CLUSTER.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(connect_timeout),
+        ..Default::default()
+    });
+    clusters
+}
+
+/// The JWKS servers of the RequestAuthentications that apply to the proxy, that `clusters`
+/// does not already reach.
+pub fn jwks_clusters(
+    scope: &Scope,
+    clusters: &[xds_cluster::Cluster],
+) -> Vec<xds_cluster::Cluster> {
+    let names: std::collections::BTreeSet<String> =
+        clusters.iter().map(|c| c.name.clone()).collect();
+    authz::jwks_clusters(scope, &names, duration(scope.model.mesh.connect_timeout))
+}
+
 pub fn build(scope: &Scope, part: Part) -> Vec<xds_cluster::Cluster> {
     let connect_timeout = duration(scope.model.mesh.connect_timeout);
     let mut clusters: Vec<xds_cluster::Cluster> = Vec::new();
     if part.outbound() {
-        clusters.extend(
-            outbound(scope)
-                .iter()
-                .map(|c| outbound_cluster(scope, c, &connect_timeout)),
-        );
-        clusters.push(xds_cluster::Cluster {
-            name: naming::BLACKHOLE_CLUSTER.to_string(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-            connect_timeout: Some(connect_timeout),
-            ..Default::default()
-        });
+        clusters.extend(outbound_clusters(scope));
         clusters.push(passthrough(
             naming::PASSTHROUGH_CLUSTER,
             &connect_timeout,
@@ -809,7 +827,7 @@ fn set_auto_sni_and_san(b: &mut Building, auto_sni: bool, auto_san: bool) {
 
 /// Exact matchers for subject alternative names of any type: what istiod's untyped matchers
 /// (Envoy's deprecated `match_subject_alt_names`) mean, spelled as Envoy now wants them.
-fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
+pub(crate) fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
     use tls::subject_alt_name_matcher::SanType;
     sans.iter()
         .flat_map(|san| {
@@ -833,7 +851,7 @@ fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
         .collect()
 }
 
-fn file_source(path: &str) -> xds_core::DataSource {
+pub(crate) fn file_source(path: &str) -> xds_core::DataSource {
     xds_core::DataSource {
         specifier: Some(xds_core::data_source::Specifier::Filename(path.to_string())),
         ..Default::default()

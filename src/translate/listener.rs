@@ -89,7 +89,7 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     out
 }
 
-fn listener_filter<T: prost::Name + prost::Message>(
+pub(super) fn listener_filter<T: prost::Name + prost::Message>(
     name: &str,
     config: &T,
 ) -> xds_listener::ListenerFilter {
@@ -122,14 +122,11 @@ fn outbound_chain(
     chain: &ChainPlan,
 ) -> xds_listener::FilterChain {
     let filter = match &chain.action {
-        ChainAction::Http { route } => http_manager(
+        ChainAction::Http { route } => manager_filter(&connection_manager(
             &format!("outbound_{}", listener.name),
             Vec::new(),
-            hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-                config_source: Some(ads_config_source()),
-                route_config_name: route.clone(),
-            }),
-        ),
+            rds(route),
+        )),
         ChainAction::Tcp { clusters } => match clusters.as_slice() {
             // The destination's DestinationRule shapes the proxy (idle timeout, source-IP hash).
             [(cluster, _)] => {
@@ -484,7 +481,7 @@ fn inbound_chain(
     let cluster = naming::inbound_cluster(port.port);
     let mut filters = Vec::new();
     let filter = if routes_http(port.protocol) {
-        let mut filter = http_manager(
+        let mut manager = connection_manager(
             &format!("inbound_0.0.0.0_{}", port.port),
             security.http.clone(),
             hcm::http_connection_manager::RouteSpecifier::RouteConfig(
@@ -497,9 +494,9 @@ fn inbound_chain(
             ),
         );
         if xfcc {
-            set_xfcc(&mut filter);
+            set_xfcc(&mut manager);
         }
-        filter
+        manager_filter(&manager)
     } else {
         filters.extend(security.tcp.iter().cloned());
         tcp_proxy_filter(&cluster)
@@ -514,14 +511,7 @@ fn inbound_chain(
 
 /// istiod's inbound `forward_client_cert_details: APPEND_FORWARD` with the peer's subject, DNS
 /// and URI SANs.
-fn set_xfcc(filter: &mut xds_listener::Filter) {
-    use prost::Message;
-    let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
-        return;
-    };
-    let Ok(mut manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
-        return;
-    };
+fn set_xfcc(manager: &mut hcm::HttpConnectionManager) {
     manager.forward_client_cert_details =
         hcm::http_connection_manager::ForwardClientCertDetails::AppendForward as i32;
     manager.set_current_client_cert_details =
@@ -531,16 +521,15 @@ fn set_xfcc(filter: &mut xds_listener::Filter) {
             uri: true,
             ..Default::default()
         });
-    *any = pack(&manager);
 }
 
-/// An HTTP connection manager (inbound and outbound alike, WebSocket upgrades allowed); `pre`
-/// are the authorization and authentication filters that run first (inbound only).
-fn http_manager(
+/// An HTTP connection manager (inbound, outbound and gateway alike, WebSocket upgrades
+/// allowed); `pre` are the authorization and authentication filters that run first.
+pub(super) fn connection_manager(
     stat_prefix: &str,
     pre: Vec<hcm::HttpFilter>,
     route: hcm::http_connection_manager::RouteSpecifier,
-) -> xds_listener::Filter {
+) -> hcm::HttpConnectionManager {
     // istiod's order: authn/authz first; fault and cors act only where a route configures them.
     let mut http_filters = pre;
     http_filters.extend([
@@ -554,7 +543,7 @@ fn http_manager(
             ..Default::default()
         },
     ]);
-    let manager = hcm::HttpConnectionManager {
+    hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route),
@@ -567,16 +556,26 @@ fn http_manager(
             ..Default::default()
         }],
         ..Default::default()
-    };
-    xds_listener::Filter {
-        name: "envoy.filters.network.http_connection_manager".to_string(),
-        config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(
-            &manager,
-        ))),
     }
 }
 
-fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> xds_listener::Filter {
+/// The network filter of a connection manager.
+pub(super) fn manager_filter(manager: &hcm::HttpConnectionManager) -> xds_listener::Filter {
+    xds_listener::Filter {
+        name: "envoy.filters.network.http_connection_manager".to_string(),
+        config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(manager))),
+    }
+}
+
+/// The connection manager's route configuration over ADS.
+pub(super) fn rds(route: &str) -> hcm::http_connection_manager::RouteSpecifier {
+    hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+        config_source: Some(ads_config_source()),
+        route_config_name: route.to_string(),
+    })
+}
+
+pub(super) fn tcp_proxy_weighted(clusters: &[(String, u32)]) -> xds_listener::Filter {
     let proxy = tcp_proxy::TcpProxy {
         stat_prefix: naming::stat_prefix(
             clusters
@@ -611,7 +610,7 @@ fn tcp_proxy_filter(cluster: &str) -> xds_listener::Filter {
 }
 
 /// A `tcp_proxy` with the destination's DestinationRule settings.
-fn tcp_proxy_filter_with(cluster: &str, policy: TcpProxyPolicy) -> xds_listener::Filter {
+pub(super) fn tcp_proxy_filter_with(cluster: &str, policy: TcpProxyPolicy) -> xds_listener::Filter {
     let mut proxy = tcp_proxy::TcpProxy {
         stat_prefix: naming::stat_prefix(cluster),
         cluster_specifier: Some(tcp_proxy::tcp_proxy::ClusterSpecifier::Cluster(

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cors;
 pub mod endpoint;
 pub mod fault;
+mod gateway;
 pub mod listener;
 pub mod loadbalancer;
 pub mod mtls;
@@ -28,6 +29,7 @@ use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 use envoy_types::pb::envoy::config::route::v3 as xds_route;
 
 use crate::envoy::{self, ResourceType, TypeSet};
+use crate::model::proxy::ProxyType;
 use crate::model::{Diagnostic, Model, Proxy, Severity};
 
 pub use scope::{Rule, RuleSubset, Scope};
@@ -100,15 +102,21 @@ pub fn generate(model: &Model, proxy: &Proxy, types: TypeSet) -> Output {
     generate_part(model, proxy, types, Part::All)
 }
 
-/// Generates one part of the requested types of resources for `proxy`.
+/// Generates one part of the requested types of resources for `proxy`: a sidecar's, or a
+/// gateway's (`gateway`, for `router` proxies; endpoints are made alike for both).
 pub fn generate_part(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -> Output {
     let scope = Scope::new(model, proxy);
     let mut out = Output::default();
     // Each type's diagnostics are taken after it is built; what Scope::new raised goes with
     // the first type generated.
     let mut by_type: [Vec<Diagnostic>; 4] = Default::default();
+    let gateway = proxy.proxy_type == ProxyType::Router;
     if types.contains(ResourceType::Cds) {
-        out.clusters = cluster::build(&scope, part);
+        out.clusters = if gateway {
+            gateway::clusters(&scope, part)
+        } else {
+            cluster::build(&scope, part)
+        };
         out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
         by_type[slot(ResourceType::Cds)] = scope.take_diagnostics();
     }
@@ -119,12 +127,20 @@ pub fn generate_part(model: &Model, proxy: &Proxy, types: TypeSet, part: Part) -
         by_type[slot(ResourceType::Eds)] = scope.take_diagnostics();
     }
     if types.contains(ResourceType::Lds) {
-        out.listeners = listener::build(&scope, part);
+        out.listeners = if gateway {
+            gateway::listeners(&scope, part)
+        } else {
+            listener::build(&scope, part)
+        };
         out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
         by_type[slot(ResourceType::Lds)] = scope.take_diagnostics();
     }
     if types.contains(ResourceType::Rds) && part.outbound() {
-        out.routes = route::build(&scope);
+        out.routes = if gateway {
+            gateway::routes(&scope)
+        } else {
+            route::build(&scope)
+        };
         out.routes.sort_by(|a, b| a.name.cmp(&b.name));
         by_type[slot(ResourceType::Rds)] = scope.take_diagnostics();
     }
@@ -166,8 +182,13 @@ pub fn generate_endpoints(
 
 /// The proxy whose outbound part `proxy` shares: the same, with only the labels whose keys
 /// outbound configuration can depend on in `model` (all of them when any may matter).
+/// A gateway's labels select its Gateways and its whole configuration is its outbound part:
+/// it keeps them all.
 pub fn outbound_proxy(model: &Model, proxy: &Proxy) -> Proxy {
     let mut shared = proxy.clone();
+    if proxy.proxy_type == ProxyType::Router {
+        return shared;
+    }
     if let Some(keys) = model.index().outbound_label_keys() {
         shared.labels.retain(|k, _| keys.contains(k));
     }

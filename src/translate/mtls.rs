@@ -44,7 +44,7 @@ pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
 ];
 
 /// `ads: {}`: secrets come over the proxy's ADS stream.
-fn sds(name: &str) -> tls::SdsSecretConfig {
+pub(crate) fn sds(name: &str) -> tls::SdsSecretConfig {
     tls::SdsSecretConfig {
         name: name.to_string(),
         sds_config: Some(xds_core::ConfigSource {
@@ -120,7 +120,7 @@ pub fn spiffe_matchers(ids: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
         .collect()
 }
 
-fn socket<T: prost::Name + prost::Message>(context: &T) -> xds_core::TransportSocket {
+pub(crate) fn socket<T: prost::Name + prost::Message>(context: &T) -> xds_core::TransportSocket {
     xds_core::TransportSocket {
         name: "envoy.transport_sockets.tls".to_string(),
         config_type: Some(xds_core::transport_socket::ConfigType::TypedConfig(pack(

@@ -21,6 +21,7 @@ use super::virtual_service::{self, Rule};
 use super::{IntoWarning, cors, fault, naming};
 use crate::envoy::pack;
 use crate::model::Kind;
+use crate::model::gateway::{MESH, resolve_gateway_name};
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking::{self, StringMatch, parse_duration};
 use crate::model::registry::{self, Service};
@@ -30,7 +31,7 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 /// The largest direct response body, as validation allows it.
-const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
+pub(super) const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 
 pub fn build(scope: &Scope) -> Vec<xds_route::RouteConfiguration> {
     outbound::plan(scope)
@@ -144,7 +145,7 @@ fn routes_for(scope: &Scope, service: &Service, port: u16) -> Vec<xds_route::Rou
             continue;
         }
         let rules = virtual_service::http_rules(scope, resource, vs);
-        let routes = http_routes(scope, &rules, port);
+        let routes = http_routes(scope, &rules, port, Binding::Mesh);
         if routes.is_empty() {
             continue;
         }
@@ -296,7 +297,7 @@ fn timed_action(timeout: pb::Duration) -> xds_route::RouteAction {
     }
 }
 
-fn prefix_match(prefix: &str) -> xds_route::RouteMatch {
+pub(super) fn prefix_match(prefix: &str) -> xds_route::RouteMatch {
     xds_route::RouteMatch {
         path_specifier: Some(xds_route::route_match::PathSpecifier::Prefix(
             prefix.to_string(),
@@ -331,13 +332,20 @@ fn header_matcher(name: &str, m: &StringMatch, invert: bool) -> xds_route::Heade
 }
 
 /// Whether a match block applies to this proxy and port at all: `port`, and either `gateways`
-/// (naming the mesh) or `sourceLabels` and `sourceNamespace`.
-fn match_applies(scope: &Scope, m: &networking::HttpMatchRequest, port: u16) -> bool {
+/// (naming what the routes are bound to, resolved in the namespace of the VirtualService) or
+/// `sourceLabels` and `sourceNamespace`.
+fn match_applies(
+    scope: &Scope,
+    m: &networking::HttpMatchRequest,
+    port: u16,
+    binding: Binding,
+    namespace: &str,
+) -> bool {
     if m.port.is_some_and(|p| p != 0 && p != u32::from(port)) {
         return false;
     }
     if !m.gateways.is_empty() {
-        return m.gateways.iter().any(|g| g == "mesh");
+        return binding.named_in(&m.gateways, namespace);
     }
     registry::selects(&m.source_labels, &scope.proxy.labels)
         && m.source_namespace
@@ -396,7 +404,7 @@ fn route_match(m: &networking::HttpMatchRequest) -> xds_route::RouteMatch {
 }
 
 /// A route that matches every request: no route after it is ever reached.
-fn is_catch_all(m: &xds_route::RouteMatch) -> bool {
+pub(super) fn is_catch_all(m: &xds_route::RouteMatch) -> bool {
     use xds_route::route_match::PathSpecifier;
     let any_path = match &m.path_specifier {
         Some(PathSpecifier::Prefix(p)) => p == "/",
@@ -409,9 +417,34 @@ fn is_catch_all(m: &xds_route::RouteMatch) -> bool {
         && m.dynamic_metadata.is_empty()
 }
 
-/// The Envoy routes of a VirtualService's rules on a port: one per applicable match block,
-/// stopping after a route that matches everything (as istiod does).
-fn http_routes(scope: &Scope, rules: &[Rule], port: u16) -> Vec<xds_route::Route> {
+/// What routes are made for: the sidecars of the mesh, or one Gateway (`namespace/name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    Mesh,
+    Gateway(&'a str),
+}
+
+impl Binding<'_> {
+    /// Whether a `gateways` list (of a VirtualService in `namespace`) names this binding.
+    pub fn named_in(self, gateways: &[String], namespace: &str) -> bool {
+        let wanted = match self {
+            Binding::Mesh => MESH,
+            Binding::Gateway(g) => g,
+        };
+        gateways
+            .iter()
+            .any(|g| resolve_gateway_name(g, namespace) == wanted)
+    }
+}
+
+/// The Envoy routes of a VirtualService's rules on a port, for `binding`: one per applicable
+/// match block, stopping after a route that matches everything (as istiod does).
+pub fn http_routes(
+    scope: &Scope,
+    rules: &[Rule],
+    port: u16,
+    binding: Binding,
+) -> Vec<xds_route::Route> {
     let mut out = Vec::new();
     for rule in rules {
         let r = &rule.route;
@@ -420,7 +453,7 @@ fn http_routes(scope: &Scope, rules: &[Rule], port: u16) -> Vec<xds_route::Route
         } else {
             r.match_
                 .iter()
-                .filter(|m| match_applies(scope, m, port))
+                .filter(|m| match_applies(scope, m, port, binding, &rule.origin.meta.namespace))
                 .map(Some)
                 .collect()
         };

@@ -674,7 +674,11 @@ fn import<'a>(
 
 /// The Sidecar for a proxy: one in its namespace whose selector matches its labels, else its
 /// namespace's default (no selector), else the root namespace's default.
+/// The Sidecar resource of a sidecar proxy (none applies to gateways).
 fn find_sidecar<'a>(model: &'a Model, proxy: &Proxy) -> Option<&'a Resource> {
+    if proxy.proxy_type != crate::model::proxy::ProxyType::Sidecar {
+        return None;
+    }
     let sidecars: Vec<(&Resource, &networking::Sidecar)> = model.sidecars().collect();
     sidecars
         .iter()

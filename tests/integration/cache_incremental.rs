@@ -670,3 +670,85 @@ fn inbound_ports_follow_each_proxys_workload() {
         previous = Some(snapshot);
     }
 }
+
+const GATEWAY_BASE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+    spec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n";
+
+fn gateway(port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: front, namespace: edge}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n"
+    )
+}
+
+fn gateway_route(prefix: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: front, namespace: shop}}\n\
+         spec:\n  hosts: [shop.example.com]\n  gateways: [edge/front]\n  http:\n  - match: [{{uri: {{prefix: {prefix}}}}}]\n    route: [{{destination: {{host: web}}}}]\n"
+    )
+}
+
+fn web_entry(ip: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: web-{ip}, namespace: shop}}\n\
+         spec: {{address: {ip}, labels: {{app: web}}}}\n"
+    )
+}
+
+/// A gateway routes hosts that name no service: a VirtualService bound to its Gateway reaches
+/// it whatever its hosts, and so do its Gateway and the endpoints it routes to; a sidecar
+/// beside it is unaffected by what only the gateway sees.
+#[test]
+fn gateways_follow_their_gateways_and_virtual_services() {
+    let router = Proxy::parse(
+        "router~10.0.9.1~ingress-0.edge~edge.svc.cluster.local",
+        &serde_json::json!({"NAMESPACE": "edge", "LABELS": {"istio": "ingressgateway"}}),
+    )
+    .unwrap();
+    let sidecar = Proxy::parse(
+        "sidecar~10.0.0.1~web-0.shop~shop.svc.cluster.local",
+        &serde_json::json!({"NAMESPACE": "shop", "LABELS": {"app": "web"}, "INTERCEPTION_MODE": "REDIRECT"}),
+    )
+    .unwrap();
+    let state = |port: u16, prefix: &str, endpoints: &[&str]| {
+        let mut files = vec![
+            GATEWAY_BASE.to_string(),
+            gateway(port),
+            gateway_route(prefix),
+        ];
+        files.extend(endpoints.iter().map(|ip| web_entry(ip)));
+        files
+    };
+    let states = [
+        ("initial", state(80, "/a", &["10.0.0.1"])),
+        (
+            "a route bound to the Gateway",
+            state(80, "/b", &["10.0.0.1"]),
+        ),
+        ("an endpoint", state(80, "/b", &["10.0.0.1", "10.0.0.2"])),
+        (
+            "the Gateway's port",
+            state(8080, "/b", &["10.0.0.1", "10.0.0.2"]),
+        ),
+    ];
+    let cache = Cache::new();
+    let mut previous: Option<Arc<Snapshot>> = None;
+    for (generation, (what, files)) in states.iter().enumerate() {
+        let model = model(files);
+        let changed = match &previous {
+            None => TypeSet::ALL,
+            Some(p) => bowline::push::changed_types(model.change_from(&p.model)),
+        };
+        let snapshot = Arc::new(Snapshot {
+            generation: generation as u64 + 1,
+            model,
+            changed,
+            changed_at: Instant::now(),
+        });
+        cache.observe(&snapshot);
+        for p in [&router, &sidecar] {
+            assert_full(&cache, &snapshot, p, what);
+        }
+        previous = Some(snapshot);
+    }
+}
