@@ -680,6 +680,8 @@ pub async fn wait_synced(
 /// Who an Envoy sidecar claims to be, turned into `bowline bootstrap` flags.
 #[derive(Debug, Clone)]
 pub struct ProxySpec {
+    /// `sidecar` or `router` (`bowline bootstrap --type`).
+    pub kind: String,
     pub name: String,
     pub namespace: String,
     pub ip: IpAddr,
@@ -709,6 +711,7 @@ impl ProxySpec {
     /// A delta-ADS sidecar without traffic capture (interception mode NONE).
     pub fn sidecar(name: &str, namespace: &str, ip: IpAddr) -> ProxySpec {
         ProxySpec {
+            kind: "sidecar".to_string(),
             name: name.to_string(),
             namespace: namespace.to_string(),
             ip,
@@ -723,6 +726,14 @@ impl ProxySpec {
             bootstrap_args: Vec::new(),
             files: Vec::new(),
             listen_ports: None,
+        }
+    }
+
+    /// A delta-ADS gateway (`router`): its listeners bind the ports of its Gateways' servers.
+    pub fn router(name: &str, namespace: &str, ip: IpAddr) -> ProxySpec {
+        ProxySpec {
+            kind: "router".to_string(),
+            ..ProxySpec::sidecar(name, namespace, ip)
         }
     }
 
@@ -826,7 +837,7 @@ impl Envoy {
                 bowline.xds_addr.to_string()
             }
         });
-        cmd.args(["bootstrap", "--type", "sidecar"])
+        cmd.args(["bootstrap", "--type", &spec.kind])
             .args(["--name", &spec.name])
             .args(["--namespace", &spec.namespace])
             .args(["--ip", &spec.ip.to_string()])
