@@ -2,8 +2,8 @@
 //! model as istiod reads them (its `pilot/pkg/credentials/kube`).
 //!
 //! A certificate (`kubernetes://<name>`) is the Secret's `cert` and `key` when both are
-//! non-empty (with `crl`), else its `tls.crt` and `tls.key` (with `tls.ocsp-staple` and
-//! `ca.crl`), whatever the Secret's type. A CA certificate (`kubernetes://<name>-cacert`) is
+//! non-empty, else its `tls.crt` and `tls.key` (with `tls.ocsp-staple`), whatever the Secret's
+//! type. A CA certificate (`kubernetes://<name>-cacert`) is
 //! read from the Secret `<name>-cacert` when it exists, else from the Secret `<name>`: its
 //! `cacert` (with `crl`), else its `ca.crt` (with `ca.crl`). A Secret without the keys it needs
 //! is unusable, with a message naming the keys it has (never a value). Who may receive a
@@ -31,7 +31,6 @@ pub enum Credential<'a> {
         chain: &'a [u8],
         key: &'a [u8],
         ocsp_staple: Option<&'a [u8]>,
-        crl: Option<&'a [u8]>,
     },
     /// The CA certificates (PEM) that verify peers, and a revocation list.
     Authority {
@@ -115,7 +114,6 @@ fn certificate(data: &SecretData) -> Result<Credential<'_>, String> {
             chain,
             key,
             ocsp_staple: None,
-            crl: optional(data, GENERIC_CRL),
         });
     }
     if let Some([chain, key]) = values(data, [TLS_CERT, TLS_KEY]) {
@@ -123,7 +121,6 @@ fn certificate(data: &SecretData) -> Result<Credential<'_>, String> {
             chain,
             key,
             ocsp_staple: optional(data, TLS_OCSP_STAPLE),
-            crl: optional(data, TLS_CRL),
         });
     }
     for keys in [[GENERIC_CERT, GENERIC_KEY], [TLS_CERT, TLS_KEY]] {
@@ -199,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_secret_is_a_certificate_with_its_staple_and_crl() {
+    fn a_tls_secret_is_a_certificate_with_its_staple_and_its_ca_with_the_crl() {
         let m = model(&secret(
             "front",
             "kubernetes.io/tls",
@@ -217,7 +214,6 @@ mod tests {
                 chain: b"CERT",
                 key: b"KEY",
                 ocsp_staple: Some(b"STAPLE"),
-                crl: Some(b"CRL"),
             })
         );
         assert_eq!(
@@ -256,7 +252,6 @@ mod tests {
                 chain: b"GENERIC",
                 key: b"GKEY",
                 ocsp_staple: None,
-                crl: Some(b"GCRL"),
             })
         );
         assert_eq!(
