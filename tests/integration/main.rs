@@ -10,6 +10,7 @@ mod cache_incremental;
 mod corpus_validation;
 mod e2e;
 mod envoy_acceptance;
+mod gateway_sds;
 mod golden;
 mod inject;
 mod kube;
