@@ -335,3 +335,61 @@ async fn gateways_get_their_credentials_and_rotations() {
         );
     }
 }
+
+/// Kubernetes mode: Secrets are watched in every namespace, without the types no credential is
+/// read from (the API server filters them out), and one rotated with kubectl reaches the
+/// gateway's open stream.
+#[test]
+fn secrets_are_watched_in_kubernetes_mode() {
+    let Some(kube) = common::kube::KubeEnv::start() else {
+        return;
+    };
+    kube.kubectl(&["create", "namespace", NS]);
+    let first = server_certificate("front.example.com");
+    kube.apply(&tls_secret(NS, "front", &first));
+    kube.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: helm, namespace: {NS}}}\n\
+         type: helm.sh/release.v1\nstringData: {{release: x}}\n"
+    ));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec!["--kubeconfig".into(), kube.kubeconfig.display().to_string()];
+    // The Gateway from the config directory, the Secrets from the API server.
+    bowline.write("gateway.yaml", &gateway(NS, "front"));
+    rt.block_on(bowline.start());
+
+    let configz = rt.block_on(bowline.configz()).expect("configz");
+    let secrets: Vec<&str> = configz["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["kind"] == "Secret")
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        secrets,
+        ["front"],
+        "the Helm release is not watched: {configz}"
+    );
+
+    rt.block_on(async {
+        let root = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+        let channel = grpc_channel(
+            bowline.xds_tls_addr,
+            SERVER_NAME,
+            client_config(&root, None, &["h2"]),
+        )
+        .await
+        .expect("TLS channel");
+        let asked = [FRONT, FRONT_CA];
+        let good = token(&bowline, NS, "gw");
+        let mut gw = Stream::open(channel, Some(&good), node("router", NS), &asked).await;
+        let r = gw.recv().await;
+        assert_eq!(credential(&r, FRONT), first);
+        gw.ack(&r, &asked).await;
+        let second = server_certificate("front.example.com");
+        kube.apply(&tls_secret(NS, "front", &second));
+        assert_eq!(credential(&gw.recv().await, FRONT), second);
+    });
+}
