@@ -220,30 +220,35 @@ pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
 pub struct SecretObject {
     #[serde(default, rename = "type")]
     type_: Option<String>,
+    /// Values are read as any JSON value, so that a wrong one is reported without showing it.
     #[serde(default)]
-    data: BTreeMap<String, String>,
+    data: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
-    string_data: BTreeMap<String, String>,
+    string_data: BTreeMap<String, serde_json::Value>,
 }
 
 impl SecretObject {
     /// Decodes `data` (base64) and merges `stringData` into it. `Err` names the field whose
-    /// value is not base64, never the value.
+    /// value is not a string or not base64, never the value.
     pub fn decode(self) -> Result<Secret, (String, String)> {
+        let invalid = |field: &str, key: &str, message: &str| {
+            (format!("{field}[{key}]"), message.to_string())
+        };
         let mut data = BTreeMap::new();
         for (key, value) in self.data {
+            let serde_json::Value::String(text) = value else {
+                return Err(invalid("data", &key, "value is not a string"));
+            };
             let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.as_bytes())
-                .map_err(|_| {
-                    (
-                        format!("data[{key}]"),
-                        "value is not valid base64".to_string(),
-                    )
-                })?;
+                .decode(text.as_bytes())
+                .map_err(|_| invalid("data", &key, "value is not valid base64"))?;
             data.insert(key, bytes);
         }
         for (key, value) in self.string_data {
-            data.insert(key, value.into_bytes());
+            let serde_json::Value::String(text) = value else {
+                return Err(invalid("stringData", &key, "value is not a string"));
+            };
+            data.insert(key, text.into_bytes());
         }
         Ok(Secret {
             type_: self

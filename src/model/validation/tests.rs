@@ -681,6 +681,8 @@ fn secrets() {
     // The value is never part of the message.
     let e = errors(&secret("data: {tls.key: \"not base64!\"}\n"));
     assert_eq!(e, vec!["data[tls.key]: value is not valid base64"]);
+    let e = errors(&secret("stringData: {pin: 123456}\n"));
+    assert_eq!(e, vec!["stringData[pin]: value is not a string"]);
     let e = errors(&secret(
         "type: kubernetes.io/tls\nstringData: {tls.crt: C}\n",
     ));
