@@ -5,7 +5,8 @@
 //! Events are gathered until the input has been quiet for `quiet` (100 ms, like istiod's
 //! PILOT_DEBOUNCE_AFTER) or `max` has passed since the first one (10 s, PILOT_DEBOUNCE_MAX);
 //! then a new `Model` is built and, if it differs from the last one, published as a snapshot
-//! whose change set names the affected types: an endpoint-only change affects EDS only. The
+//! whose change set names the affected types: an endpoint-only change affects EDS only, a
+//! change confined to Secrets none (streams follow it for their gateway credentials). The
 //! model and the cache's index of it are built on the blocking pool, never on the threads that
 //! serve streams.
 //!
@@ -161,9 +162,10 @@ fn next_snapshot(
     cache: &Cache,
 ) -> Option<Arc<Snapshot>> {
     let model = Model::build(resources, diagnostics, mesh);
-    let changed = changed_types(model.change_from(&previous.model));
+    let change = model.change_from(&previous.model);
+    let changed = changed_types(change);
     let diagnostics_changed = model.diagnostics != previous.model.diagnostics;
-    if changed.is_empty() && !diagnostics_changed {
+    if changed.is_empty() && !change.secrets && !diagnostics_changed {
         return None;
     }
     let snapshot = Arc::new(Snapshot {
@@ -175,6 +177,7 @@ fn next_snapshot(
     tracing::info!(
         generation = snapshot.generation,
         changed = ?snapshot.changed.iter().map(ResourceType::as_str).collect::<Vec<_>>(),
+        secrets = change.secrets,
         resources = snapshot.model.resources.len(),
         services = snapshot.model.registry.services.len(),
         rejected = snapshot.model.diagnostics.iter().filter(|d| d.is_error()).count(),

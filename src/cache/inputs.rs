@@ -37,7 +37,10 @@
 //! that translation starts to read is therefore safe unless it is one of the attributed kinds;
 //! a translation change that reads those some other way must extend `ClassInputs` (the
 //! cache's differential test, tests/cache_incremental.rs, compares skipped and full
-//! regeneration on generated meshes).
+//! regeneration on generated meshes). Secrets are not in `rest`: translation never reads
+//! them (a gateway's listeners name its credentials, SDS serves their content, see
+//! `xds::credentials`), so rotating a certificate regenerates no class; a translation that
+//! starts reading Secrets must put them back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -454,6 +457,7 @@ fn rest_hash(model: &Model) -> [u8; 32] {
                 | Spec::EndpointSlice(_)
                 | Spec::WorkloadEntry(_)
                 | Spec::Pod(_)
+                | Spec::Secret(_)
         ) {
             continue;
         }

@@ -838,6 +838,33 @@ spec: {address: 10.0.0.1, labels: {app: a}}
         );
     }
 
+    #[test]
+    fn a_secret_change_regenerates_no_class() {
+        let with_secret = |value: &str| {
+            format!(
+                "{MESH}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: front, namespace: ns}}\nstringData: {{cert: {value}, key: k}}\n"
+            )
+        };
+        let cache = Cache::new();
+        let s1 = snapshot(1, &with_secret("one"), TypeSet::ALL);
+        cache.observe(&s1);
+        let p = proxy("10.1.0.1");
+        let first = cache.resources(&s1, &p);
+        let s2 = snapshot(2, &with_secret("two"), TypeSet::NONE);
+        let change = s2.model.change_from(&s1.model);
+        assert_eq!(
+            (change.config, change.endpoints, change.secrets),
+            (false, false, true)
+        );
+        cache.observe(&s2);
+        let second = cache
+            .ready(&s2, &p)
+            .expect("carried forward without generating");
+        for t in ResourceType::CONFIG {
+            assert!(Arc::ptr_eq(first.get(t), second.get(t)), "{t:?} reused");
+        }
+    }
+
     /// A fault the test generator adds to what translation makes, per thread (the cache
     /// generates on the calling thread).
     #[derive(Clone, Copy, PartialEq)]

@@ -1,7 +1,9 @@
 //! `Model`: every valid resource, the service registry and the mesh settings at one moment,
 //! with the diagnostics of what was rejected and warnings (among them CUSTOM authorization
 //! policies whose extension provider cannot be used). Immutable; built whole from a resource
-//! set. Its lookups (`Model::index`) are built once, on first use.
+//! set. Its lookups (`Model::index`) are built once, on first use. Secrets are no input of
+//! translation (gateways' credentials are served over SDS): a change confined to them changes
+//! no proxy configuration, only `Change::secrets`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, Severity};
 use super::index::Index;
+use super::kube;
 use super::mesh::MeshConfig;
 use super::networking;
 use super::registry::{Registry, Resolution};
@@ -42,6 +45,22 @@ fn custom_provider_diagnostics(resources: &[Arc<Resource>], mesh: &MeshConfig) -
         .collect()
 }
 
+/// Adds a Secret's identity and content to `h` (its values are redacted when serialized, so
+/// they are hashed as bytes).
+fn hash_secret(h: &mut Sha256, r: &Resource, secret: &kube::Secret) {
+    for part in [&r.meta.namespace, &r.meta.name, &secret.type_] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (key, value) in secret.data.entries() {
+        h.update(key.as_bytes());
+        h.update([0]);
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    }
+    h.update([0xff]);
+}
+
 /// What differs between two models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Change {
@@ -49,6 +68,8 @@ pub struct Change {
     pub config: bool,
     /// Endpoints changed.
     pub endpoints: bool,
+    /// Secrets changed (their content, or which exist).
+    pub secrets: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,6 +85,8 @@ pub struct Model {
     config_hash: [u8; 32],
     #[serde(skip)]
     endpoints_hash: [u8; 32],
+    #[serde(skip)]
+    secrets_hash: [u8; 32],
     #[serde(skip)]
     index: LazyIndex,
 }
@@ -102,8 +125,13 @@ impl Model {
         let registry = Registry::build(&resources, &mesh);
         let mut config = Sha256::new();
         let mut endpoints = Sha256::new();
+        let mut secrets = Sha256::new();
         config.update(serde_json::to_vec(&mesh).unwrap_or_default());
         for r in &resources {
+            if let Spec::Secret(secret) = &r.spec {
+                hash_secret(&mut secrets, r, secret);
+                continue;
+            }
             // Endpoint sources: they reach the configuration through the registry's endpoints
             // (and their service accounts, hashed below).
             if matches!(
@@ -133,6 +161,7 @@ impl Model {
             registry,
             config_hash: config.finalize().into(),
             endpoints_hash: endpoints.finalize().into(),
+            secrets_hash: secrets.finalize().into(),
             index: LazyIndex::default(),
         }
     }
@@ -147,6 +176,7 @@ impl Model {
         Change {
             config: self.config_hash != old.config_hash,
             endpoints: self.endpoints_hash != old.endpoints_hash,
+            secrets: self.secrets_hash != old.secrets_hash,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Lookups over one model, built once per model on first use: resources by kind, the
 //! DestinationRules of each namespace and the mesh-bound VirtualServices by resolved host,
-//! ServiceEntries by name, registry services by namespace, WorkloadEntries by address and Pods
-//! by name.
+//! ServiceEntries by name, registry services by namespace, WorkloadEntries by address, and Pods
+//! and Secrets by name.
 //!
 //! The index only finds candidates; which of them apply (exportTo, root namespace, precedence)
 //! is decided by the caller, exactly as it would over a scan of every resource. Positions are
@@ -101,6 +101,8 @@ pub struct Index {
     workload_entries_by_address: HashMap<String, Vec<usize>>,
     /// Pods by (namespace, name).
     pods: HashMap<(String, String), usize>,
+    /// Secrets by (namespace, name).
+    secrets: HashMap<(String, String), usize>,
     /// The label keys a proxy's outbound configuration can depend on; `None`: all of them.
     outbound_label_keys: Option<BTreeSet<String>>,
 }
@@ -158,6 +160,11 @@ impl Index {
                 Spec::Pod(_) => {
                     index
                         .pods
+                        .insert((ns.to_string(), r.meta.name.clone()), position);
+                }
+                Spec::Secret(_) => {
+                    index
+                        .secrets
                         .insert((ns.to_string(), r.meta.name.clone()), position);
                 }
                 _ => {}
@@ -225,6 +232,13 @@ impl Index {
     /// Position of the Pod `namespace/name`.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<usize> {
         self.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
+    }
+
+    /// Position of the Secret `namespace/name`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<usize> {
+        self.secrets
             .get(&(namespace.to_string(), name.to_string()))
             .copied()
     }

@@ -1,9 +1,12 @@
-//! The Kubernetes kinds bowline reads (Service, EndpointSlice, Pod, Namespace), from files or
-//! from the API server: only the fields the service registry and the proxies' inbound ports
-//! use. Other fields are accepted and ignored, as the API server and kubectl add many.
+//! The Kubernetes kinds bowline reads (Service, EndpointSlice, Pod, Namespace, Secret), from
+//! files or from the API server: only the fields the service registry, the proxies' inbound
+//! ports and the gateways' credentials use. Other fields are accepted and ignored, as the API
+//! server and kubectl add many. A Secret's values never leave through `Debug` or `Serialize`:
+//! both show its keys only.
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// `Service.spec`.
@@ -196,3 +199,107 @@ pub struct PodStatus {
 
 /// The pod label istiod reads a workload's locality from (`region.zone.subzone`).
 pub const LOCALITY_LABEL: &str = "istio-locality";
+
+/// A core v1 Secret, as the API server stores it: `stringData` merged into `data` (a
+/// `stringData` value wins over a `data` value of the same key), the type `Opaque` when unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Secret {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub data: SecretData,
+}
+
+/// The type of a Secret without one.
+pub const SECRET_TYPE_OPAQUE: &str = "Opaque";
+/// The type of a Secret holding a certificate and its key (`tls.crt`, `tls.key`).
+pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
+
+/// A Secret document's own fields (they sit at the top level of the object), before decoding.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretObject {
+    #[serde(default, rename = "type")]
+    type_: Option<String>,
+    /// Values are read as any JSON value, so that a wrong one is reported without showing it.
+    #[serde(default)]
+    data: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    string_data: BTreeMap<String, serde_json::Value>,
+}
+
+impl SecretObject {
+    /// Decodes `data` (base64) and merges `stringData` into it. `Err` names the field whose
+    /// value is not a string or not base64, never the value.
+    pub fn decode(self) -> Result<Secret, (String, String)> {
+        let invalid = |field: &str, key: &str, message: &str| {
+            (format!("{field}[{key}]"), message.to_string())
+        };
+        let mut data = BTreeMap::new();
+        for (key, value) in self.data {
+            let serde_json::Value::String(text) = value else {
+                return Err(invalid("data", &key, "value is not a string"));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map_err(|_| invalid("data", &key, "value is not valid base64"))?;
+            data.insert(key, bytes);
+        }
+        for (key, value) in self.string_data {
+            let serde_json::Value::String(text) = value else {
+                return Err(invalid("stringData", &key, "value is not a string"));
+            };
+            data.insert(key, text.into_bytes());
+        }
+        Ok(Secret {
+            type_: self
+                .type_
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| SECRET_TYPE_OPAQUE.to_string()),
+            data: SecretData(data),
+        })
+    }
+}
+
+/// A Secret's decoded values by key. `Debug` and `Serialize` show the keys with every value
+/// replaced by `[redacted]`; the bytes are zeroed when dropped.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretData(BTreeMap<String, Vec<u8>>);
+
+impl SecretData {
+    /// The value of `key`, if the Secret has that key (possibly empty).
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.0.get(key).map(Vec::as_slice)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Every key and value, for a content hash (never to show).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[redacted]")))
+            .finish()
+    }
+}
+
+impl Serialize for SecretData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.keys().map(|k| (k, "[redacted]")))
+    }
+}
+
+impl Drop for SecretData {
+    fn drop(&mut self) {
+        for value in self.0.values_mut() {
+            value.iter_mut().for_each(|b| *b = 0);
+            std::hint::black_box(&value);
+        }
+    }
+}

@@ -2,13 +2,14 @@
 //!
 //! Contract: `model` turns parsed documents into immutable values: Istio resources as serde
 //! structs that reject unknown fields (`networking`, `security`), the Kubernetes kinds read in file mode
-//! (`kube`), their validation (`validation`, shared by the CLI, the file source and the
+//! (`kube`; `credential` reads gateways' certificates from Secrets), their validation (`validation`, shared by the CLI, the file source and the
 //! webhook), the service registry built from Services, EndpointSlices, ServiceEntries and
 //! WorkloadEntries (`registry`), mesh-wide settings (`mesh`), the proxy asking for config
 //! (`proxy`) and the workload identity it has proven (`identity`). Nothing here does I/O,
 //! knows tokio, gRPC, Envoy types or Kubernetes clients; an invalid resource becomes a
 //! `Diagnostic`, never a panic.
 
+pub mod credential;
 pub mod diagnostic;
 pub mod gateway;
 pub mod identity;

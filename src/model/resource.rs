@@ -27,10 +27,11 @@ pub enum Kind {
     EndpointSlice,
     Pod,
     Namespace,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -44,6 +45,7 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::Namespace,
+        Kind::Secret,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +63,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -78,7 +81,7 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 ("security.istio.io", SECURITY)
             }
-            Kind::Service | Kind::Pod | Kind::Namespace => ("", &["v1"]),
+            Kind::Service | Kind::Pod | Kind::Namespace | Kind::Secret => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
         }
     }
@@ -160,6 +163,7 @@ pub enum Spec {
     EndpointSlice(Box<kube::EndpointSlice>),
     Pod(Box<kube::Pod>),
     Namespace,
+    Secret(Box<kube::Secret>),
 }
 
 impl Spec {
@@ -179,6 +183,7 @@ impl Spec {
             Spec::EndpointSlice(_) => Kind::EndpointSlice,
             Spec::Pod(_) => Kind::Pod,
             Spec::Namespace => Kind::Namespace,
+            Spec::Secret(_) => Kind::Secret,
         }
     }
 }
@@ -403,9 +408,9 @@ fn parse_spec(
     kind: Kind,
     obj: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Spec, (String, String)> {
-    // Kubernetes kinds: EndpointSlice keeps its fields at the top level, a Pod's spec and
-    // status are both read (and mostly ignored), Namespace has nothing bowline reads, Service
-    // has a spec.
+    // Kubernetes kinds: EndpointSlice and Secret keep their fields at the top level, a Pod's
+    // spec and status are both read (and mostly ignored), Namespace has nothing bowline reads,
+    // Service has a spec.
     match kind {
         Kind::Namespace => return Ok(Spec::Namespace),
         Kind::Pod => {
@@ -425,6 +430,14 @@ fn parse_spec(
             // pods (the field has no `omitempty`): no endpoints.
             prune_nulls(&mut value);
             return typed("", value).map(|s| Spec::EndpointSlice(Box::new(s)));
+        }
+        Kind::Secret => {
+            obj.remove("kind");
+            obj.remove("apiVersion");
+            let mut value = serde_json::Value::Object(std::mem::take(obj));
+            prune_nulls(&mut value);
+            let object: kube::SecretObject = typed("", value)?;
+            return object.decode().map(|s| Spec::Secret(Box::new(s)));
         }
         _ => {}
     }
@@ -450,6 +463,8 @@ fn parse_spec(
         Kind::PeerAuthentication => Spec::PeerAuthentication(typed("spec", spec)?),
         Kind::RequestAuthentication => Spec::RequestAuthentication(typed("spec", spec)?),
         Kind::Service => Spec::Service(typed("spec", spec)?),
-        Kind::EndpointSlice | Kind::Pod | Kind::Namespace => unreachable!("handled above"),
+        Kind::EndpointSlice | Kind::Pod | Kind::Namespace | Kind::Secret => {
+            unreachable!("handled above")
+        }
     })
 }

@@ -1,5 +1,5 @@
 //! The Kubernetes source: watches the API server for the Istio kinds bowline models and for
-//! Services, EndpointSlices, Pods and Namespaces, and for the mesh ConfigMap (`istio` in the
+//! Services, EndpointSlices, Pods, Namespaces and Secrets, and for the mesh ConfigMap (`istio` in the
 //! system namespace, key `mesh`), which start-up also reads once ([`read_mesh`]) before the CA
 //! is made.
 //!
@@ -12,7 +12,8 @@
 //! An Istio kind is watched in the first version the API server serves of those bowline reads
 //! (`v1`, then the older ones): the server converts between versions, so one watch sees every
 //! object. A kind whose CRD is not installed counts as empty and is looked for again every
-//! `CRD_RETRY`.
+//! `CRD_RETRY`. Secrets are watched as istiod watches them, without the types no credential
+//! is read from (service-account tokens, Helm releases), excluded by the API server.
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use crate::model::{Diagnostic, Kind, MeshConfig, ResourceKey};
 const CRD_RETRY: Duration = Duration::from_secs(10);
 
 /// The kinds watched, each a source of its own.
-pub const KINDS: [Kind; 13] = Kind::ALL;
+pub const KINDS: [Kind; 14] = Kind::ALL;
 
 /// Where the mesh configuration lives.
 #[derive(Debug, Clone)]
@@ -134,9 +135,7 @@ async fn watch_kind(client: kube::Client, kind: Kind, events: mpsc::Sender<Event
     };
     tracing::info!(%kind, api_version = %resource.api_version, "watching");
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut stream = watcher(api, watcher_config(kind)).default_backoff().boxed();
     let mut listing: Option<Vec<Object>> = None;
     while let Some(item) = stream.next().await {
         let event = match item {
@@ -172,6 +171,23 @@ async fn watch_kind(client: kube::Client, kind: Kind, events: mpsc::Sender<Event
         if events.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// Secrets of these types are not watched: they hold no credential, and they are many.
+const UNWATCHED_SECRET_TYPES: [&str; 2] =
+    ["kubernetes.io/service-account-token", "helm.sh/release.v1"];
+
+/// What the API server sends of a kind: every object, or for Secrets those of the types a
+/// credential can be read from.
+fn watcher_config(kind: Kind) -> watcher::Config {
+    match kind {
+        Kind::Secret => watcher::Config::default().fields(
+            &UNWATCHED_SECRET_TYPES
+                .map(|t| format!("type!={t}"))
+                .join(","),
+        ),
+        _ => watcher::Config::default(),
     }
 }
 

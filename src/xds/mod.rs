@@ -11,7 +11,9 @@
 //! snapshot changes them (only changed types; delta streams only changed resources), and its
 //! secrets (`sds`): `ROOTCA` always, `default` only for an identity proven on the TLS port (it
 //! carries a private key), renewed at half-life and replaced when the mesh's trust domain
-//! changes (the certificate always names the trust domain of the configuration served).
+//! changes (the certificate always names the trust domain of the configuration served), and
+//! for a gateway proven on the TLS port the credentials its own namespace's Gateways name for
+//! it (`credentials`), following the Secrets as they change.
 //! `stream` is the one loop that serves a stream of either protocol variant; `subscription`
 //! what a stream asks for of each type and what its client holds; `status` records what each
 //! proxy was sent, ACKed and NACKed; `transport` frames ADS requests and responses. The
@@ -24,6 +26,7 @@
 //! A slow proxy holds up only its own stream: each stream has a small response buffer and
 //! always moves to the newest snapshot, skipping those it was too slow to see.
 
+pub mod credentials;
 pub mod sds;
 pub mod status;
 pub mod stream;

@@ -1,5 +1,6 @@
-//! SDS over ADS: the secrets `default` (the proxy's certificate chain and private key) and
-//! `ROOTCA` (the trust bundle, as istio-agent serves it: `trusted_ca`), served per stream as
+//! SDS over ADS: the secrets `default` (the proxy's certificate chain and private key),
+//! `ROOTCA` (the trust bundle, as istio-agent serves it: `trusted_ca`) and a gateway's
+//! credentials (`kubernetes://...`, see `credentials`), served per stream as
 //! `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`. Which trust domains
 //! a peer may belong to is not part of `ROOTCA`: translation sets it beside it (SAN matchers
 //! from the mesh configuration, see `translate::mtls`).
@@ -9,11 +10,12 @@
 //! identity, issued for that stream alone when it is first asked for, and replaced at its
 //! half-life, and at once when the mesh's trust domain changes (the identity moves to the new
 //! one); the replacement reaches Envoy as a new `default`, which Envoy applies without
-//! closing connections. Versions are derived from the certificates, never from the key. Secret
+//! closing connections. Credentials follow the model: they are recomputed for each new
+//! snapshot. Versions are derived from the certificates, never from the key. Secret
 //! bodies kept for debug views have their private key replaced by `[redacted]`, as Envoy's own
 //! config dump does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,14 +24,15 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 
+use super::credentials::Credentials;
 use crate::ca::{Ca, CaError, WorkloadCert};
 use crate::cache::{TypedResources, Versioned};
 use crate::envoy::pack;
-use crate::model::Identity;
+use crate::model::{Identity, Model, Proxy};
 
 pub use crate::translate::naming::{SDS_DEFAULT, SDS_ROOTCA};
 
-fn inline(bytes: &[u8]) -> Option<xds_core::DataSource> {
+pub(super) fn inline(bytes: &[u8]) -> Option<xds_core::DataSource> {
     Some(xds_core::DataSource {
         specifier: Some(xds_core::data_source::Specifier::InlineBytes(
             bytes.to_vec(),
@@ -59,7 +62,7 @@ pub fn default_secret(cert: &WorkloadCert) -> tls::Secret {
     }
 }
 
-/// `default` as debug views show it: the private key replaced by `[redacted]`.
+/// A secret as debug views show it: a private key replaced by `[redacted]`.
 pub fn redact(secret: &tls::Secret) -> tls::Secret {
     let mut out = secret.clone();
     if let Some(tls::secret::Type::TlsCertificate(c)) = &mut out.r#type {
@@ -86,7 +89,7 @@ pub fn root_secret(ca: &Ca) -> tls::Secret {
     }
 }
 
-fn version_of(parts: &[&[u8]]) -> String {
+pub(super) fn version_of(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);
@@ -106,6 +109,8 @@ pub struct Secrets {
     current: Option<WorkloadCert>,
     /// After a failed renewal: not before this.
     retry_at: Option<SystemTime>,
+    /// The gateway credentials the stream is served.
+    credentials: Credentials,
     set: Arc<TypedResources>,
     /// Redacted bodies, by name, for debug views.
     pub dump: BTreeMap<String, Any>,
@@ -120,6 +125,7 @@ impl Secrets {
             identity,
             current: None,
             retry_at: None,
+            credentials: Credentials::default(),
             set: Arc::new(TypedResources::default()),
             dump: BTreeMap::new(),
         };
@@ -132,11 +138,33 @@ impl Secrets {
     }
 
     /// Issues the first certificate when `default` is asked for and none is held yet.
-    pub fn ensure(&mut self, wanted: &std::collections::BTreeSet<String>) -> Result<(), CaError> {
+    pub fn ensure(&mut self, wanted: &BTreeSet<String>) -> Result<(), CaError> {
         if self.current.is_none() && self.identity.is_some() && wanted.contains(SDS_DEFAULT) {
             self.renew()?;
         }
         Ok(())
+    }
+
+    /// Recomputes the gateway credentials among `wanted` for `proxy` at `model` (see
+    /// `credentials`): `true` when what is served changed.
+    pub fn refresh_credentials(
+        &mut self,
+        model: &Model,
+        proxy: &Proxy,
+        wanted: &BTreeSet<String>,
+    ) -> bool {
+        let changed = self
+            .credentials
+            .refresh(model, proxy, self.identity.as_ref(), wanted);
+        if changed {
+            self.rebuild();
+        }
+        changed
+    }
+
+    /// The credentials asked for and refused, with why.
+    pub fn refused(&self) -> BTreeMap<String, String> {
+        self.credentials.refused()
     }
 
     /// When the held certificate is due for renewal.
@@ -217,6 +245,14 @@ impl Secrets {
                 )),
             );
         }
+        for (name, versioned) in self.credentials.items() {
+            items.insert(name.clone(), versioned.clone());
+        }
+        self.dump.extend(
+            self.credentials
+                .dumps()
+                .map(|(name, body)| (name.clone(), body.clone())),
+        );
         self.set = Arc::new(TypedResources::new(items));
     }
 }

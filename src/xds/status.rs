@@ -1,5 +1,6 @@
 //! Per-connection protocol status: what each proxy was sent, what it ACKed, its last NACK,
-//! and whether it holds a workload certificate. Read by `/debug/syncz` and by the metrics.
+//! whether it holds a workload certificate, and the gateway credentials it was refused. Read
+//! by `/debug/syncz` and by the metrics.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ pub struct Connection {
     secrets: Mutex<BTreeMap<String, Any>>,
     /// The configuration the stream serves now (for its diagnostics).
     resources: Mutex<Option<Arc<ProxyResources>>>,
+    /// Credentials asked for and refused, with why.
+    refused_credentials: Mutex<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +71,9 @@ pub struct ConnectionView {
     /// rejected (the proxy then keeps its last good configuration).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<Diagnostic>,
+    /// Gateway credentials the proxy asked for and may not receive, with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused_credentials: BTreeMap<String, String>,
 }
 
 impl Connection {
@@ -81,6 +87,7 @@ impl Connection {
             types: Mutex::new(BTreeMap::new()),
             secrets: Mutex::new(BTreeMap::new()),
             resources: Mutex::new(None),
+            refused_credentials: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -92,6 +99,14 @@ impl Connection {
     /// Records the (redacted) secrets sent.
     pub fn set_secrets(&self, secrets: BTreeMap<String, Any>) {
         *self.secrets.lock().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    /// Records the credentials refused to the stream.
+    pub fn set_refused_credentials(&self, refused: BTreeMap<String, String>) {
+        *self
+            .refused_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = refused;
     }
 
     /// The secrets last sent, private keys redacted.
@@ -129,6 +144,11 @@ impl Connection {
                 .as_ref()
                 .map(|r| r.diagnostics_for(&self.proxy.name))
                 .unwrap_or_default(),
+            refused_credentials: self
+                .refused_credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! version (`Watch::resend`): Envoy warms a cluster it receives until that cluster's endpoints
 //! arrive, even when they did not change, so the assignments of the clusters a response
 //! carried are sent after it, as istiod pushes EDS after CDS. A stream's certificate names the
-//! trust domain of the configuration it is served, and is replaced when that changes.
+//! trust domain of the configuration it is served, and is replaced when that changes; its
+//! gateway credentials are those of the snapshot it follows, pushed when they change.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -561,7 +562,7 @@ pub async fn serve<Q: AdsRequest>(
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
     let mut rx = shared.snapshots.clone();
-    let (snapshot, mut resources) = current(shared, &mut rx, &connection).await?;
+    let (mut snapshot, mut resources) = current(shared, &mut rx, &connection).await?;
     let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
@@ -571,7 +572,7 @@ pub async fn serve<Q: AdsRequest>(
         {
             let answer = request.receive(&mut stream, t);
             if t == ResourceType::Sds {
-                prepare_secrets(&mut secrets, &stream, &connection);
+                prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
             }
             let set = set_of(t, &resources, &secrets);
             if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
@@ -598,8 +599,7 @@ pub async fn serve<Q: AdsRequest>(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let (snapshot, latest) = current(shared, &mut rx, &connection).await?;
-                resources = latest;
+                (snapshot, resources) = current(shared, &mut rx, &connection).await?;
                 for t in ResourceType::CONFIG {
                     let set = resources.get(t);
                     if let Some(r) = Q::respond(&mut stream, t, set, None, Some(snapshot.changed_at)) {
@@ -610,7 +610,9 @@ pub async fn serve<Q: AdsRequest>(
                         send(tx, r).await?;
                     }
                 }
-                if follow_trust_domain(&mut secrets, &snapshot, &connection)
+                let renewed = follow_trust_domain(&mut secrets, &snapshot, &connection);
+                let rotated = refresh_credentials(&mut secrets, &stream, &snapshot, &connection);
+                if (renewed || rotated)
                     && let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), None, None)
                 {
                     send(tx, r).await?;
@@ -698,16 +700,42 @@ fn set_of<'a>(
     }
 }
 
-/// Makes sure the secrets a watch names exist (issuing the first certificate), and records
-/// them for debug views.
-fn prepare_secrets(secrets: &mut Secrets, stream: &Stream, connection: &Connection) {
+/// Makes sure the secrets a watch names exist (issuing the first certificate, finding the
+/// gateway credentials in `snapshot`), and records them for debug views.
+fn prepare_secrets(
+    secrets: &mut Secrets,
+    stream: &Stream,
+    snapshot: &Snapshot,
+    connection: &Connection,
+) {
     let Some(names) = stream.secret_names() else {
         return;
     };
     if let Err(e) = secrets.ensure(names) {
         tracing::error!(proxy = %connection.proxy.id, error = %e, "issuing a workload certificate failed");
     }
+    refresh_credentials(secrets, stream, snapshot, connection);
     connection.set_secrets(secrets.dump.clone());
+}
+
+/// Recomputes the stream's gateway credentials at `snapshot` and records them for debug
+/// views: `true` when what is served changed (a Secret rotated, appeared or went away, or a
+/// Gateway now names another credential).
+fn refresh_credentials(
+    secrets: &mut Secrets,
+    stream: &Stream,
+    snapshot: &Snapshot,
+    connection: &Connection,
+) -> bool {
+    let Some(names) = stream.secret_names() else {
+        return false;
+    };
+    let changed = secrets.refresh_credentials(&snapshot.model, &connection.proxy, names);
+    connection.set_refused_credentials(secrets.refused());
+    if changed {
+        connection.set_secrets(secrets.dump.clone());
+    }
+    changed
 }
 
 /// Sleeps until the stream's certificate is due for renewal (forever without one).

@@ -49,6 +49,7 @@ pub fn validate(resource: &Resource) -> Vec<Diagnostic> {
         Spec::RequestAuthentication(s) => v.request_authentication(s),
         Spec::Service(s) => v.service(s),
         Spec::EndpointSlice(s) => v.endpoint_slice(s),
+        Spec::Secret(s) => v.secret(s),
         Spec::Pod(_) | Spec::Namespace => {}
     }
     v.out

@@ -668,6 +668,74 @@ fn kube_kinds() {
 }
 
 #[test]
+fn secrets() {
+    let secret = |rest: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: front, namespace: edge}}\n{rest}")
+    };
+    // The API server's own fields are accepted and ignored.
+    assert_ok(&secret(
+        "type: kubernetes.io/tls\nimmutable: true\ndata: {tls.crt: Q0VSVA==, tls.key: S0VZ}\n",
+    ));
+    assert_ok(&secret("stringData: {cert: C, key: K}\n"));
+    assert_ok(&secret(""));
+    // The value is never part of the message.
+    let e = errors(&secret("data: {tls.key: \"not base64!\"}\n"));
+    assert_eq!(e, vec!["data[tls.key]: value is not valid base64"]);
+    let e = errors(&secret("stringData: {pin: 123456}\n"));
+    assert_eq!(e, vec!["stringData[pin]: value is not a string"]);
+    let e = errors(&secret(
+        "type: kubernetes.io/tls\nstringData: {tls.crt: C}\n",
+    ));
+    assert_eq!(
+        e,
+        vec!["data[tls.key]: Required value: a kubernetes.io/tls Secret holds tls.key"]
+    );
+    assert_err(
+        &secret("stringData: {\"a/b\": x}\n"),
+        "data[a/b]",
+        "invalid key",
+    );
+    assert_err(
+        &secret("stringData: {..a: x}\n"),
+        "data[..a]",
+        "start with '..'",
+    );
+    let d = diags(&secret("data: {key: \"%%\"}\n"));
+    assert_eq!(
+        (
+            d[0].kind.as_str(),
+            d[0].namespace.as_str(),
+            d[0].name.as_str()
+        ),
+        ("Secret", "edge", "front")
+    );
+}
+
+#[test]
+fn secret_values_never_show() {
+    let parsed = parse_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {tls.key: SECRETVALUE}\ndata: {cert: U0VDUkVUVkFMVUU=}\n",
+        "t",
+    );
+    let resource = parsed[0].resource.as_ref().expect("valid");
+    let Spec::Secret(s) = &resource.spec else {
+        panic!("a Secret")
+    };
+    assert_eq!(s.type_, "Opaque");
+    assert_eq!(s.data.get("tls.key"), Some(&b"SECRETVALUE"[..]));
+    assert_eq!(s.data.get("cert"), Some(&b"SECRETVALUE"[..]));
+    let shown = format!("{resource:?} {}", serde_json::to_string(resource).unwrap());
+    assert!(
+        !shown.contains("SECRETVALUE") && !shown.contains("U0VDUkVU"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("tls.key") && shown.contains("[redacted]"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn null_fields_are_pruned() {
     // As the API server does: `field:` with no value is dropped, not a type error.
     assert_ok(&dr(
