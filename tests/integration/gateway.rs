@@ -399,3 +399,99 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
         drop(envoy);
     });
 }
+
+fn tls_secret(name: &str, (cert, key): &(String, String)) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent(cert),
+        indent(key)
+    )
+}
+
+const CREDENTIAL_GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: front, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: istio-system}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [front]
+  http:
+  - route:
+    - destination: {host: productpage.default.svc.cluster.local, port: {number: 9080}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: default}
+spec:
+  selector: {app: productpage}
+  ports:
+  - {name: http, port: 9080}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage-v1, namespace: default}
+spec: {address: 10.89.1.1, labels: {app: productpage}}
+"#;
+
+/// `credentialName`: the certificate comes from the Secret over SDS to a gateway that proved
+/// its identity, and a rotated Secret is served without restarting Envoy, while a client keeps
+/// connecting.
+#[test]
+fn credential_from_a_secret_is_served_and_rotated() {
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(ns) = Netns::create("gateway-sds", &[GATEWAY_IP, PRODUCTPAGE_IP]) else {
+        return;
+    };
+    ns.run(move || async move {
+        let pki = Pki::new();
+        let first = pki.leaf("bookinfo.example.com");
+        let second = pki.leaf("bookinfo.example.com");
+        let _productpage = common::spawn_backend(addr(PRODUCTPAGE_IP, 9080), "productpage")
+            .await
+            .expect("productpage");
+        let net = Net::new();
+        let mut bowline = Bowline::new(&net);
+        bowline.write("gateway.yaml", CREDENTIAL_GATEWAY);
+        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &first));
+        bowline.start().await;
+        let spec = ProxySpec::router(
+            "istio-ingressgateway-1",
+            "istio-system",
+            GATEWAY_IP.parse().expect("ip"),
+        )
+        .label("istio", "ingressgateway")
+        .with_token();
+        let envoy = Envoy::start(&envoy_bin, &bowline, spec).await;
+        bowline
+            .wait_synced(&envoy.proxy_id(), Duration::from_secs(20))
+            .await
+            .expect("gateway synced");
+        let served = async |want: &(String, String)| {
+            common::wait_until(Duration::from_secs(20), async || {
+                matches!(
+                    https_get(addr(GATEWAY_IP, 8443), "bookinfo.example.com", "/", &pki.ca_pem, None).await,
+                    Ok((200, presented)) if presented == der(&want.0)
+                )
+            })
+            .await
+        };
+        assert!(served(&first).await, "the Secret's certificate is served");
+        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &second));
+        assert!(served(&second).await, "the rotated certificate is served");
+        assert_eq!(envoy.rejections().await.expect("stats"), 0, "no NACK");
+        drop(envoy);
+    });
+}
