@@ -3,7 +3,8 @@
 //! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
 //! connected proxy: per type the version sent and ACKed and the last NACK, whether it holds a
 //! workload certificate, and what went wrong generating its configuration), `/debug/configz`
-//! (loaded resources and the diagnostics of rejected ones), `/debug/config_dump?proxyID=`
+//! (loaded resources, the diagnostics of rejected ones, and `translation`: what went wrong
+//! generating the connected proxies' configuration), `/debug/config_dump?proxyID=`
 //! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
 
 mod config_dump;
@@ -18,6 +19,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
+use crate::model::Diagnostic;
 use crate::xds::Shared;
 
 #[derive(Clone)]
@@ -79,11 +81,28 @@ async fn configz(State(admin): State<Admin>) -> Response {
             origin: r.origin.as_deref(),
         })
         .collect();
+    // What went wrong generating the connected proxies' configuration (a Gateway server that
+    // conflicts with another, a route skipped), once each, with the proxies it concerns.
+    let mut translation: std::collections::BTreeMap<Diagnostic, Vec<String>> = Default::default();
+    for c in admin.shared.registry.connections() {
+        for d in c.diagnostics() {
+            translation.entry(d).or_default().push(c.proxy.short_id());
+        }
+    }
+    let translation: Vec<serde_json::Value> = translation
+        .into_iter()
+        .map(|(d, proxies)| {
+            let mut v = serde_json::to_value(&d).unwrap_or_default();
+            v["proxies"] = proxies.into();
+            v
+        })
+        .collect();
     let body = serde_json::json!({
         "generation": snapshot.generation,
         "resources": resources,
         "services": model.registry.services.iter().map(|s| &s.hostname).collect::<Vec<_>>(),
         "diagnostics": model.diagnostics,
+        "translation": translation,
     });
     Json(body).into_response()
 }

@@ -527,6 +527,7 @@ fn build_part(
             let mut diagnostics: [Arc<[Diagnostic]>; 4] = ResourceType::CONFIG.map(|t| kept(t).1);
             let types = ResourceType::CONFIG.map(|t| {
                 if types.contains(t) {
+                    log_new(proxy, &kept(t).1, &fresh_diagnostics(t));
                     diagnostics[t.index()] = fresh_diagnostics(t);
                     fresh[t.index()].clone()
                 } else {
@@ -549,6 +550,19 @@ fn build_part(
                 rejected: Some(rejected(proxy, &e)),
             }
         }
+    }
+}
+
+/// Logs a gateway's diagnostics of a generated type that were not raised the generation
+/// before (a class is built once per change, so each problem is logged once, when it
+/// appears). Gateways are few; a sidecar's diagnostics, shared by many classes, are shown on
+/// `/debug/syncz` and `/debug/configz` only.
+fn log_new(proxy: &Proxy, before: &[Diagnostic], now: &[Diagnostic]) {
+    if proxy.proxy_type != crate::model::proxy::ProxyType::Router {
+        return;
+    }
+    for d in now.iter().filter(|d| !before.contains(d)) {
+        tracing::warn!(gateway = %proxy.id, "{d}");
     }
 }
 

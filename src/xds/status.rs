@@ -122,6 +122,16 @@ impl Connection {
         f(types.entry(t).or_default());
     }
 
+    /// What went wrong generating the configuration the stream serves now.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.diagnostics_for(&self.proxy.name))
+            .unwrap_or_default()
+    }
+
     pub fn view(&self) -> ConnectionView {
         ConnectionView {
             proxy: self.proxy.short_id(),
@@ -137,13 +147,7 @@ impl Connection {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             types: self.types.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            diagnostics: self
-                .resources
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|r| r.diagnostics_for(&self.proxy.name))
-                .unwrap_or_default(),
+            diagnostics: self.diagnostics(),
             refused_credentials: self
                 .refused_credentials
                 .lock()

@@ -396,6 +396,41 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
                 .is_err(),
             "an SNI no route names is not passed through"
         );
+
+        // A conflicting server (TCP on the HTTP port) is reported on configz and in the log,
+        // naming both Gateways, and the port keeps serving.
+        bowline.write(
+            "conflict.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: late, namespace: default, creationTimestamp: \"2030-01-01T00:00:00Z\"}\n\
+             spec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
+        );
+        let reported = common::wait_until(Duration::from_secs(20), async || {
+            bowline.configz().await.is_ok_and(|c| {
+                c["translation"].as_array().is_some_and(|t| {
+                    t.iter().any(|d| {
+                        d["name"] == "late"
+                            && d["message"]
+                                .as_str()
+                                .is_some_and(|m| m.contains("default/bookinfo-gateway"))
+                            && d["proxies"][0] == "istio-ingressgateway-1.istio-system"
+                    })
+                })
+            })
+        })
+        .await;
+        assert!(reported, "conflict on configz: {:?}", bowline.configz().await);
+        let log = bowline.log_tail();
+        assert!(
+            log.lines().any(|l| l.contains("Gateway/default/late")
+                && l.contains("default/bookinfo-gateway")),
+            "conflict logged: {log}"
+        );
+        let r = HttpClient::new(addr(GATEWAY_IP, 8080))
+            .get("anything.example", "/productpage", &[])
+            .await
+            .expect("port 8080 still served");
+        assert_eq!(r.status, 200);
+        assert_eq!(envoy.rejections().await.expect("stats"), 0, "no NACK");
         drop(envoy);
     });
 }
