@@ -42,24 +42,29 @@ impl Versioned {
     }
 
     /// What the resource, of type `t`, makes the proxy fetch by name: a cluster that uses EDS
-    /// its own endpoint assignment, a listener its route configurations. Decoded on first use
-    /// and kept (resources are shared by every class that generates them).
-    pub(super) fn links(&self, t: ResourceType) -> &[String] {
+    /// its endpoint assignment, a listener its route configurations. Decoded on first use and
+    /// kept (resources are shared by every class that generates them).
+    pub fn links(&self, t: ResourceType) -> &[String] {
         self.links.get_or_init(|| match t {
-            ResourceType::Cds => {
-                let eds = xds_cluster::Cluster::decode(self.body.value.as_slice()).is_ok_and(|c| {
+            // An EDS cluster names the assignment it reads: its `service_name`, or its own
+            // name (clusters may share one assignment).
+            ResourceType::Cds => xds_cluster::Cluster::decode(self.body.value.as_slice())
+                .ok()
+                .filter(|c| {
                     matches!(
                         c.cluster_discovery_type,
                         Some(xds_cluster::cluster::ClusterDiscoveryType::Type(t))
                             if t == xds_cluster::cluster::DiscoveryType::Eds as i32
                     )
-                });
-                if eds {
-                    vec![self.name.clone()]
-                } else {
-                    Vec::new()
-                }
-            }
+                })
+                .map(|c| {
+                    let service = c
+                        .eds_cluster_config
+                        .map(|e| e.service_name)
+                        .filter(|s| !s.is_empty());
+                    vec![service.unwrap_or_else(|| self.name.clone())]
+                })
+                .unwrap_or_default(),
             ResourceType::Lds => xds_listener::Listener::decode(self.body.value.as_slice())
                 .map(|l| rds_names(&l))
                 .unwrap_or_default(),

@@ -216,12 +216,12 @@ impl Stream {
     /// After clusters were sent: Envoy warms each one it receives until its endpoints arrive,
     /// even when they did not change (envoyproxy/envoy#13009), so their assignments are sent
     /// again after them.
-    fn resend_assignments(&mut self, clusters: impl IntoIterator<Item = String>) {
+    fn resend_assignments(&mut self, assignments: impl IntoIterator<Item = String>) {
         self.watches
             .entry(ResourceType::Eds)
             .or_default()
             .resend
-            .extend(clusters);
+            .extend(assignments);
     }
 
     /// The names of the secrets the stream asks for.
@@ -576,7 +576,8 @@ pub async fn serve<Q: AdsRequest>(
             }
             let set = set_of(t, &resources, &secrets);
             if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
-                let clusters = (t == ResourceType::Cds).then(|| Q::carried(&r, set));
+                let clusters =
+                    (t == ResourceType::Cds).then(|| assignments(Q::carried(&r, set), set));
                 send(tx, r).await?;
                 if let Some(clusters) = clusters.filter(|c| !c.is_empty()) {
                     stream.resend_assignments(clusters);
@@ -605,7 +606,7 @@ pub async fn serve<Q: AdsRequest>(
                     if let Some(r) = Q::respond(&mut stream, t, set, None, Some(snapshot.changed_at)) {
                         if t == ResourceType::Cds {
                             // EDS is next in CONFIG.
-                            stream.resend_assignments(Q::carried(&r, set));
+                            stream.resend_assignments(assignments(Q::carried(&r, set), set));
                         }
                         send(tx, r).await?;
                     }
@@ -627,6 +628,15 @@ pub async fn serve<Q: AdsRequest>(
             }
         }
     }
+}
+
+/// The endpoint assignments the `clusters` of `set` read (an EDS cluster's `service_name`).
+fn assignments(clusters: Vec<String>, set: &TypedResources) -> Vec<String> {
+    clusters
+        .iter()
+        .filter_map(|c| set.items.get(c))
+        .flat_map(|v| v.links(ResourceType::Cds).iter().cloned())
+        .collect()
 }
 
 /// The proxy's resources at the newest snapshot.
