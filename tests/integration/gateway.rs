@@ -435,14 +435,19 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
     });
 }
 
-fn tls_secret(name: &str, (cert, key): &(String, String)) -> String {
+/// A `kubernetes.io/tls` Secret, with the CA that verifies clients (`ca.crt`) if given.
+fn tls_secret(name: &str, (cert, key): &(String, String), ca: Option<&str>) -> String {
     let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
-    format!(
+    let mut out = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\n\
          type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
         indent(cert),
         indent(key)
-    )
+    );
+    if let Some(ca) = ca {
+        out.push_str(&format!("  ca.crt: |\n    {}\n", indent(ca)));
+    }
+    out
 }
 
 const CREDENTIAL_GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
@@ -454,6 +459,9 @@ spec:
   - port: {number: 8443, name: https, protocol: HTTPS}
     hosts: [bookinfo.example.com]
     tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+  - port: {number: 9443, name: https-mutual, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: MUTUAL, credentialName: mutual-cert}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -480,8 +488,8 @@ spec: {address: 10.89.1.1, labels: {app: productpage}}
 "#;
 
 /// `credentialName`: the certificate comes from the Secret over SDS to a gateway that proved
-/// its identity, and a rotated Secret is served without restarting Envoy, while a client keeps
-/// connecting.
+/// its identity, and a rotated Secret is served without restarting Envoy; a MUTUAL server
+/// verifies clients against the Secret's CA.
 #[test]
 fn credential_from_a_secret_is_served_and_rotated() {
     let Some(envoy_bin) = common::envoy_bin() else {
@@ -500,7 +508,11 @@ fn credential_from_a_secret_is_served_and_rotated() {
         let net = Net::new();
         let mut bowline = Bowline::new(&net);
         bowline.write("gateway.yaml", CREDENTIAL_GATEWAY);
-        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &first));
+        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &first, None));
+        bowline.write(
+            "mutual.yaml",
+            &tls_secret("mutual-cert", &pki.leaf("bookinfo.example.com"), Some(&pki.ca_pem)),
+        );
         bowline.start().await;
         let spec = ProxySpec::router(
             "istio-ingressgateway-1",
@@ -524,8 +536,35 @@ fn credential_from_a_secret_is_served_and_rotated() {
             .await
         };
         assert!(served(&first).await, "the Secret's certificate is served");
-        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &second));
+        bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &second, None));
         assert!(served(&second).await, "the rotated certificate is served");
+
+        // MUTUAL: clients verified against the Secret's `ca.crt` (`kubernetes://<name>-cacert`).
+        let client = pki.leaf("client.example.com");
+        let stranger = Pki::new().leaf("client.example.com");
+        let mutual = |cert: Option<(String, String)>| {
+            let ca = pki.ca_pem.clone();
+            async move {
+                https_get(
+                    addr(GATEWAY_IP, 9443),
+                    "bookinfo.example.com",
+                    "/",
+                    &ca,
+                    cert.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+                )
+                .await
+            }
+        };
+        let admitted = common::wait_until(Duration::from_secs(20), async || {
+            matches!(mutual(Some(client.clone())).await, Ok((200, _)))
+        })
+        .await;
+        assert!(admitted, "a client certificate of the Secret's CA is admitted");
+        assert!(mutual(None).await.is_err(), "no client certificate is refused");
+        assert!(
+            mutual(Some(stranger.clone())).await.is_err(),
+            "a client certificate of another CA is refused"
+        );
         assert_eq!(envoy.rejections().await.expect("stats"), 0, "no NACK");
         drop(envoy);
     });
