@@ -3,13 +3,15 @@
 #
 # Starts, all on loopback: bowline (serving a copy of examples/mesh/), two echo backends (v1 on
 # 127.0.0.11:8080, v2 on 127.0.0.12:8080), a client-side Envoy whose listener bowline binds to
-# 127.0.0.10:80, and a client loop that prints every second which version answered how often.
-# Edit the copy's virtual-service.yaml while it runs and watch the split change.
+# 127.0.0.10:80, an ingress gateway Envoy serving the example's Gateway on 127.0.0.20:8080, and a
+# client loop that prints every second which version answered how often. Edit the copy's
+# virtual-service.yaml while it runs and watch the split change; curl the gateway meanwhile.
 #
 #   DEMO_SECONDS   how long the client loop runs (default 600)
 #   XDS_ADDR       bowline's xDS address   (default 127.0.0.1:15010)
 #   ADMIN_ADDR     bowline's admin address (default 127.0.0.1:15014)
-#   ENVOY_ADMIN_PORT  Envoy's admin port on 127.0.0.1 (default 15000)
+#   ENVOY_ADMIN_PORT  the client Envoy's admin port on 127.0.0.1 (default 15000; the
+#                     gateway's is the next one)
 #   ENVOY_BIN      an Envoy 1.40 to use instead of installing one with hack/install-envoy.sh
 #   DEMO_PROFILE   cargo profile to build and run (default release; `debug` builds faster)
 set -euo pipefail
@@ -73,30 +75,44 @@ timeout "$LIFETIME" "$ENVOY" -c "$DIR/envoy-bootstrap.json" --disable-hot-restar
     --log-level warning --concurrency 1 >"$DIR/envoy.log" 2>&1 &
 PIDS+=($!)
 
-say "waiting for Envoy's listener on 127.0.0.10:80"
-for _ in $(seq 1 300); do
-    if (exec 3<>/dev/tcp/127.0.0.10/80) 2>/dev/null; then
-        break
-    fi
-    for pid in "${PIDS[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            say "a process exited early; logs in $DIR:"
-            tail -n 20 "$DIR"/*.log >&2
-            exit 1
+"$BIN/bowline" bootstrap --type router --name ingress-0 --namespace demo --ip 127.0.0.20 \
+    --labels istio=ingressgateway --service-account ingress --xds-addr "$XDS_ADDR" \
+    --admin-port "$((ENVOY_ADMIN_PORT + 1))" >"$DIR/gateway-bootstrap.json"
+timeout "$LIFETIME" "$ENVOY" -c "$DIR/gateway-bootstrap.json" --disable-hot-restart \
+    --log-level warning --concurrency 1 >"$DIR/gateway.log" 2>&1 &
+PIDS+=($!)
+
+# wait_for HOST PORT WHAT: until something listens there (30 s), or a process exits.
+wait_for() {
+    say "waiting for $3 on $1:$2"
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then
+            return 0
         fi
+        for pid in "${PIDS[@]}"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                say "a process exited early; logs in $DIR:"
+                tail -n 20 "$DIR"/*.log >&2
+                exit 1
+            fi
+        done
+        sleep 0.1
     done
-    sleep 0.1
-done
-if ! (exec 3<>/dev/tcp/127.0.0.10/80) 2>/dev/null; then
-    say "Envoy's listener did not come up in 30s; logs in $DIR:"
+    say "$3 did not come up in 30s; logs in $DIR:"
     tail -n 20 "$DIR"/*.log >&2
     exit 1
-fi
+}
+wait_for 127.0.0.10 80 "the client Envoy's listener"
+wait_for 127.0.0.20 8080 "the gateway's listener"
+
+say "one second of requests through the ingress gateway (Host: echo.example, 127.0.0.20:8080):"
+"$BIN/examples/client" --addr 127.0.0.20:8080 --host echo.example --seconds 1
 
 cat >&2 <<EOF
 
   bowline serves:   $DIR/mesh
   edit $DIR/mesh/virtual-service.yaml to change the split (e.g. weights 50/50)
+  ingress gateway:  curl -H 'Host: echo.example' http://127.0.0.20:8080/   (examples/mesh/gateway.yaml)
   bowline admin:    http://$ADMIN_ADDR/debug/syncz   Envoy admin: http://127.0.0.1:$ENVOY_ADMIN_PORT/
   logs:             $DIR/*.log
   running for ${DEMO_SECONDS}s (DEMO_SECONDS=N to change); Ctrl-C stops everything
