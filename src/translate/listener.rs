@@ -74,14 +74,7 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
             name: naming::listener(&address, port.port),
             address: Some(socket_address(&address, port.port)),
             filter_chains: chains,
-            listener_filters: if inspect {
-                vec![listener_filter(
-                    "envoy.filters.listener.tls_inspector",
-                    &tls_inspector::TlsInspector::default(),
-                )]
-            } else {
-                Vec::new()
-            },
+            listener_filters: tls_inspector_when(inspect),
             traffic_direction: xds_core::TrafficDirection::Inbound as i32,
             ..Default::default()
         });
@@ -89,7 +82,18 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     out
 }
 
-pub(super) fn listener_filter<T: prost::Name + prost::Message>(
+/// The TLS inspector, when a chain matches on what it reads (SNI, transport, ALPN).
+pub(super) fn tls_inspector_when(needed: bool) -> Vec<xds_listener::ListenerFilter> {
+    if !needed {
+        return Vec::new();
+    }
+    vec![listener_filter(
+        "envoy.filters.listener.tls_inspector",
+        &tls_inspector::TlsInspector::default(),
+    )]
+}
+
+fn listener_filter<T: prost::Name + prost::Message>(
     name: &str,
     config: &T,
 ) -> xds_listener::ListenerFilter {

@@ -325,7 +325,7 @@ fn listener_plan(scope: &Scope, name: String, entry: Entry) -> ListenerPlan {
 
 /// Weighted clusters of an L4 route's destinations (weight 0 dropped; a lone destination gets
 /// all traffic).
-fn weighted(
+pub(super) fn weighted(
     scope: &Scope,
     vs: &crate::model::Resource,
     route: &[networking::RouteDestination],

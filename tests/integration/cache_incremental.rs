@@ -649,26 +649,7 @@ fn inbound_ports_follow_each_proxys_workload() {
         ("a Pod's container port", state(7171, 6060)),
         ("a WorkloadEntry's port", state(7171, 6161)),
     ];
-    let cache = Cache::new();
-    let mut previous: Option<Arc<Snapshot>> = None;
-    for (generation, (what, files)) in states.iter().enumerate() {
-        let model = model(files);
-        let changed = match &previous {
-            None => TypeSet::ALL,
-            Some(p) => bowline::push::changed_types(model.change_from(&p.model)),
-        };
-        let snapshot = Arc::new(Snapshot {
-            generation: generation as u64 + 1,
-            model,
-            changed,
-            changed_at: Instant::now(),
-        });
-        cache.observe(&snapshot);
-        for p in &proxies {
-            assert_full(&cache, &snapshot, p, what);
-        }
-        previous = Some(snapshot);
-    }
+    follow_states(&proxies, &states);
 }
 
 const GATEWAY_BASE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
@@ -731,6 +712,12 @@ fn gateways_follow_their_gateways_and_virtual_services() {
             state(8080, "/b", &["10.0.0.1", "10.0.0.2"]),
         ),
     ];
+    follow_states(&[router, sidecar], &states);
+}
+
+/// Observes each state in turn (a new generation each, the change computed as the push loop
+/// does) and checks every proxy's cached configuration against a full translation.
+fn follow_states(proxies: &[Proxy], states: &[(&str, Vec<String>)]) {
     let cache = Cache::new();
     let mut previous: Option<Arc<Snapshot>> = None;
     for (generation, (what, files)) in states.iter().enumerate() {
@@ -746,7 +733,7 @@ fn gateways_follow_their_gateways_and_virtual_services() {
             changed_at: Instant::now(),
         });
         cache.observe(&snapshot);
-        for p in [&router, &sidecar] {
+        for p in proxies {
             assert_full(&cache, &snapshot, p, what);
         }
         previous = Some(snapshot);

@@ -195,6 +195,27 @@ async fn spawn_tls_greeter(
     })
 }
 
+/// A TLS connection to `to` with SNI `host`, trusting `ca_pem`, presenting `client`.
+async fn tls_connect(
+    to: SocketAddr,
+    host: &str,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    alpn: &[&str],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let config = common::tls::client_config(ca_pem, client, alpn);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(to)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}
+
 /// One HTTP/1.1 request over TLS (SNI `host`, trusting `ca_pem`, presenting `client`):
 /// the status code and the certificate the server presented, or the error.
 async fn https_get(
@@ -204,18 +225,8 @@ async fn https_get(
     ca_pem: &str,
     client: Option<(&str, &str)>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let config = common::tls::client_config(ca_pem, client, &["http/1.1"]);
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(to)
-            .await
-            .map_err(|e| e.to_string())?;
-        let name =
-            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let mut tls = tls_connect(to, host, ca_pem, client, &["http/1.1"]).await?;
         let presented = tls
             .get_ref()
             .1
@@ -247,18 +258,8 @@ async fn https_get(
 
 /// The first line a TLS server sends (SNI `host`, trusting `ca_pem`).
 async fn tls_greeting(to: SocketAddr, host: &str, ca_pem: &str) -> Result<String, String> {
-    let config = common::tls::client_config(ca_pem, None, &[]);
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(to)
-            .await
-            .map_err(|e| e.to_string())?;
-        let name =
-            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let mut tls = tls_connect(to, host, ca_pem, None, &[]).await?;
         let mut text = String::new();
         tls.read_to_string(&mut text)
             .await

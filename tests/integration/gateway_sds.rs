@@ -68,21 +68,6 @@ fn gateway(namespace: &str, credential: &str) -> String {
     )
 }
 
-fn token(bowline: &Bowline, ns: &str, sa: &str) -> String {
-    let out = std::process::Command::new(common::BOWLINE)
-        .args(["token", "--namespace", ns, "--service-account", sa])
-        .args(["--ttl", "1h", "--ca-dir"])
-        .arg(&bowline.ca_dir)
-        .output()
-        .expect("bowline token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The node of an ingress gateway pod (`router`) or of a sidecar in `ns`.
 fn node(kind: &str, ns: &str) -> xds_core::Node {
     let metadata = serde_json::json!({
@@ -227,7 +212,7 @@ async fn gateways_get_their_credentials_and_rotations() {
         "kubernetes://unnamed",
         "kubernetes://other/theirs",
     ];
-    let good = token(&bowline, NS, "gw");
+    let good = bowline.token(NS, "gw");
     let mut gw = Stream::open(channel.clone(), Some(&good), node("router", NS), &asked).await;
     let r = gw.recv().await;
     assert_eq!(names(&r), [FRONT, FRONT_CA], "only what the Gateway names");
@@ -294,7 +279,7 @@ async fn gateways_get_their_credentials_and_rotations() {
         .connect()
         .await
         .unwrap();
-    let other = token(&bowline, "other", "gw");
+    let other = bowline.token("other", "gw");
     let cases = [
         (
             "a sidecar",
@@ -383,7 +368,7 @@ fn secrets_are_watched_in_kubernetes_mode() {
         .await
         .expect("TLS channel");
         let asked = [FRONT, FRONT_CA];
-        let good = token(&bowline, NS, "gw");
+        let good = bowline.token(NS, "gw");
         let mut gw = Stream::open(channel, Some(&good), node("router", NS), &asked).await;
         let r = gw.recv().await;
         assert_eq!(credential(&r, FRONT), first);

@@ -23,29 +23,6 @@ const SERVER_NAME: &str = "istiod.istio-system.svc";
 const SDS: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
-fn token(bowline: &Bowline, ns: &str, sa: &str) -> String {
-    let out = std::process::Command::new(common::BOWLINE)
-        .args([
-            "token",
-            "--namespace",
-            ns,
-            "--service-account",
-            sa,
-            "--ttl",
-            "1h",
-        ])
-        .arg("--ca-dir")
-        .arg(&bowline.ca_dir)
-        .output()
-        .expect("bowline token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn root(bowline: &Bowline) -> String {
     std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root-cert.pem")
 }
@@ -128,7 +105,7 @@ async fn tls_port_authenticates_callers() {
     let mut bowline = Bowline::new(&net);
     bowline.start().await;
     let root = root(&bowline);
-    let good = token(&bowline, "shop", "cart");
+    let good = bowline.token("shop", "cart");
     let channel = grpc_channel(
         bowline.xds_tls_addr,
         SERVER_NAME,
@@ -146,7 +123,7 @@ async fn tls_port_authenticates_callers() {
     // A token signed by another bowline: refused.
     let mut other = Bowline::new(&Net::new());
     other.start().await;
-    let foreign = token(&other, "shop", "cart");
+    let foreign = other.token("shop", "cart");
     drop(other);
     let e = first_delta(
         channel.clone(),
@@ -266,7 +243,7 @@ async fn create_certificate_signs_for_the_caller_and_client_certificates_authent
     let mut bowline = Bowline::new(&net);
     bowline.start().await;
     let root = root(&bowline);
-    let good = token(&bowline, "shop", "cart");
+    let good = bowline.token("shop", "cart");
     let channel = grpc_channel(
         bowline.xds_tls_addr,
         SERVER_NAME,
@@ -393,7 +370,7 @@ async fn tls_stream_survives_pushes() {
     bowline.write("a.yaml", &service_a(80));
     bowline.start().await;
     let root = root(&bowline);
-    let good = token(&bowline, "shop", "cart");
+    let good = bowline.token("shop", "cart");
     let channel = grpc_channel(
         bowline.xds_tls_addr,
         SERVER_NAME,

@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
-use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3 as tls_inspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf as pb;
 
@@ -24,10 +23,11 @@ use crate::model::networking::{self, ServerTlsMode};
 use crate::translate::IntoWarning;
 use crate::translate::authz;
 use crate::translate::listener::{
-    connection_manager, listener_filter, manager_filter, rds, tcp_proxy_filter_with,
-    tcp_proxy_weighted,
+    connection_manager, manager_filter, rds, tcp_proxy_filter_with, tcp_proxy_weighted,
+    tls_inspector_when,
 };
 use crate::translate::loadbalancer::TcpProxyPolicy;
+use crate::translate::outbound::weighted;
 use crate::translate::route::Binding;
 use crate::translate::scope::{Scope, host_matches, resolve_host};
 use crate::translate::values::socket_address;
@@ -75,14 +75,7 @@ pub fn build(scope: &Scope, merged: &Merged) -> Vec<xds_listener::Listener> {
                 port.port,
             )),
             filter_chains: chains,
-            listener_filters: if inspect {
-                vec![listener_filter(
-                    "envoy.filters.listener.tls_inspector",
-                    &tls_inspector::TlsInspector::default(),
-                )]
-            } else {
-                Vec::new()
-            },
+            listener_filters: tls_inspector_when(inspect),
             traffic_direction: xds_core::TrafficDirection::Outbound as i32,
             ..Default::default()
         });
@@ -242,31 +235,18 @@ fn tcp_filters(
     None
 }
 
+/// tcp_proxy to the destinations of an L4 route.
 fn proxy_to(
     scope: &Scope,
     vs: &crate::model::Resource,
     route: &[networking::RouteDestination],
     port: u16,
 ) -> xds_listener::Filter {
-    let clusters: Vec<(String, u32)> = if let [only] = route {
-        vec![(scope.destination_cluster(vs, &only.destination, port), 1)]
-    } else {
-        route
-            .iter()
-            .filter(|d| d.weight > 0)
-            .map(|d| {
-                (
-                    scope.destination_cluster(vs, &d.destination, port),
-                    u32::try_from(d.weight).unwrap_or_default(),
-                )
-            })
-            .collect()
-    };
-    match clusters.as_slice() {
+    match weighted(scope, vs, route, port).as_slice() {
         [(cluster, _)] => {
             tcp_proxy_filter_with(cluster, TcpProxyPolicy::for_cluster(scope, cluster))
         }
-        weighted => tcp_proxy_weighted(weighted),
+        clusters => tcp_proxy_weighted(clusters),
     }
 }
 

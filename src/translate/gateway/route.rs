@@ -88,14 +88,7 @@ fn route_configuration(
                 })
                 .clone();
             for host in shared {
-                let vhost = hosts
-                    .entry(host.clone())
-                    .or_insert_with(|| xds_route::VirtualHost {
-                        name: naming::virtual_host(&host, port),
-                        domains: vec![host.clone()],
-                        include_request_attempt_count: true,
-                        ..Default::default()
-                    });
+                let vhost = virtual_host(&mut hosts, &host, port);
                 vhost.routes.extend(routes.iter().cloned());
                 if redirect {
                     vhost.require_tls = xds_route::virtual_host::TlsRequirementType::All as i32;
@@ -105,14 +98,7 @@ fn route_configuration(
         if redirect {
             for host in server.host_names() {
                 let host = host.to_ascii_lowercase();
-                let vhost = hosts
-                    .entry(host.clone())
-                    .or_insert_with(|| xds_route::VirtualHost {
-                        name: naming::virtual_host(&host, port),
-                        domains: vec![host.clone()],
-                        include_request_attempt_count: true,
-                        ..Default::default()
-                    });
+                let vhost = virtual_host(&mut hosts, &host, port);
                 vhost.require_tls = xds_route::virtual_host::TlsRequirementType::All as i32;
             }
         }
@@ -137,6 +123,22 @@ fn route_configuration(
         }),
         ..Default::default()
     }
+}
+
+/// The virtual host of `host`, made empty (`<host>:<port>`) the first time.
+fn virtual_host<'m>(
+    hosts: &'m mut BTreeMap<String, xds_route::VirtualHost>,
+    host: &str,
+    port: u16,
+) -> &'m mut xds_route::VirtualHost {
+    hosts
+        .entry(host.to_string())
+        .or_insert_with(|| xds_route::VirtualHost {
+            name: naming::virtual_host(host, port),
+            domains: vec![host.to_string()],
+            include_request_attempt_count: true,
+            ..Default::default()
+        })
 }
 
 /// Virtual hosts with equal routes and TLS requirement become one: the first by host name

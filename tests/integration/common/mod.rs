@@ -501,6 +501,27 @@ impl Bowline {
         tail(&self.log, 8000)
     }
 
+    /// A bowline token (`bowline token`, 1 h) for `namespace/service_account`, signed with
+    /// this bowline's CA.
+    pub fn token(&self, namespace: &str, service_account: &str) -> String {
+        let out = Command::new(BOWLINE)
+            .args(["token", "--namespace", namespace])
+            .args(["--service-account", service_account, "--ttl", "1h"])
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
+            .output()
+            .expect("bowline token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("token is text")
+            .trim()
+            .to_string()
+    }
+
     pub async fn syncz(&self) -> Result<Vec<ProxySync>, String> {
         syncz(self.admin_addr).await
     }
