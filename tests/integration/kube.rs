@@ -590,6 +590,9 @@ fn manifests_install_and_bowline_publishes_its_root() {
         ("deployment", "istiod"),
         ("configmap", "istio"),
         ("serviceaccount", "istiod"),
+        ("deployment", "istio-ingressgateway"),
+        ("service", "istio-ingressgateway"),
+        ("serviceaccount", "istio-ingressgateway"),
     ] {
         kube.kubectl(&["get", "-n", "istio-system", kind, name]);
     }
