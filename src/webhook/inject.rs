@@ -22,6 +22,11 @@
 //! (`sidecar.istio.io/inject` label, else annotation, not y/yes/true/on), on the host network,
 //! or in kube-system/kube-public is left as it is. Which pods are asked about at all is the
 //! MutatingWebhookConfiguration's selectors' business, as with istiod.
+//!
+//! A pod annotated `inject.istio.io/templates: gateway` gets istiod's `gateway` template
+//! instead (see [`gateway`]): no capture, a router bootstrap, and the `istio-proxy` container
+//! the pod declares filled in. `sidecar` names the default; any other template name, or more
+//! than one, denies the pod as istiod denies a template it does not have.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,8 +45,14 @@ use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
+mod gateway;
+
 /// The init container that installs the capture and writes the bootstrap.
 pub const INIT_CONTAINER: &str = "istio-init";
+/// A gateway's init container: it only writes the bootstrap.
+pub const BOOTSTRAP_CONTAINER: &str = "istio-bootstrap";
+/// The injection templates a pod asks for (istiod's annotation).
+pub const TEMPLATES_ANNOTATION: &str = "inject.istio.io/templates";
 /// The Envoy container.
 pub const PROXY_CONTAINER: &str = "istio-proxy";
 /// istiod's injection status annotation.
@@ -124,6 +135,10 @@ pub enum InjectError {
     NoContainers,
     #[error("{field}: {name:?} is already taken")]
     NameTaken { field: &'static str, name: String },
+    #[error(
+        "annotation {TEMPLATES_ANNOTATION}: requested template {0:?} not found; have sidecar, gateway"
+    )]
+    UnknownTemplate(String),
     #[error("annotation {name}: {value:?}: {reason}")]
     BadAnnotation {
         name: String,
@@ -160,6 +175,45 @@ pub enum Outcome {
         warnings: Vec<String>,
     },
     Skipped(Skip),
+}
+
+/// The injection template a pod asks for (`inject.istio.io/templates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// istiod's default: capture and a sidecar proxy.
+    Sidecar,
+    /// istiod's `gateway`: the pod is a gateway (a `router` proxy), nothing is captured.
+    Gateway,
+}
+
+impl Template {
+    /// The template `annotations` name: `sidecar` without the annotation. istiod overlays a
+    /// list of templates in order; bowline applies one, so a list naming two is refused, as is
+    /// a name it does not have (istiod denies those pods too).
+    pub fn of(annotations: &BTreeMap<String, String>) -> Result<Template, InjectError> {
+        let Some(value) = annotations.get(TEMPLATES_ANNOTATION) else {
+            return Ok(Template::Sidecar);
+        };
+        let mut chosen = Vec::new();
+        for name in value.split(',').map(str::trim) {
+            let template = match name {
+                "sidecar" => Template::Sidecar,
+                "gateway" => Template::Gateway,
+                other => return Err(InjectError::UnknownTemplate(other.to_string())),
+            };
+            if !chosen.contains(&template) {
+                chosen.push(template);
+            }
+        }
+        match chosen[..] {
+            [one] => Ok(one),
+            _ => Err(bad(
+                TEMPLATES_ANNOTATION,
+                value,
+                "one template per pod: bowline does not combine templates",
+            )),
+        }
+    }
 }
 
 fn strings(v: Option<&Value>) -> BTreeMap<String, String> {
@@ -349,29 +403,53 @@ struct Status<'a> {
     revision: &'a str,
 }
 
-/// Injects the sidecar into `pod` (a Pod, or a pod template: `metadata` and `spec`).
-/// `workload` names the workload, the canonical name when the labels give none.
+/// Injects the sidecar, or the gateway, into `pod` (a Pod, or a pod template: `metadata` and
+/// `spec`). `workload` names the workload, the canonical name when the labels give none.
 ///
 /// The steps, in order: read what the pod has; skip it (already injected, opted out, host
-/// network, an ignored namespace) or refuse it (names the injection needs are taken); read the
-/// injection settings from its annotations; make the containers and volumes; add them; label
-/// and annotate the pod as istiod does.
+/// network, an ignored namespace) or refuse it (an unknown template, names the injection needs
+/// are taken); read the injection settings from its annotations; make the containers and
+/// volumes of its template; add them; label and annotate the pod as istiod does.
 pub fn inject_pod(pod: &Value, workload: &str, opts: &Options) -> Result<Outcome, InjectError> {
     let found = Found::read(pod)?;
     if let Some(skip) = found.skip() {
         return Ok(Outcome::Skipped(skip));
     }
-    found.check_names()?;
-    let settings = Settings::read(&found.annotations, opts)?;
-    let sidecar = Sidecar {
-        init: init_container(&settings, opts),
-        proxy: proxy_container(&settings, &found.annotations),
-        volumes: volumes(opts),
-        native: settings.native,
+    let template = Template::of(&found.annotations)?;
+    // A sidecar pod that declares the proxy container itself was injected by other means; a
+    // gateway pod declares it for the injector to fill in.
+    if template == Template::Sidecar && found.has_proxy() {
+        return Ok(Outcome::Skipped(Skip::AlreadyInjected));
+    }
+    found.check_names(template)?;
+    let mut settings = Settings::read(&found.annotations, opts)?;
+    let injection = match template {
+        Template::Sidecar => Injection {
+            init: init_container(&settings, opts),
+            proxy: proxy_container(&settings, &found.annotations),
+            volumes: volumes(opts),
+            place: if settings.native {
+                Place::NativeSidecar
+            } else {
+                Place::Sidecar
+            },
+        },
+        Template::Gateway => {
+            settings.native = false;
+            settings
+                .warnings
+                .extend(gateway::unused_annotations(&found.annotations));
+            Injection {
+                init: gateway::bootstrap_container(opts),
+                proxy: proxy_container(&settings, &found.annotations),
+                volumes: volumes(opts),
+                place: Place::Gateway,
+            }
+        }
     };
     let mut out = pod.clone();
-    let status = sidecar.add_to(&mut out)?;
-    label_and_annotate(&mut out, &found, workload, status)?;
+    let status = injection.add_to(&mut out)?;
+    label_and_annotate(&mut out, &found, workload, template, status)?;
     Ok(Outcome::Injected {
         pod: out,
         warnings: settings.warnings,
@@ -416,10 +494,7 @@ impl Found {
 
     /// Why the pod is left as it is, if it is.
     fn skip(&self) -> Option<Skip> {
-        if self.annotations.contains_key(STATUS_ANNOTATION)
-            || self.containers.iter().any(|c| c == PROXY_CONTAINER)
-            || self.init_containers.iter().any(|c| c == PROXY_CONTAINER)
-        {
+        if self.annotations.contains_key(STATUS_ANNOTATION) {
             return Some(Skip::AlreadyInjected);
         }
         if !opted_in(&self.labels, &self.annotations) {
@@ -434,23 +509,38 @@ impl Found {
             .map(|ns| Skip::IgnoredNamespace(ns.to_string()))
     }
 
-    /// The pod has containers, and none of the names injection adds is taken.
-    fn check_names(&self) -> Result<(), InjectError> {
+    /// The pod declares an `istio-proxy` container (or native sidecar) of its own.
+    fn has_proxy(&self) -> bool {
+        self.containers.iter().any(|c| c == PROXY_CONTAINER)
+            || self.init_containers.iter().any(|c| c == PROXY_CONTAINER)
+    }
+
+    /// The pod has containers, and none of the names the template adds is taken.
+    fn check_names(&self, template: Template) -> Result<(), InjectError> {
         if self.containers.is_empty() {
             return Err(InjectError::NoContainers);
         }
-        if self.init_containers.iter().any(|c| c == INIT_CONTAINER) {
-            return Err(InjectError::NameTaken {
-                field: "spec.initContainers",
-                name: INIT_CONTAINER.into(),
-            });
+        let init = match template {
+            Template::Sidecar => INIT_CONTAINER,
+            Template::Gateway => BOOTSTRAP_CONTAINER,
+        };
+        let taken = |field, name: &str| InjectError::NameTaken {
+            field,
+            name: name.into(),
+        };
+        if self.init_containers.iter().any(|c| c == init) {
+            return Err(taken("spec.initContainers", init));
+        }
+        // A gateway's proxy is a container: one declared among the init containers is not
+        // where the template fills it in.
+        if template == Template::Gateway
+            && self.init_containers.iter().any(|c| c == PROXY_CONTAINER)
+        {
+            return Err(taken("spec.initContainers", PROXY_CONTAINER));
         }
         for v in [VOLUME_ENVOY, VOLUME_PODINFO, VOLUME_TOKEN, VOLUME_ROOT] {
             if self.volumes.iter().any(|n| n == v) {
-                return Err(InjectError::NameTaken {
-                    field: "spec.volumes",
-                    name: v.into(),
-                });
+                return Err(taken("spec.volumes", v));
             }
         }
         Ok(())
@@ -590,35 +680,20 @@ fn init_container(settings: &Settings, opts: &Options) -> Container {
     if let Some(v) = &settings.include_outbound {
         args.extend(["-q".to_string(), v.clone()]);
     }
-    args.extend([
-        "--".to_string(),
-        "bootstrap".to_string(),
-        format!("--output={BOOTSTRAP_FILE}"),
-        "--name=$(POD_NAME)".to_string(),
-        "--namespace=$(POD_NAMESPACE)".to_string(),
-        "--ip=$(INSTANCE_IP)".to_string(),
-        "--service-account=$(SERVICE_ACCOUNT)".to_string(),
-        format!("--labels-file={PODINFO_DIR}/labels"),
-        format!("--xds-addr={}", opts.discovery_address),
-        format!("--xds-server-name={}", opts.xds_server_name()),
-        format!("--token-file={TOKEN_DIR}/{VOLUME_TOKEN}"),
-        format!("--root-cert={ROOT_DIR}/root-cert.pem"),
-        format!("--interception-mode={}", settings.mode),
-        format!("--proxy-listen-port={PROXY_PORT}"),
-        format!("--proxy-inbound-listen-port={INBOUND_CAPTURE_PORT}"),
-        format!("--prometheus-port={PROMETHEUS_PORT}"),
-        format!("--readiness-port={READINESS_PORT}"),
-    ]);
+    args.push("--".to_string());
+    args.extend(bootstrap_args(
+        opts,
+        [
+            format!("--interception-mode={}", settings.mode),
+            format!("--proxy-listen-port={PROXY_PORT}"),
+            format!("--proxy-inbound-listen-port={INBOUND_CAPTURE_PORT}"),
+        ],
+    ));
     Container {
         name: INIT_CONTAINER.into(),
         image: Some(opts.injector_image.clone()),
         args: Some(args),
-        env: Some(vec![
-            env_field("POD_NAME", "metadata.name"),
-            env_field("POD_NAMESPACE", "metadata.namespace"),
-            env_field("INSTANCE_IP", "status.podIP"),
-            env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        ]),
+        env: Some(downward_env()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             privileged: Some(false),
@@ -632,14 +707,54 @@ fn init_container(settings: &Settings, opts: &Options) -> Container {
             run_as_user: Some(0),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            mount(VOLUME_ENVOY, ENVOY_DIR, false),
-            mount(VOLUME_PODINFO, PODINFO_DIR, true),
-            mount(VOLUME_TOKEN, TOKEN_DIR, true),
-            mount(VOLUME_ROOT, ROOT_DIR, true),
-        ]),
+        volume_mounts: Some(bootstrap_mounts()),
         ..Default::default()
     }
+}
+
+/// `bowline bootstrap`'s arguments for the pod's proxy: who it is (downward API), bowline's TLS
+/// port with the projected token and the mesh root, `proxy` (what the proxy type adds), and
+/// the stats and readiness ports.
+fn bootstrap_args(opts: &Options, proxy: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut args = vec![
+        "bootstrap".to_string(),
+        format!("--output={BOOTSTRAP_FILE}"),
+        "--name=$(POD_NAME)".to_string(),
+        "--namespace=$(POD_NAMESPACE)".to_string(),
+        "--ip=$(INSTANCE_IP)".to_string(),
+        "--service-account=$(SERVICE_ACCOUNT)".to_string(),
+        format!("--labels-file={PODINFO_DIR}/labels"),
+        format!("--xds-addr={}", opts.discovery_address),
+        format!("--xds-server-name={}", opts.xds_server_name()),
+        format!("--token-file={TOKEN_DIR}/{VOLUME_TOKEN}"),
+        format!("--root-cert={ROOT_DIR}/root-cert.pem"),
+    ];
+    args.extend(proxy);
+    args.extend([
+        format!("--prometheus-port={PROMETHEUS_PORT}"),
+        format!("--readiness-port={READINESS_PORT}"),
+    ]);
+    args
+}
+
+/// The downward-API values `bootstrap_args` names.
+fn downward_env() -> Vec<EnvVar> {
+    vec![
+        env_field("POD_NAME", "metadata.name"),
+        env_field("POD_NAMESPACE", "metadata.namespace"),
+        env_field("INSTANCE_IP", "status.podIP"),
+        env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ]
+}
+
+/// What writing the bootstrap reads (labels, token, root) and where it writes it.
+fn bootstrap_mounts() -> Vec<VolumeMount> {
+    vec![
+        mount(VOLUME_ENVOY, ENVOY_DIR, false),
+        mount(VOLUME_PODINFO, PODINFO_DIR, true),
+        mount(VOLUME_TOKEN, TOKEN_DIR, true),
+        mount(VOLUME_ROOT, ROOT_DIR, true),
+    ]
 }
 
 /// istio-proxy: stock Envoy on the bootstrap istio-init wrote, with the resources the pod's
@@ -785,26 +900,38 @@ fn volumes(opts: &Options) -> [Volume; 4] {
     ]
 }
 
+/// Where the proxy container goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Last among the containers.
+    Sidecar,
+    /// A native sidecar: an init container that keeps running, after the injected one.
+    NativeSidecar,
+    /// In place of the `istio-proxy` container the pod declares (its fields over ours), else
+    /// last among the containers.
+    Gateway,
+}
+
 /// What injection adds to a pod's spec.
-struct Sidecar {
+struct Injection {
     init: Container,
     proxy: Container,
     volumes: [Volume; 4],
-    /// The proxy runs as a native sidecar (an init container that keeps running).
-    native: bool,
+    place: Place,
 }
 
-impl Sidecar {
-    /// Adds the containers and volumes to `pod`'s spec: istio-init first among the init
-    /// containers (it must run before anything that uses the network), then the native
-    /// sidecar, then the pod's own; the proxy last among the containers otherwise. Returns
-    /// istiod's status annotation, naming what was added.
+impl Injection {
+    /// Adds the containers and volumes to `pod`'s spec: the injected init container first
+    /// among the init containers (it must run before anything that uses the network, and it
+    /// writes the proxy's bootstrap), then the native sidecar, then the pod's own; the proxy
+    /// among the containers otherwise (see [`Place`]). A gateway pod may also bind ports below
+    /// 1024 ([`gateway::allow_low_ports`]). Returns istiod's status annotation, naming what
+    /// was added.
     fn add_to(&self, pod: &mut Value) -> Result<String, InjectError> {
         let (injected_init, injected_containers): (Vec<&Container>, Vec<&Container>) =
-            if self.native {
-                (vec![&self.init, &self.proxy], vec![])
-            } else {
-                (vec![&self.init], vec![&self.proxy])
+            match self.place {
+                Place::NativeSidecar => (vec![&self.init, &self.proxy], vec![]),
+                Place::Sidecar | Place::Gateway => (vec![&self.init], vec![&self.proxy]),
             };
         let status = Status {
             init_containers: Some(injected_init.iter().map(|c| c.name.as_str()).collect()),
@@ -831,7 +958,15 @@ impl Sidecar {
         }
         spec.insert("initContainers".into(), Value::Array(inits));
         if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-            list.extend(injected_containers.iter().map(|c| to_value(*c)));
+            for proxy in injected_containers {
+                match self.place {
+                    Place::Gateway => gateway::place_proxy(list, to_value(proxy)),
+                    Place::Sidecar | Place::NativeSidecar => list.push(to_value(proxy)),
+                }
+            }
+        }
+        if self.place == Place::Gateway {
+            gateway::allow_low_ports(spec)?;
         }
         let mut vols: Vec<Value> = spec
             .get("volumes")
@@ -844,14 +979,17 @@ impl Sidecar {
     }
 }
 
-/// istiod's labels (`security.istio.io/tlsMode`, the canonical name and revision, unless the
-/// pod sets them) and annotations (the default container, the injection status).
+/// istiod's labels (`security.istio.io/tlsMode` on sidecars, the canonical name and
+/// revision, unless the pod sets them) and annotations (on sidecars the default container;
+/// the injection status).
 fn label_and_annotate(
     pod: &mut Value,
     found: &Found,
     workload: &str,
+    template: Template,
     status: String,
 ) -> Result<(), InjectError> {
+    let sidecar = template == Template::Sidecar;
     let meta = pod
         .as_object_mut()
         .ok_or(InjectError::NotAnObject("the pod"))?
@@ -882,11 +1020,11 @@ fn label_and_annotate(
         .entry("labels")
         .or_insert_with(|| Value::Object(Default::default()));
     if let Some(l) = label_map.as_object_mut() {
-        for (k, v) in [
-            ("security.istio.io/tlsMode", "istio".to_string()),
+        let tls_mode = sidecar.then(|| ("security.istio.io/tlsMode", "istio".to_string()));
+        for (k, v) in tls_mode.into_iter().chain([
             ("service.istio.io/canonical-name", canonical_name),
             ("service.istio.io/canonical-revision", canonical_revision),
-        ] {
+        ]) {
             let present = l
                 .get(k)
                 .and_then(Value::as_str)
@@ -904,7 +1042,8 @@ fn label_and_annotate(
             "kubectl.kubernetes.io/default-container",
             "kubectl.kubernetes.io/default-logs-container",
         ] {
-            if !a.contains_key(k)
+            if sidecar
+                && !a.contains_key(k)
                 && let Some(first) = found.containers.first()
             {
                 a.insert(k.into(), Value::String(first.clone()));
@@ -971,14 +1110,13 @@ pub fn review_pod(request: &AdmissionRequest<DynamicObject>, opts: &Options) -> 
             let mut response = match response.with_patch(patch) {
                 Ok(r) => r,
                 Err(e) => {
-                    return AdmissionResponse::from(request)
-                        .deny(format!("sidecar injection: {e}"));
+                    return AdmissionResponse::from(request).deny(format!("injection: {e}"));
                 }
             };
             if !warnings.is_empty() {
                 response.warnings = Some(warnings);
             }
-            tracing::info!(pod = %what, "sidecar injected");
+            tracing::info!(pod = %what, "injected");
             response
         }
         Ok(Outcome::Skipped(why)) => {
@@ -1347,6 +1485,23 @@ mod tests {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_value(body).expect("review parses");
         review.try_into().expect("a request")
+    }
+
+    /// A template bowline does not have denies the pod, naming it, as istiod's webhook does.
+    #[test]
+    fn unknown_templates_deny_the_pod() {
+        let mut p = pod();
+        p["metadata"]["annotations"] = json!({"inject.istio.io/templates": "waypoint"});
+        let denied = review_pod(&review(p, "CREATE"), &opts());
+        assert!(!denied.allowed);
+        assert!(
+            denied
+                .result
+                .message
+                .contains("requested template \"waypoint\" not found"),
+            "{}",
+            denied.result.message
+        );
     }
 
     /// The webhook's patch turns the pod into exactly what `inject_pod` makes of it.

@@ -33,13 +33,13 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 }
 
 /// A CA, and leaf certificates it signs.
-struct Pki {
-    ca_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.distinguished_name = DistinguishedName::new();
@@ -55,7 +55,7 @@ impl Pki {
     }
 
     /// (certificate PEM, key PEM) for `name`.
-    fn leaf(&self, name: &str) -> (String, String) {
+    pub(crate) fn leaf(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().expect("key");
         // A subject of its own: a leaf named like its issuer looks self-issued to OpenSSL.
         let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
@@ -271,7 +271,7 @@ async fn tls_greeting(to: SocketAddr, host: &str, ca_pem: &str) -> Result<String
         .map_err(|_| "timed out".to_string())?
 }
 
-fn der(pem: &str) -> Vec<u8> {
+pub(crate) fn der(pem: &str) -> Vec<u8> {
     common::tls::certs(pem)[0].to_vec()
 }
 

@@ -153,6 +153,7 @@ mod inject {
         root: "inject",
         check: super::check_injection,
         deployment_annotations: "deployment-annotations",
+        gateway: "gateway",
         native_sidecar: "native-sidecar",
         pod: "pod",
         skipped: "skipped",

@@ -6,6 +6,8 @@
 //!   `istio-injection=enabled`, and a Pod applied with kubectl, come out of the API server with
 //!   what `bowline inject` adds to the same manifests (containers, init containers, volumes,
 //!   labels, annotations; the API server only adds its defaults);
+//! - a gateway pod (`inject.istio.io/templates: gateway`, its own `istio-proxy` with
+//!   `image: auto`) comes out as `bowline inject` makes it, and an unknown template is denied;
 //! - pods opted out by label or annotation are not injected; in a namespace without the
 //!   label, only pods labelled `sidecar.istio.io/inject: "true"` are;
 //! - injecting an injected pod again (with `bowline inject`, or by creating a copy through the
@@ -314,6 +316,47 @@ fn injection_webhook_with_the_api_server() {
     if let Err(e) = same_injection(&pod, &want[0]) {
         panic!("the direct pod differs from bowline inject: {e}\n{pod:#}");
     }
+
+    // A gateway pod (istiod's `gateway` template): its declared istio-proxy is filled in as
+    // `bowline inject` fills it, and the API server admits the result (the pod's sysctl, the
+    // non-root bootstrap container). A template bowline does not have is denied, named.
+    let gateway = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: gw, namespace: {NS}, labels: {{istio: ingressgateway}}, \
+         annotations: {{inject.istio.io/templates: gateway}}}}\n\
+         spec:\n  containers: [{{name: istio-proxy, image: auto}}]\n"
+    );
+    kube.apply(&gateway);
+    let pod = get_pod(&kube, NS, "gw");
+    let want = &bowline_inject(&flags, &gateway)[0];
+    // (The API server's own service-account volume comes before the injected ones.)
+    let at = |v: &Value, field: &str| match field.strip_prefix("volume ") {
+        Some(name) => by_name(&v["spec"]["volumes"], name).cloned(),
+        None => v.pointer(field).cloned(),
+    };
+    let volumes = INJECTED_VOLUMES.iter().map(|v| format!("volume {v}"));
+    let fields = [
+        "/spec/initContainers",
+        "/spec/containers",
+        "/spec/securityContext",
+        "/metadata/labels",
+        "/metadata/annotations",
+    ];
+    for field in fields.into_iter().map(String::from).chain(volumes) {
+        let (got, w) = (at(&pod, &field), at(want, &field));
+        assert!(w.is_some(), "bowline inject: no {field}");
+        if let Err(e) = contains(&got.unwrap_or_default(), &w.unwrap_or_default(), &field) {
+            panic!("the gateway pod differs from bowline inject: {e}\n{pod:#}");
+        }
+    }
+    assert_eq!(names(&pod["spec"]["initContainers"]), ["istio-bootstrap"]);
+    let mut waypoint: Value = serde_saphyr::from_str(&gateway).expect("gateway pod");
+    waypoint["metadata"]["name"] = json!("waypoint");
+    waypoint["metadata"]["annotations"]["inject.istio.io/templates"] = json!("waypoint");
+    let denied = dry_run_create(&kube, &waypoint).expect_err("an unknown template is denied");
+    assert!(
+        denied.contains("requested template \"waypoint\" not found"),
+        "{denied}"
+    );
 
     // Opted out by label (the webhook is not even called) or by annotation (it declines).
     kube.apply(&pod_yaml(

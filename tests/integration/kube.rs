@@ -46,18 +46,7 @@ fn cluster_with_crds() -> Option<KubeEnv> {
 
 /// bowline's CRDs (manifests/crds.yaml): Istio's kinds and versions, validated by the webhook.
 fn istio_crds(kube: &KubeEnv) {
-    kube.kubectl(&[
-        "apply",
-        "-f",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/crds.yaml"),
-    ]);
-    kube.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
+    kube.install_istio_crds();
 }
 
 /// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).
@@ -590,6 +579,9 @@ fn manifests_install_and_bowline_publishes_its_root() {
         ("deployment", "istiod"),
         ("configmap", "istio"),
         ("serviceaccount", "istiod"),
+        ("deployment", "istio-ingressgateway"),
+        ("service", "istio-ingressgateway"),
+        ("serviceaccount", "istio-ingressgateway"),
     ] {
         kube.kubectl(&["get", "-n", "istio-system", kind, name]);
     }

@@ -11,6 +11,7 @@ mod corpus_validation;
 mod e2e;
 mod envoy_acceptance;
 mod gateway;
+mod gateway_kube;
 mod gateway_sds;
 mod golden;
 mod inject;

@@ -138,6 +138,23 @@ impl KubeEnv {
         self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
     }
 
+    /// bowline's CRDs (manifests/crds.yaml: Istio's kinds and versions, validated by the
+    /// webhook), established.
+    pub fn install_istio_crds(&self) {
+        self.kubectl(&[
+            "apply",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/crds.yaml"),
+        ]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
+    }
+
     /// A Node for Pods to run on (the EndpointSlice controller lists only Pods on a Node).
     pub fn node(&self, name: &str) {
         self.apply(&format!(
