@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::networking::{Gateway, ServerTlsMode};
+use super::networking::{Gateway, ServerTlsMode, ServerTlsSettings};
 use super::proxy::ProxyType;
 use super::{Kind, Model, Proxy, Resource, Spec, registry};
 
@@ -72,34 +72,49 @@ pub fn credential_resource(credential_name: &str) -> String {
     }
 }
 
-/// The credentials (SDS resource names) the Gateways selecting `proxy` name for it: each
-/// server's `credentialName` (and `credentialNames`), plus `<name>-cacert` for MUTUAL and
-/// OPTIONAL_MUTUAL servers. Only Gateways in the proxy's own namespace count: a gateway may
-/// read Secrets of its own namespace only, as istiod allows without a ReferenceGrant.
+/// The SDS resource names of a server's credentials: its certificates (`credentialNames`, else
+/// `credentialName`), and for MUTUAL and OPTIONAL_MUTUAL servers the CA that verifies clients
+/// (`caCertCredentialName`, else the first certificate's `<name>-cacert`, as istiod names it).
+pub fn server_credentials(tls: &ServerTlsSettings) -> (Vec<String>, Option<String>) {
+    let names: Vec<&String> = if tls.credential_names.is_empty() {
+        tls.credential_name.iter().collect()
+    } else {
+        tls.credential_names.iter().collect()
+    };
+    let certificates: Vec<String> = names
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| credential_resource(n))
+        .collect();
+    let mutual = matches!(
+        tls.mode,
+        Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+    );
+    let ca = match tls
+        .ca_cert_credential_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
+        Some(ca) => Some(credential_resource(ca)),
+        None => certificates.first().map(|c| format!("{c}{CA_SUFFIX}")),
+    };
+    (certificates, ca.filter(|_| mutual))
+}
+
+/// The credentials (SDS resource names) the Gateways selecting `proxy` name for it
+/// ([`server_credentials`] of each server). Only Gateways in the proxy's own namespace count: a
+/// gateway may read Secrets of its own namespace only, as istiod allows without a
+/// ReferenceGrant.
 pub fn credential_names(model: &Model, proxy: &Proxy) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (resource, gateway) in selecting(model, proxy) {
         if resource.meta.namespace != proxy.namespace {
             continue;
         }
-        for server in &gateway.servers {
-            let Some(tls) = &server.tls else { continue };
-            let names: Vec<&String> = if tls.credential_names.is_empty() {
-                tls.credential_name.iter().collect()
-            } else {
-                tls.credential_names.iter().collect()
-            };
-            let mutual = matches!(
-                tls.mode,
-                Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
-            );
-            for name in names.into_iter().filter(|n| !n.is_empty()) {
-                let resource = credential_resource(name);
-                if mutual {
-                    out.insert(format!("{resource}{CA_SUFFIX}"));
-                }
-                out.insert(resource);
-            }
+        for tls in gateway.servers.iter().filter_map(|s| s.tls.as_ref()) {
+            let (certificates, ca) = server_credentials(tls);
+            out.extend(certificates);
+            out.extend(ca);
         }
     }
     out
@@ -180,6 +195,32 @@ spec:
         let mut sidecar = router("edge", "istio=ingressgateway");
         sidecar.proxy_type = ProxyType::Sidecar;
         assert!(names(&sidecar).is_empty(), "sidecars are not gateways");
+    }
+
+    #[test]
+    fn the_ca_a_mutual_server_names_is_its_credential() {
+        let tls = |yaml: &str| -> ServerTlsSettings { serde_saphyr::from_str(yaml).unwrap() };
+        assert_eq!(
+            server_credentials(&tls("{mode: MUTUAL, credentialNames: [rsa, ecdsa]}")),
+            (
+                vec!["kubernetes://rsa".into(), "kubernetes://ecdsa".into()],
+                Some("kubernetes://rsa-cacert".into())
+            )
+        );
+        assert_eq!(
+            server_credentials(&tls(
+                "{mode: OPTIONAL_MUTUAL, credentialName: a, caCertCredentialName: clients}"
+            ))
+            .1,
+            Some("kubernetes://clients".into())
+        );
+        assert_eq!(
+            server_credentials(&tls(
+                "{mode: SIMPLE, credentialName: a, caCertCredentialName: clients}"
+            ))
+            .1,
+            None
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::google::protobuf as pb;
 
-use crate::model::gateway::{CA_SUFFIX, credential_resource};
+use crate::model::gateway::server_credentials;
 use crate::model::networking::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 use crate::translate::cluster::{file_source, san_matchers};
 use crate::translate::mtls::{self, sds, socket};
@@ -44,15 +44,7 @@ pub fn server_socket(scope: &Scope, settings: &ServerTlsSettings) -> xds_core::T
         alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
         ..Default::default()
     };
-    let credentials: Vec<&String> = if settings.credential_names.is_empty() {
-        settings
-            .credential_name
-            .iter()
-            .filter(|n| !n.is_empty())
-            .collect()
-    } else {
-        settings.credential_names.iter().collect()
-    };
+    let (certificates, ca) = server_credentials(settings);
     if mode == ServerTlsMode::IstioMutual {
         let sans = if settings.subject_alt_names.is_empty() {
             mtls::trust_domain_matchers(&scope.model.mesh.trust_domains_for_validation())
@@ -67,18 +59,9 @@ pub fn server_socket(scope: &Scope, settings: &ServerTlsSettings) -> xds_core::T
             },
             naming::SDS_ROOTCA,
         ));
-    } else if let Some(first) = credentials.first() {
-        common.tls_certificate_sds_secret_configs = credentials
-            .iter()
-            .map(|n| sds(&credential_resource(n)))
-            .collect();
-        let ca = settings
-            .ca_cert_credential_name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .map(credential_resource)
-            .unwrap_or_else(|| format!("{}{CA_SUFFIX}", credential_resource(first)));
-        if validate_client {
+    } else if !certificates.is_empty() {
+        common.tls_certificate_sds_secret_configs = certificates.iter().map(|n| sds(n)).collect();
+        if let Some(ca) = ca {
             common.validation_context_type = Some(combined(client_checks(settings), &ca));
         } else if !settings.subject_alt_names.is_empty() {
             common.validation_context_type = Some(
