@@ -256,6 +256,49 @@ async fn https_get(
         .map_err(|_| "timed out".to_string())?
 }
 
+/// One request on an open connection (`bookinfo.example.com`, `/`), kept open: its status.
+async fn keep_alive_get(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Result<u16, String> {
+    let exchange = async {
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: bookinfo.example.com\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        // The head, then the body its content-length announces.
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".to_string());
+            }
+            bytes.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("no status: {text:?}"));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
 /// The first line a TLS server sends (SNI `host`, trusting `ca_pem`).
 async fn tls_greeting(to: SocketAddr, host: &str, ca_pem: &str) -> Result<String, String> {
     let attempt = async {
@@ -561,8 +604,24 @@ fn credential_from_a_secret_is_served_and_rotated() {
             .await
         };
         assert!(served(&first).await, "the Secret's certificate is served");
+        // A client connected before the rotation keeps its connection through it.
+        let mut kept = tls_connect(
+            addr(GATEWAY_IP, 8443),
+            "bookinfo.example.com",
+            &pki.ca_pem,
+            None,
+            &["http/1.1"],
+        )
+        .await
+        .expect("a connection before the rotation");
+        assert_eq!(keep_alive_get(&mut kept).await, Ok(200));
         bowline.write("secret.yaml", &tls_secret("bookinfo-cert", &second, None));
         assert!(served(&second).await, "the rotated certificate is served");
+        assert_eq!(
+            keep_alive_get(&mut kept).await,
+            Ok(200),
+            "the connection opened before the rotation still serves"
+        );
 
         // MUTUAL: clients verified against the Secret's `ca.crt` (`kubernetes://<name>-cacert`).
         let client = pki.leaf("client.example.com");

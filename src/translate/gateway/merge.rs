@@ -4,7 +4,8 @@
 //! terminating HTTPS server with its own route configuration
 //! `https.<port>.<portName>.<gateway>.<namespace>`. What cannot share a port (a plaintext and a
 //! TLS server, TCP and HTTP, the same TLS host twice) is skipped with a diagnostic naming both
-//! servers, so Envoy is never sent a listener it would reject.
+//! servers, so Envoy is never sent a listener it would reject. A host two plaintext HTTP
+//! servers of a port both name is kept, with a warning: their routes merge, as in istiod.
 
 use std::collections::BTreeMap;
 
@@ -162,6 +163,8 @@ pub fn merge<'a>(scope: &Scope<'a>, report: bool) -> Merged<'a> {
     let mut merged = Merged::default();
     // TLS hosts already served, by (port, bind): the server that serves them.
     let mut tls_hosts: BTreeMap<(u16, Option<String>), BTreeMap<String, String>> = BTreeMap::new();
+    // Plaintext HTTP hosts already served, by (port, bind): the server that serves them.
+    let mut http_hosts: BTreeMap<(u16, Option<String>), BTreeMap<String, String>> = BTreeMap::new();
     let conflict = |skipped: &GatewayServer, message: String| {
         if report {
             scope.report(
@@ -210,7 +213,12 @@ pub fn merge<'a>(scope: &Scope<'a>, report: bool) -> Merged<'a> {
                     known.insert(h, me.clone());
                 }
             }
-            place(&mut merged, s, &conflict);
+            let plain = (server.tls.is_none() && protocol.is_http()).then(|| s.clone());
+            if place(&mut merged, s, &conflict)
+                && let Some(s) = plain
+            {
+                warn_shared_hosts(&s, &mut http_hosts, report.then_some(scope));
+            }
         }
     }
     merged
@@ -219,12 +227,47 @@ pub fn merge<'a>(scope: &Scope<'a>, report: bool) -> Merged<'a> {
     merged
 }
 
-/// Adds a server to the listener of its port, or skips it when the two cannot share it.
+/// A plaintext HTTP server naming a host another server on its port already names: both
+/// are kept (their routes share the virtual host, as in istiod), with a warning naming both.
+fn warn_shared_hosts(
+    s: &GatewayServer,
+    known: &mut BTreeMap<(u16, Option<String>), BTreeMap<String, String>>,
+    scope: Option<&Scope>,
+) {
+    let known = known.entry((s.port, s.server.bind.clone())).or_default();
+    let me = s.describe();
+    for host in s.host_names() {
+        match known.get(&host) {
+            Some(other) if *other != me => {
+                if let Some(scope) = scope {
+                    scope.report(
+                        s.gateway
+                            .diagnostic(
+                                &s.field,
+                                format!(
+                                    "host {host} on port {} is also served by {other}; the routes of both are merged",
+                                    s.port
+                                ),
+                            )
+                            .into_warning(),
+                    );
+                }
+            }
+            Some(_) => {}
+            None => {
+                known.insert(host, me.clone());
+            }
+        }
+    }
+}
+
+/// Adds a server to the listener of its port, or skips it when the two cannot share it
+/// (`false`, with a diagnostic).
 fn place<'a>(
     merged: &mut Merged<'a>,
     s: GatewayServer<'a>,
     conflict: &dyn Fn(&GatewayServer, String),
-) {
+) -> bool {
     let plaintext = !s.is_tls();
     let Some(existing) = merged
         .ports
@@ -237,7 +280,7 @@ fn place<'a>(
             plaintext,
             servers: vec![s],
         });
-        return;
+        return true;
     };
     let first = &existing.servers[0];
     if existing.plaintext != plaintext {
@@ -247,7 +290,7 @@ fn place<'a>(
             first.describe()
         );
         conflict(&s, message);
-        return;
+        return false;
     }
     if plaintext && !(s.protocol.is_http() && first.protocol.is_http()) {
         let message = format!(
@@ -256,7 +299,7 @@ fn place<'a>(
             first.describe()
         );
         conflict(&s, message);
-        return;
+        return false;
     }
     if !plaintext
         && let Some(route) = &s.route_name
@@ -271,7 +314,8 @@ fn place<'a>(
             s.server.port.name
         );
         conflict(&s, message);
-        return;
+        return false;
     }
     existing.servers.push(s);
+    true
 }
