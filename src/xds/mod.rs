@@ -27,6 +27,7 @@
 //! always moves to the newest snapshot, skipping those it was too slow to see.
 
 pub mod credentials;
+pub mod debug;
 pub mod sds;
 pub mod status;
 pub mod stream;
@@ -279,6 +280,15 @@ impl Ads {
                     return;
                 }
             };
+            if debug::is_debug(first.type_url()) {
+                tracing::debug!(caller = %proxy.id, "debug caller connected");
+                if let Err(status) =
+                    stream::serve_debug(&shared, &proxy, first, requests, &tx).await
+                {
+                    let _ = tx.send(Err(Box::new(status))).await;
+                }
+                return;
+            }
             let connection = shared.connect(proxy, Q::DELTA, ads.transport);
             let result = stream::serve(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);

@@ -91,6 +91,19 @@ impl Connection {
         }
     }
 
+    /// The configuration the stream serves now.
+    pub fn resources(&self) -> Option<Arc<ProxyResources>> {
+        self.resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Each type's protocol status.
+    pub fn types(&self) -> BTreeMap<ResourceType, TypeStatus> {
+        self.types.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Records the configuration the stream serves now.
     pub fn set_resources(&self, resources: Arc<ProxyResources>) {
         *self.resources.lock().unwrap_or_else(|p| p.into_inner()) = Some(resources);

@@ -20,11 +20,13 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3 as xds_core;
 use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
+use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::Shared;
+use super::debug;
 use super::sds::Secrets;
 use super::status::{Connection, Nack};
 use super::subscription::{Held, Subscription};
@@ -412,6 +414,21 @@ pub trait AdsRequest: prost::Message + Default + Send + 'static {
 
     fn type_url(&self) -> &str;
 
+    /// The nonce of the response this request answers; empty for a request of its own.
+    fn response_nonce(&self) -> &str;
+
+    /// The resource names the request asks for (newly, for delta).
+    fn names(&self) -> &[String];
+
+    /// A response outside the stream's resource types (a debug answer, or nothing for a type
+    /// bowline does not serve): `resources` as (name, body).
+    fn one_shot(
+        type_url: &str,
+        resources: Vec<(String, Any)>,
+        control_plane: Option<xds_core::ControlPlane>,
+        nonce: String,
+    ) -> Self::Response;
+
     /// Applies the request for type `t` to the stream: its acknowledgement, then its
     /// subscription.
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer;
@@ -440,6 +457,29 @@ impl AdsRequest for xds_discovery::DiscoveryRequest {
 
     fn type_url(&self) -> &str {
         &self.type_url
+    }
+
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+
+    fn names(&self) -> &[String] {
+        &self.resource_names
+    }
+
+    fn one_shot(
+        type_url: &str,
+        resources: Vec<(String, Any)>,
+        control_plane: Option<xds_core::ControlPlane>,
+        nonce: String,
+    ) -> Self::Response {
+        xds_discovery::DiscoveryResponse {
+            type_url: type_url.to_string(),
+            resources: resources.into_iter().map(|(_, body)| body).collect(),
+            control_plane,
+            nonce,
+            ..Default::default()
+        }
     }
 
     fn carried(_: &Self::Response, set: &TypedResources) -> Vec<String> {
@@ -509,6 +549,36 @@ impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
         &self.type_url
     }
 
+    fn response_nonce(&self) -> &str {
+        &self.response_nonce
+    }
+
+    fn names(&self) -> &[String] {
+        &self.resource_names_subscribe
+    }
+
+    fn one_shot(
+        type_url: &str,
+        resources: Vec<(String, Any)>,
+        control_plane: Option<xds_core::ControlPlane>,
+        nonce: String,
+    ) -> Self::Response {
+        xds_discovery::DeltaDiscoveryResponse {
+            type_url: type_url.to_string(),
+            resources: resources
+                .into_iter()
+                .map(|(name, body)| xds_discovery::Resource {
+                    name,
+                    resource: Some(body),
+                    ..Default::default()
+                })
+                .collect(),
+            control_plane,
+            nonce,
+            ..Default::default()
+        }
+    }
+
     fn carried(response: &Self::Response, _: &TypedResources) -> Vec<String> {
         response.resources.iter().map(|r| r.name.clone()).collect()
     }
@@ -567,8 +637,13 @@ pub async fn serve<Q: AdsRequest>(
     let mut stream = Stream::new(connection.clone());
     let mut next = Some(first);
     loop {
+        if let Some(request) = next.take_if(|r| ResourceType::from_type_url(r.type_url()).is_none())
+            && let Some(r) = unserved::<Q>(shared, &connection.proxy, &request, || stream.nonce())?
+        {
+            send(tx, r).await?;
+        }
         if let Some(request) = next.take()
-            && let Some(t) = type_of(request.type_url(), &connection)
+            && let Some(t) = ResourceType::from_type_url(request.type_url())
         {
             let answer = request.receive(&mut stream, t);
             if t == ResourceType::Sds {
@@ -630,6 +705,56 @@ pub async fn serve<Q: AdsRequest>(
     }
 }
 
+/// Serves a debug caller's stream (its first request asked for an Istio debug type): each
+/// request is answered on its own, nothing is pushed, and the caller is no proxy.
+pub async fn serve_debug<Q: AdsRequest>(
+    shared: &Shared,
+    caller: &Proxy,
+    first: Q,
+    mut requests: Requests<Q>,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), Status> {
+    let mut nonces = 0u64;
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        let nonce = || {
+            nonces += 1;
+            format!("debug-{nonces}")
+        };
+        if let Some(r) = unserved::<Q>(shared, caller, &request, nonce)? {
+            send(tx, r).await?;
+        }
+        next = requests.message().await?;
+    }
+    Ok(())
+}
+
+/// The answer to a request for a type outside the stream's resources: Istio's debug types
+/// (see `debug`), or, for any other type, an empty response, so that the client is not left
+/// waiting. ACKs (requests naming a response's nonce) get nothing.
+fn unserved<Q: AdsRequest>(
+    shared: &Shared,
+    caller: &Proxy,
+    request: &Q,
+    nonce: impl FnOnce() -> String,
+) -> Result<Option<Q::Response>, Status> {
+    if !request.response_nonce().is_empty() {
+        return Ok(None);
+    }
+    let type_url = request.type_url();
+    if !debug::is_debug(type_url) {
+        tracing::debug!(proxy = %caller.id, type_url, "request for an unserved type answered empty");
+        return Ok(Some(Q::one_shot(type_url, Vec::new(), None, nonce())));
+    }
+    let answer = debug::answer(shared, caller, type_url, request.names())?;
+    Ok(Some(Q::one_shot(
+        type_url,
+        answer.resources,
+        answer.control_plane,
+        nonce(),
+    )))
+}
+
 /// The endpoint assignments the `clusters` of `set` read (an EDS cluster's `service_name`).
 fn assignments(clusters: Vec<String>, set: &TypedResources) -> Vec<String> {
     clusters
@@ -657,14 +782,6 @@ async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Res
     tx.send(Ok(framed))
         .await
         .map_err(|_| Status::cancelled("client went away"))
-}
-
-fn type_of(url: &str, connection: &Connection) -> Option<ResourceType> {
-    let t = ResourceType::from_type_url(url);
-    if t.is_none() {
-        tracing::debug!(proxy = %connection.proxy.id, type_url = url, "request for an unserved type ignored");
-    }
-    t
 }
 
 /// The secrets of a stream: `default` only for a proxy that holds a workload certificate, in

@@ -8,6 +8,7 @@ mod common;
 mod authz;
 mod cache_incremental;
 mod corpus_validation;
+mod debug_xds;
 mod e2e;
 mod envoy_acceptance;
 mod gateway;

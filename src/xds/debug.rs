@@ -1,0 +1,251 @@
+//! Istio's debug types on the ADS stream, as istiod answers them (what `istioctl
+//! proxy-status` and `istioctl x proxy-status` ask for):
+//!
+//! - `istio.io/debug/syncz`: one `envoy.service.status.v3.ClientConfig` per connected proxy
+//!   (its node id, and `CLUSTER_ID`, `NAMESPACE`, `ISTIO_VERSION`), with each type's status:
+//!   ERROR after a NACK, NOT_SENT before anything was sent, SYNCED when the last push is
+//!   ACKed, STALE otherwise. The response's `control_plane` names bowline as istiod names
+//!   itself (`{"Component": "istiod", "ID": <instance>, "Info": <build>}`).
+//! - `istio.io/debug/config_dump` with one resource name, a proxy id (`<pod>.<namespace>` or
+//!   the node id): that proxy's `ConfigDump` configs (private keys redacted), unnamed.
+//!
+//! Contract: as istiod with `ENABLE_DEBUG_ENDPOINT_AUTH` (its default), only a caller that
+//! proved its identity (the TLS port) is answered; a caller of a namespace other than the mesh's
+//! root namespace sees only the proxies of its own namespace. Refusals end the stream with
+//! `UNAUTHENTICATED` (no identity) or `INVALID_ARGUMENT` (a config dump of not exactly one
+//! proxy); a config dump of a proxy that is not connected (or not visible) is an empty answer,
+//! as istiod's. A stream whose first request asks for a debug type is a debug caller, not a
+//! proxy: it is not listed or counted. Only requests are answered, never their ACKs.
+
+use envoy_types::pb::envoy::admin::v3 as admin;
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
+use envoy_types::pb::envoy::service::status::v3 as csds;
+use envoy_types::pb::google::protobuf::Any;
+use tonic::Status;
+
+use super::Shared;
+use super::status::{Connection, TypeStatus};
+use crate::cache::ProxyResources;
+use crate::envoy::{self, ResourceType};
+use crate::model::Proxy;
+
+/// The prefix of Istio's debug type URLs.
+pub const DEBUG_PREFIX: &str = "istio.io/debug";
+pub const SYNCZ: &str = "istio.io/debug/syncz";
+pub const CONFIG_DUMP: &str = "istio.io/debug/config_dump";
+
+/// Whether a type URL is one of Istio's debug types.
+pub fn is_debug(type_url: &str) -> bool {
+    type_url == DEBUG_PREFIX || type_url.starts_with("istio.io/debug/")
+}
+
+/// The answer to a debug request: the resources (name, body) of the response, and the
+/// control-plane identifier it carries.
+pub struct DebugAnswer {
+    pub resources: Vec<(String, Any)>,
+    pub control_plane: Option<xds_core::ControlPlane>,
+}
+
+/// Answers a debug request of `caller` for `type_url` naming `names`.
+pub fn answer(
+    shared: &Shared,
+    caller: &Proxy,
+    type_url: &str,
+    names: &[String],
+) -> Result<DebugAnswer, Status> {
+    let Some(identity) = &caller.identity else {
+        tracing::warn!(caller = %caller.id, type_url, "debug request refused: the caller did not prove its identity (use the TLS port)");
+        return Err(Status::unauthenticated("authentication required"));
+    };
+    let root = shared.snapshots.borrow().model.mesh.root_namespace.clone();
+    let visible =
+        |proxy: &Proxy| identity.namespace == root || proxy.namespace == identity.namespace;
+    match type_url {
+        SYNCZ => Ok(DebugAnswer {
+            resources: shared
+                .registry
+                .connections()
+                .iter()
+                .filter(|c| visible(&c.proxy))
+                .map(|c| (c.proxy.id.clone(), envoy::pack(&client_config(c))))
+                .collect(),
+            control_plane: Some(control_plane()),
+        }),
+        CONFIG_DUMP => {
+            let [proxy_id] = names else {
+                return Err(Status::invalid_argument(format!(
+                    "{CONFIG_DUMP} takes exactly one proxy, got {}",
+                    names.len()
+                )));
+            };
+            let resources = shared
+                .registry
+                .connection(proxy_id)
+                .filter(|c| visible(&c.proxy))
+                .and_then(|c| Some((c.resources()?, c.secrets())))
+                .map(|(resources, secrets)| {
+                    config_dump(&resources, &secrets)
+                        .configs
+                        .into_iter()
+                        .map(|any| (String::new(), any))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(DebugAnswer {
+                resources,
+                control_plane: None,
+            })
+        }
+        other => Err(Status::unimplemented(format!(
+            "debug type {other} is not served (served: {SYNCZ}, {CONFIG_DUMP})"
+        ))),
+    }
+}
+
+/// istiod's control-plane identifier, naming bowline's build.
+pub fn control_plane() -> xds_core::ControlPlane {
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "bowline".to_string());
+    let identifier = serde_json::json!({
+        "Component": "istiod",
+        "ID": instance,
+        "Info": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "unknown",
+            "golang_version": "",
+            "status": "Clean",
+            "tag": env!("CARGO_PKG_VERSION"),
+        },
+    });
+    xds_core::ControlPlane {
+        identifier: identifier.to_string(),
+    }
+}
+
+/// A proxy's sync status per type, as istiod reports it.
+fn client_config(c: &Connection) -> csds::ClientConfig {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("CLUSTER_ID".into(), "Kubernetes".into());
+    metadata.insert("NAMESPACE".into(), c.proxy.namespace.clone().into());
+    if let Some(v) = &c.proxy.istio_version {
+        metadata.insert("ISTIO_VERSION".into(), v.clone().into());
+    }
+    let mut generic_xds_configs: Vec<csds::client_config::GenericXdsConfig> = c
+        .types()
+        .iter()
+        .map(|(t, s)| csds::client_config::GenericXdsConfig {
+            type_url: t.type_url().to_string(),
+            config_status: config_status(s) as i32,
+            error_state: s.nack.as_ref().map(|n| admin::UpdateFailureState {
+                details: n.message.clone(),
+                version_info: n.version.clone(),
+                ..Default::default()
+            }),
+            version_info: s.sent.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .collect();
+    generic_xds_configs.sort_by(|a, b| a.type_url.cmp(&b.type_url));
+    csds::ClientConfig {
+        node: Some(xds_core::Node {
+            id: c.proxy.id.clone(),
+            metadata: Some(envoy::json_to_struct(&metadata)),
+            ..Default::default()
+        }),
+        generic_xds_configs,
+        ..Default::default()
+    }
+}
+
+fn config_status(s: &TypeStatus) -> csds::ConfigStatus {
+    if s.nack.is_some() {
+        csds::ConfigStatus::Error
+    } else if s.sent.is_none() {
+        csds::ConfigStatus::NotSent
+    } else if s.acked == s.sent {
+        csds::ConfigStatus::Synced
+    } else {
+        csds::ConfigStatus::Stale
+    }
+}
+
+/// Envoy's `ConfigDump` of what bowline serves one proxy: clusters, endpoints, listeners,
+/// routes and secrets (`secrets`: bodies with private keys already redacted).
+pub fn config_dump(
+    resources: &ProxyResources,
+    secrets: &std::collections::BTreeMap<String, Any>,
+) -> admin::ConfigDump {
+    let items = |t: ResourceType| resources.get(t).items.values().cloned().collect::<Vec<_>>();
+    let clusters = admin::ClustersConfigDump {
+        version_info: resources.get(ResourceType::Cds).version.clone(),
+        dynamic_active_clusters: items(ResourceType::Cds)
+            .iter()
+            .map(|v| admin::clusters_config_dump::DynamicCluster {
+                version_info: v.version.clone(),
+                cluster: Some(v.body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let endpoints = admin::EndpointsConfigDump {
+        dynamic_endpoint_configs: items(ResourceType::Eds)
+            .iter()
+            .map(|v| admin::endpoints_config_dump::DynamicEndpointConfig {
+                version_info: v.version.clone(),
+                endpoint_config: Some(v.body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let listeners = admin::ListenersConfigDump {
+        version_info: resources.get(ResourceType::Lds).version.clone(),
+        dynamic_listeners: items(ResourceType::Lds)
+            .iter()
+            .map(|v| admin::listeners_config_dump::DynamicListener {
+                name: v.name.clone(),
+                active_state: Some(admin::listeners_config_dump::DynamicListenerState {
+                    version_info: v.version.clone(),
+                    listener: Some(v.body.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let routes = admin::RoutesConfigDump {
+        dynamic_route_configs: items(ResourceType::Rds)
+            .iter()
+            .map(|v| admin::routes_config_dump::DynamicRouteConfig {
+                version_info: v.version.clone(),
+                route_config: Some(v.body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let secrets = admin::SecretsConfigDump {
+        dynamic_active_secrets: secrets
+            .iter()
+            .map(|(name, body)| admin::secrets_config_dump::DynamicSecret {
+                name: name.clone(),
+                secret: Some(body.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    admin::ConfigDump {
+        configs: vec![
+            envoy::pack(&clusters),
+            envoy::pack(&endpoints),
+            envoy::pack(&listeners),
+            envoy::pack(&routes),
+            envoy::pack(&secrets),
+        ],
+    }
+}

@@ -1,0 +1,317 @@
+//! Istio's debug types on the ADS stream, as `istioctl proxy-status` asks for them, against a
+//! real `bowline serve` with a real Envoy and a proxy that NACKs: `istio.io/debug/syncz` lists
+//! each proxy with each type's status and names the control plane; `istio.io/debug/config_dump`
+//! returns one proxy's configuration; callers must prove their identity, see only their own
+//! namespace unless they are of the root namespace, and are no proxies themselves. A type
+//! bowline does not serve is answered (empty), never left unanswered.
+
+use crate::common;
+
+use std::time::Duration;
+
+use bowline::envoy::json_to_struct;
+use common::tls::{client_config, grpc_channel};
+use common::{Bowline, Envoy, Net, ProxySpec};
+use envoy_types::pb::envoy::admin::v3 as admin;
+use envoy_types::pb::envoy::config::core::v3 as xds_core;
+use envoy_types::pb::envoy::service::discovery::v3 as xds_discovery;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::status::v3 as csds;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use tokio_stream::StreamExt;
+
+const SERVER_NAME: &str = "istiod.istio-system.svc";
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const SYNCZ: &str = "istio.io/debug/syncz";
+const CONFIG_DUMP: &str = "istio.io/debug/config_dump";
+
+/// The node istioctl sends (`pkg/adsc`: no PROXY_CONFIG, generator `event`).
+fn istioctl_node(ns: &str, sa: &str) -> xds_core::Node {
+    let metadata =
+        serde_json::json!({"GENERATOR": "event", "NAMESPACE": ns, "SERVICE_ACCOUNT": sa});
+    xds_core::Node {
+        id: format!("sidecar~0.0.0.0~test-1.{ns}~{ns}.svc.cluster.local"),
+        metadata: Some(json_to_struct(metadata.as_object().expect("object"))),
+        ..Default::default()
+    }
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(t) = token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    r
+}
+
+/// One SotW request on a new stream and its first response (or the stream's error).
+async fn ask(
+    channel: tonic::transport::Channel,
+    token: Option<&str>,
+    node: xds_core::Node,
+    type_url: &str,
+    names: &[&str],
+) -> Result<xds_discovery::DiscoveryResponse, tonic::Status> {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(xds_discovery::DiscoveryRequest {
+        node: Some(node),
+        type_url: type_url.to_string(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let request = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), token);
+    let mut responses = client
+        .stream_aggregated_resources(request)
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), responses.next())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no response"))?;
+    drop(tx);
+    first.unwrap_or_else(|| Err(tonic::Status::aborted("stream ended")))
+}
+
+/// The proxies a syncz answer lists, with each type's status by type URL.
+fn listed(
+    r: &xds_discovery::DiscoveryResponse,
+) -> Vec<(String, Vec<(String, csds::ConfigStatus)>)> {
+    r.resources
+        .iter()
+        .map(|any| {
+            let c = csds::ClientConfig::decode(any.value.as_slice()).expect("ClientConfig");
+            let types = c
+                .generic_xds_configs
+                .iter()
+                .map(|g| {
+                    (
+                        g.type_url.clone(),
+                        csds::ConfigStatus::try_from(g.config_status).expect("status"),
+                    )
+                })
+                .collect();
+            (c.node.expect("node").id, types)
+        })
+        .collect()
+}
+
+/// A proxy (a plain ADS client) that rejects the clusters it is sent.
+async fn nacking_proxy(
+    channel: tonic::transport::Channel,
+) -> tokio::sync::mpsc::Sender<xds_discovery::DiscoveryRequest> {
+    let metadata = serde_json::json!({"NAMESPACE": "shop", "PROXY_CONFIG": {}});
+    let node = xds_core::Node {
+        id: "sidecar~127.0.0.30~picky-0.shop~shop.svc.cluster.local".into(),
+        metadata: Some(json_to_struct(metadata.as_object().expect("object"))),
+        ..Default::default()
+    };
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(xds_discovery::DiscoveryRequest {
+        node: Some(node),
+        type_url: CDS.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let r = responses
+        .next()
+        .await
+        .expect("a response")
+        .expect("clusters");
+    tx.send(xds_discovery::DiscoveryRequest {
+        type_url: CDS.into(),
+        response_nonce: r.nonce,
+        version_info: String::new(),
+        error_detail: Some(envoy_types::pb::google::rpc::Status {
+            message: "rejected for the test".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("NACK");
+    tokio::spawn(async move { while responses.next().await.is_some() {} });
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istioctl_debug_types_on_the_ads_stream() {
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write(
+        "mesh.yaml",
+        &common::fixtures::docs(&[
+            &common::fixtures::service("web", "default").port_to(80, "http", 8080)
+        ]),
+    );
+    bowline.start().await;
+    let envoy = Envoy::start(
+        &envoy_bin,
+        &bowline,
+        ProxySpec::sidecar("client-0", "default", net.ip(10)),
+    )
+    .await;
+    bowline
+        .wait_synced(&envoy.proxy_id(), Duration::from_secs(20))
+        .await
+        .expect("synced");
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("plaintext channel");
+    let _picky = nacking_proxy(plaintext.clone()).await;
+    let root = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+    let tls = grpc_channel(
+        bowline.xds_tls_addr,
+        SERVER_NAME,
+        client_config(&root, None, &["h2"]),
+    )
+    .await
+    .expect("TLS channel");
+    let system = bowline.token("istio-system", "istioctl");
+    let system_node = || istioctl_node("istio-system", "istioctl");
+
+    // syncz from the root namespace: every proxy, Envoy's types SYNCED, the NACKed CDS ERROR,
+    // and the control plane named as istiod names itself.
+    let answer = common::poll(Duration::from_secs(20), async || {
+        let r = ask(tls.clone(), Some(&system), system_node(), SYNCZ, &[])
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let proxies = listed(&r);
+        let picky = proxies.iter().find(|(id, _)| id.contains("picky-0"));
+        match picky {
+            Some((_, types))
+                if types
+                    .iter()
+                    .any(|(t, s)| t == CDS && *s == csds::ConfigStatus::Error) =>
+            {
+                Ok(r)
+            }
+            _ => Err(format!("not yet: {proxies:?}")),
+        }
+    })
+    .await
+    .expect("syncz shows the NACK");
+    let proxies = listed(&answer);
+    assert_eq!(
+        proxies.len(),
+        2,
+        "the two proxies and no debug caller: {proxies:?}"
+    );
+    let (_, envoy_types) = proxies
+        .iter()
+        .find(|(id, _)| id.contains("client-0"))
+        .expect("Envoy listed");
+    assert!(
+        envoy_types
+            .iter()
+            .filter(|(t, _)| t.contains("Cluster") || t.contains("Listener"))
+            .all(|(_, s)| *s == csds::ConfigStatus::Synced),
+        "{envoy_types:?}"
+    );
+    let identifier = &answer
+        .control_plane
+        .as_ref()
+        .expect("control plane")
+        .identifier;
+    let identifier: serde_json::Value = serde_json::from_str(identifier).expect("JSON identifier");
+    assert_eq!(identifier["Component"], "istiod");
+    assert_eq!(identifier["Info"]["version"], env!("CARGO_PKG_VERSION"));
+    let http = bowline.syncz().await.expect("syncz");
+    assert_eq!(http.len(), 2, "debug callers are not proxies: {http:?}");
+
+    // A caller of another namespace sees only its own namespace's proxies.
+    let shop = bowline.token("shop", "dev");
+    let r = ask(
+        tls.clone(),
+        Some(&shop),
+        istioctl_node("shop", "dev"),
+        SYNCZ,
+        &[],
+    )
+    .await
+    .expect("syncz for shop");
+    let ids: Vec<String> = listed(&r).into_iter().map(|(id, _)| id).collect();
+    assert!(ids.len() == 1 && ids[0].contains("picky-0"), "{ids:?}");
+
+    // Without a proven identity (the plaintext port): refused, as istiod refuses it.
+    let e = ask(plaintext.clone(), None, system_node(), SYNCZ, &[])
+        .await
+        .expect_err("unauthenticated");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // config_dump of one proxy: its clusters, listeners, routes and secrets.
+    let id = envoy.proxy_id();
+    let r = ask(
+        tls.clone(),
+        Some(&system),
+        system_node(),
+        CONFIG_DUMP,
+        &[&id],
+    )
+    .await
+    .expect("config dump");
+    let kinds: Vec<&str> = r
+        .resources
+        .iter()
+        .map(|a: &Any| a.type_url.as_str())
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k.ends_with("ClustersConfigDump")),
+        "{kinds:?}"
+    );
+    let clusters = r
+        .resources
+        .iter()
+        .find(|a| a.type_url.ends_with("ClustersConfigDump"))
+        .map(|a| admin::ClustersConfigDump::decode(a.value.as_slice()).expect("clusters"))
+        .expect("clusters");
+    assert!(!clusters.dynamic_active_clusters.is_empty());
+    // ... which a caller of another namespace does not get.
+    let r = ask(
+        tls.clone(),
+        Some(&shop),
+        istioctl_node("shop", "dev"),
+        CONFIG_DUMP,
+        &[&id],
+    )
+    .await
+    .expect("config dump for shop");
+    assert!(
+        r.resources.is_empty(),
+        "another namespace's proxy is not dumped"
+    );
+
+    // A type bowline does not serve is answered, empty.
+    let proxy_node = || {
+        let metadata = serde_json::json!({"NAMESPACE": "default", "PROXY_CONFIG": {}});
+        xds_core::Node {
+            id: "sidecar~127.0.0.31~dns-0.default~default.svc.cluster.local".into(),
+            metadata: Some(json_to_struct(metadata.as_object().expect("object"))),
+            ..Default::default()
+        }
+    };
+    let nds = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+    let r = ask(plaintext.clone(), None, proxy_node(), nds, &[])
+        .await
+        .expect("an answer for an unserved type");
+    assert_eq!(r.type_url, nds);
+    assert!(r.resources.is_empty());
+    drop(envoy);
+}
