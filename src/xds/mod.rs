@@ -14,6 +14,8 @@
 //! changes (the certificate always names the trust domain of the configuration served), and
 //! for a gateway proven on the TLS port the credentials its own namespace's Gateways name for
 //! it (`credentials`), following the Secrets as they change.
+//! A stream whose first request asks for one of Istio's debug types (`debug`: what `istioctl
+//! proxy-status` asks for) is a debug caller, answered request by request and never a proxy.
 //! `stream` is the one loop that serves a stream of either protocol variant; `subscription`
 //! what a stream asks for of each type and what its client holds; `status` records what each
 //! proxy was sent, ACKed and NACKed; `transport` frames ADS requests and responses. The
