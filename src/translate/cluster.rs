@@ -27,6 +27,7 @@ use super::Part;
 use super::authz;
 use super::endpoint;
 use super::loadbalancer;
+use super::metadata::Istio;
 use super::mtls;
 use super::naming;
 use super::policy::{self, At, Policy};
@@ -999,7 +1000,29 @@ fn outbound_cluster(
             service_name: c.name.clone(),
         });
     }
+    b.cluster.metadata = outbound_metadata(scope, c);
     b.finish()
+}
+
+/// istiod's `istio` metadata of an outbound cluster: its service (`services`), `external` for
+/// a mesh-external one, and with a DestinationRule the rule (`config`, the merged rule's first),
+/// the `subset`, and `alpn_override` under SIMPLE or MUTUAL TLS.
+fn outbound_metadata(scope: &Scope, c: &OutboundCluster) -> Option<xds_core::Metadata> {
+    let mut istio = Istio::default().services([c.service]);
+    if c.service.mesh_external {
+        istio = istio.field("external", serde_json::Value::Bool(true));
+    }
+    if let Some(rule) = scope.destination_rule(c.service) {
+        istio = istio.config(rule.resource);
+        if let Some(s) = &c.subset {
+            istio = istio.subset(&s.subset.name);
+        }
+        let mode = c.policy.tls.as_ref().and_then(|t| t.value.mode);
+        if matches!(mode, Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) {
+            istio = istio.field("alpn_override", serde_json::Value::from("false"));
+        }
+    }
+    istio.build()
 }
 
 /// The DNS cache of a dynamic forward proxy service, as its cluster and its listener filters
@@ -1159,5 +1182,180 @@ fn inbound_cluster(
     set_upstream_protocol(scope, &mut b, inbound.protocol);
     let (pool, retry_budget) = inbound_policy(scope, inbound);
     apply_connection_pool(scope, &mut b, pool.as_ref(), retry_budget.as_ref());
+    b.cluster.metadata = inbound_metadata(scope, inbound);
     b.finish()
+}
+
+/// istiod's `istio` metadata of an inbound cluster: the services the port serves (`services`;
+/// with a Sidecar ingress listener only the first, as istiod finds it) and the DestinationRule
+/// of the first whose top-level traffic policy applies (`config`). None when the port serves no
+/// service, or a mesh-external one first.
+fn inbound_metadata(scope: &Scope, inbound: &InboundPort) -> Option<xds_core::Metadata> {
+    let served = scope.served_ports();
+    let mut at_port = served
+        .iter()
+        .filter(|(_, _, target)| *target == inbound.port)
+        .map(|(s, p, _)| (s.as_ref(), p.number));
+    let (first, service_port) = at_port.next()?;
+    if first.mesh_external {
+        return None;
+    }
+    let mut services: Vec<&Service> = vec![first];
+    if scope.sidecar_ingress().is_none() {
+        for (s, port) in at_port {
+            if port == service_port && !services.iter().any(|o| o.hostname == s.hostname) {
+                services.push(s);
+            }
+        }
+    }
+    let mut istio = Istio::default().services(services);
+    if let Some(rule) = scope.inbound_destination_rule(first)
+        && rule.traffic_policy.is_some()
+    {
+        istio = istio.config(rule.resource);
+    }
+    istio.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::resource::parse_yaml;
+    use crate::model::{MeshConfig, Model, Proxy};
+    use std::sync::Arc;
+
+    /// The `istio` metadata of each cluster of a sidecar `web` in `ns` (labels `app: web`).
+    fn istio_metadata(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let resources: Vec<Arc<crate::model::Resource>> = parse_yaml(yaml, "test.yaml")
+            .into_iter()
+            .map(|p| p.resource.map(Arc::new).ok_or(p.diagnostics))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|d| panic!("invalid test input: {d:?}"));
+        let model = Model::build(resources, Vec::new(), MeshConfig::default());
+        let proxy = Proxy::parse(
+            "sidecar~10.0.0.1~web.ns~ns.svc.cluster.local",
+            &serde_json::json!({"NAMESPACE": "ns", "LABELS": {"app": "web"}}),
+        )
+        .expect("proxy");
+        let scope = Scope::new(&model, &proxy);
+        build(&scope, Part::All)
+            .into_iter()
+            .map(|c| {
+                let istio = c
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get(super::super::metadata::ISTIO))
+                    .map(crate::envoy::struct_to_json)
+                    .unwrap_or_default();
+                (c.name, istio)
+            })
+            .collect()
+    }
+
+    const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: ns}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ns}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-alias, namespace: ns}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+";
+
+    #[test]
+    fn merged_rules_are_named_by_the_first() {
+        let yaml = format!(
+            "{SERVICES}---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: a-old, namespace: ns, creationTimestamp: \"2024-01-01T00:00:00Z\"}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: b-new, namespace: ns, creationTimestamp: \"2025-01-01T00:00:00Z\"}}
+spec:
+  host: reviews
+  trafficPolicy: {{tls: {{mode: SIMPLE}}}}
+  subsets: [{{name: v2, labels: {{version: v2}}}}]
+"
+        );
+        let md = istio_metadata(&yaml);
+        let dr = "/apis/networking.istio.io/v1/namespaces/ns/destination-rule/a-old";
+        let service = serde_json::json!([{
+            "host": "reviews.ns.svc.cluster.local", "name": "reviews", "namespace": "ns"
+        }]);
+        assert_eq!(
+            md["outbound|80||reviews.ns.svc.cluster.local"],
+            serde_json::json!({"config": dr, "services": service, "alpn_override": "false"})
+        );
+        // A subset of the later rule is still the merged rule's: the first one's name.
+        assert_eq!(
+            md["outbound|80|v2|reviews.ns.svc.cluster.local"],
+            serde_json::json!({
+                "config": dr, "subset": "v2", "services": service, "alpn_override": "false"
+            })
+        );
+        assert_eq!(
+            md["outbound|80|v1|reviews.ns.svc.cluster.local"]["subset"],
+            serde_json::json!("v1")
+        );
+        // No rule: the service only; no DestinationRule with a traffic policy for the
+        // workload's services: its inbound cluster lists both services of the port.
+        assert_eq!(
+            md["outbound|80||web.ns.svc.cluster.local"],
+            serde_json::json!({"services": [{
+                "host": "web.ns.svc.cluster.local", "name": "web", "namespace": "ns"
+            }]})
+        );
+        let mut inbound = md["inbound|8080||"]["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        inbound.sort_by_key(|s| s["name"].as_str().map(str::to_string));
+        assert_eq!(
+            serde_json::Value::Array(inbound),
+            serde_json::json!([
+                {"host": "web.ns.svc.cluster.local", "name": "web", "namespace": "ns"},
+                {"host": "web-alias.ns.svc.cluster.local", "name": "web-alias", "namespace": "ns"},
+            ])
+        );
+        for fixed in [
+            naming::BLACKHOLE_CLUSTER,
+            naming::PASSTHROUGH_CLUSTER,
+            naming::INBOUND_PASSTHROUGH_CLUSTER,
+        ] {
+            assert_eq!(md[fixed], serde_json::Value::Null, "{fixed}");
+        }
+    }
+
+    /// The rule of the port's first service (either of the two here) with a top-level
+    /// traffic policy.
+    #[test]
+    fn inbound_clusters_name_a_rule_with_a_traffic_policy() {
+        let yaml = format!(
+            "{SERVICES}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: ns}}
+spec:
+  host: \"*.ns.svc.cluster.local\"
+  trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: 5}}}}}}
+"
+        );
+        let md = istio_metadata(&yaml);
+        assert_eq!(
+            md["inbound|8080||"]["config"],
+            serde_json::json!("/apis/networking.istio.io/v1/namespaces/ns/destination-rule/web")
+        );
+    }
 }

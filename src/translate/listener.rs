@@ -21,7 +21,7 @@ use super::loadbalancer::TcpProxyPolicy;
 use super::route;
 use super::scope::{InboundPort, Scope};
 use super::values::socket_address;
-use super::{authz, cluster, cors, fault, naming};
+use super::{authz, cluster, cors, fault, metadata, naming};
 use crate::envoy::pack;
 use crate::model::proxy::InterceptionMode;
 use crate::model::registry::Protocol;
@@ -151,6 +151,7 @@ fn outbound_chain(
             ..Default::default()
         }),
         filters: vec![filter],
+        metadata: chain.config.clone().and_then(metadata::config_of_path),
         ..Default::default()
     }
 }
@@ -421,7 +422,9 @@ fn inbound_chains(
 ) -> Vec<xds_listener::FilterChain> {
     let mode = authn::inbound_mode(scope, Some(port.port));
     let http = routes_http(port.protocol);
-    let base = inbound_chain(port, security, mode != MtlsMode::Disable);
+    let mut base = inbound_chain(port, security, mode != MtlsMode::Disable);
+    // istiod names the Sidecar on the chains of its ingress listeners.
+    base.metadata = scope.sidecar_ingress().and_then(metadata::config);
     let matching = |transport: &str, alpn: &[&str]| {
         let m = xds_listener::FilterChainMatch {
             destination_port: port_match.then_some(pb::UInt32Value {

@@ -14,6 +14,7 @@ pub mod fault;
 mod gateway;
 pub mod listener;
 pub mod loadbalancer;
+pub mod metadata;
 pub mod mtls;
 pub mod naming;
 pub mod outbound;

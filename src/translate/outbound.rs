@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use super::naming;
 use super::scope::{Egress, Scope};
+use super::{metadata, naming};
 use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::networking;
 use crate::model::registry::{self, Protocol, Service};
@@ -48,6 +48,10 @@ pub struct ChainPlan {
     /// Destination CIDRs (`destinationSubnets`).
     pub prefix_ranges: Vec<String>,
     pub action: ChainAction,
+    /// The VirtualService the chain's rule is written in, as its `istio` metadata names it
+    /// (`metadata::config_path`): set where istiod sets it (TLS rules; TCP rules matching any
+    /// destination).
+    pub config: Option<String>,
 }
 
 impl ChainPlan {
@@ -269,6 +273,7 @@ fn listener_plan(scope: &Scope, name: String, entry: Entry) -> ListenerPlan {
             action: ChainAction::Http {
                 route: route.clone(),
             },
+            config: None,
         });
     }
     let mut l4: Vec<ChainPlan> = Vec::new();
@@ -310,6 +315,7 @@ fn listener_plan(scope: &Scope, name: String, entry: Entry) -> ListenerPlan {
             action: ChainAction::Tcp {
                 clusters: vec![(fallback_cluster(scope).to_string(), 1)],
             },
+            config: None,
         });
     }
     ListenerPlan {
@@ -399,6 +405,9 @@ fn tcp_chains(scope: &Scope, service: &Service, port: u16) -> Vec<ChainPlan> {
                     name: format!("{}|tcp[{i}]", vs_resource.key()),
                     application_protocols: Vec::new(),
                     server_names: Vec::new(),
+                    config: prefix_ranges
+                        .is_empty()
+                        .then(|| metadata::config_path_of(vs_resource)),
                     prefix_ranges,
                     action: ChainAction::Tcp {
                         clusters: clusters.clone(),
@@ -424,6 +433,7 @@ fn tcp_chains(scope: &Scope, service: &Service, port: u16) -> Vec<ChainPlan> {
         action: ChainAction::Tcp {
             clusters: vec![(naming::outbound_cluster(port, "", &service.hostname), 1)],
         },
+        config: None,
     }]
 }
 
@@ -461,6 +471,7 @@ fn tls_chains(scope: &Scope, service: &Service, port: u16) -> Vec<ChainPlan> {
                     action: ChainAction::Tcp {
                         clusters: clusters.clone(),
                     },
+                    config: Some(metadata::config_path_of(vs_resource)),
                 });
             }
         }
@@ -475,5 +486,6 @@ fn tls_chains(scope: &Scope, service: &Service, port: u16) -> Vec<ChainPlan> {
         action: ChainAction::Tcp {
             clusters: vec![(cluster, 1)],
         },
+        config: None,
     }]
 }

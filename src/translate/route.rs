@@ -18,7 +18,7 @@ use super::outbound::{self, RoutePlan};
 use super::scope::Scope;
 use super::values::{integer_fraction, percent_fraction, proto_duration, string_matcher};
 use super::virtual_service::{self, Rule};
-use super::{IntoWarning, cors, fault, naming};
+use super::{IntoWarning, cors, fault, metadata, naming};
 use crate::envoy::pack;
 use crate::model::Kind;
 use crate::model::gateway::{MESH, resolve_gateway_name};
@@ -475,6 +475,7 @@ pub fn http_routes(
             };
             route.r#match = Some(m.map(route_match).unwrap_or_else(|| prefix_match("/")));
             route.stat_prefix = m.and_then(|m| m.stat_prefix.clone()).unwrap_or_default();
+            route.metadata = metadata::config(rule.root);
             let catch_all = route.r#match.as_ref().is_some_and(is_catch_all);
             out.push(route);
             if catch_all {
@@ -1046,6 +1047,16 @@ spec:
             diagnostics[0].contains("team/api: spec.http[1]"),
             "{diagnostics:?}"
         );
+        // Every route names the root VirtualService, the delegate's as well (as istiod does).
+        for r in &routes {
+            let istio = &r.metadata.as_ref().expect("metadata").filter_metadata["istio"];
+            assert_eq!(
+                crate::envoy::struct_to_json(istio),
+                serde_json::json!({
+                    "config": "/apis/networking.istio.io/v1/namespaces/ns/virtual-service/web"
+                })
+            );
+        }
     }
 
     #[test]

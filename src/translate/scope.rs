@@ -579,6 +579,12 @@ impl<'a> Scope<'a> {
         out
     }
 
+    /// The Sidecar whose `ingress` listeners define the proxy's inbound ports, if they do.
+    pub fn sidecar_ingress(&self) -> Option<&'a Resource> {
+        self.sidecar
+            .filter(|r| matches!(&r.spec, crate::model::Spec::Sidecar(s) if !s.ingress.is_empty()))
+    }
+
     /// The ports of the proxy's own workload: Sidecar ingress listeners if any, else the
     /// workload ports of the services that select the proxy ([`Scope::served_ports`]).
     pub fn inbound(&self) -> Vec<InboundPort> {

@@ -20,6 +20,9 @@ use crate::model::networking::{HttpMatchRequest, HttpRoute, StringMatch, Virtual
 pub struct Rule<'a> {
     /// The VirtualService the rule is written in (the delegate, for merged rules).
     pub origin: &'a Resource,
+    /// The VirtualService the host is routed by (the root, for merged rules): the one istiod
+    /// names in the routes' metadata.
+    pub root: &'a Resource,
     /// The rule's field path in `origin`, for diagnostics.
     pub field: String,
     pub route: HttpRoute,
@@ -88,6 +91,7 @@ pub fn http_rules<'a>(scope: &Scope<'a>, root: &'a Resource, vs: &VirtualService
         let Some(delegate) = rule.delegate.as_ref() else {
             out.push(Rule {
                 origin: root,
+                root,
                 field,
                 route,
             });
@@ -142,6 +146,7 @@ pub fn http_rules<'a>(scope: &Scope<'a>, root: &'a Resource, vs: &VirtualService
             match merge_route(&route, sub) {
                 Some(merged) => out.push(Rule {
                     origin: resource,
+                    root,
                     field: sub_field,
                     route: merged,
                 }),
