@@ -1063,7 +1063,7 @@ pub async fn handle(
 ) -> Json<AdmissionReview<DynamicObject>> {
     match super::read_review(&body, kube_inject_review) {
         Ok(request) => Json(review_pod(&request, &opts).into_review()),
-        Err(denied) => Json(denied.into_review()),
+        Err(denied) => Json((*denied).into_review()),
     }
 }
 
@@ -1591,7 +1591,7 @@ mod tests {
             crate::webhook::read_review(b"{not json", kube_inject_review).expect_err("not JSON");
         assert!(!denied.allowed);
         assert!(denied.result.message.contains("could not decode body"));
-        let review = serde_json::to_value(denied.into_review()).expect("json");
+        let review = serde_json::to_value((*denied).into_review()).expect("json");
         assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(review["kind"], "AdmissionReview");
         assert_eq!(review["response"]["allowed"], false);

@@ -46,7 +46,7 @@ pub fn router(inject: Arc<inject::Options>) -> Router {
 async fn validate(body: Bytes) -> Json<AdmissionReview<DynamicObject>> {
     match read_review(&body, |_| {}) {
         Ok(request) => Json(review_object(&request).into_review()),
-        Err(denied) => Json(denied.into_review()),
+        Err(denied) => Json((*denied).into_review()),
     }
 }
 
@@ -56,9 +56,12 @@ async fn validate(body: Bytes) -> Json<AdmissionReview<DynamicObject>> {
 pub fn read_review(
     body: &[u8],
     adjust: impl FnOnce(&mut serde_json::Value),
-) -> Result<AdmissionRequest<DynamicObject>, AdmissionResponse> {
-    let mut value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| AdmissionResponse::invalid(format!("could not decode body: {e}")))?;
+) -> Result<AdmissionRequest<DynamicObject>, Box<AdmissionResponse>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(AdmissionResponse::invalid(format!(
+            "could not decode body: {e}"
+        )))
+    })?;
     adjust(&mut value);
     let uid = value
         .pointer("/request/uid")
@@ -68,7 +71,7 @@ pub fn read_review(
     let invalid = |why: String| {
         let mut response = AdmissionResponse::invalid(why);
         response.uid = uid.clone();
-        response
+        Box::new(response)
     };
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
         .map_err(|e| invalid(format!("could not decode object: {e}")))?;
