@@ -6,6 +6,7 @@
 #   make fmt     check formatting          make lint   clippy, warnings are errors
 #   make kube-env  build (or reuse) etcd, kube-apiserver, kube-controller-manager and kubectl,
 #                  cached outside the tree; see hack/kube-env.sh for start/stop
+#   make istio-tools  build (or reuse) Istio's istioctl and pilot-agent, cached outside the tree
 #
 # UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/ and testdata/inject/.
 # TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test integration -- e2e::split'.
@@ -16,7 +17,7 @@ ISTIO_CORPUS ?= $(CURDIR)/../shared/istio
 TEST_ARGS ?=
 export BOWLINE_CACHE ISTIO_CORPUS
 
-.PHONY: all build test demo envoy kube-env fmt lint clean
+.PHONY: all build test demo envoy kube-env istio-tools fmt lint clean
 
 all: build
 
@@ -30,7 +31,8 @@ envoy:
 test:
 	@ENVOY_BIN="$$(hack/install-envoy.sh)" && export ENVOY_BIN && \
 	KUBE_ENV_BIN="$$(hack/kube-env.sh build)" && export KUBE_ENV_BIN && \
-	echo "make test: ENVOY_BIN=$$ENVOY_BIN KUBE_ENV_BIN=$$KUBE_ENV_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
+	ISTIO_TOOLS_BIN="$$(hack/istio-tools.sh build)" && export ISTIO_TOOLS_BIN && \
+	echo "make test: ENVOY_BIN=$$ENVOY_BIN KUBE_ENV_BIN=$$KUBE_ENV_BIN ISTIO_TOOLS_BIN=$$ISTIO_TOOLS_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
 	$(CARGO) test $(TEST_ARGS)
 
 demo:
@@ -39,6 +41,10 @@ demo:
 # Prints the directory of the cached Kubernetes binaries, building them first if needed.
 kube-env:
 	@hack/kube-env.sh build
+
+# Prints the directory of the cached istioctl and pilot-agent, building them first if needed.
+istio-tools:
+	@hack/istio-tools.sh build
 
 fmt:
 	$(CARGO) fmt --check

@@ -4,7 +4,11 @@
 //!   as JSON (config dumps, golden files) and to compute canonical content versions;
 //! - compiles `proto/` (bowline's definition of Istio's certificate service) with protox and
 //!   tonic-prost-build, without a system protoc. Well-known types resolve to envoy-types'
-//!   `google.protobuf`, so a `Struct` is the same Rust type everywhere.
+//!   `google.protobuf`, so a `Struct` is the same Rust type everywhere;
+//! - stamps the source revision into `BOWLINE_GIT_REVISION` and `BOWLINE_BUILD_STATUS`
+//!   (`Clean` or `Modified`, as Istio's builds do), for istiod's `/version`. Without git (or
+//!   with `BOWLINE_GIT_REVISION` set in the environment) the revision is taken as given, else
+//!   `unknown`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +26,46 @@ fn main() {
         .join("envoy_descriptors.bin");
     std::fs::copy(source.join(DESCRIPTORS), &out).expect("copy envoy descriptors");
     compile_protos(&manifest_dir);
+    stamp_revision(&manifest_dir);
+}
+
+/// `git rev-parse HEAD` and whether tracked files differ from it, as of this build script's run
+/// (it runs again when HEAD, the branch it names, or the index change).
+fn stamp_revision(manifest_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=BOWLINE_GIT_REVISION");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(manifest_dir)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let (revision, status) = match std::env::var("BOWLINE_GIT_REVISION") {
+        Ok(r) if !r.is_empty() => (r, "Clean".to_string()),
+        _ => match git(&["rev-parse", "HEAD"]) {
+            Some(head) => {
+                for path in ["HEAD", "index"] {
+                    if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+                        println!("cargo:rerun-if-changed={}", manifest_dir.join(p).display());
+                    }
+                }
+                if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+                    && let Some(p) = git(&["rev-parse", "--git-path", &branch])
+                {
+                    println!("cargo:rerun-if-changed={}", manifest_dir.join(p).display());
+                }
+                let clean = git(&["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| s.is_empty());
+                (head, if clean { "Clean" } else { "Modified" }.to_string())
+            }
+            None => ("unknown".to_string(), "Clean".to_string()),
+        },
+    };
+    println!("cargo:rustc-env=BOWLINE_GIT_REVISION={revision}");
+    println!("cargo:rustc-env=BOWLINE_BUILD_STATUS={status}");
 }
 
 /// `proto/**/*.proto` → Rust (messages, tonic client and server) in OUT_DIR.

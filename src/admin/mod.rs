@@ -1,6 +1,7 @@
 //! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
 //!
-//! Contract: read-only views of the other stages. `/ready`, `/version`, `/debug/syncz` (every
+//! Contract: read-only views of the other stages. `/ready`, `/version` (istiod's plain
+//! `<version>-<git revision>-<Clean|Modified>`), `/debug/syncz` (every
 //! connected proxy: per type the version sent and ACKed and the last NACK, whether it holds a
 //! workload certificate, and what went wrong generating its configuration), `/debug/configz`
 //! (loaded resources, the diagnostics of rejected ones, and `translation`: what went wrong
@@ -43,8 +44,18 @@ async fn ready() -> &'static str {
     "ready\n"
 }
 
-async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "name": "bowline", "version": env!("CARGO_PKG_VERSION") }))
+/// istiod's answer: `<version>-<git revision>-<Clean|Modified>` as plain text, no newline;
+/// `istioctl version` splits it at the last two dashes.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "-",
+    env!("BOWLINE_GIT_REVISION"),
+    "-",
+    env!("BOWLINE_BUILD_STATUS")
+);
+
+async fn version() -> &'static str {
+    VERSION
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {

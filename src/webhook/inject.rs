@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
@@ -1054,16 +1055,45 @@ fn label_and_annotate(
     Ok(())
 }
 
-/// `/inject`: AdmissionReview v1 for Pods, answered with a JSONPatch.
+/// `/inject`: AdmissionReview v1 for Pods, answered with a JSONPatch; `istioctl kube-inject`'s
+/// reviews are read as Pods being created (see [`kube_inject_review`]).
 pub async fn handle(
     State(opts): State<Arc<Options>>,
-    Json(review): Json<AdmissionReview<DynamicObject>>,
+    body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
+    match super::read_review(&body, kube_inject_review) {
+        Ok(request) => Json(review_pod(&request, &opts).into_review()),
+        Err(denied) => Json((*denied).into_review()),
+    }
+}
+
+/// `istioctl kube-inject` asks the webhook about a workload's pod template (a Pod it makes of
+/// the template's metadata and spec) in a review of its own making: no `operation`, `kind` the
+/// `admission.k8s.io/v1 AdmissionRequest` type itself, no resource, empty subresources.
+/// istiod's injector looks at none of these; bowline reads a review without an operation as
+/// that of a Pod being created. Reviews from the API server always name their operation.
+pub fn kube_inject_review(review: &mut Value) {
+    let Some(request) = review.get_mut("request").and_then(Value::as_object_mut) else {
+        return;
     };
-    Json(review_pod(&request, &opts).into_review())
+    let operation = request.get("operation").and_then(Value::as_str);
+    if !operation.is_none_or(str::is_empty) {
+        return;
+    }
+    request.insert("operation".into(), "CREATE".into());
+    request.insert(
+        "kind".into(),
+        serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+    );
+    request.insert(
+        "resource".into(),
+        serde_json::json!({"group": "", "version": "v1", "resource": "pods"}),
+    );
+    for key in ["subResource", "requestSubResource"] {
+        if request.get(key).and_then(Value::as_str) == Some("") {
+            request.remove(key);
+        }
+    }
 }
 
 /// The injection decision for one admission request: a patch, or the pod as it is.
@@ -1072,7 +1102,10 @@ pub fn review_pod(request: &AdmissionRequest<DynamicObject>, opts: &Options) -> 
     if request.operation != Operation::Create
         || !request.kind.group.is_empty()
         || request.kind.kind != "Pod"
-        || request.sub_resource.is_some()
+        || request
+            .sub_resource
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     {
         return response;
     }
@@ -1485,6 +1518,102 @@ mod tests {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_value(body).expect("review parses");
         review.try_into().expect("a request")
+    }
+
+    /// The review `istioctl kube-inject` posts for a Deployment's pod template, as Go marshals
+    /// it: no operation, the AdmissionRequest type as `kind`, empty resource and subresources,
+    /// and a Pod without apiVersion or kind.
+    fn kube_inject_body(pod: &Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {
+                "uid": "",
+                "kind": {"group": "admission.k8s.io", "version": "v1", "kind": "AdmissionRequest"},
+                "resource": {"group": "", "version": "", "resource": ""},
+                "namespace": "shop",
+                "operation": "",
+                "userInfo": {},
+                "object": pod,
+                "oldObject": null,
+                "options": null
+            }
+        }))
+        .expect("json")
+    }
+
+    /// istioctl kube-inject's review is read as a Pod being created: its patch makes of the
+    /// template what `inject_pod` makes of it.
+    #[test]
+    fn kube_inject_reviews_are_pods_being_created() {
+        let template = json!({
+            "metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:1", "resources": {}}]},
+            "status": {}
+        });
+        let request = crate::webhook::read_review(&kube_inject_body(&template), kube_inject_review)
+            .expect("istioctl's review is read");
+        let response = review_pod(&request, &opts());
+        assert!(response.allowed, "{:?}", response.result);
+        let patch: json_patch::Patch =
+            serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("patch");
+        let mut patched = template.clone();
+        json_patch::patch(&mut patched, &patch).expect("the patch applies to the template");
+        let mut with_ns = template.clone();
+        with_ns["metadata"]["namespace"] = json!("shop");
+        let Outcome::Injected { pod: want, .. } =
+            inject_pod(&with_ns, "web", &opts()).expect("injects")
+        else {
+            panic!("not injected");
+        };
+        assert_eq!(patched["spec"], want["spec"]);
+        assert_eq!(
+            patched["metadata"]["annotations"],
+            want["metadata"]["annotations"]
+        );
+        // The API server's reviews keep their operation: an UPDATE is not taken for a create.
+        let mut update: Value = serde_json::from_slice(&kube_inject_body(&template)).expect("json");
+        update["request"]["operation"] = json!("UPDATE");
+        update["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let request = crate::webhook::read_review(
+            &serde_json::to_vec(&update).expect("json"),
+            kube_inject_review,
+        )
+        .expect("read");
+        assert!(review_pod(&request, &opts()).patch.is_none());
+    }
+
+    /// What cannot be read is denied in an AdmissionReview that says why, with the request's
+    /// uid when there is one.
+    #[test]
+    fn unreadable_reviews_are_denied_as_reviews() {
+        let denied =
+            crate::webhook::read_review(b"{not json", kube_inject_review).expect_err("not JSON");
+        assert!(!denied.allowed);
+        assert!(denied.result.message.contains("could not decode body"));
+        let review = serde_json::to_value((*denied).into_review()).expect("json");
+        assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["allowed"], false);
+
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u-7", "operation": "SHRED", "kind": {}, "resource": {}}
+        });
+        let denied = crate::webhook::read_review(&serde_json::to_vec(&body).expect("json"), |_| {})
+            .expect_err("unknown operation");
+        assert_eq!(denied.uid, "u-7");
+        assert!(
+            denied.result.message.contains("could not decode object"),
+            "{}",
+            denied.result.message
+        );
+        let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+        assert!(
+            crate::webhook::read_review(&serde_json::to_vec(&no_request).expect("json"), |_| {})
+                .is_err()
+        );
     }
 
     /// A template bowline does not have denies the pod, naming it, as istiod's webhook does.

@@ -5,7 +5,9 @@
 //! invalid object is denied with every error (field path and reason), warnings are returned as
 //! admission warnings; deletes, and kinds bowline does not model, are allowed. `/inject` (and
 //! `/inject/`, `/inject/<anything>` as istiod's) injects the stock Envoy sidecar into Pods
-//! being created (see `inject`). A malformed review gets an error response, never a crash.
+//! being created (see `inject`), and answers `istioctl kube-inject`'s reviews of a workload's
+//! pod template too. A review that cannot be read is answered, as istiod answers it, with an
+//! AdmissionReview that denies it and says why (never plain text, never a crash).
 //! `publish` keeps the webhook configurations' CA bundles and the namespaces' root-certificate
 //! ConfigMaps written.
 
@@ -19,6 +21,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::routing::post;
 use futures::{Stream, StreamExt};
 use kube::api::DynamicObject;
@@ -40,14 +43,41 @@ pub fn router(inject: Arc<inject::Options>) -> Router {
         .with_state(inject)
 }
 
-async fn validate(
-    Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
+async fn validate(body: Bytes) -> Json<AdmissionReview<DynamicObject>> {
+    match read_review(&body, |_| {}) {
+        Ok(request) => Json(review_object(&request).into_review()),
+        Err(denied) => Json((*denied).into_review()),
+    }
+}
+
+/// The request of an AdmissionReview body, after `adjust` has seen the review as JSON. What
+/// cannot be read is denied with the reason (and the request's uid when it has one), for the
+/// caller to answer as an AdmissionReview, as istiod does.
+pub fn read_review(
+    body: &[u8],
+    adjust: impl FnOnce(&mut serde_json::Value),
+) -> Result<AdmissionRequest<DynamicObject>, Box<AdmissionResponse>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(AdmissionResponse::invalid(format!(
+            "could not decode body: {e}"
+        )))
+    })?;
+    adjust(&mut value);
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(|u| u.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let invalid = |why: String| {
+        let mut response = AdmissionResponse::invalid(why);
+        response.uid = uid.clone();
+        Box::new(response)
     };
-    Json(review_object(&request).into_review())
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| invalid(format!("could not decode object: {e}")))?;
+    review
+        .try_into()
+        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| invalid(e.to_string()))
 }
 
 /// The decision for one admission request.

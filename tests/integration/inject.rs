@@ -53,7 +53,7 @@ fn pod_yaml(ns: &str, name: &str, labels: &str, annotations: &str) -> String {
 }
 
 /// `bowline inject` with `flags`, on `input`; the documents it prints.
-fn bowline_inject(flags: &[String], input: &str) -> Vec<Value> {
+pub(crate) fn bowline_inject(flags: &[String], input: &str) -> Vec<Value> {
     use std::io::Write;
     let mut child = Command::new(BOWLINE)
         .args(["inject", "-f", "-"])
@@ -81,7 +81,7 @@ fn bowline_inject(flags: &[String], input: &str) -> Vec<Value> {
 /// Whether every field of `want` is in `got` with the same value (objects: a subset of keys;
 /// arrays: element by element, `got` may be longer): what the API server returns after adding
 /// its defaults to what was created.
-fn contains(got: &Value, want: &Value, path: &str) -> Result<(), String> {
+pub(crate) fn contains(got: &Value, want: &Value, path: &str) -> Result<(), String> {
     match (got, want) {
         (Value::Object(g), Value::Object(w)) => {
             for (k, wv) in w {
@@ -203,7 +203,7 @@ fn dry_run_create(kube: &KubeEnv, object: &Value) -> Result<Value, String> {
 
 /// manifests/bowline.yaml's injector configuration, its webhooks pointed at `url` with
 /// `ca_bundle`, failing closed so a broken webhook shows.
-fn injector_config(url: &str, ca_bundle: &str) -> Value {
+pub(crate) fn injector_config(url: &str, ca_bundle: &str) -> Value {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/manifests/bowline.yaml"

@@ -16,6 +16,7 @@ mod gateway_kube;
 mod gateway_sds;
 mod golden;
 mod inject;
+mod istioctl;
 mod kube;
 mod load_smoke;
 mod manifests;

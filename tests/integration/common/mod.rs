@@ -67,6 +67,34 @@ pub fn envoy_bin() -> Option<PathBuf> {
     found
 }
 
+/// The directory of Istio's own clients, `istioctl` and `pilot-agent`: `$ISTIO_TOOLS_BIN` (set by
+/// `make test`, which builds them with hack/istio-tools.sh). Without it, panics under `CI=true`,
+/// otherwise prints why and returns `None`.
+pub fn istio_tools_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("ISTIO_TOOLS_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    match bin {
+        Some(b) if b.join("istioctl").is_file() && b.join("pilot-agent").is_file() => Some(b),
+        other => {
+            let why = match other {
+                Some(b) => format!(
+                    "no istioctl and pilot-agent in ISTIO_TOOLS_BIN={}",
+                    b.display()
+                ),
+                None => "ISTIO_TOOLS_BIN is not set (make test builds istioctl and pilot-agent \
+                         with hack/istio-tools.sh and sets it)"
+                    .to_string(),
+            };
+            if ci() {
+                panic!("{why}; CI=true makes this fatal");
+            }
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
+}
+
 /// The Istio corpus (`$ISTIO_CORPUS`, default `../shared/istio` beside the crate). When it is
 /// missing, panics under `CI=true`, otherwise prints a skip line and returns `None`.
 pub fn istio_corpus() -> Option<PathBuf> {

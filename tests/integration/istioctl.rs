@@ -1,0 +1,268 @@
+//! Istio's own command-line client against bowline: `istioctl`, built from istio.io/istio by
+//! hack/istio-tools.sh (`$ISTIO_TOOLS_BIN`), run as a user runs it.
+//!
+//! - `/version` on the admin port answers as istiod's does, and istioctl's reading of it (the
+//!   version, the git revision and the tree state, split at the last two dashes) gives bowline's
+//!   version. `istioctl version` itself reaches `/version` only through a port-forward to the
+//!   istiod pod, which needs a kubelet that the test API server does not have; `istioctl x
+//!   version --xds-address` asks over xDS for `istio.io/debug/syncz`, which bowline does not
+//!   serve yet: it prints the client's version and, once the control plane answers, bowline's;
+//! - `istioctl kube-inject` finds bowline's injector as it finds istiod's, through the
+//!   MutatingWebhookConfiguration of manifests/bowline.yaml (label `istio.io/rev: default`) in a
+//!   real API server, posts its review of each workload's pod template to bowline's webhook and
+//!   prints what `bowline inject` makes of the same manifest.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::kube::KubeEnv;
+use common::{Bowline, Net, TempDir};
+use serde_json::Value;
+
+use crate::inject::{bowline_inject, contains, injector_config};
+
+fn istioctl(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin.join("istioctl"))
+        .args(args)
+        // No user configuration of the machine's: only what the test passes.
+        .env("HOME", bin)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run istioctl")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// istioctl's reading of istiod's `/version` text (pkg/kube: the version, then the revision
+/// and the build status after the last two dashes, a `-dirty` revision kept whole).
+fn istioctl_reading(text: &str) -> (String, String, String) {
+    let parts: Vec<&str> = text.split('-').collect();
+    assert!(
+        parts.len() >= 3,
+        "{text:?}: want <version>-<revision>-<status>"
+    );
+    let n = parts.len();
+    let (mut version, mut revision) = (parts[..n - 2].join("-"), parts[n - 2].to_string());
+    if revision == "dirty" {
+        revision = format!("{}-dirty", parts[n - 3]);
+        version = parts[..n - 3].join("-");
+    }
+    (version, revision, parts[n - 1].to_string())
+}
+
+#[test]
+fn istioctl_version() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    rt.block_on(bowline.start());
+
+    let response = rt
+        .block_on(common::admin_get(bowline.admin_addr, "/version"))
+        .expect("/version");
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    let (version, revision, status) = istioctl_reading(&text);
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "{text:?}");
+    assert!(
+        revision == "unknown"
+            || (revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text:?}: revision {revision:?}"
+    );
+    assert!(["Clean", "Modified"].contains(&status.as_str()), "{text:?}");
+
+    // The client: the pinned build of Istio.
+    let out = ok(
+        &istioctl(&bin, &["version", "--remote=false", "-o", "json"]),
+        "istioctl version --remote=false",
+    );
+    let client: Value = serde_json::from_str(&out).expect("istioctl version JSON");
+    let client_version = client["clientVersion"]["version"]
+        .as_str()
+        .expect("clientVersion.version");
+    assert!(client_version.ends_with("-dev"), "{out}");
+
+    // Over xDS: istioctl opens an ADS stream to bowline and asks for istio.io/debug/syncz. It
+    // prints the mesh's version when the control plane answers with its identifier; bowline
+    // does not serve that type yet, so istioctl gives up after --timeout and prints its own.
+    let xds = bowline.xds_addr.to_string();
+    let out = ok(
+        &istioctl(
+            &bin,
+            &[
+                "x",
+                "version",
+                "--xds-address",
+                &xds,
+                "--plaintext",
+                "--timeout",
+                "3s",
+                "-o",
+                "json",
+            ],
+        ),
+        "istioctl x version --xds-address",
+    );
+    let answer: Value = serde_json::from_str(&out).expect("istioctl x version JSON");
+    assert_eq!(answer["clientVersion"]["version"], client_version, "{out}");
+    match answer.get("meshVersion") {
+        Some(mesh) => assert_eq!(
+            mesh[0]["Info"]["version"],
+            env!("CARGO_PKG_VERSION"),
+            "the control plane's version as istioctl reads it: {out}"
+        ),
+        None => eprintln!(
+            "istioctl x version: no meshVersion (bowline does not answer istio.io/debug/syncz)"
+        ),
+    }
+    assert!(
+        bowline.log_tail().contains("proxy connected"),
+        "istioctl's ADS stream reached bowline:\n{}",
+        bowline.log_tail()
+    );
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: ctl}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web, version: v1}
+      annotations: {traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"}
+    spec:
+      containers:
+      - {name: web, image: web:1, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: direct, namespace: ctl, labels: {app: direct}}
+spec:
+  containers: [{name: app, image: app:1, ports: [{containerPort: 9080}]}]
+";
+
+/// The mesh section of manifests/bowline.yaml's `istio` ConfigMap.
+fn manifest_mesh_config() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/bowline.yaml"
+    ))
+    .expect("manifests/bowline.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("manifest YAML");
+    docs.iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "istio")
+        .and_then(|d| d["data"]["mesh"].as_str())
+        .expect("the istio ConfigMap's mesh")
+        .to_string()
+}
+
+#[test]
+fn istioctl_kube_inject_uses_the_webhook() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    kube.kubectl(&["create", "namespace", "istio-system"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    let webhook = net.addr(1, 15017);
+    let flags: Vec<String> = vec![
+        "--injector-image=registry.test/bowline:dev".to_string(),
+        format!("--discovery-address={}", bowline.xds_tls_addr),
+    ];
+    bowline.extra_args = vec![
+        "--kubeconfig".into(),
+        kube.kubeconfig.display().to_string(),
+        "--webhook-addr".into(),
+        webhook.to_string(),
+    ];
+    bowline.extra_args.extend(flags.iter().cloned());
+    rt.block_on(bowline.start());
+    let root = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+    use base64::Engine;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&root);
+    let config = injector_config(&format!("https://{webhook}/inject"), &ca_bundle);
+    assert_eq!(
+        config["metadata"]["labels"]["istio.io/rev"], "default",
+        "istioctl looks the injector up by this label"
+    );
+    kube.apply(&config.to_string());
+
+    let dir = TempDir::new("istioctl");
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(&manifest, DEPLOYMENT).expect("write manifest");
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, manifest_mesh_config()).expect("write mesh config");
+    let out = istioctl(
+        &bin,
+        &[
+            "kube-inject",
+            "--kubeconfig",
+            &kube.kubeconfig.display().to_string(),
+            "--meshConfigFile",
+            &mesh.display().to_string(),
+            "-f",
+            &manifest.display().to_string(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let printed = ok(&out, "istioctl kube-inject");
+    // Had it not found the webhook, it would have fallen back to the injection ConfigMap.
+    assert!(
+        !stderr.contains("failed to get injection config"),
+        "istioctl did not find bowline's webhook:\n{stderr}"
+    );
+    let got: Vec<Value> = serde_saphyr::from_multiple(&printed).expect("istioctl's YAML");
+    let want = bowline_inject(&flags, DEPLOYMENT);
+    assert_eq!(got.len(), 2, "{printed}");
+    assert_eq!(want.len(), 2);
+    // Every field `bowline inject` writes is there, the same; istioctl only adds its empty
+    // defaults (`creationTimestamp: null`, `resources: {}`, `status: {}`).
+    if let Err(e) = contains(&got[0], &want[0], "deployment") {
+        panic!("istioctl kube-inject differs from bowline inject: {e}\n{printed}");
+    }
+    if let Err(e) = contains(&got[1], &want[1], "pod") {
+        panic!("istioctl kube-inject differs from bowline inject: {e}\n{printed}");
+    }
+    for (doc, path) in [(&got[0], "/spec/template/spec"), (&got[1], "/spec")] {
+        let names: Vec<&str> = doc
+            .pointer(path)
+            .and_then(|s| s["containers"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(names.contains(&"istio-proxy"), "{path}: {names:?}");
+    }
+    assert!(
+        !got[0]
+            .pointer("/spec/template/metadata/annotations/sidecar.istio.io~1status")
+            .unwrap_or(&Value::Null)
+            .is_null()
+    );
+    // The webhook answered; bowline logs each injection.
+    assert!(
+        bowline.log_tail().contains("injected"),
+        "{}",
+        bowline.log_tail()
+    );
+}
