@@ -2,7 +2,8 @@
 //! proxy-status` and `istioctl x proxy-status` ask for):
 //!
 //! - `istio.io/debug/syncz`: one `envoy.service.status.v3.ClientConfig` per connected proxy
-//!   (its node id, and `CLUSTER_ID`, `NAMESPACE`, `ISTIO_VERSION`), with each type's status:
+//!   (its id `<pod>.<namespace>`, and `CLUSTER_ID`, `NAMESPACE`, `ISTIO_VERSION`), with each
+//!   type's status:
 //!   ERROR after a NACK, NOT_SENT before anything was sent, SYNCED when the last push is
 //!   ACKed, STALE otherwise. The response's `control_plane` names bowline as istiod names
 //!   itself (`{"Component": "istiod", "ID": <instance>, "Info": <build>}`).
@@ -67,7 +68,7 @@ pub fn answer(
                 .connections()
                 .iter()
                 .filter(|c| visible(&c.proxy))
-                .map(|c| (c.proxy.id.clone(), envoy::pack(&client_config(c))))
+                .map(|c| (c.proxy.short_id(), envoy::pack(&client_config(c))))
                 .collect(),
             control_plane: Some(control_plane()),
         }),
@@ -150,7 +151,8 @@ fn client_config(c: &Connection) -> csds::ClientConfig {
     generic_xds_configs.sort_by(|a, b| a.type_url.cmp(&b.type_url));
     csds::ClientConfig {
         node: Some(xds_core::Node {
-            id: c.proxy.id.clone(),
+            // istiod's proxy id: `<pod>.<namespace>`.
+            id: c.proxy.short_id(),
             metadata: Some(envoy::json_to_struct(&metadata)),
             ..Default::default()
         }),

@@ -635,10 +635,11 @@ pub async fn serve<Q: AdsRequest>(
     let (mut snapshot, mut resources) = current(shared, &mut rx, &connection).await?;
     let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
     let mut stream = Stream::new(connection.clone());
+    let mut one_shots = OneShots::new("unserved");
     let mut next = Some(first);
     loop {
         if let Some(request) = next.take_if(|r| ResourceType::from_type_url(r.type_url()).is_none())
-            && let Some(r) = unserved::<Q>(shared, &connection.proxy, &request, || stream.nonce())?
+            && let Some(r) = one_shots.answer(shared, &connection.proxy, &request)?
         {
             send(tx, r).await?;
         }
@@ -714,14 +715,10 @@ pub async fn serve_debug<Q: AdsRequest>(
     mut requests: Requests<Q>,
     tx: &mpsc::Sender<Outgoing>,
 ) -> Result<(), Status> {
-    let mut nonces = 0u64;
+    let mut answers = OneShots::new("debug");
     let mut next = Some(first);
     while let Some(request) = next.take() {
-        let nonce = || {
-            nonces += 1;
-            format!("debug-{nonces}")
-        };
-        if let Some(r) = unserved::<Q>(shared, caller, &request, nonce)? {
+        if let Some(r) = answers.answer(shared, caller, &request)? {
             send(tx, r).await?;
         }
         next = requests.message().await?;
@@ -729,30 +726,53 @@ pub async fn serve_debug<Q: AdsRequest>(
     Ok(())
 }
 
-/// The answer to a request for a type outside the stream's resources: Istio's debug types
-/// (see `debug`), or, for any other type, an empty response, so that the client is not left
-/// waiting. ACKs (requests naming a response's nonce) get nothing.
-fn unserved<Q: AdsRequest>(
-    shared: &Shared,
-    caller: &Proxy,
-    request: &Q,
-    nonce: impl FnOnce() -> String,
-) -> Result<Option<Q::Response>, Status> {
-    if !request.response_nonce().is_empty() {
-        return Ok(None);
+/// Answers requests for types outside the stream's resources: Istio's debug types (see
+/// `debug`), or, for any other type, an empty response, so that the client is not left
+/// waiting. A request that ACKs (or NACKs) the last such response of its type gets nothing;
+/// any other is answered, whatever nonce it carries (Istio's own client sends one on its
+/// first request).
+struct OneShots {
+    prefix: &'static str,
+    /// The nonce last sent, by type URL.
+    sent: std::collections::BTreeMap<String, String>,
+    next: u64,
+}
+
+impl OneShots {
+    fn new(prefix: &'static str) -> OneShots {
+        OneShots {
+            prefix,
+            sent: Default::default(),
+            next: 0,
+        }
     }
-    let type_url = request.type_url();
-    if !debug::is_debug(type_url) {
-        tracing::debug!(proxy = %caller.id, type_url, "request for an unserved type answered empty");
-        return Ok(Some(Q::one_shot(type_url, Vec::new(), None, nonce())));
+
+    fn answer<Q: AdsRequest>(
+        &mut self,
+        shared: &Shared,
+        caller: &Proxy,
+        request: &Q,
+    ) -> Result<Option<Q::Response>, Status> {
+        let type_url = request.type_url();
+        if self
+            .sent
+            .get(type_url)
+            .is_some_and(|n| n == request.response_nonce())
+        {
+            return Ok(None);
+        }
+        let (resources, control_plane) = if debug::is_debug(type_url) {
+            let answer = debug::answer(shared, caller, type_url, request.names())?;
+            (answer.resources, answer.control_plane)
+        } else {
+            tracing::debug!(proxy = %caller.id, type_url, "request for an unserved type answered empty");
+            (Vec::new(), None)
+        };
+        self.next += 1;
+        let nonce = format!("{}-{}", self.prefix, self.next);
+        self.sent.insert(type_url.to_string(), nonce.clone());
+        Ok(Some(Q::one_shot(type_url, resources, control_plane, nonce)))
     }
-    let answer = debug::answer(shared, caller, type_url, request.names())?;
-    Ok(Some(Q::one_shot(
-        type_url,
-        answer.resources,
-        answer.control_plane,
-        nonce(),
-    )))
 }
 
 /// The endpoint assignments the `clusters` of `set` read (an EDS cluster's `service_name`).

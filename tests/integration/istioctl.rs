@@ -5,8 +5,9 @@
 //!   version, the git revision and the tree state, split at the last two dashes) gives bowline's
 //!   version. `istioctl version` itself reaches `/version` only through a port-forward to the
 //!   istiod pod, which needs a kubelet that the test API server does not have; `istioctl x
-//!   version --xds-address` asks over xDS for `istio.io/debug/syncz`, which bowline does not
-//!   serve yet: it prints the client's version and, once the control plane answers, bowline's;
+//!   version --xds-address` asks over xDS for `istio.io/debug/syncz` and prints bowline's;
+//! - `istioctl proxy-status --xds-address` (TLS, a client certificate of bowline's CA) lists
+//!   every connected proxy and its sync state;
 //! - `istioctl kube-inject` finds bowline's injector as it finds istiod's, through the
 //!   MutatingWebhookConfiguration of manifests/bowline.yaml (label `istio.io/rev: default`) in a
 //!   real API server, posts its review of each workload's pod template to bowline's webhook and
@@ -96,44 +97,112 @@ fn istioctl_version() {
         .expect("clientVersion.version");
     assert!(client_version.ends_with("-dev"), "{out}");
 
-    // Over xDS: istioctl opens an ADS stream to bowline and asks for istio.io/debug/syncz. It
-    // prints the mesh's version when the control plane answers with its identifier; bowline
-    // does not serve that type yet, so istioctl gives up after --timeout and prints its own.
-    let xds = bowline.xds_addr.to_string();
-    let out = ok(
-        &istioctl(
-            &bin,
-            &[
-                "x",
-                "version",
-                "--xds-address",
-                &xds,
-                "--plaintext",
-                "--timeout",
-                "3s",
-                "-o",
-                "json",
-            ],
-        ),
-        "istioctl x version --xds-address",
-    );
+    // Over xDS: istioctl opens an ADS stream to bowline's TLS port with a client certificate
+    // and asks for istio.io/debug/syncz; the answer's control-plane identifier is the mesh's
+    // version.
+    let certs = cert_dir(&rt, &bowline);
+    let args = xds_args(&bowline, &certs);
+    let mut cmd: Vec<&str> = vec!["x", "version", "-o", "json"];
+    cmd.extend(args.iter().map(String::as_str));
+    let out = ok(&istioctl(&bin, &cmd), "istioctl x version --xds-address");
     let answer: Value = serde_json::from_str(&out).expect("istioctl x version JSON");
     assert_eq!(answer["clientVersion"]["version"], client_version, "{out}");
-    match answer.get("meshVersion") {
-        Some(mesh) => assert_eq!(
-            mesh[0]["Info"]["version"],
-            env!("CARGO_PKG_VERSION"),
-            "the control plane's version as istioctl reads it: {out}"
-        ),
-        None => eprintln!(
-            "istioctl x version: no meshVersion (bowline does not answer istio.io/debug/syncz)"
-        ),
-    }
-    assert!(
-        bowline.log_tail().contains("proxy connected"),
-        "istioctl's ADS stream reached bowline:\n{}",
-        bowline.log_tail()
+    assert_eq!(
+        answer["meshVersion"][0]["Info"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "the control plane's version as istioctl reads it: {out}"
     );
+}
+
+/// A directory as `--cert-dir` wants it (`cert-chain.pem`, `key.pem`, `root-cert.pem`): a
+/// certificate bowline's CA issued for `istio-system/default`, the identity istioctl's node
+/// claims.
+fn cert_dir(rt: &tokio::runtime::Runtime, bowline: &Bowline) -> TempDir {
+    let dir = TempDir::new("istioctl-certs");
+    let token = bowline.token("istio-system", "default");
+    let (chain, key) = rt
+        .block_on(common::tls::create_certificate(bowline.xds_addr, &token))
+        .expect("a certificate for istioctl");
+    std::fs::write(dir.path().join("cert-chain.pem"), chain.concat()).expect("chain");
+    std::fs::write(dir.path().join("key.pem"), key).expect("key");
+    std::fs::copy(
+        bowline.ca_dir.join("root-cert.pem"),
+        dir.path().join("root-cert.pem"),
+    )
+    .expect("root");
+    dir
+}
+
+/// istioctl's flags for bowline's TLS xDS port with that certificate.
+fn xds_args(bowline: &Bowline, certs: &TempDir) -> Vec<String> {
+    vec![
+        "--xds-address".into(),
+        bowline.xds_tls_addr.to_string(),
+        "--cert-dir".into(),
+        certs.path().display().to_string(),
+        "--authority".into(),
+        "istiod.istio-system.svc".into(),
+        "--timeout".into(),
+        "10s".into(),
+    ]
+}
+
+/// `istioctl proxy-status` over bowline's TLS port: every connected proxy, each type SYNCED
+/// once Envoy has ACKed it, the control plane named; the caller itself is not listed.
+#[test]
+fn istioctl_proxy_status() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    // A service, so that the proxy subscribes to endpoints and routes too.
+    bowline.write(
+        "web.yaml",
+        &common::fixtures::docs(&[
+            &common::fixtures::service("web", "default").port_to(80, "http", 8080),
+            &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
+        ]),
+    );
+    rt.block_on(bowline.start());
+    let envoy = rt.block_on(common::Envoy::start(
+        &envoy_bin,
+        &bowline,
+        common::ProxySpec::sidecar("client-0", "default", net.ip(10)),
+    ));
+    rt.block_on(bowline.wait_synced(&envoy.proxy_id(), std::time::Duration::from_secs(20)))
+        .expect("synced");
+    let certs = cert_dir(&rt, &bowline);
+    let mut cmd: Vec<String> = vec!["proxy-status".into(), "--verbosity".into(), "1".into()];
+    cmd.extend(xds_args(&bowline, &certs));
+    let out = Command::new(bin.join("istioctl"))
+        .args(&cmd)
+        .env("HOME", &bin)
+        .env("KUBECONFIG", &kube.kubeconfig)
+        .output()
+        .expect("run istioctl");
+    let table = ok(&out, "istioctl proxy-status");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("client-0.default"))
+        .unwrap_or_else(|| panic!("the Envoy is listed:\n{table}"));
+    // CDS, LDS, EDS and RDS synced (ECDS, which bowline does not serve, IGNORED).
+    assert_eq!(row.matches("SYNCED").count(), 4, "{table}");
+    assert!(!row.contains("STALE") && !row.contains("ERROR"), "{table}");
+    assert!(row.contains("bowline"), "the control plane is named: {table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("test-1")).count(),
+        0,
+        "istioctl's own stream is not a proxy:\n{table}"
+    );
+    drop(envoy);
 }
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
