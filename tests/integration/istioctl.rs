@@ -196,7 +196,10 @@ fn istioctl_proxy_status() {
     // CDS, LDS, EDS and RDS synced (ECDS, which bowline does not serve, IGNORED).
     assert_eq!(row.matches("SYNCED").count(), 4, "{table}");
     assert!(!row.contains("STALE") && !row.contains("ERROR"), "{table}");
-    assert!(row.contains("bowline"), "the control plane is named: {table}");
+    assert!(
+        row.contains("bowline"),
+        "the control plane is named: {table}"
+    );
     assert_eq!(
         table.lines().filter(|l| l.contains("test-1")).count(),
         0,
@@ -334,4 +337,84 @@ fn istioctl_kube_inject_uses_the_webhook() {
         "{}",
         bowline.log_tail()
     );
+}
+
+/// `istioctl proxy-config cluster|route -f <Envoy's config dump>`: the DESTINATION RULE and
+/// VIRTUAL SERVICE columns name the rules that shaped each cluster and route (istiod's
+/// `filter_metadata["istio"]`).
+#[test]
+fn istioctl_proxy_config_names_the_rules() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write(
+        "reviews.yaml",
+        &format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews-dr, namespace: default}}\n\
+             spec:\n  host: reviews\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews-vs, namespace: default}}\n\
+             spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: v1}}\n",
+            common::fixtures::docs(&[
+                &common::fixtures::service("reviews", "default").port_to(9080, "http", 9080),
+                &common::fixtures::workload_entry("reviews-v1", "default", net.ip(20))
+                    .label("app", "reviews")
+                    .label("version", "v1"),
+            ])
+        ),
+    );
+    rt.block_on(bowline.start());
+    let envoy = rt.block_on(common::Envoy::start(
+        &envoy_bin,
+        &bowline,
+        common::ProxySpec::sidecar("client-0", "default", net.ip(10)),
+    ));
+    rt.block_on(bowline.wait_synced(&envoy.proxy_id(), std::time::Duration::from_secs(20)))
+        .expect("synced");
+    let dump = rt
+        .block_on(envoy.config_dump())
+        .expect("Envoy's config dump");
+    let dir = TempDir::new("istioctl-dump");
+    let file = dir.path().join("config_dump.json");
+    std::fs::write(&file, serde_json::to_vec(&dump).expect("JSON")).expect("dump file");
+    let file = file.display().to_string();
+
+    let clusters = ok(
+        &istioctl(
+            &bin,
+            &[
+                "proxy-config",
+                "cluster",
+                "-f",
+                &file,
+                "--fqdn",
+                "reviews.default.svc.cluster.local",
+            ],
+        ),
+        "istioctl proxy-config cluster",
+    );
+    let subset = clusters
+        .lines()
+        .find(|l| l.contains(" v1 "))
+        .unwrap_or_else(|| panic!("the v1 subset cluster:\n{clusters}"));
+    assert!(subset.contains("reviews-dr.default"), "{clusters}");
+    let routes = ok(
+        &istioctl(
+            &bin,
+            &["proxy-config", "route", "-f", &file, "--name", "9080"],
+        ),
+        "istioctl proxy-config route",
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.contains("reviews") && l.contains("reviews-vs.default")),
+        "{routes}"
+    );
+    drop(envoy);
 }
