@@ -147,6 +147,26 @@ fn xds_args(bowline: &Bowline, certs: &TempDir) -> Vec<String> {
     ]
 }
 
+/// A bowline serving `config`, and a real Envoy sidecar (`client-0.default`) in sync with it.
+fn synced_proxy(
+    rt: &tokio::runtime::Runtime,
+    net: &Net,
+    envoy_bin: &Path,
+    config: &str,
+) -> (Bowline, common::Envoy) {
+    let mut bowline = Bowline::new(net);
+    bowline.write("config.yaml", config);
+    rt.block_on(bowline.start());
+    let envoy = rt.block_on(common::Envoy::start(
+        envoy_bin,
+        &bowline,
+        common::ProxySpec::sidecar("client-0", "default", net.ip(10)),
+    ));
+    rt.block_on(bowline.wait_synced(&envoy.proxy_id(), std::time::Duration::from_secs(20)))
+        .expect("synced");
+    (bowline, envoy)
+}
+
 /// `istioctl proxy-status` over bowline's TLS port: every connected proxy, each type SYNCED
 /// once Envoy has ACKed it, the control plane named; the caller itself is not listed.
 #[test]
@@ -162,23 +182,12 @@ fn istioctl_proxy_status() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let net = Net::new();
-    let mut bowline = Bowline::new(&net);
     // A service, so that the proxy subscribes to endpoints and routes too.
-    bowline.write(
-        "web.yaml",
-        &common::fixtures::docs(&[
-            &common::fixtures::service("web", "default").port_to(80, "http", 8080),
-            &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
-        ]),
-    );
-    rt.block_on(bowline.start());
-    let envoy = rt.block_on(common::Envoy::start(
-        &envoy_bin,
-        &bowline,
-        common::ProxySpec::sidecar("client-0", "default", net.ip(10)),
-    ));
-    rt.block_on(bowline.wait_synced(&envoy.proxy_id(), std::time::Duration::from_secs(20)))
-        .expect("synced");
+    let config = common::fixtures::docs(&[
+        &common::fixtures::service("web", "default").port_to(80, "http", 8080),
+        &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
+    ]);
+    let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
     let certs = cert_dir(&rt, &bowline);
     let mut cmd: Vec<String> = vec!["proxy-status".into(), "--verbosity".into(), "1".into()];
     cmd.extend(xds_args(&bowline, &certs));
@@ -352,30 +361,19 @@ fn istioctl_proxy_config_names_the_rules() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let net = Net::new();
-    let mut bowline = Bowline::new(&net);
-    bowline.write(
-        "reviews.yaml",
-        &format!(
-            "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews-dr, namespace: default}}\n\
+    let config = format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews-dr, namespace: default}}\n\
              spec:\n  host: reviews\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n---\n\
              apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews-vs, namespace: default}}\n\
              spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: v1}}\n",
-            common::fixtures::docs(&[
-                &common::fixtures::service("reviews", "default").port_to(9080, "http", 9080),
-                &common::fixtures::workload_entry("reviews-v1", "default", net.ip(20))
-                    .label("app", "reviews")
-                    .label("version", "v1"),
-            ])
-        ),
+        common::fixtures::docs(&[
+            &common::fixtures::service("reviews", "default").port_to(9080, "http", 9080),
+            &common::fixtures::workload_entry("reviews-v1", "default", net.ip(20))
+                .label("app", "reviews")
+                .label("version", "v1"),
+        ])
     );
-    rt.block_on(bowline.start());
-    let envoy = rt.block_on(common::Envoy::start(
-        &envoy_bin,
-        &bowline,
-        common::ProxySpec::sidecar("client-0", "default", net.ip(10)),
-    ));
-    rt.block_on(bowline.wait_synced(&envoy.proxy_id(), std::time::Duration::from_secs(20)))
-        .expect("synced");
+    let (_bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
     let dump = rt
         .block_on(envoy.config_dump())
         .expect("Envoy's config dump");
