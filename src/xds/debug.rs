@@ -145,6 +145,12 @@ fn client_config(c: &Connection) -> csds::ClientConfig {
                 ..Default::default()
             }),
             version_info: s.sent.clone().unwrap_or_default(),
+            last_updated: s
+                .sent_at_unix
+                .map(|t| envoy_types::pb::google::protobuf::Timestamp {
+                    seconds: i64::try_from(t).unwrap_or_default(),
+                    nanos: 0,
+                }),
             ..Default::default()
         })
         .collect();

@@ -32,6 +32,17 @@ pub struct TypeStatus {
     pub nack: Option<Nack>,
     /// Number of responses sent for this type on this connection.
     pub pushes: u64,
+    /// When the version `sent` was sent (or found to be held already), Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at_unix: Option<u64>,
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Status of one connected proxy.

@@ -241,6 +241,7 @@ impl Stream {
         metrics::counter!("pilot_xds_pushes", "type" => t.as_str()).increment(1);
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
+            s.sent_at_unix = Some(super::status::unix_now());
             s.pushes += 1;
         });
     }
@@ -251,6 +252,7 @@ impl Stream {
         watch.sent_version = Some(version.to_string());
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
+            s.sent_at_unix = Some(super::status::unix_now());
             s.acked = Some(version.to_string());
         });
     }
