@@ -6,9 +6,12 @@
 //! workload certificate, and what went wrong generating its configuration), `/debug/configz`
 //! (loaded resources, the diagnostics of rejected ones, and `translation`: what went wrong
 //! generating the connected proxies' configuration), `/debug/config_dump?proxyID=`
-//! (what bowline sends that proxy, as Envoy ConfigDump JSON) and `/metrics`.
+//! (what bowline sends that proxy, as Envoy ConfigDump JSON), `/metrics`, and istiod's own
+//! debug views with istiod's paths and field names (`/debug/list`, `/debug/connections`,
+//! `/debug/mesh`, `/debug/push_status`, `/debug/registryz`; see `istiod`).
 
 mod config_dump;
+mod istiod;
 
 use std::sync::Arc;
 
@@ -37,6 +40,11 @@ pub fn router(admin: Admin) -> Router {
         .route("/debug/syncz", get(syncz))
         .route("/debug/configz", get(configz))
         .route("/debug/config_dump", get(config_dump))
+        .route("/debug/list", get(|| async { Json(istiod::list()) }))
+        .route("/debug/connections", get(connections))
+        .route("/debug/mesh", get(mesh))
+        .route("/debug/push_status", get(push_status))
+        .route("/debug/registryz", get(registryz))
         .with_state(admin)
 }
 
@@ -68,6 +76,24 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 
 async fn syncz(State(admin): State<Admin>) -> Response {
     Json(admin.shared.registry.views()).into_response()
+}
+
+async fn connections(State(admin): State<Admin>) -> Response {
+    Json(istiod::connections(&admin.shared.registry.connections())).into_response()
+}
+
+async fn mesh(State(admin): State<Admin>) -> Response {
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    Json(istiod::mesh(&snapshot.model.mesh)).into_response()
+}
+
+async fn push_status(State(admin): State<Admin>) -> Response {
+    Json(istiod::push_status(&admin.shared.registry.connections())).into_response()
+}
+
+async fn registryz(State(admin): State<Admin>) -> Response {
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    Json(istiod::registryz(&snapshot.model.registry.services)).into_response()
 }
 
 #[derive(Serialize)]

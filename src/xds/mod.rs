@@ -263,6 +263,7 @@ impl Ads {
         mut requests: Requests<Q>,
     ) -> Result<mpsc::Receiver<Outgoing>, Status> {
         let identity = self.authenticate(&caller).await?;
+        let peer = caller.remote;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
         let ads = self.clone();
@@ -291,7 +292,7 @@ impl Ads {
                 }
                 return;
             }
-            let connection = shared.connect(proxy, Q::DELTA, ads.transport);
+            let connection = shared.connect(proxy, Q::DELTA, ads.transport, peer);
             let result = stream::serve(&shared, connection.clone(), first, requests, &tx).await;
             shared.registry.remove(connection.id);
             match &result {
@@ -311,7 +312,13 @@ impl Ads {
 }
 
 impl Shared {
-    fn connect(&self, proxy: Proxy, delta: bool, transport: Transport) -> Arc<Connection> {
+    fn connect(
+        &self,
+        proxy: Proxy,
+        delta: bool,
+        transport: Transport,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Arc<Connection> {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             proxy = %proxy.id,
@@ -321,7 +328,7 @@ impl Shared {
             identity = proxy.identity.as_ref().map(|i| i.spiffe_id()).unwrap_or_default(),
             "proxy connected"
         );
-        let connection = Arc::new(Connection::new(id, proxy, delta, transport));
+        let connection = Arc::new(Connection::new(id, proxy, delta, transport).with_peer(peer));
         self.registry.insert(connection.clone());
         connection
     }

@@ -3,6 +3,7 @@
 //! by `/debug/syncz` and by the metrics.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -53,6 +54,8 @@ pub struct Connection {
     pub delta: bool,
     pub transport: Transport,
     pub connected_at: SystemTime,
+    /// The proxy's address as the stream saw it, when known.
+    pub peer: Option<SocketAddr>,
     types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
     /// The secrets last sent, private keys redacted (for config dumps).
     secrets: Mutex<BTreeMap<String, Any>>,
@@ -95,11 +98,18 @@ impl Connection {
             delta,
             transport,
             connected_at: SystemTime::now(),
+            peer: None,
             types: Mutex::new(BTreeMap::new()),
             secrets: Mutex::new(BTreeMap::new()),
             resources: Mutex::new(None),
             refused_credentials: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The connection, with the proxy's address as the stream saw it.
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Connection {
+        self.peer = peer;
+        self
     }
 
     /// The configuration the stream serves now.

@@ -101,6 +101,75 @@ fn listed(
         .collect()
 }
 
+/// istiod's debug HTTP views, in istiod's field names: two proxies connected (Envoy and the
+/// NACKing client), debug callers on the ADS stream not among them, and the `web` service.
+async fn istiod_http_views(bowline: &Bowline) {
+    let get = async |path: &str| {
+        common::admin_json(bowline.admin_addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let list = get("/debug/list").await;
+    for name in [
+        "connections",
+        "mesh",
+        "push_status",
+        "registryz",
+        "syncz",
+        "configz",
+        "config_dump",
+    ] {
+        assert!(
+            list.as_array().expect("array").iter().any(|n| n == name),
+            "{name} in {list}"
+        );
+    }
+
+    let connections = get("/debug/connections").await;
+    assert_eq!(connections["totalClients"], 2, "{connections}");
+    let clients = connections["clients"].as_array().expect("clients");
+    assert!(
+        clients.iter().any(|c| c["connectionId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("sidecar~127.0.0.30~picky-0.shop~"))),
+        "{connections}"
+    );
+    for c in clients {
+        assert!(
+            c["address"]
+                .as_str()
+                .is_some_and(|a| a.parse::<std::net::SocketAddr>().is_ok()),
+            "{c}"
+        );
+        assert!(c["connectedAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    let mesh = get("/debug/mesh").await;
+    assert_eq!(mesh["rootNamespace"], "istio-system", "{mesh}");
+    assert_eq!(mesh["trustDomain"], "cluster.local", "{mesh}");
+    assert_eq!(mesh["outboundTrafficPolicy"]["mode"], "ALLOW_ANY", "{mesh}");
+    assert!(mesh["connectTimeout"].is_string(), "{mesh}");
+
+    let push = get("/debug/push_status").await;
+    assert!(push.is_object(), "{push}");
+
+    let registry = get("/debug/registryz").await;
+    let web = registry
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["hostname"] == "web.default.svc.cluster.local")
+        .unwrap_or_else(|| panic!("web in {registry}"));
+    assert_eq!(web["Attributes"]["Name"], "web", "{web}");
+    assert_eq!(web["Attributes"]["Namespace"], "default", "{web}");
+    assert_eq!(web["Attributes"]["ServiceRegistry"], "Kubernetes", "{web}");
+    assert_eq!(web["ports"][0]["port"], 80, "{web}");
+    assert_eq!(web["ports"][0]["name"], "http", "{web}");
+    assert_eq!(web["ports"][0]["protocol"], "HTTP", "{web}");
+    assert_eq!(web["Resolution"], 0, "{web}");
+    assert_eq!(web["MeshExternal"], false, "{web}");
+}
+
 /// A proxy (a plain ADS client) that rejects the clusters it is sent.
 async fn nacking_proxy(
     channel: tonic::transport::Channel,
@@ -235,6 +304,7 @@ async fn istioctl_debug_types_on_the_ads_stream() {
     assert_eq!(identifier["Info"]["version"], env!("CARGO_PKG_VERSION"));
     let http = bowline.syncz().await.expect("syncz");
     assert_eq!(http.len(), 2, "debug callers are not proxies: {http:?}");
+    istiod_http_views(&bowline).await;
 
     // A caller of another namespace sees only its own namespace's proxies.
     let shop = bowline.token("shop", "dev");

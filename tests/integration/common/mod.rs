@@ -600,7 +600,7 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> io::Result<Response> {
         .await
 }
 
-async fn admin_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
+pub async fn admin_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
     let r = admin_get(addr, path)
         .await
         .map_err(|e| format!("GET {addr}{path}: {e}"))?;

@@ -1,0 +1,291 @@
+//! istiod's debug HTTP views that users script against, with istiod's paths and JSON field
+//! names: `/debug/list`, `/debug/connections`, `/debug/mesh`, `/debug/push_status` and
+//! `/debug/registryz`.
+//!
+//! Contract: each answer is built from what bowline holds (the connection registry, the model
+//! in force); fields istiod has and bowline does not know are left out, never invented. Debug
+//! callers on the ADS stream are not connections (they are never registered), so they are not
+//! listed.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::model::mesh::OutboundTrafficPolicy;
+use crate::model::registry::{Protocol, Resolution, Service};
+use crate::model::{Kind, MeshConfig};
+use crate::xds::status::Connection;
+
+/// The debug endpoints bowline serves under `/debug/`, as `/debug/list` names them (sorted,
+/// without `list` itself).
+pub const ENDPOINTS: &[&str] = &[
+    "config_dump",
+    "configz",
+    "connections",
+    "mesh",
+    "push_status",
+    "registryz",
+    "syncz",
+];
+
+/// `/debug/list`: the debug endpoints, a sorted JSON array of names.
+pub fn list() -> Value {
+    json!(ENDPOINTS)
+}
+
+/// `/debug/connections`: istiod's `AdsClients` (`totalClients`, and `clients` when any, each
+/// with `connectionId` `<node id>-<n>`, `connectedAt` (RFC 3339) and `address`).
+pub fn connections(connections: &[std::sync::Arc<Connection>]) -> Value {
+    let clients: Vec<Value> = connections
+        .iter()
+        .map(|c| {
+            json!({
+                "connectionId": format!("{}-{}", c.proxy.id, c.id),
+                "connectedAt": rfc3339(c.connected_at),
+                "address": c.peer.map(|p| p.to_string()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let mut out = json!({ "totalClients": clients.len() });
+    if !clients.is_empty() {
+        out["clients"] = clients.into();
+    }
+    out
+}
+
+/// `/debug/mesh`: the mesh config in force, as istiod's MeshConfig JSON (the fields bowline
+/// honours).
+pub fn mesh(mesh: &MeshConfig) -> Value {
+    let mode = match mesh.outbound_traffic_policy {
+        OutboundTrafficPolicy::AllowAny => "ALLOW_ANY",
+        OutboundTrafficPolicy::RegistryOnly => "REGISTRY_ONLY",
+    };
+    let providers: Vec<Value> = mesh
+        .extension_providers
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.provider).unwrap_or_default();
+            // Istio's oneof field names; bowline's placeholders for other kinds carry no body.
+            if !v.is_object() || v.get("other").is_some() || v.get("invalid").is_some() {
+                v = json!({});
+            }
+            v["name"] = p.name.clone().into();
+            v
+        })
+        .collect();
+    json!({
+        "rootNamespace": mesh.root_namespace,
+        "trustDomain": mesh.trust_domain,
+        "trustDomainAliases": mesh.trust_domain_aliases,
+        "outboundTrafficPolicy": { "mode": mode },
+        "connectTimeout": duration(mesh.connect_timeout),
+        "enableAutoMtls": mesh.enable_auto_mtls,
+        "extensionProviders": providers,
+    })
+}
+
+/// `/debug/push_status`: istiod's `ProxyStatus` map, keyed by a metric name then by the
+/// resource concerned, each entry `{"proxy", "message"}`. bowline reports what went wrong
+/// generating the connected proxies' configuration under `pilot_translation_diagnostics`,
+/// keyed `<kind>/<namespace>/<name>`; no problem is an empty object, as istiod's.
+pub fn push_status(connections: &[std::sync::Arc<Connection>]) -> Value {
+    let mut entries: BTreeMap<String, Value> = BTreeMap::new();
+    for c in connections {
+        for d in c.diagnostics() {
+            let key = format!("{}/{}/{}", d.kind, d.namespace, d.name);
+            entries
+                .entry(key)
+                .or_insert_with(|| json!({ "proxy": c.proxy.short_id(), "message": d.message }));
+        }
+    }
+    let mut out = json!({});
+    if !entries.is_empty() {
+        out["pilot_translation_diagnostics"] = json!(entries);
+    }
+    out
+}
+
+/// `/debug/registryz`: the services, in istiod's `model.Service` JSON shape.
+pub fn registryz(services: &[std::sync::Arc<Service>]) -> Value {
+    services.iter().map(|s| service(s)).collect()
+}
+
+fn service(s: &Service) -> Value {
+    let registry = match s.origin {
+        Kind::ServiceEntry => "External",
+        _ => "Kubernetes",
+    };
+    let export_to: BTreeMap<&str, Value> = s
+        .export_to
+        .iter()
+        .map(|n| (n.as_str(), json!({})))
+        .collect();
+    let ports: Vec<Value> = s
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "port": p.number,
+                "protocol": protocol(p.protocol),
+            })
+        })
+        .collect();
+    let mut attributes = json!({
+        "ServiceRegistry": registry,
+        "Name": s.name,
+        "Namespace": s.namespace,
+        "Labels": null,
+        "ExportTo": if export_to.is_empty() { Value::Null } else { json!(export_to) },
+        "LabelSelectors": s.selector,
+    });
+    if s.selector.is_none() {
+        attributes["LabelSelectors"] = Value::Null;
+    }
+    let mut out = json!({
+        "Attributes": attributes,
+        "hostname": s.hostname,
+        "Resolution": resolution(s.resolution),
+        "MeshExternal": s.mesh_external,
+    });
+    if !ports.is_empty() {
+        out["ports"] = ports.into();
+    }
+    let accounts: Vec<&str> = s.service_accounts().into_iter().collect();
+    if !accounts.is_empty() {
+        out["serviceAccounts"] = json!(accounts);
+    }
+    if let Some(vip) = s.addresses.first() {
+        out["defaultAddress"] = vip.clone().into();
+        out["clusterVIPs"] = json!({ "Addresses": { "Kubernetes": s.addresses } });
+    }
+    out
+}
+
+/// istiod's protocol names (`protocol.Instance`).
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http => "HTTP",
+        Protocol::Http2 => "HTTP2",
+        Protocol::Grpc => "GRPC",
+        Protocol::GrpcWeb => "GRPC-Web",
+        Protocol::Https => "HTTPS",
+        Protocol::Tls => "TLS",
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Mongo => "Mongo",
+        Protocol::Redis => "Redis",
+        Protocol::Mysql => "MySQL",
+        Protocol::Unsupported => "UnsupportedProtocol",
+    }
+}
+
+/// istiod's `model.Resolution` values (serialized as numbers).
+fn resolution(r: Resolution) -> u8 {
+    match r {
+        Resolution::Static => 0,
+        Resolution::Dns => 1,
+        Resolution::Passthrough => 2,
+        Resolution::DnsRoundRobin => 3,
+        Resolution::DynamicDns => 5,
+    }
+}
+
+/// A protobuf JSON duration: seconds with an `s`.
+fn duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        let n = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+        format!("{}s", n.trim_end_matches('0'))
+    }
+}
+
+/// RFC 3339 in UTC, with nanoseconds when any (Go's `time.Time` JSON).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let nanos = d.subsec_nanos();
+    let frac = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}").trim_end_matches('0').to_string()
+    };
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}{frac}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::Proxy;
+    use crate::xds::Transport;
+
+    #[test]
+    fn list_is_sorted_and_omits_itself() {
+        let names: Vec<String> = serde_json::from_value(list()).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert!(!names.contains(&"list".to_string()));
+        for n in ["connections", "mesh", "push_status", "registryz", "syncz"] {
+            assert!(names.contains(&n.to_string()), "{n}");
+        }
+    }
+
+    #[test]
+    fn connections_in_istiods_shape() {
+        assert_eq!(connections(&[]), json!({"totalClients": 0}));
+        let proxy =
+            Proxy::parse("sidecar~10.0.0.1~a-0.ns~ns.svc.cluster.local", &json!({})).unwrap();
+        let c = Connection::new(3, proxy, false, Transport::Plaintext)
+            .with_peer(Some("10.0.0.1:40000".parse().unwrap()));
+        let v = connections(&[Arc::new(c)]);
+        assert_eq!(v["totalClients"], 1);
+        let client = &v["clients"][0];
+        assert_eq!(
+            client["connectionId"],
+            "sidecar~10.0.0.1~a-0.ns~ns.svc.cluster.local-3"
+        );
+        assert_eq!(client["address"], "10.0.0.1:40000");
+        assert!(client["connectedAt"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn rfc3339_matches_go() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.12Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn mesh_in_istiods_field_names() {
+        let v = mesh(&MeshConfig::default());
+        assert_eq!(v["rootNamespace"], "istio-system");
+        assert_eq!(v["trustDomain"], "cluster.local");
+        assert_eq!(v["outboundTrafficPolicy"]["mode"], "ALLOW_ANY");
+        assert_eq!(v["connectTimeout"], "10s");
+        assert_eq!(v["enableAutoMtls"], true);
+        assert_eq!(duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn push_status_without_problems_is_empty() {
+        assert_eq!(push_status(&[]), json!({}));
+    }
+}
