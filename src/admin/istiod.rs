@@ -1,6 +1,6 @@
 //! istiod's debug HTTP views that users script against, with istiod's paths and JSON field
 //! names: `/debug/list`, `/debug/connections`, `/debug/mesh`, `/debug/push_status` and
-//! `/debug/registryz`.
+//! `/debug/registryz`, `/debug/endpointz` (and its newer name `/debug/endpointShardz`).
 //!
 //! Contract: each answer is built from what bowline holds (the connection registry, the model
 //! in force); fields istiod has and bowline does not know are left out, never invented. Debug
@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::model::mesh::OutboundTrafficPolicy;
-use crate::model::registry::{Protocol, Resolution, Service};
+use crate::model::registry::{Endpoint, Health, Protocol, Resolution, Service};
 use crate::model::{Kind, MeshConfig};
 use crate::xds::status::Connection;
 
@@ -23,6 +23,8 @@ pub const ENDPOINTS: &[&str] = &[
     "config_dump",
     "configz",
     "connections",
+    "endpointShardz",
+    "endpointz",
     "mesh",
     "push_status",
     "registryz",
@@ -161,6 +163,64 @@ fn service(s: &Service) -> Value {
         out["clusterVIPs"] = json!({ "Addresses": { "Kubernetes": s.addresses } });
     }
     out
+}
+
+/// `/debug/endpointz`: istiod's endpoint shards, keyed by hostname then namespace, each
+/// `{"Shards": {"<registry>/<cluster>": [IstioEndpoint...]}, "ServiceAccounts": {...}}`.
+pub fn endpointz(services: &[std::sync::Arc<Service>]) -> Value {
+    let mut out: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
+    for s in services {
+        let registry = match s.origin {
+            Kind::ServiceEntry => "External",
+            _ => "Kubernetes",
+        };
+        let endpoints: Vec<Value> = s
+            .endpoints
+            .iter()
+            .flat_map(|(number, endpoints)| {
+                let port_name = s.port(*number).map(|p| p.name.as_str()).unwrap_or("");
+                endpoints
+                    .iter()
+                    .map(move |e| endpoint(e, port_name, &s.namespace))
+            })
+            .collect();
+        let accounts: BTreeMap<&str, Value> = s
+            .service_accounts()
+            .into_iter()
+            .map(|sa| (sa, json!({})))
+            .collect();
+        out.entry(s.hostname.as_str()).or_default().insert(
+            s.namespace.as_str(),
+            json!({
+                "Shards": { format!("{registry}/Kubernetes"): endpoints },
+                "ServiceAccounts": accounts,
+            }),
+        );
+    }
+    json!(out)
+}
+
+fn endpoint(e: &Endpoint, port_name: &str, namespace: &str) -> Value {
+    let health = match e.health {
+        Health::Healthy => 1,
+        Health::Unhealthy => 2,
+        Health::Draining => 3,
+    };
+    json!({
+        "Labels": e.labels,
+        "Addresses": [e.address],
+        "ServicePortName": port_name,
+        "ServiceAccount": e.service_account.clone().unwrap_or_default(),
+        "Locality": {
+            "Label": e.locality.clone().unwrap_or_default(),
+            "ClusterID": "Kubernetes",
+        },
+        "EndpointPort": e.port,
+        "LbWeight": e.weight,
+        "TLSMode": e.labels.get("security.istio.io/tlsMode").cloned().unwrap_or_default(),
+        "Namespace": namespace,
+        "HealthStatus": health,
+    })
 }
 
 /// istiod's protocol names (`protocol.Instance`).

@@ -8,7 +8,7 @@
 //! generating the connected proxies' configuration), `/debug/config_dump?proxyID=`
 //! (what bowline sends that proxy, as Envoy ConfigDump JSON), `/metrics`, and istiod's own
 //! debug views with istiod's paths and field names (`/debug/list`, `/debug/connections`,
-//! `/debug/mesh`, `/debug/push_status`, `/debug/registryz`; see `istiod`).
+//! `/debug/mesh`, `/debug/push_status`, `/debug/registryz`, `/debug/endpointz`; see `istiod`).
 
 mod config_dump;
 mod istiod;
@@ -45,6 +45,8 @@ pub fn router(admin: Admin) -> Router {
         .route("/debug/mesh", get(mesh))
         .route("/debug/push_status", get(push_status))
         .route("/debug/registryz", get(registryz))
+        .route("/debug/endpointz", get(endpointz))
+        .route("/debug/endpointShardz", get(endpointz))
         .with_state(admin)
 }
 
@@ -94,6 +96,11 @@ async fn push_status(State(admin): State<Admin>) -> Response {
 async fn registryz(State(admin): State<Admin>) -> Response {
     let snapshot = admin.shared.snapshots.borrow().clone();
     Json(istiod::registryz(&snapshot.model.registry.services)).into_response()
+}
+
+async fn endpointz(State(admin): State<Admin>) -> Response {
+    let snapshot = admin.shared.snapshots.borrow().clone();
+    Json(istiod::endpointz(&snapshot.model.registry.services)).into_response()
 }
 
 #[derive(Serialize)]

@@ -115,6 +115,7 @@ async fn istiod_http_views(bowline: &Bowline) {
         "mesh",
         "push_status",
         "registryz",
+        "endpointz",
         "syncz",
         "configz",
         "config_dump",
@@ -168,6 +169,18 @@ async fn istiod_http_views(bowline: &Bowline) {
     assert_eq!(web["ports"][0]["protocol"], "HTTP", "{web}");
     assert_eq!(web["Resolution"], 0, "{web}");
     assert_eq!(web["MeshExternal"], false, "{web}");
+
+    for path in ["/debug/endpointz", "/debug/endpointShardz"] {
+        let shards = get(path).await;
+        let web = &shards["web.default.svc.cluster.local"]["default"];
+        let endpoint = &web["Shards"]["Kubernetes/Kubernetes"][0];
+        assert_eq!(endpoint["Addresses"][0], "127.0.0.99", "{shards}");
+        assert_eq!(endpoint["EndpointPort"], 8080, "{shards}");
+        assert_eq!(endpoint["ServicePortName"], "http", "{shards}");
+        assert_eq!(endpoint["Namespace"], "default", "{shards}");
+        assert_eq!(endpoint["HealthStatus"], 1, "{shards}");
+        assert!(web["ServiceAccounts"].is_object(), "{shards}");
+    }
 }
 
 /// A proxy (a plain ADS client) that rejects the clusters it is sent.
@@ -225,7 +238,10 @@ async fn istioctl_debug_types_on_the_ads_stream() {
     bowline.write(
         "mesh.yaml",
         &common::fixtures::docs(&[
-            &common::fixtures::service("web", "default").port_to(80, "http", 8080)
+            &common::fixtures::service("web", "default").port_to(80, "http", 8080),
+            &common::fixtures::workload_entry("web-1", "default", "127.0.0.99")
+                .label("app", "web")
+                .service_account("web"),
         ]),
     );
     bowline.start().await;
