@@ -767,8 +767,7 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MeshConfig;
-    use crate::model::resource::parse_yaml;
+
     use envoy_types::pb::envoy::config::listener::v3 as xds_listener;
 
     const MESH: &str = r#"
@@ -786,13 +785,9 @@ spec: {address: 10.0.0.1, labels: {app: a}}
 "#;
 
     fn snapshot(generation: u64, yaml: &str, changed: TypeSet) -> Snapshot {
-        let resources = parse_yaml(yaml, "t")
-            .into_iter()
-            .map(|p| Arc::new(p.resource.unwrap()))
-            .collect();
         Snapshot {
             generation,
-            model: Arc::new(Model::build(resources, vec![], MeshConfig::default())),
+            model: Arc::new(crate::model::testing::model(yaml)),
             changed,
             changed_at: Instant::now(),
         }

@@ -123,15 +123,7 @@ pub fn credential_names(model: &Model, proxy: &Proxy) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MeshConfig;
-
-    fn model(yaml: &str) -> Model {
-        let resources = crate::model::resource::parse_yaml(yaml, "test.yaml")
-            .into_iter()
-            .map(|p| std::sync::Arc::new(p.resource.expect("a valid resource")))
-            .collect();
-        Model::build(resources, Vec::new(), MeshConfig::default())
-    }
+    use crate::model::testing::model;
 
     fn router(namespace: &str, labels: &str) -> Proxy {
         let mut p = Proxy::parse(

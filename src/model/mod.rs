@@ -28,6 +28,9 @@ pub mod proxy;
 pub mod registry;
 pub mod workload;
 
+#[cfg(test)]
+pub mod testing;
+
 pub use config::{Change, Model};
 pub use identity::Identity;
 pub use mesh::MeshConfig;

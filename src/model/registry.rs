@@ -627,15 +627,10 @@ mod tests {
 
     /// The registry of valid resources in `yaml`.
     fn registry(yaml: &str) -> Registry {
-        let resources: Vec<Arc<Resource>> = crate::model::resource::parse_yaml(yaml, "test.yaml")
-            .into_iter()
-            .map(|p| {
-                let errors: Vec<_> = p.diagnostics.iter().filter(|d| d.is_error()).collect();
-                assert!(errors.is_empty(), "{errors:?}");
-                Arc::new(p.resource.expect("a valid resource"))
-            })
-            .collect();
-        Registry::build(&resources, &MeshConfig::default())
+        Registry::build(
+            &crate::model::testing::resources(yaml),
+            &MeshConfig::default(),
+        )
     }
 
     /// `address:port` of the endpoints of a service port.

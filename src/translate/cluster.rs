@@ -1220,18 +1220,12 @@ fn inbound_metadata(scope: &Scope, inbound: &InboundPort) -> Option<xds_core::Me
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::resource::parse_yaml;
-    use crate::model::{MeshConfig, Model, Proxy};
-    use std::sync::Arc;
+
+    use crate::model::Proxy;
 
     /// The `istio` metadata of each cluster of a sidecar `web` in `ns` (labels `app: web`).
     fn istio_metadata(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
-        let resources: Vec<Arc<crate::model::Resource>> = parse_yaml(yaml, "test.yaml")
-            .into_iter()
-            .map(|p| p.resource.map(Arc::new).ok_or(p.diagnostics))
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|d| panic!("invalid test input: {d:?}"));
-        let model = Model::build(resources, Vec::new(), MeshConfig::default());
+        let model = crate::model::testing::model(yaml);
         let proxy = Proxy::parse(
             "sidecar~10.0.0.1~web.ns~ns.svc.cluster.local",
             &serde_json::json!({"NAMESPACE": "ns", "LABELS": {"app": "web"}}),

@@ -892,22 +892,15 @@ pub fn inbound_virtual_host(port: u16, cluster: &str) -> xds_route::VirtualHost 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::resource::parse_yaml;
-    use crate::model::{MeshConfig, Model, Proxy};
+
+    use crate::model::Proxy;
     use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
     use networking::{HeaderOperations, Headers, HttpMatchRequest};
-    use std::sync::Arc;
 
     /// The routes of `host` (in namespace `ns`, port 80) for a plain sidecar in `ns`, and the
     /// translation's diagnostics.
     fn routes(yaml: &str, ns: &str, host: &str) -> (Vec<xds_route::Route>, Vec<String>) {
-        let parsed = parse_yaml(yaml, "test.yaml");
-        let resources: Vec<Arc<crate::model::Resource>> = parsed
-            .into_iter()
-            .map(|p| p.resource.map(Arc::new).ok_or(p.diagnostics))
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|d| panic!("invalid test input: {d:?}"));
-        let model = Model::build(resources, Vec::new(), MeshConfig::default());
+        let model = crate::model::testing::model(yaml);
         let id = format!("sidecar~10.0.0.1~client.{ns}~{ns}.svc.cluster.local");
         let proxy = Proxy::parse(&id, &serde_json::json!({"NAMESPACE": ns})).expect("proxy");
         let scope = Scope::new(&model, &proxy);

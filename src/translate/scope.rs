@@ -1170,18 +1170,6 @@ spec:
   - {name: tcp-admin, port: 81, targetPort: 9901}
 "#;
 
-    fn model_of(yaml: &str) -> Model {
-        let resources = crate::model::resource::parse_yaml(yaml, "test.yaml")
-            .into_iter()
-            .map(|p| {
-                let errors: Vec<_> = p.diagnostics.iter().filter(|d| d.is_error()).collect();
-                assert!(errors.is_empty(), "{errors:?}");
-                Arc::new(p.resource.expect("a valid resource"))
-            })
-            .collect();
-        Model::build(resources, Vec::new(), crate::model::MeshConfig::default())
-    }
-
     /// The inbound ports (and protocols) a captured `web` proxy at `ip` gets.
     fn inbound_ports(
         yaml: &str,
@@ -1189,7 +1177,7 @@ spec:
         ip: &str,
         pod_ports: Option<&str>,
     ) -> Vec<(u16, Protocol)> {
-        let model = model_of(yaml);
+        let model = crate::model::testing::model(yaml);
         let mut metadata = serde_json::json!({
             "NAMESPACE": "shop",
             "LABELS": {"app": "web"},

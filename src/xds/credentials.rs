@@ -254,7 +254,6 @@ fn at_most_three(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MeshConfig;
 
     const GATEWAYS: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -288,11 +287,7 @@ spec:
     }
 
     fn model(extra: &str) -> Model {
-        let resources = crate::model::resource::parse_yaml(&format!("{GATEWAYS}{extra}"), "t")
-            .into_iter()
-            .map(|p| Arc::new(p.resource.expect("valid")))
-            .collect();
-        Model::build(resources, Vec::new(), MeshConfig::default())
+        crate::model::testing::model(&format!("{GATEWAYS}{extra}"))
     }
 
     fn proxy(kind: &str, namespace: &str) -> Proxy {
