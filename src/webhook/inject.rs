@@ -760,6 +760,24 @@ fn bootstrap_mounts() -> Vec<VolumeMount> {
 
 /// istio-proxy: stock Envoy on the bootstrap istio-init wrote, with the resources the pod's
 /// annotations ask for.
+/// The proxy's user and group (1337), no privilege, capability or writable root: what the
+/// proxy container (and a gateway's bootstrap step) run as.
+fn proxy_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_group: Some(PROXY_UID),
+        run_as_non_root: Some(true),
+        run_as_user: Some(PROXY_UID),
+        ..Default::default()
+    }
+}
+
 fn proxy_container(settings: &Settings, annotations: &BTreeMap<String, String>) -> Container {
     let quantities = |keys: [(&str, &str); 2]| -> BTreeMap<String, Quantity> {
         keys.iter()
@@ -820,19 +838,7 @@ fn proxy_container(settings: &Settings, annotations: &BTreeMap<String, String>) 
             ..Default::default()
         }),
         resources,
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_group: Some(PROXY_UID),
-            run_as_non_root: Some(true),
-            run_as_user: Some(PROXY_UID),
-            ..Default::default()
-        }),
+        security_context: Some(proxy_security_context()),
         volume_mounts: Some(vec![mount(VOLUME_ENVOY, ENVOY_DIR, true)]),
         restart_policy: settings.native.then(|| "Always".to_string()),
         ..Default::default()

@@ -18,13 +18,13 @@
 //! - no `security.istio.io/tlsMode` label and no default-container annotations, as istiod's
 //!   template; the capture annotations are not used (a warning names them).
 
-use k8s_openapi::api::core::v1::{Capabilities, Container, SecurityContext};
+use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 use super::{
-    BOOTSTRAP_CONTAINER, InjectError, Options, PROXY_CONTAINER, PROXY_UID, bootstrap_args,
-    bootstrap_mounts, downward_env,
+    BOOTSTRAP_CONTAINER, InjectError, Options, PROXY_CONTAINER, bootstrap_args, bootstrap_mounts,
+    downward_env, proxy_security_context,
 };
 
 /// What a pod's `istio-proxy` sets to have the injector choose the image.
@@ -59,19 +59,7 @@ pub(super) fn bootstrap_container(opts: &Options) -> Container {
         image: Some(opts.injector_image.clone()),
         args: Some(bootstrap_args(opts, ["--type=router".to_string()])),
         env: Some(downward_env()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_group: Some(PROXY_UID),
-            run_as_non_root: Some(true),
-            run_as_user: Some(PROXY_UID),
-            ..Default::default()
-        }),
+        security_context: Some(proxy_security_context()),
         volume_mounts: Some(bootstrap_mounts()),
         ..Default::default()
     }
