@@ -182,9 +182,7 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_cluster::Cluster> {
     }
     // The JWKS servers of RequestAuthentications that the registry does not already give a
     // cluster to (the outbound part's clusters count when only the inbound part is made).
-    let names: std::collections::BTreeSet<String> =
-        clusters.iter().map(|c| c.name.clone()).collect();
-    let mut jwks = authz::jwks_clusters(scope, &names, connect_timeout);
+    let mut jwks = jwks_clusters(scope, &clusters);
     if !part.outbound() && !jwks.is_empty() {
         let mut outbound_names: std::collections::BTreeSet<String> =
             outbound(scope).into_iter().map(|c| c.name).collect();

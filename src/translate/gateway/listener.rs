@@ -310,10 +310,11 @@ fn auto_passthrough_chains(
 ) -> Vec<xds_listener::FilterChain> {
     let hosts = server.host_names();
     let mut out = Vec::new();
-    for (cluster, service) in sni_dnat_clusters(scope) {
-        if !hosts.iter().any(|h| host_matches(h, &service.hostname)) {
+    for dnat in sni_dnat_clusters(scope) {
+        if !hosts.iter().any(|h| host_matches(h, &dnat.host)) {
             continue;
         }
+        let cluster = dnat.sni;
         if !sni_taken.insert(cluster.clone()) {
             continue;
         }

@@ -23,7 +23,6 @@ use super::Part;
 use super::cluster;
 use super::scope::{Scope, exported_to};
 use crate::model::networking::VirtualService;
-use crate::model::registry::Service;
 use crate::model::{Kind, Resource, Spec};
 use crate::translate::naming;
 
@@ -32,22 +31,17 @@ pub fn clusters(scope: &Scope, part: Part) -> Vec<xds_cluster::Cluster> {
         return Vec::new();
     }
     let mut out = cluster::outbound_clusters(scope);
-    if merge::merge(scope, false)
+    let auto_passthrough = merge::merge(scope, false)
         .ports
         .iter()
         .flat_map(|p| &p.servers)
-        .any(|s| s.tls_mode() == Some(crate::model::networking::ServerTlsMode::AutoPassthrough))
-    {
+        .any(|s| s.tls_mode() == Some(crate::model::networking::ServerTlsMode::AutoPassthrough));
+    if auto_passthrough {
         let dnat: Vec<xds_cluster::Cluster> = sni_dnat_clusters(scope)
             .into_iter()
-            .filter_map(|(name, service)| {
-                let port = service.ports.iter().find_map(|p| {
-                    (naming::outbound_sni(p.number, "", &service.hostname) == name)
-                        .then_some(p.number)
-                })?;
-                let original = naming::outbound_cluster(port, "", &service.hostname);
-                let mut c = out.iter().find(|c| c.name == original)?.clone();
-                c.name = name;
+            .filter_map(|d| {
+                let mut c = out.iter().find(|c| c.name == d.outbound)?.clone();
+                c.name = d.sni;
                 c.transport_socket = None;
                 c.transport_socket_matches.clear();
                 Some(c)
@@ -112,17 +106,23 @@ fn virtual_services_for<'a>(
     out
 }
 
-/// The SNI-DNAT clusters of AUTO_PASSTHROUGH servers: one per service port the gateway
-/// reaches over EDS, named by the SNI a sidecar's mTLS connection to it carries.
-fn sni_dnat_clusters<'a>(scope: &Scope<'a>) -> Vec<(String, &'a Service)> {
+/// An SNI-DNAT cluster of AUTO_PASSTHROUGH servers: named by the SNI a sidecar's mTLS
+/// connection to a service port carries, a copy of that port's outbound cluster.
+struct SniDnat {
+    sni: String,
+    outbound: String,
+    host: String,
+}
+
+/// The SNI-DNAT clusters: one per service port the gateway reaches over EDS.
+fn sni_dnat_clusters(scope: &Scope) -> Vec<SniDnat> {
     cluster::outbound(scope)
         .into_iter()
         .filter(|c| c.subset.is_none() && c.uses_eds())
-        .map(|c| {
-            (
-                naming::outbound_sni(c.port, "", &c.service.hostname),
-                c.service,
-            )
+        .map(|c| SniDnat {
+            sni: naming::outbound_sni(c.port, "", &c.service.hostname),
+            outbound: c.name,
+            host: c.service.hostname.clone(),
         })
         .collect()
 }
