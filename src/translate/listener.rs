@@ -41,11 +41,7 @@ pub fn build(scope: &Scope, part: Part) -> Vec<xds_listener::Listener> {
     if part.outbound() {
         let (planned, routes) = outbound::plan(scope);
         let dfp = DynamicForwardProxies::of(scope, &routes);
-        out.extend(planned.iter().map(|p| {
-            let mut listener = outbound_listener(scope, p);
-            dfp.apply(p, &mut listener);
-            listener
-        }));
+        out.extend(planned.iter().map(|p| outbound_listener(scope, p, &dfp)));
         if captured {
             out.push(virtual_outbound(scope));
         }
@@ -124,20 +120,34 @@ fn outbound_chain(
     scope: &Scope,
     listener: &ListenerPlan,
     chain: &ChainPlan,
+    dfp: &DynamicForwardProxies,
 ) -> xds_listener::FilterChain {
-    let filter = match &chain.action {
-        ChainAction::Http { route } => manager_filter(&connection_manager(
-            &format!("outbound_{}", listener.name),
-            Vec::new(),
-            rds(route),
-        )),
-        ChainAction::Tcp { clusters } => match clusters.as_slice() {
-            // The destination's DestinationRule shapes the proxy (idle timeout, source-IP hash).
-            [(cluster, _)] => {
-                tcp_proxy_filter_with(cluster, TcpProxyPolicy::for_cluster(scope, cluster))
+    let filters = match &chain.action {
+        ChainAction::Http { route } => {
+            let mut manager = connection_manager(
+                &format!("outbound_{}", listener.name),
+                Vec::new(),
+                rds(route),
+            );
+            if let Some(resolve) = dfp.http_filter(route) {
+                insert_before_router(&mut manager, resolve);
             }
-            weighted => tcp_proxy_weighted(weighted),
-        },
+            vec![manager_filter(&manager)]
+        }
+        ChainAction::Tcp { clusters } => {
+            let proxy = match clusters.as_slice() {
+                // The destination's DestinationRule shapes the proxy (idle timeout, source-IP
+                // hash).
+                [(cluster, _)] => {
+                    tcp_proxy_filter_with(cluster, TcpProxyPolicy::for_cluster(scope, cluster))
+                }
+                weighted => tcp_proxy_weighted(weighted),
+            };
+            dfp.network_filter(clusters)
+                .into_iter()
+                .chain([proxy])
+                .collect()
+        }
     };
     let has_match = !(chain.application_protocols.is_empty()
         && chain.server_names.is_empty()
@@ -150,13 +160,17 @@ fn outbound_chain(
             prefix_ranges: chain.prefix_ranges.iter().filter_map(|c| cidr(c)).collect(),
             ..Default::default()
         }),
-        filters: vec![filter],
+        filters,
         metadata: chain.config.clone().and_then(metadata::config_of_path),
         ..Default::default()
     }
 }
 
-fn outbound_listener(scope: &Scope, plan: &ListenerPlan) -> xds_listener::Listener {
+fn outbound_listener(
+    scope: &Scope,
+    plan: &ListenerPlan,
+    dfp: &DynamicForwardProxies,
+) -> xds_listener::Listener {
     let mut listener_filters = Vec::new();
     if plan.inspect_tls || plan.sniff_http {
         listener_filters.push(listener_filter(
@@ -176,7 +190,7 @@ fn outbound_listener(scope: &Scope, plan: &ListenerPlan) -> xds_listener::Listen
         filter_chains: plan
             .chains
             .iter()
-            .map(|c| outbound_chain(scope, plan, c))
+            .map(|c| outbound_chain(scope, plan, c, dfp))
             .collect(),
         listener_filters,
         // Server-first protocols on sniffed ports proceed as TCP when the client stays silent.
@@ -228,84 +242,57 @@ impl DynamicForwardProxies {
         DynamicForwardProxies { routes, clusters }
     }
 
-    /// Adds the resolving filters to the chains of `listener` (built from `plan`).
-    fn apply(&self, plan: &ListenerPlan, listener: &mut xds_listener::Listener) {
+    /// The HTTP filter that resolves hosts for the services of route configuration `route`,
+    /// if it routes to a dynamic forward proxy.
+    fn http_filter(&self, route: &str) -> Option<hcm::HttpFilter> {
         use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3 as http_dfp;
+        let host = self.routes.get(route)?;
+        Some(hcm::HttpFilter {
+            name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
+                &http_dfp::FilterConfig {
+                    implementation_specifier: Some(
+                        http_dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(
+                            cluster::dns_cache_config(host),
+                        ),
+                    ),
+                    ..Default::default()
+                },
+            ))),
+            ..Default::default()
+        })
+    }
+
+    /// The network filter that resolves the SNI a TLS connection names, in front of the
+    /// `tcp_proxy` of a chain whose one destination is a dynamic forward proxy.
+    fn network_filter(&self, clusters: &[(String, u32)]) -> Option<xds_listener::Filter> {
         use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3 as sni_dfp;
-        if self.routes.is_empty() && self.clusters.is_empty() {
-            return;
-        }
-        for (chain, built) in plan.chains.iter().zip(listener.filter_chains.iter_mut()) {
-            match &chain.action {
-                ChainAction::Http { route } => {
-                    let Some(host) = self.routes.get(route) else {
-                        continue;
-                    };
-                    let filter = hcm::HttpFilter {
-                        name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
-                        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
-                            &http_dfp::FilterConfig {
-                                implementation_specifier: Some(
-                                    http_dfp::filter_config::ImplementationSpecifier::DnsCacheConfig(
-                                        cluster::dns_cache_config(host),
-                                    ),
-                                ),
-                                ..Default::default()
-                            },
-                        ))),
-                        ..Default::default()
-                    };
-                    for f in &mut built.filters {
-                        insert_before_router(f, filter.clone());
-                    }
-                }
-                ChainAction::Tcp { clusters } => {
-                    let [(name, _)] = clusters.as_slice() else {
-                        continue;
-                    };
-                    let Some((host, port)) = self.clusters.get(name) else {
-                        continue;
-                    };
-                    let config = sni_dfp::FilterConfig {
-                        dns_cache_config: Some(cluster::dns_cache_config(host)),
-                        port_specifier: Some(sni_dfp::filter_config::PortSpecifier::PortValue(
-                            u32::from(*port),
-                        )),
-                        ..Default::default()
-                    };
-                    let at = built.filters.len().saturating_sub(1);
-                    built.filters.insert(
-                        at,
-                        xds_listener::Filter {
-                            name: "envoy.filters.network.sni_dynamic_forward_proxy".to_string(),
-                            config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(
-                                &config,
-                            ))),
-                        },
-                    );
-                }
-            }
-        }
+        let [(name, _)] = clusters else {
+            return None;
+        };
+        let (host, port) = self.clusters.get(name)?;
+        let config = sni_dfp::FilterConfig {
+            dns_cache_config: Some(cluster::dns_cache_config(host)),
+            port_specifier: Some(sni_dfp::filter_config::PortSpecifier::PortValue(u32::from(
+                *port,
+            ))),
+            ..Default::default()
+        };
+        Some(xds_listener::Filter {
+            name: "envoy.filters.network.sni_dynamic_forward_proxy".to_string(),
+            config_type: Some(xds_listener::filter::ConfigType::TypedConfig(pack(&config))),
+        })
     }
 }
 
-/// Puts `filter` just before the router of an HTTP connection manager (other filters are left
-/// alone).
-fn insert_before_router(filter: &mut xds_listener::Filter, http: hcm::HttpFilter) {
-    use prost::Message;
-    let Some(xds_listener::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
-        return;
-    };
-    let Ok(mut manager) = hcm::HttpConnectionManager::decode(any.value.as_slice()) else {
-        return;
-    };
+/// Puts `http` just before the router of a connection manager (other filters are left alone).
+fn insert_before_router(manager: &mut hcm::HttpConnectionManager, http: hcm::HttpFilter) {
     let at = manager
         .http_filters
         .iter()
         .position(|f| f.name == "envoy.filters.http.router")
         .unwrap_or(manager.http_filters.len());
     manager.http_filters.insert(at, http);
-    *any = pack(&manager);
 }
 
 fn virtual_outbound(scope: &Scope) -> xds_listener::Listener {
