@@ -91,7 +91,8 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
-/// The TLS acceptor of the xDS port, and the task that renews its certificate.
+/// The TLS acceptor of one of bowline's TLS ports (xDS, webhooks), and the task that renews
+/// its serving certificate.
 pub struct TlsPort {
     pub acceptor: TlsAcceptor,
     serving: Arc<ServingCert>,

@@ -262,16 +262,19 @@ mod tests {
     use super::*;
     use crate::ca::{CaOptions, DEFAULT_WORKLOAD_TTL};
 
+    /// A self-signed CA of `cluster.local`.
+    fn test_ca() -> Ca {
+        Ca::load(&CaOptions {
+            dir: None,
+            trust_domain: "cluster.local".into(),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn default_only_for_an_identity_and_renewed() {
-        let ca = Arc::new(
-            Ca::load(&CaOptions {
-                dir: None,
-                trust_domain: "cluster.local".into(),
-                workload_ttl: DEFAULT_WORKLOAD_TTL,
-            })
-            .unwrap(),
-        );
+        let ca = Arc::new(test_ca());
         let wanted: std::collections::BTreeSet<String> =
             [SDS_DEFAULT, SDS_ROOTCA].map(String::from).into();
         let mut anonymous = Secrets::new(Some(ca.clone()), None);
@@ -296,12 +299,7 @@ mod tests {
 
     #[test]
     fn rootca_is_the_trust_bundle_only() {
-        let ca = Ca::load(&CaOptions {
-            dir: None,
-            trust_domain: "cluster.local".into(),
-            workload_ttl: DEFAULT_WORKLOAD_TTL,
-        })
-        .unwrap();
+        let ca = test_ca();
         let Some(tls::secret::Type::ValidationContext(v)) = root_secret(&ca).r#type else {
             panic!("ROOTCA is a validation context");
         };
@@ -315,14 +313,7 @@ mod tests {
 
     #[test]
     fn a_trust_domain_change_moves_the_identity_and_replaces_the_certificate() {
-        let ca = Arc::new(
-            Ca::load(&CaOptions {
-                dir: None,
-                trust_domain: "cluster.local".into(),
-                workload_ttl: DEFAULT_WORKLOAD_TTL,
-            })
-            .unwrap(),
-        );
+        let ca = Arc::new(test_ca());
         let wanted: std::collections::BTreeSet<String> =
             [SDS_DEFAULT, SDS_ROOTCA].map(String::from).into();
         let id = Identity::new("cluster.local", "a", "sa").unwrap();
