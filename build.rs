@@ -2,9 +2,10 @@
 //! - makes the protobuf descriptors of Envoy's API (shipped inside the envoy-types crate as
 //!   `src/generated/types.bin`) available to bowline, which needs them to render Envoy resources
 //!   as JSON (config dumps, golden files) and to compute canonical content versions;
-//! - compiles `proto/` (bowline's definition of Istio's certificate service) with protox and
-//!   tonic-prost-build, without a system protoc. Well-known types resolve to envoy-types'
-//!   `google.protobuf`, so a `Struct` is the same Rust type everywhere;
+//! - compiles `proto/` (bowline's definitions of Istio's certificate service and of the name
+//!   table pilot-agent's DNS proxy asks for) with protox and tonic-prost-build, without a
+//!   system protoc. Well-known types resolve to envoy-types' `google.protobuf`, so a `Struct`
+//!   is the same Rust type everywhere;
 //! - stamps the source revision into `BOWLINE_GIT_REVISION` and `BOWLINE_BUILD_STATUS`
 //!   (`Clean` or `Modified`, as Istio's builds do), for istiod's `/version`. Without git (or
 //!   with `BOWLINE_GIT_REVISION` set in the environment) the revision is taken as given, else
@@ -70,7 +71,10 @@ fn stamp_revision(manifest_dir: &Path) {
 
 /// `proto/**/*.proto` → Rust (messages, tonic client and server) in OUT_DIR.
 fn compile_protos(manifest_dir: &Path) {
-    const PROTOS: &[&str] = &["istio/v1/auth/ca.proto"];
+    const PROTOS: &[&str] = &[
+        "istio/v1/auth/ca.proto",
+        "istio/networking/nds/v1/nds.proto",
+    ];
     let root = manifest_dir.join("proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let descriptors = protox::compile(PROTOS, [&root]).expect("proto/ compiles");

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Istio's own command-line clients, built from source for tests: istioctl and pilot-agent.
+# Istio's own command-line clients, built from source for tests: istioctl and pilot-agent (with
+# the Envoy bootstrap template pilot-agent renders, envoy_bootstrap_tmpl.json, beside them).
 #
 # Pinned version (override with the variable below):
 #   istio.io/istio v0.0.0-20260827124520-eed52ebb66ad  (the pseudo-version the Go module proxy
@@ -38,14 +39,39 @@ usage() {
     exit 2
 }
 
+# pilot-agent renders Envoy's bootstrap from Istio's template, which Istio's proxy image keeps
+# at /var/lib/istio/envoy/envoy_bootstrap_tmpl.json; it is installed beside the binaries.
+TEMPLATE="envoy_bootstrap_tmpl.json"
+
 have_binaries() {
     local b
     [ -f "$BIN/.complete" ] || return 1
     for b in $BINARIES; do [ -x "$BIN/$b" ] || return 1; done
 }
 
+have_all() {
+    have_binaries && [ -f "$BIN/$TEMPLATE" ]
+}
+
+# The directory of the istio.io/istio module source (downloaded into Go's module cache).
+module_dir() {
+    local json dir
+    json="$(GOWORK=off go mod download -json "istio.io/istio@$ISTIO_VERSION")" ||
+        die "go mod download istio.io/istio@$ISTIO_VERSION failed: $json"
+    dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+    [ -f "$dir/VERSION" ] || die "no VERSION file in $dir"
+    echo "$dir"
+}
+
+# install_template <module dir> <bin dir>
+install_template() {
+    local src="$1/tools/packaging/common/envoy_bootstrap.json"
+    [ -f "$src" ] || die "no Envoy bootstrap template at $src"
+    cp "$src" "$2/$TEMPLATE.tmp" && mv "$2/$TEMPLATE.tmp" "$2/$TEMPLATE"
+}
+
 build() {
-    have_binaries && return 0
+    have_all && return 0
     mkdir -p "$ROOT"
     # One build at a time per cache.
     if command -v flock >/dev/null; then
@@ -59,20 +85,20 @@ build() {
 }
 
 build_locked() {
-    have_binaries && return 0
+    have_all && return 0
     command -v go >/dev/null || die "go not found on PATH (need Go >= the go directive of istio.io/istio $ISTIO_VERSION)"
     local start_s=$SECONDS
     export CGO_ENABLED="${CGO_ENABLED:-0}"
     # Outside any module, and go.work off: `go install pkg@version` uses istio.io/istio's go.mod.
     export GOWORK=off
     cd "$ROOT"
+    local dir revision version
+    dir="$(module_dir)"
+    if have_binaries; then
+        install_template "$dir" "$BIN"
+        return 0
+    fi
     log "building istioctl and pilot-agent of istio.io/istio $ISTIO_VERSION with $(go version) into $BIN (takes a while)"
-
-    local json dir revision version
-    json="$(go mod download -json "istio.io/istio@$ISTIO_VERSION")" ||
-        die "go mod download istio.io/istio@$ISTIO_VERSION failed: $json"
-    dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
-    [ -f "$dir/VERSION" ] || die "no VERSION file in $dir"
     # What Istio's own build stamps in (common/scripts/report_build_info.sh): the VERSION file plus
     # -dev for an untagged build, the commit, and the tree state. A pseudo-version names only a
     # commit prefix; that prefix is the revision istioctl prints.
@@ -96,6 +122,7 @@ build_locked() {
     for b in $BINARIES; do [ -x "$tmpbin/$b" ] || die "build produced no $b"; done
     "$tmpbin/istioctl" version --remote=false 2>/dev/null | grep -qF "$version" ||
         die "istioctl does not report $version: $("$tmpbin/istioctl" version --remote=false 2>&1)"
+    install_template "$dir" "$tmpbin"
     echo "istio.io/istio $ISTIO_VERSION ($version) $(go env GOVERSION)" >"$tmpbin/.complete"
     rm -rf "$BIN"
     mv "$tmpbin" "$BIN"

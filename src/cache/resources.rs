@@ -68,7 +68,9 @@ impl Versioned {
             ResourceType::Lds => xds_listener::Listener::decode(self.body.value.as_slice())
                 .map(|l| rds_names(&l))
                 .unwrap_or_default(),
-            ResourceType::Eds | ResourceType::Rds | ResourceType::Sds => Vec::new(),
+            ResourceType::Eds | ResourceType::Rds | ResourceType::Sds | ResourceType::Nds => {
+                Vec::new()
+            }
         })
     }
 }

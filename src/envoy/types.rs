@@ -12,17 +12,20 @@ pub enum ResourceType {
     Rds,
     /// Secrets (SDS over ADS): made per stream by the CA, not by translation.
     Sds,
+    /// Istio's name table, for a pilot-agent whose DNS proxy is on: made per stream.
+    Nds,
 }
 
 impl ResourceType {
-    /// Push order: clusters before endpoints, listeners before routes, secrets last (as
-    /// istiod).
-    pub const ALL: [ResourceType; 5] = [
+    /// Push order: clusters before endpoints, listeners before routes, secrets after them (as
+    /// istiod), then the name table.
+    pub const ALL: [ResourceType; 6] = [
         ResourceType::Cds,
         ResourceType::Eds,
         ResourceType::Lds,
         ResourceType::Rds,
         ResourceType::Sds,
+        ResourceType::Nds,
     ];
 
     /// The types translation generates from the model (cached per proxy class).
@@ -44,6 +47,7 @@ impl ResourceType {
             ResourceType::Sds => {
                 "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
+            ResourceType::Nds => "type.googleapis.com/istio.networking.nds.v1.NameTable",
         }
     }
 
@@ -58,12 +62,16 @@ impl ResourceType {
             ResourceType::Lds => "lds",
             ResourceType::Rds => "rds",
             ResourceType::Sds => "sds",
+            ResourceType::Nds => "nds",
         }
     }
 
-    /// CDS and LDS are subscribed to as a whole (wildcard); EDS and RDS by name.
+    /// CDS, LDS and NDS are subscribed to as a whole (wildcard); EDS, RDS and SDS by name.
     pub fn is_wildcard_type(self) -> bool {
-        matches!(self, ResourceType::Cds | ResourceType::Lds)
+        matches!(
+            self,
+            ResourceType::Cds | ResourceType::Lds | ResourceType::Nds
+        )
     }
 
     /// The type's position in [`ResourceType::ALL`] (and in per-type arrays of the four

@@ -45,14 +45,14 @@ const EDS: usize = 1;
 const LDS: usize = 2;
 const RDS: usize = 3;
 
-/// The state slot of a configuration type; secrets are never requested.
+/// The state slot of a configuration type; secrets and name tables are never requested.
 fn index(t: ResourceType) -> Option<usize> {
     match t {
         ResourceType::Cds => Some(CDS),
         ResourceType::Eds => Some(EDS),
         ResourceType::Lds => Some(LDS),
         ResourceType::Rds => Some(RDS),
-        ResourceType::Sds => None,
+        ResourceType::Sds | ResourceType::Nds => None,
     }
 }
 

@@ -258,7 +258,7 @@ fn decode(t: ResourceType, bytes: &[u8]) -> Result<(String, Info), DecodeError> 
                 .map_err(malformed::<xds_route::RouteConfiguration>)?;
             Ok((named("route", r.name)?, Info::Route))
         }
-        ResourceType::Sds => Err(DecodeError::Unrequested(t.as_str())),
+        ResourceType::Sds | ResourceType::Nds => Err(DecodeError::Unrequested(t.as_str())),
     }
 }
 

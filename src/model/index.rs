@@ -105,6 +105,8 @@ pub struct Index {
     secrets: HashMap<(String, String), usize>,
     /// The label keys a proxy's outbound configuration can depend on; `None`: all of them.
     outbound_label_keys: Option<BTreeSet<String>>,
+    /// Automatically allocated addresses by (namespace, hostname) (see `auto_address`).
+    auto_addresses: HashMap<(String, String), std::net::Ipv4Addr>,
 }
 
 static NO_POSITIONS: Vec<usize> = Vec::new();
@@ -178,7 +180,16 @@ impl Index {
                 .or_default()
                 .push(position);
         }
+        index.auto_addresses =
+            super::auto_address::allocate(model.registry.services.iter().map(|s| s.as_ref()));
         index
+    }
+
+    /// The address allocated to a ServiceEntry host that declares none (see `auto_address`).
+    pub fn auto_address(&self, namespace: &str, hostname: &str) -> Option<std::net::Ipv4Addr> {
+        self.auto_addresses
+            .get(&(namespace.to_string(), hostname.to_string()))
+            .copied()
     }
 
     /// Positions of every resource whose spec is of a kind, in model order.

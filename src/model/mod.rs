@@ -9,6 +9,7 @@
 //! knows tokio, gRPC, Envoy types or Kubernetes clients; an invalid resource becomes a
 //! `Diagnostic`, never a panic.
 
+pub mod auto_address;
 pub mod credential;
 pub mod diagnostic;
 pub mod gateway;
@@ -34,4 +35,4 @@ pub mod testing;
 pub use config::{Change, Model};
 pub use identity::Identity;
 pub use mesh::MeshConfig;
-pub use proxy::{Proxy, ProxyClass};
+pub use proxy::{Proxy, ProxyClass, SecretSource};

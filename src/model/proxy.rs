@@ -179,6 +179,24 @@ pub struct Proxy {
     /// Whether the proxy is served a workload certificate (`default` secret): it proved its
     /// identity on the TLS port. Only then is mutual TLS part of its configuration.
     pub workload_certificate: bool,
+    /// Where its workload certificate and trust bundle come from.
+    pub secret_source: SecretSource,
+    /// Whether the proxy's agent answers DNS from bowline's name table (`DNS_CAPTURE`): then
+    /// ServiceEntry hosts without addresses are given allocated ones (istiod's default).
+    pub dns_capture: bool,
+}
+
+/// Where a proxy gets its workload certificate (`default`) and trust bundle (`ROOTCA`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum SecretSource {
+    /// bowline serves them over the proxy's ADS stream (a stock Envoy started from bowline's
+    /// bootstrap or injection): bowline makes the key.
+    #[default]
+    Ads,
+    /// Istio's pilot-agent serves them from the key it made and the certificate it obtained
+    /// from bowline's CA, over its own SDS socket (the bootstrap's `sds-grpc` cluster), as
+    /// istiod configures every proxy. bowline never makes a key for such a proxy.
+    Agent,
 }
 
 /// The inputs of translation that come from the proxy. Proxies with equal classes, and equal
@@ -198,6 +216,10 @@ pub struct ProxyClass {
     pub locality: Locality,
     /// Whether mutual TLS is configured (the proxy holds a workload certificate).
     pub workload_certificate: bool,
+    /// Where the configuration's SDS references point.
+    pub secret_source: SecretSource,
+    /// Outbound listeners of ServiceEntry hosts without addresses bind the allocated ones.
+    pub dns_capture: bool,
 }
 
 impl Proxy {
@@ -310,6 +332,34 @@ impl Proxy {
             proxy_config.proxy_listen_port = port("proxyListenPort", 15001)?;
             proxy_config.proxy_inbound_listen_port = port("proxyInboundListenPort", 15006)?;
         }
+        // pilot-agent's bootstrap always reports the port of Envoy's readiness listener, which
+        // its template defines; bowline's bootstrap never does.
+        let secret_source = if metadata
+            .get("ENVOY_STATUS_PORT")
+            .is_some_and(|v| !v.is_null())
+        {
+            SecretSource::Agent
+        } else {
+            SecretSource::Ads
+        };
+        let flag = |key: &'static str| -> Result<bool, ProxyError> {
+            match metadata.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(false),
+                Some(serde_json::Value::Bool(b)) => Ok(*b),
+                Some(serde_json::Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                    "true" | "1" => Ok(true),
+                    "false" | "0" | "" => Ok(false),
+                    _ => Err(ProxyError::Metadata {
+                        field: key,
+                        message: format!("expected true or false, got {s:?}"),
+                    }),
+                },
+                Some(other) => Err(ProxyError::Metadata {
+                    field: key,
+                    message: format!("expected true or false, got {other}"),
+                }),
+            }
+        };
         Ok(Proxy {
             id: node_id.to_string(),
             proxy_type,
@@ -326,6 +376,8 @@ impl Proxy {
             pod_ports,
             identity: None,
             workload_certificate: false,
+            secret_source,
+            dns_capture: flag("DNS_CAPTURE")?,
         })
     }
 
@@ -361,6 +413,8 @@ impl Proxy {
                 .flatten(),
             locality: self.locality.clone(),
             workload_certificate: self.workload_certificate,
+            secret_source: self.secret_source,
+            dns_capture: self.dns_capture,
         }
     }
 
@@ -439,6 +493,39 @@ mod tests {
         assert_eq!(p.proxy_config.proxy_listen_port, 16001);
         assert_eq!(p.proxy_config.proxy_inbound_listen_port, 15006);
         assert_eq!(p.class().bind_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn a_pilot_agent_node_reads_secrets_from_its_agent() {
+        // What pilot-agent's bootstrap reports (an excerpt).
+        let agent = Proxy::parse(
+            "sidecar~10.1.2.3~a-0.mesh~mesh.svc.cluster.local",
+            &json!({
+                "ENVOY_STATUS_PORT": 15021,
+                "ENVOY_PROMETHEUS_PORT": 15090,
+                "DNS_CAPTURE": "true",
+                "ISTIO_VERSION": "1.31-dev",
+            }),
+        )
+        .unwrap();
+        assert_eq!(agent.secret_source, SecretSource::Agent);
+        assert!(agent.dns_capture);
+        assert_eq!(agent.class().secret_source, SecretSource::Agent);
+        let own = Proxy::parse(
+            "sidecar~10.1.2.3~b-0.mesh~mesh.svc.cluster.local",
+            &json!({"ISTIO_VERSION": "1.31-dev", "PROXY_CONFIG": {}}),
+        )
+        .unwrap();
+        assert_eq!(own.secret_source, SecretSource::Ads);
+        assert!(!own.dns_capture);
+        assert_ne!(agent.class(), own.class());
+        assert!(matches!(
+            Proxy::parse("sidecar~1.1.1.1~a.b~c", &json!({"DNS_CAPTURE": "maybe"})),
+            Err(ProxyError::Metadata {
+                field: "DNS_CAPTURE",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -619,6 +619,7 @@ fn apply_auto_mtls(scope: &Scope, b: &mut Building, c: &OutboundCluster) {
         return;
     }
     let socket = mtls::upstream(
+        scope.proxy.secret_source,
         &outbound_sni(c),
         &service_accounts(scope, c.service),
         &scope.model.mesh.trust_domains_for_validation(),
@@ -687,6 +688,7 @@ fn apply_tls(
                 settings.subject_alt_names.clone()
             };
             b.cluster.transport_socket = Some(mtls::upstream(
+                scope.proxy.secret_source,
                 &sni,
                 &sans,
                 &scope.model.mesh.trust_domains_for_validation(),

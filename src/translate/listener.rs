@@ -341,7 +341,8 @@ fn virtual_inbound(
             .cloned()
             .chain([tcp_proxy_filter(naming::INBOUND_PASSTHROUGH_CLUSTER)])
             .collect(),
-        transport_socket: mtls.then(|| mtls::downstream(false, &trust_domains)),
+        transport_socket: mtls
+            .then(|| mtls::downstream(scope.proxy.secret_source, false, &trust_domains)),
         ..Default::default()
     };
     let mode = authn::inbound_mode(scope, None);
@@ -426,7 +427,11 @@ fn inbound_chains(
     let trust_domains = scope.model.mesh.trust_domains_for_validation();
     let mtls_chain = |alpn: &[&str]| xds_listener::FilterChain {
         filter_chain_match: matching("tls", alpn),
-        transport_socket: Some(mtls::downstream(http, &trust_domains)),
+        transport_socket: Some(mtls::downstream(
+            scope.proxy.secret_source,
+            http,
+            &trust_domains,
+        )),
         ..base.clone()
     };
     match mode {

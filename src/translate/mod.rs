@@ -16,6 +16,7 @@ pub mod listener;
 pub mod loadbalancer;
 pub mod metadata;
 pub mod mtls;
+pub mod name_table;
 pub mod naming;
 pub mod outbound;
 pub mod policy;

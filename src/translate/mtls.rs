@@ -1,6 +1,9 @@
 //! Mutual TLS between sidecars, as istiod configures it for proxies without Istio's own
 //! filters: the certificate and the trust bundle come over SDS (the `default` and `ROOTCA`
-//! secrets on the ADS stream), never from files, so renewal needs no config change.
+//! secrets), never from files, so renewal needs no config change. A proxy started from
+//! bowline's bootstrap gets them on its ADS stream; a proxy run by pilot-agent from the agent's
+//! SDS server (the bootstrap's `sds-grpc` cluster), as istiod configures it
+//! (`model::SecretSource`).
 //!
 //! `ROOTCA` is the trust bundle only; which peers are accepted is said here, as istiod says it,
 //! from the mesh configuration of the model (one source for the trust domain, see
@@ -28,6 +31,7 @@ use envoy_types::pb::google::protobuf as pb;
 
 use super::naming;
 use crate::envoy::pack;
+use crate::model::SecretSource;
 
 /// The endpoint label that marks a workload with a sidecar able to terminate mTLS.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -43,7 +47,47 @@ pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
     "istio-h2",
 ];
 
-/// `ads: {}`: secrets come over the proxy's ADS stream.
+/// The cluster of pilot-agent's SDS server in the agent's bootstrap.
+pub const AGENT_SDS_CLUSTER: &str = "sds-grpc";
+
+/// A reference to the workload secret `name` (`default` or `ROOTCA`) where `source` serves it.
+pub(crate) fn workload_sds(source: SecretSource, name: &str) -> tls::SdsSecretConfig {
+    match source {
+        SecretSource::Ads => sds(name),
+        // istiod's: no initial fetch timeout (the agent answers once it holds the certificate).
+        SecretSource::Agent => tls::SdsSecretConfig {
+            name: name.to_string(),
+            sds_config: Some(xds_core::ConfigSource {
+                config_source_specifier: Some(
+                    xds_core::config_source::ConfigSourceSpecifier::ApiConfigSource(
+                        xds_core::ApiConfigSource {
+                            api_type: xds_core::api_config_source::ApiType::Grpc as i32,
+                            transport_api_version: xds_core::ApiVersion::V3 as i32,
+                            set_node_on_first_message_only: true,
+                            grpc_services: vec![xds_core::GrpcService {
+                                target_specifier: Some(
+                                    xds_core::grpc_service::TargetSpecifier::EnvoyGrpc(
+                                        xds_core::grpc_service::EnvoyGrpc {
+                                            cluster_name: AGENT_SDS_CLUSTER.to_string(),
+                                            ..Default::default()
+                                        },
+                                    ),
+                                ),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                initial_fetch_timeout: Some(pb::Duration::default()),
+                resource_api_version: xds_core::ApiVersion::V3 as i32,
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+/// `ads: {}`: secrets come over the proxy's ADS stream (gateway credentials always do).
 pub(crate) fn sds(name: &str) -> tls::SdsSecretConfig {
     tls::SdsSecretConfig {
         name: name.to_string(),
@@ -66,10 +110,14 @@ fn tls_params() -> tls::TlsParameters {
 }
 
 /// The certificate and trust bundle over SDS, with extra SAN matchers.
-fn common(sans: Vec<tls::SubjectAltNameMatcher>, alpn: Vec<String>) -> tls::CommonTlsContext {
+fn common(
+    source: SecretSource,
+    sans: Vec<tls::SubjectAltNameMatcher>,
+    alpn: Vec<String>,
+) -> tls::CommonTlsContext {
     tls::CommonTlsContext {
         tls_params: Some(tls_params()),
-        tls_certificate_sds_secret_configs: vec![sds(naming::SDS_DEFAULT)],
+        tls_certificate_sds_secret_configs: vec![workload_sds(source, naming::SDS_DEFAULT)],
         validation_context_type: Some(
             tls::common_tls_context::ValidationContextType::CombinedValidationContext(
                 tls::common_tls_context::CombinedCertificateValidationContext {
@@ -77,7 +125,10 @@ fn common(sans: Vec<tls::SubjectAltNameMatcher>, alpn: Vec<String>) -> tls::Comm
                         match_typed_subject_alt_names: sans,
                         ..Default::default()
                     }),
-                    validation_context_sds_secret_config: Some(sds(naming::SDS_ROOTCA)),
+                    validation_context_sds_secret_config: Some(workload_sds(
+                        source,
+                        naming::SDS_ROOTCA,
+                    )),
                     ..Default::default()
                 },
             ),
@@ -132,6 +183,7 @@ pub(crate) fn socket<T: prost::Name + prost::Message>(context: &T) -> xds_core::
 /// The client side of `ISTIO_MUTUAL`: the peer must carry one of `san_ids`, or, when none are
 /// known, a SPIFFE ID of one of `trust_domains` (the mesh's, for validation).
 pub fn upstream(
+    source: SecretSource,
     sni: &str,
     san_ids: &[String],
     trust_domains: &[String],
@@ -147,7 +199,7 @@ pub fn upstream(
         spiffe_matchers(san_ids)
     };
     socket(&tls::UpstreamTlsContext {
-        common_tls_context: Some(common(sans, alpn)),
+        common_tls_context: Some(common(source, sans, alpn)),
         sni: sni.to_string(),
         ..Default::default()
     })
@@ -205,14 +257,18 @@ pub fn endpoint_metadata(labels: &crate::model::networking::Labels) -> Option<xd
 /// The server side: the proxy's certificate, client certificates required, chaining to the
 /// trust bundle and carrying a SPIFFE ID of one of `trust_domains` (the mesh's trust domain
 /// and its aliases). `http`: the chain serves HTTP (ALPN `h2`, `http/1.1`).
-pub fn downstream(http: bool, trust_domains: &[String]) -> xds_core::TransportSocket {
+pub fn downstream(
+    source: SecretSource,
+    http: bool,
+    trust_domains: &[String],
+) -> xds_core::TransportSocket {
     let alpn = if http {
         vec!["h2".to_string(), "http/1.1".to_string()]
     } else {
         Vec::new()
     };
     socket(&tls::DownstreamTlsContext {
-        common_tls_context: Some(common(trust_domain_matchers(trust_domains), alpn)),
+        common_tls_context: Some(common(source, trust_domain_matchers(trust_domains), alpn)),
         require_client_certificate: Some(pb::BoolValue { value: true }),
         ..Default::default()
     })

@@ -109,13 +109,28 @@ fn class(p: Protocol) -> Class {
     }
 }
 
-/// The first single IP among a service's addresses (CIDRs and ranges do not get listeners).
-fn vip(service: &Service) -> Option<&str> {
+/// The first single IP among a service's addresses (CIDRs and ranges do not get listeners);
+/// for a proxy whose agent answers DNS, a ServiceEntry host without addresses has the one
+/// allocated to it (the address its name table gives the application).
+fn vip(scope: &Scope, service: &Service) -> Option<String> {
     service
         .addresses
         .iter()
-        .map(String::as_str)
         .find(|a| a.parse::<std::net::IpAddr>().is_ok())
+        .cloned()
+        .or_else(|| {
+            scope
+                .proxy
+                .dns_capture
+                .then(|| {
+                    scope
+                        .model
+                        .index()
+                        .auto_address(&service.namespace, &service.hostname)
+                })
+                .flatten()
+                .map(|ip| ip.to_string())
+        })
 }
 
 /// Where unmatched outbound traffic goes.
@@ -238,7 +253,7 @@ pub fn plan<'a>(scope: &Scope<'a>) -> (Vec<ListenerPlan>, Vec<RoutePlan<'a>>) {
                 let c = class(port.protocol);
                 let address = match c {
                     Class::Http => WILDCARD.to_string(),
-                    _ => vip(service).unwrap_or(WILDCARD).to_string(),
+                    _ => vip(scope, service).unwrap_or_else(|| WILDCARD.to_string()),
                 };
                 let name = naming::listener(&address, port.number);
                 if let Err(why) = planner.place(egress, address, port.number, service, c) {

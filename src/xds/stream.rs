@@ -27,13 +27,13 @@ use tonic::Status;
 
 use super::Shared;
 use super::debug;
-use super::sds::Secrets;
+use super::sds::{self, Secrets};
 use super::status::{Connection, Nack};
 use super::subscription::{Held, Subscription};
 use super::transport::{self, Outgoing, Requests};
 use crate::cache::{ProxyResources, Snapshot, TypedResources, Versioned};
-use crate::envoy::ResourceType;
-use crate::model::Proxy;
+use crate::envoy::{self, ResourceType};
+use crate::model::{Proxy, SecretSource};
 
 /// Delivery state of one resource type on one stream.
 #[derive(Debug, Default)]
@@ -636,6 +636,8 @@ pub async fn serve<Q: AdsRequest>(
     let mut rx = shared.snapshots.clone();
     let (mut snapshot, mut resources) = current(shared, &mut rx, &connection).await?;
     let mut secrets = secrets_for(shared, &connection.proxy, &snapshot);
+    // Built when the proxy first asks for it (pilot-agent's DNS proxy), then at each snapshot.
+    let mut names: Option<Arc<TypedResources>> = None;
     let mut stream = Stream::new(connection.clone());
     let mut one_shots = OneShots::new("unserved");
     let mut next = Some(first);
@@ -652,7 +654,10 @@ pub async fn serve<Q: AdsRequest>(
             if t == ResourceType::Sds {
                 prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
             }
-            let set = set_of(t, &resources, &secrets);
+            if t == ResourceType::Nds && names.is_none() {
+                names = Some(name_table(&snapshot, &connection.proxy));
+            }
+            let set = set_of(t, &resources, &secrets, names.as_ref());
             if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
                 let clusters =
                     (t == ResourceType::Cds).then(|| assignments(Q::carried(&r, set), set));
@@ -688,6 +693,13 @@ pub async fn serve<Q: AdsRequest>(
                         }
                         send(tx, r).await?;
                     }
+                }
+                if names.is_some() {
+                    let table = name_table(&snapshot, &connection.proxy);
+                    if let Some(r) = Q::respond(&mut stream, ResourceType::Nds, &table, None, Some(snapshot.changed_at)) {
+                        send(tx, r).await?;
+                    }
+                    names = Some(table);
                 }
                 let renewed = follow_trust_domain(&mut secrets, &snapshot, &connection);
                 let rotated = refresh_credentials(&mut secrets, &stream, &snapshot, &connection);
@@ -810,10 +822,12 @@ async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Res
 /// the trust domain of the configuration it is served (`snapshot`).
 fn secrets_for(shared: &Shared, proxy: &Proxy, snapshot: &Snapshot) -> Secrets {
     let ca = shared.security.as_ref().map(|s| s.ca.clone());
+    // A proxy run by pilot-agent holds the agent's key and certificate; bowline never makes
+    // one for it.
     let identity = proxy
         .identity
         .clone()
-        .filter(|_| proxy.workload_certificate);
+        .filter(|_| proxy.workload_certificate && proxy.secret_source == SecretSource::Ads);
     let mut secrets = Secrets::new(ca, identity);
     secrets.follow_trust_domain(&snapshot.model.mesh.trust_domain);
     secrets
@@ -841,12 +855,22 @@ fn set_of<'a>(
     t: ResourceType,
     resources: &'a ProxyResources,
     secrets: &'a Secrets,
+    names: Option<&'a Arc<TypedResources>>,
 ) -> &'a Arc<TypedResources> {
-    if t == ResourceType::Sds {
-        secrets.resources()
-    } else {
-        resources.get(t)
+    match (t, names) {
+        (ResourceType::Sds, _) => secrets.resources(),
+        (ResourceType::Nds, Some(names)) => names,
+        _ => resources.get(t),
     }
+}
+
+/// The proxy's name table at `snapshot`: one resource without a name, as istiod sends it.
+fn name_table(snapshot: &Snapshot, proxy: &Proxy) -> Arc<TypedResources> {
+    let table = crate::translate::name_table::build(&snapshot.model, proxy);
+    let body = envoy::pack(&table);
+    let version = sds::version_of(&[&body.value]);
+    let item = Arc::new(Versioned::new(String::new(), version, body));
+    Arc::new(TypedResources::new([(String::new(), item)].into()))
 }
 
 /// Makes sure the secrets a watch names exist (issuing the first certificate, finding the

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
-use common::netns::{Netns, PROXY_GID, veth};
+use common::netns::{App, Netns, PROXY_GID, veth};
 use common::tls::{certs, create_certificate, exchange, uri_sans};
 use common::{Bowline, Envoy, HttpClient, Net, ProxySpec};
 
@@ -152,7 +152,7 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     let bowline = Arc::new(bowline);
 
     // Pod B: the app, its sidecar, inbound capture. Pod A: its sidecar, outbound capture.
-    let b_app = App::start(&b, addr("0.0.0.0", 8080), "b");
+    let b_app = App::http(&b, addr("0.0.0.0", 8080), "b");
     let spec = |name: &str, ip: &str, app: &str, cp_ip: &str| {
         ProxySpec::sidecar(name, "mesh", ip.parse().expect("ip"))
             .label("app", app)
@@ -571,48 +571,6 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
     );
     assert!(log.contains("xDS stream refused"), "refusals are logged");
     drop((wrong, missing, envoy_a, envoy_b, b_app));
-}
-
-/// A backend kept running in a namespace by a thread of its own (a runtime that ends with a
-/// `run` call would take the backend with it), until dropped; at most 10 minutes.
-struct App {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl App {
-    fn start(ns: &common::netns::NsHandle, at: SocketAddr, name: &str) -> App {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (ns, name, flag) = (ns.clone(), name.to_string(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            ns.run(move || async move {
-                let _backend = common::spawn_backend(at, &name).await.expect("backend");
-                let _ = ready_tx.send(());
-                let deadline = Instant::now() + Duration::from_secs(600);
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("backend started");
-        App {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A certificate for `mesh/<sa>` from bowline's CreateCertificate, with a token.

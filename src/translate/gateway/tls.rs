@@ -51,18 +51,20 @@ pub fn server_socket(scope: &Scope, settings: &ServerTlsSettings) -> xds_core::T
         } else {
             san_matchers(&settings.subject_alt_names)
         };
-        common.tls_certificate_sds_secret_configs = vec![sds(naming::SDS_DEFAULT)];
+        let source = scope.proxy.secret_source;
+        common.tls_certificate_sds_secret_configs =
+            vec![mtls::workload_sds(source, naming::SDS_DEFAULT)];
         common.validation_context_type = Some(combined(
             tls::CertificateValidationContext {
                 match_typed_subject_alt_names: sans,
                 ..Default::default()
             },
-            naming::SDS_ROOTCA,
+            mtls::workload_sds(source, naming::SDS_ROOTCA),
         ));
     } else if !certificates.is_empty() {
         common.tls_certificate_sds_secret_configs = certificates.iter().map(|n| sds(n)).collect();
         if let Some(ca) = ca {
-            common.validation_context_type = Some(combined(client_checks(settings), &ca));
+            common.validation_context_type = Some(combined(client_checks(settings), sds(&ca)));
         } else if !settings.subject_alt_names.is_empty() {
             common.validation_context_type = Some(
                 tls::common_tls_context::ValidationContextType::ValidationContext(
@@ -136,12 +138,12 @@ fn client_checks(settings: &ServerTlsSettings) -> tls::CertificateValidationCont
 
 fn combined(
     checks: tls::CertificateValidationContext,
-    ca: &str,
+    ca: tls::SdsSecretConfig,
 ) -> tls::common_tls_context::ValidationContextType {
     tls::common_tls_context::ValidationContextType::CombinedValidationContext(
         tls::common_tls_context::CombinedCertificateValidationContext {
             default_validation_context: Some(checks),
-            validation_context_sds_secret_config: Some(sds(ca)),
+            validation_context_sds_secret_config: Some(ca),
             ..Default::default()
         },
     )

@@ -217,3 +217,61 @@ impl Drop for Netns {
         let _ = run(&["ip", "netns", "del", &self.name]);
     }
 }
+
+/// A backend kept running in a namespace by a thread of its own (a runtime that ends with a
+/// `run` call would take the backend with it), until dropped; at most 10 minutes.
+pub struct App {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl App {
+    /// The HTTP backend (`spawn_backend`) on `at`.
+    pub fn http(ns: &NsHandle, at: std::net::SocketAddr, name: &str) -> App {
+        App::start(ns, at, name, false)
+    }
+
+    /// The TCP echo backend (`spawn_tcp_echo`) on `at`.
+    pub fn tcp_echo(ns: &NsHandle, at: std::net::SocketAddr, name: &str) -> App {
+        App::start(ns, at, name, true)
+    }
+
+    fn start(ns: &NsHandle, at: std::net::SocketAddr, name: &str, echo: bool) -> App {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (ns, name, flag) = (ns.clone(), name.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            ns.run(move || async move {
+                let _backend = if echo {
+                    super::spawn_tcp_echo(at, &name).await
+                } else {
+                    super::spawn_backend(at, &name).await
+                }
+                .expect("backend");
+                let _ = ready_tx.send(());
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("backend started");
+        App {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
