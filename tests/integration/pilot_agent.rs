@@ -83,8 +83,35 @@ struct Agent {
     dir: TempDir,
 }
 
+/// Who the agent's pod is.
+struct Pod<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    service_account: &'a str,
+    ip: &'a str,
+    /// The downward API's labels file (`key="value"` lines).
+    labels: &'a str,
+}
+
+const POD_A: Pod<'static> = Pod {
+    name: "a-0",
+    namespace: "mesh",
+    service_account: "a",
+    ip: A_IP,
+    labels: "app=\"a\"\nsecurity.istio.io/tlsMode=\"istio\"\n",
+};
+
 impl Agent {
-    fn start(ns: &NsHandle, tools: &Path, bowline: &Bowline, xds: &str) -> Agent {
+    /// Starts the agent in `ns`, proving `pod`'s identity with `token`, trusting `root_pem` and
+    /// reaching bowline at `xds`.
+    fn start(
+        ns: &NsHandle,
+        tools: &Path,
+        pod: &Pod,
+        token: &str,
+        root_pem: &str,
+        xds: &str,
+    ) -> Agent {
         let dir = TempDir::new("pilot-agent");
         let root = dir.path();
         let write = |relative: &str, contents: &str| {
@@ -92,19 +119,9 @@ impl Agent {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("create dir");
             std::fs::write(&path, contents).expect("write agent file");
         };
-        write(
-            "var/run/secrets/tokens/istio-token",
-            &bowline.token("mesh", "a"),
-        );
-        write(
-            "var/run/secrets/istio/root-cert.pem",
-            &std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root cert"),
-        );
-        // The downward API's labels file.
-        write(
-            "etc/istio/pod/labels",
-            "app=\"a\"\nsecurity.istio.io/tlsMode=\"istio\"\n",
-        );
+        write("var/run/secrets/tokens/istio-token", token);
+        write("var/run/secrets/istio/root-cert.pem", root_pem);
+        write("etc/istio/pod/labels", pod.labels);
         std::fs::create_dir_all(root.join("etc/istio/proxy")).expect("config dir");
         std::fs::create_dir_all(root.join("certs")).expect("certs dir");
         let envoy = common::envoy_bin().expect("envoy");
@@ -120,10 +137,10 @@ impl Agent {
             .args(["proxy", "sidecar"])
             .current_dir(root)
             .env("PROXY_CONFIG", proxy_config)
-            .env("POD_NAME", "a-0")
-            .env("POD_NAMESPACE", "mesh")
-            .env("INSTANCE_IP", A_IP)
-            .env("SERVICE_ACCOUNT", "a")
+            .env("POD_NAME", pod.name)
+            .env("POD_NAMESPACE", pod.namespace)
+            .env("INSTANCE_IP", pod.ip)
+            .env("SERVICE_ACCOUNT", pod.service_account)
             // The name in bowline's serving certificate (the address is an IP here), for the
             // xDS and CA connections (CA_ADDR unset: the CA is at the discovery address).
             .env("ISTIOD_SAN", "istiod.istio-system.svc")
@@ -132,8 +149,30 @@ impl Agent {
             .env("SECRET_TTL", format!("{SECRET_TTL_S}s"));
         // The proxy's group: its own connections are not captured.
         std::os::unix::process::CommandExt::gid(&mut cmd, PROXY_GID);
-        let proc = Proc::spawn("pilot-agent a-0.mesh", &mut cmd, &root.join("agent.log"));
+        let id = format!("pilot-agent {}.{}", pod.name, pod.namespace);
+        let proc = Proc::spawn(&id, &mut cmd, &root.join("agent.log"));
         Agent { proc, dir }
+    }
+
+    /// Waits until the agent's Envoy serves a workload certificate, and checks it is the one
+    /// the agent holds; returns its serial.
+    fn served_serial(&self, ns: &NsHandle) -> String {
+        let served = ns.run(|| async {
+            let mut seen = None;
+            common::wait_until(Duration::from_secs(30), async || {
+                seen = envoy_serial(15000).await;
+                seen.is_some()
+            })
+            .await;
+            seen
+        });
+        let served = served.expect("the agent's Envoy holds a workload certificate");
+        assert_eq!(
+            Some(served.clone()),
+            self.serial(),
+            "the agent's Envoy serves the certificate the agent obtained"
+        );
+        served
     }
 
     /// The serial number (lowercase hex) of the certificate the agent holds now.
@@ -336,7 +375,15 @@ fn pilot_agent_sidecar_uses_its_own_certificate_dns_and_mtls() {
             Envoy::start(&bin, &stub, spec).await
         })
     };
-    let mut agent = Agent::start(&a, &tools, &bowline, &format!("{CP_TO_A}:15012"));
+    let root_pem = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+    let mut agent = Agent::start(
+        &a,
+        &tools,
+        &POD_A,
+        &bowline.token("mesh", "a"),
+        &root_pem,
+        &format!("{CP_TO_A}:15012"),
+    );
 
     {
         let bowline = bowline.clone();
@@ -353,21 +400,7 @@ fn pilot_agent_sidecar_uses_its_own_certificate_dns_and_mtls() {
     agent.proc.check_running().expect("pilot-agent runs");
 
     // A's Envoy serves the agent's certificate, from the agent's SDS server.
-    let first = a.run(|| async {
-        let mut seen = None;
-        common::wait_until(Duration::from_secs(30), async || {
-            seen = envoy_serial(15000).await;
-            seen.is_some()
-        })
-        .await;
-        seen
-    });
-    let first = first.expect("A's Envoy holds a workload certificate");
-    assert_eq!(
-        Some(first.clone()),
-        agent.serial(),
-        "A's Envoy serves the certificate the agent obtained"
-    );
+    let first = agent.served_serial(&a);
     let dump: serde_json::Value = a.run(|| async {
         serde_json::from_str(
             &common::envoy_admin_get(15000, "/config_dump?include_eds")
@@ -493,4 +526,115 @@ fn pilot_agent_sidecar_uses_its_own_certificate_dns_and_mtls() {
     );
     agent.proc.check_running().expect("pilot-agent runs");
     drop((agent, envoy_b));
+}
+
+/// The same agent with bowline in Kubernetes mode: the agent proves its pod's identity with a
+/// projected service-account token, which bowline checks with TokenReview against a real API
+/// server; the Service and the ServiceEntry its DNS proxy answers come from the API. The API
+/// server runs in the control plane's namespace with bowline.
+#[test]
+fn pilot_agent_sidecar_in_kubernetes_mode() {
+    let Some(_) = common::envoy_bin() else {
+        return;
+    };
+    let Some(tools) = tools() else {
+        return;
+    };
+    if common::kube::kube_bin().is_none() {
+        return;
+    }
+    let Some(cp) = Netns::create("kcp", &[]) else {
+        return;
+    };
+    let Some(a) = Netns::create("ka", &[]) else {
+        return;
+    };
+    veth(&cp, CP_TO_A, &a, A_TO_CP, 30);
+    let kube = Arc::new(
+        cp.run(|| async { common::kube::KubeEnv::start() })
+            .expect("API server"),
+    );
+    let (token, vip) = {
+        let kube = kube.clone();
+        cp.run(move || async move {
+            kube.install_istio_crds();
+            kube.kubectl(&["create", "namespace", "mesh"]);
+            kube.node("node-1");
+            kube.apply(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a, namespace: mesh}\n",
+            );
+            kube.apply(
+                "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: mesh}\n\
+                 spec:\n  selector: {app: b}\n  ports: [{port: 80, name: http, targetPort: 8080}]\n",
+            );
+            kube.apply(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+                 metadata: {name: db, namespace: mesh}\nspec:\n  hosts: [db.external.example]\n  \
+                 ports: [{number: 9000, name: tcp, protocol: TCP}]\n  resolution: DNS\n",
+            );
+            kube.ready_pod("mesh", "a-0", A_IP, "a", &[("app", "a")]);
+            let vip = kube.kubectl(&[
+                "get", "service", "b", "-n", "mesh", "-o", "jsonpath={.spec.clusterIP}",
+            ]);
+            let token = kube.kubectl(&[
+                "create", "token", "a", "-n", "mesh", "--audience", "istio-ca", "--duration",
+                "1h",
+            ]);
+            (token.trim().to_string(), vip.trim().to_string())
+        })
+    };
+    let bowline = {
+        let kubeconfig = kube.kubeconfig.clone();
+        cp.run(move || async move {
+            let mut bowline = Bowline::new(&Net::new());
+            bowline.xds_tls_addr = addr("0.0.0.0", 15012);
+            bowline.extra_args = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+            bowline.start().await;
+            bowline
+        })
+    };
+    let bowline = Arc::new(bowline);
+    let root_pem = std::fs::read_to_string(bowline.ca_dir.join("root-cert.pem")).expect("root");
+    let mut agent = Agent::start(
+        &a,
+        &tools,
+        &POD_A,
+        &token,
+        &root_pem,
+        &format!("{CP_TO_A}:15012"),
+    );
+    {
+        let bowline = bowline.clone();
+        cp.run(move || async move {
+            let p = bowline
+                .wait_synced("a-0.mesh", Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("a-0.mesh synced: {e}"));
+            assert_eq!(p.nacks().len(), 0, "{p:?}");
+        });
+    }
+    agent.proc.check_running().expect("pilot-agent runs");
+    agent.served_serial(&a);
+
+    let (service, db) = a.run(|| async {
+        (
+            lookup("b.mesh.svc.cluster.local").await,
+            lookup(DB_HOST).await,
+        )
+    });
+    let vip: Ipv4Addr = vip.parse().expect("the Service's cluster IP");
+    assert_eq!(
+        service,
+        (0, vec![vip]),
+        "the Service resolves to its cluster IP"
+    );
+    assert!(
+        db.1.first()
+            .is_some_and(|ip| ip.octets()[..2] == [240, 240]),
+        "{DB_HOST} has an allocated address: {db:?}"
+    );
+    agent.proc.check_running().expect("pilot-agent runs");
+    drop(agent);
+    drop(bowline);
+    drop(kube);
 }
