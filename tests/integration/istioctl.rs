@@ -7,7 +7,8 @@
 //!   istiod pod, which needs a kubelet that the test API server does not have; `istioctl x
 //!   version --xds-address` asks over xDS for `istio.io/debug/syncz` and prints bowline's;
 //! - `istioctl proxy-status --xds-address` (TLS, a client certificate of bowline's CA) lists
-//!   every connected proxy and its sync state;
+//!   every connected proxy and its sync state (a NACKed type as ERROR), and with a proxy and
+//!   `--file` compares bowline's config dump of it with the Envoy's;
 //! - `istioctl kube-inject` finds bowline's injector as it finds istiod's, through the
 //!   MutatingWebhookConfiguration of manifests/bowline.yaml (label `istio.io/rev: default`) in a
 //!   real API server, posts its review of each workload's pod template to bowline's webhook and
@@ -188,6 +189,24 @@ fn istioctl_proxy_status() {
         &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
     ]);
     let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
+    // A proxy that rejects its clusters (picky-0.shop).
+    let _picky = rt.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+        let tx = crate::debug_xds::nacking_proxy(channel).await;
+        let nacked = common::wait_until(std::time::Duration::from_secs(10), async || {
+            bowline.syncz().await.is_ok_and(|all| {
+                common::find_proxy(&all, "picky-0.shop").is_some_and(|p| !p.nacks().is_empty())
+            })
+        })
+        .await;
+        assert!(nacked, "the NACK is recorded");
+        tx
+    });
     let certs = cert_dir(&rt, &bowline);
     let mut cmd: Vec<String> = vec!["proxy-status".into(), "--verbosity".into(), "1".into()];
     cmd.extend(xds_args(&bowline, &certs));
@@ -214,6 +233,13 @@ fn istioctl_proxy_status() {
         0,
         "istioctl's own stream is not a proxy:\n{table}"
     );
+    // The NACKed type shows as such (CDS is the first status column).
+    let picky = table
+        .lines()
+        .find(|l| l.starts_with("picky-0.shop"))
+        .unwrap_or_else(|| panic!("the NACKing proxy is listed:\n{table}"));
+    let columns: Vec<&str> = picky.split_whitespace().collect();
+    assert_eq!(columns.get(2), Some(&"ERROR"), "CDS is ERROR:\n{table}");
     drop(envoy);
 }
 
@@ -414,5 +440,51 @@ fn istioctl_proxy_config_names_the_rules() {
             .any(|l| l.contains("reviews") && l.contains("reviews-vs.default")),
         "{routes}"
     );
+    drop(envoy);
+}
+
+/// `istioctl proxy-status <proxy> --file <Envoy's config dump>`: istioctl asks bowline for
+/// `istio.io/debug/config_dump` of that proxy and compares it with what the Envoy holds.
+#[test]
+fn istioctl_proxy_status_compares_with_the_envoy() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let config = common::fixtures::docs(&[
+        &common::fixtures::service("web", "default").port_to(80, "http", 8080),
+        &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
+    ]);
+    let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
+    let certs = cert_dir(&rt, &bowline);
+    let dump = rt
+        .block_on(envoy.admin("/config_dump"))
+        .expect("Envoy's config dump");
+    let file = certs.path().join("envoy-config-dump.json");
+    std::fs::write(&file, dump).expect("write dump");
+    let mut cmd: Vec<String> = vec![
+        "proxy-status".into(),
+        "client-0.default".into(),
+        "--file".into(),
+        file.display().to_string(),
+    ];
+    cmd.extend(xds_args(&bowline, &certs));
+    let out = Command::new(bin.join("istioctl"))
+        .args(&cmd)
+        .env("HOME", &bin)
+        .env("KUBECONFIG", &kube.kubeconfig)
+        .output()
+        .expect("run istioctl");
+    let text = ok(&out, "istioctl proxy-status <proxy>");
+    for kind in ["Clusters Match", "Listeners Match", "Routes Match"] {
+        assert!(text.contains(kind), "{kind}:\n{text}");
+    }
     drop(envoy);
 }
