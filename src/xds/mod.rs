@@ -48,7 +48,7 @@ use crate::ca::Ca;
 use crate::ca::authn::{Authenticators, Caller};
 use crate::cache::{Cache, ClassKey, ProxyResources, Snapshot};
 use crate::envoy::struct_to_json;
-use crate::model::{Identity, Proxy};
+use crate::model::{Identity, Proxy, SecretSource};
 use status::{Connection, Registry};
 pub use stream::AdsRequest;
 use transport::{Outgoing, Requests};
@@ -242,6 +242,12 @@ impl Ads {
             }
             proxy.workload_certificate =
                 self.transport == Transport::Tls && self.shared.security.is_some();
+        }
+        // pilot-agent holds a certificate of its own whichever port its xDS proxy uses, and
+        // serves it to its Envoy: mutual TLS is configured as istiod configures it (a proxy
+        // whose agent has none fails its handshakes rather than falling back to plaintext).
+        if proxy.secret_source == SecretSource::Agent {
+            proxy.workload_certificate = true;
         }
         proxy.identity = identity;
         Ok(proxy)

@@ -393,11 +393,12 @@ async fn istioctl_debug_types_on_the_ads_stream() {
             ..Default::default()
         }
     };
-    let nds = "type.googleapis.com/istio.networking.nds.v1.NameTable";
-    let r = ask(plaintext.clone(), None, proxy_node(), nds, &[])
+    // (pilot-agent's proxy config discovery, which bowline does not serve.)
+    let pcds = "type.googleapis.com/istio.mesh.v1alpha1.ProxyConfig";
+    let r = ask(plaintext.clone(), None, proxy_node(), pcds, &[])
         .await
         .expect("an answer for an unserved type");
-    assert_eq!(r.type_url, nds);
+    assert_eq!(r.type_url, pcds);
     assert!(r.resources.is_empty());
     drop(envoy);
 }
