@@ -8,7 +8,9 @@
 //! whose change set names the affected types: an endpoint-only change affects EDS only, a
 //! change confined to Secrets none (streams follow it for their gateway credentials). The
 //! model and the cache's index of it are built on the blocking pool, never on the threads that
-//! serve streams.
+//! serve streams. It records the time from the first event to publication
+//! (`pilot_debounce_time`), the model's build (`pilot_pushcontext_init_seconds`) and its size
+//! (`pilot_services`, `pilot_virt_services`).
 //!
 //! The mesh configuration in force (a source's, i.e. the cluster's ConfigMap, else the
 //! configured one) is chosen in one place, [`mesh_in_force`], which also sets the shared
@@ -22,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::ca::TrustDomain;
 use crate::cache::{Cache, Snapshot};
 use crate::envoy::{ResourceType, TypeSet};
-use crate::model::{Change, Diagnostic, MeshConfig, Model, Resource};
+use crate::model::{Change, Diagnostic, Kind, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};
 
 #[derive(Debug, Clone, Copy)]
@@ -74,13 +76,15 @@ pub async fn initial(
     );
     let cache = cache.clone();
     let build = move || {
+        let started = Instant::now();
         let snapshot = Arc::new(Snapshot {
             generation: 1,
             model: Arc::new(Model::build(resources, diagnostics, mesh)),
             changed: TypeSet::ALL,
-            changed_at: Instant::now(),
+            changed_at: started,
         });
         cache.observe(&snapshot);
+        record_model(&snapshot.model, started);
         snapshot
     };
     tokio::task::spawn_blocking(build).await
@@ -138,7 +142,16 @@ pub async fn run(
             }
         };
         snapshots.send_replace(snapshot);
+        metrics::histogram!("pilot_debounce_time").record(first.elapsed().as_secs_f64());
     }
+}
+
+/// The model's series: the time it took to build and index (`started` is when the build
+/// began), and what it holds.
+fn record_model(model: &Model, started: Instant) {
+    metrics::histogram!("pilot_pushcontext_init_seconds").record(started.elapsed().as_secs_f64());
+    metrics::gauge!("pilot_services").set(model.registry.services.len() as f64);
+    metrics::gauge!("pilot_virt_services").set(model.of_kind(Kind::VirtualService).count() as f64);
 }
 
 /// The types a change between two models affects: every type, EDS alone for a change confined
@@ -161,6 +174,7 @@ fn next_snapshot(
     first: Instant,
     cache: &Cache,
 ) -> Option<Arc<Snapshot>> {
+    let started = Instant::now();
     let model = Model::build(resources, diagnostics, mesh);
     let change = model.change_from(&previous.model);
     let changed = changed_types(change);
@@ -184,6 +198,7 @@ fn next_snapshot(
         "configuration changed"
     );
     cache.observe(&snapshot);
+    record_model(&snapshot.model, started);
     Some(snapshot)
 }
 
