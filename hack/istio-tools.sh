@@ -14,6 +14,8 @@
 #
 # Usage:
 #   hack/istio-tools.sh build     build (or reuse) istioctl and pilot-agent; prints the bin directory
+#   hack/istio-tools.sh source    download (or reuse) the module's source; prints its directory
+#                                 (Go's module cache, read-only), e.g. for Istio's dashboards
 # Progress goes to stderr, the one path to stdout: ISTIO_TOOLS_BIN="$(hack/istio-tools.sh build)".
 #
 # Environment:
@@ -102,12 +104,28 @@ build_locked() {
     log "built in $((SECONDS - start_s))s"
 }
 
+# The directory of the module's source in Go's module cache, downloaded if needed.
+source_dir() {
+    command -v go >/dev/null || die "go not found on PATH (needed to download istio.io/istio $ISTIO_VERSION)"
+    local json dir
+    json="$(cd / && GOWORK=off go mod download -json "istio.io/istio@$ISTIO_VERSION")" ||
+        die "go mod download istio.io/istio@$ISTIO_VERSION failed: $json"
+    dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+    [ -n "$dir" ] && [ -f "$dir/go.mod" ] || die "go mod download named no source directory: $json"
+    echo "$dir"
+}
+
 cmd="${1:-}"
 case "$cmd" in
 build)
     [ $# -eq 1 ] || usage
     build
     echo "$BIN"
+    ;;
+source)
+    [ $# -eq 1 ] || usage
+    log "source of istio.io/istio $ISTIO_VERSION"
+    source_dir
     ;;
 *)
     usage
