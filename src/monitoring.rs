@@ -183,6 +183,10 @@ pub fn describe() {
         Unit::Seconds,
         "Time from the first change entering the debounce to the new configuration being published, model build included."
     );
+    describe_counter!(
+        "pilot_inbound_updates",
+        "Updates received from the sources, by type (config, eds, svc, svcdelete)."
+    );
     describe_histogram!(
         "pilot_pushcontext_init_seconds",
         Unit::Seconds,

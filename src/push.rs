@@ -10,7 +10,8 @@
 //! model and the cache's index of it are built on the blocking pool, never on the threads that
 //! serve streams. It records the time from the first event to publication
 //! (`pilot_debounce_time`), the model's build (`pilot_pushcontext_init_seconds`) and its size
-//! (`pilot_services`, `pilot_virt_services`).
+//! (`pilot_services`, `pilot_virt_services`), and counts the events it receives
+//! (`pilot_inbound_updates`).
 //!
 //! The mesh configuration in force (a source's, i.e. the cluster's ConfigMap, else the
 //! configured one) is chosen in one place, [`mesh_in_force`], which also sets the shared
@@ -102,13 +103,17 @@ pub async fn run(
 ) {
     while let Some(event) = events.recv().await {
         let first = Instant::now();
+        record_inbound(&event);
         store.apply(event);
         let deadline = first + debounce.max;
         loop {
             let quiet_until = (Instant::now() + debounce.quiet).min(deadline);
             tokio::select! {
                 more = events.recv() => match more {
-                    Some(e) => store.apply(e),
+                    Some(e) => {
+                        record_inbound(&e);
+                        store.apply(e);
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(quiet_until.into()) => break,
@@ -143,6 +148,35 @@ pub async fn run(
         };
         snapshots.send_replace(snapshot);
         metrics::histogram!("pilot_debounce_time").record(first.elapsed().as_secs_f64());
+    }
+}
+
+/// Counts a source event in `pilot_inbound_updates{type}`: one per object it carries (one for
+/// a whole resync, or the mesh configuration).
+fn record_inbound(event: &Event) {
+    let count = |t: &'static str| {
+        metrics::counter!("pilot_inbound_updates", "type" => t).increment(1);
+    };
+    match event {
+        Event::Resync { .. } | Event::Mesh(_) => count("config"),
+        Event::Apply { resource, .. } => count(inbound_type(resource.kind, false)),
+        Event::Delete { key, .. } => count(inbound_type(key.kind, true)),
+        Event::Objects { objects, .. } => {
+            for o in objects {
+                count(inbound_type(o.key.kind, false));
+            }
+        }
+    }
+}
+
+/// istiod's kinds of inbound update: `eds` (endpoints), `svc` and `svcdelete` (services),
+/// `config` (everything else).
+pub fn inbound_type(kind: Kind, delete: bool) -> &'static str {
+    match kind {
+        Kind::EndpointSlice => "eds",
+        Kind::Service if delete => "svcdelete",
+        Kind::Service => "svc",
+        _ => "config",
     }
 }
 
@@ -243,6 +277,15 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[test]
+    fn inbound_updates_are_typed_as_istiods() {
+        assert_eq!(inbound_type(Kind::Service, false), "svc");
+        assert_eq!(inbound_type(Kind::Service, true), "svcdelete");
+        assert_eq!(inbound_type(Kind::EndpointSlice, true), "eds");
+        assert_eq!(inbound_type(Kind::VirtualService, true), "config");
+        assert_eq!(inbound_type(Kind::Namespace, false), "config");
     }
 
     /// The mesh ConfigMap (a source's mesh) is the one source of the trust domain: at start-up

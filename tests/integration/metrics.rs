@@ -735,6 +735,11 @@ fn the_control_plane_dashboard_reads_bowline() {
             "galley_validation_passed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\"}",
             "galley_validation_failed{group=\"networking.istio.io\",version=\"v1\",resource=\"virtualservices\",reason=\"invalid_resource\"}",
             "pilot_xds{version=",
+            "pilot_inbound_updates{type=\"svc\"}",
+            "pilot_inbound_updates{type=\"config\"}",
+            "pilot_debounce_time_bucket{le=\"0.01\"}",
+            "pilot_xds_send_time_bucket{le=\"0.01\"}",
+            "sidecar_injection_time_seconds_bucket{le=\"0.1\"}",
             "citadel_server_root_cert_expiry_timestamp ",
         ] {
             assert!(text.contains(series), "no {series} in:\n{text}");
