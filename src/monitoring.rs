@@ -24,6 +24,10 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
         &[0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0],
     ),
     (
+        "pilot_proxy_queue_time",
+        &[0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0],
+    ),
+    (
         "pilot_xds_push_time",
         &[0.01, 0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0],
     ),
@@ -177,6 +181,11 @@ pub fn describe() {
         "pilot_proxy_convergence_time",
         Unit::Seconds,
         "Time from a configuration change to a proxy acknowledging the configuration it needs."
+    );
+    describe_histogram!(
+        "pilot_proxy_queue_time",
+        Unit::Seconds,
+        "Time from a new configuration being built to a proxy's stream taking it up to push."
     );
     describe_histogram!(
         "pilot_debounce_time",

@@ -83,6 +83,7 @@ pub async fn initial(
             model: Arc::new(Model::build(resources, diagnostics, mesh)),
             changed: TypeSet::ALL,
             changed_at: started,
+            published_at: Instant::now(),
         });
         cache.observe(&snapshot);
         record_model(&snapshot.model, started);
@@ -221,6 +222,7 @@ fn next_snapshot(
         model: Arc::new(model),
         changed,
         changed_at: first,
+        published_at: Instant::now(),
     });
     tracing::info!(
         generation = snapshot.generation,

@@ -14,9 +14,10 @@
 //! trust domain of the configuration it is served, and is replaced when that changes; its
 //! gateway credentials are those of the snapshot it follows, pushed when they change.
 //! Every response of a type counts in istiod's push series (`push`: `pilot_xds_pushes`,
-//! `pilot_xds_push_time`, `pilot_xds_send_time`, `pilot_xds_config_size_bytes`), every
-//! snapshot that sends a proxy something in `pilot_push_triggers`, and NACKs and stale nonces
-//! in `pilot_total_xds_rejects` and `pilot_xds_expired_nonce`.
+//! `pilot_xds_push_time`, `pilot_xds_send_time`, `pilot_xds_config_size_bytes`); every new
+//! snapshot the stream takes up in `pilot_proxy_queue_time` (the wait since it was built), and
+//! in `pilot_push_triggers` when it sends the proxy something; NACKs and stale nonces in
+//! `pilot_total_xds_rejects` and `pilot_xds_expired_nonce`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -692,7 +693,10 @@ pub async fn serve<Q: AdsRequest>(
                 if changed.is_err() {
                     return Ok(());
                 }
+                let taken = Instant::now();
                 (snapshot, resources) = current(shared, &mut rx, &connection).await?;
+                metrics::histogram!("pilot_proxy_queue_time")
+                    .record(taken.saturating_duration_since(snapshot.published_at).as_secs_f64());
                 let mut pushed = false;
                 for t in ResourceType::CONFIG {
                     let started = Instant::now();

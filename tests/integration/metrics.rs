@@ -738,6 +738,7 @@ fn the_control_plane_dashboard_reads_bowline() {
             "pilot_inbound_updates{type=\"svc\"}",
             "pilot_inbound_updates{type=\"config\"}",
             "pilot_debounce_time_bucket{le=\"0.01\"}",
+            "pilot_proxy_queue_time_bucket{le=\"0.1\"}",
             "pilot_xds_send_time_bucket{le=\"0.01\"}",
             "sidecar_injection_time_seconds_bucket{le=\"0.1\"}",
             "citadel_server_root_cert_expiry_timestamp ",
