@@ -7,6 +7,8 @@
 #   make kube-env  build (or reuse) etcd, kube-apiserver, kube-controller-manager and kubectl,
 #                  cached outside the tree; see hack/kube-env.sh for start/stop
 #   make istio-tools  build (or reuse) Istio's istioctl and pilot-agent, cached outside the tree
+#                  (`make test` also exports ISTIO_SOURCE, the pinned istio.io/istio module's source,
+#                  whose Grafana dashboard the metrics tests read)
 #
 # UPDATE_GOLDEN=1 make test rewrites the golden files under testdata/translate/ and testdata/inject/.
 # TEST_ARGS are passed to cargo test, e.g. make test TEST_ARGS='--test integration -- e2e::split'.
@@ -32,7 +34,8 @@ test:
 	@ENVOY_BIN="$$(hack/install-envoy.sh)" && export ENVOY_BIN && \
 	KUBE_ENV_BIN="$$(hack/kube-env.sh build)" && export KUBE_ENV_BIN && \
 	ISTIO_TOOLS_BIN="$$(hack/istio-tools.sh build)" && export ISTIO_TOOLS_BIN && \
-	echo "make test: ENVOY_BIN=$$ENVOY_BIN KUBE_ENV_BIN=$$KUBE_ENV_BIN ISTIO_TOOLS_BIN=$$ISTIO_TOOLS_BIN ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
+	ISTIO_SOURCE="$$(hack/istio-tools.sh source)" && export ISTIO_SOURCE && \
+	echo "make test: ENVOY_BIN=$$ENVOY_BIN KUBE_ENV_BIN=$$KUBE_ENV_BIN ISTIO_TOOLS_BIN=$$ISTIO_TOOLS_BIN ISTIO_SOURCE=$$ISTIO_SOURCE ISTIO_CORPUS=$(ISTIO_CORPUS)" && \
 	$(CARGO) test $(TEST_ARGS)
 
 demo:

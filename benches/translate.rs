@@ -121,6 +121,7 @@ fn main() {
         model: model.clone(),
         changed: TypeSet::ALL,
         changed_at: Instant::now(),
+        published_at: Instant::now(),
     };
     cache.observe(&snapshot);
     for p in &proxies {
@@ -153,6 +154,7 @@ fn main() {
             model: next,
             changed: bowline::push::changed_types(change),
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         };
         let t = Instant::now();
         cache.observe(&snapshot);

@@ -15,6 +15,8 @@
 #
 # Usage:
 #   hack/istio-tools.sh build     build (or reuse) istioctl and pilot-agent; prints the bin directory
+#   hack/istio-tools.sh source    download (or reuse) the module's source; prints its directory
+#                                 (Go's module cache, read-only), e.g. for Istio's dashboards
 # Progress goes to stderr, the one path to stdout: ISTIO_TOOLS_BIN="$(hack/istio-tools.sh build)".
 #
 # Environment:
@@ -53,16 +55,6 @@ have_all() {
     have_binaries && [ -f "$BIN/$TEMPLATE" ]
 }
 
-# The directory of the istio.io/istio module source (downloaded into Go's module cache).
-module_dir() {
-    local json dir
-    json="$(GOWORK=off go mod download -json "istio.io/istio@$ISTIO_VERSION")" ||
-        die "go mod download istio.io/istio@$ISTIO_VERSION failed: $json"
-    dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
-    [ -f "$dir/VERSION" ] || die "no VERSION file in $dir"
-    echo "$dir"
-}
-
 # install_template <module dir> <bin dir>
 install_template() {
     local src="$1/tools/packaging/common/envoy_bootstrap.json"
@@ -93,7 +85,8 @@ build_locked() {
     export GOWORK=off
     cd "$ROOT"
     local dir revision version
-    dir="$(module_dir)"
+    dir="$(source_dir)"
+    [ -f "$dir/VERSION" ] || die "no VERSION file in $dir"
     if have_binaries; then
         install_template "$dir" "$BIN"
         return 0
@@ -129,12 +122,28 @@ build_locked() {
     log "built in $((SECONDS - start_s))s"
 }
 
+# The directory of the module's source in Go's module cache, downloaded if needed.
+source_dir() {
+    command -v go >/dev/null || die "go not found on PATH (needed to download istio.io/istio $ISTIO_VERSION)"
+    local json dir
+    json="$(cd / && GOWORK=off go mod download -json "istio.io/istio@$ISTIO_VERSION")" ||
+        die "go mod download istio.io/istio@$ISTIO_VERSION failed: $json"
+    dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+    [ -n "$dir" ] && [ -f "$dir/go.mod" ] || die "go mod download named no source directory: $json"
+    echo "$dir"
+}
+
 cmd="${1:-}"
 case "$cmd" in
 build)
     [ $# -eq 1 ] || usage
     build
     echo "$BIN"
+    ;;
+source)
+    [ $# -eq 1 ] || usage
+    log "source of istio.io/istio $ISTIO_VERSION"
+    source_dir
     ;;
 *)
     usage

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod envoy;
 pub mod load;
 pub mod model;
+pub mod monitoring;
 pub mod push;
 pub mod source;
 pub mod translate;

@@ -8,7 +8,10 @@
 //! whose change set names the affected types: an endpoint-only change affects EDS only, a
 //! change confined to Secrets none (streams follow it for their gateway credentials). The
 //! model and the cache's index of it are built on the blocking pool, never on the threads that
-//! serve streams.
+//! serve streams. It records the time from the first event to publication
+//! (`pilot_debounce_time`), the model's build (`pilot_pushcontext_init_seconds`) and its size
+//! (`pilot_services`, `pilot_virt_services`), and counts the events it receives
+//! (`pilot_inbound_updates`).
 //!
 //! The mesh configuration in force (a source's, i.e. the cluster's ConfigMap, else the
 //! configured one) is chosen in one place, [`mesh_in_force`], which also sets the shared
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::ca::TrustDomain;
 use crate::cache::{Cache, Snapshot};
 use crate::envoy::{ResourceType, TypeSet};
-use crate::model::{Change, Diagnostic, MeshConfig, Model, Resource};
+use crate::model::{Change, Diagnostic, Kind, MeshConfig, Model, Resource};
 use crate::source::{Event, Store};
 
 #[derive(Debug, Clone, Copy)]
@@ -74,13 +77,16 @@ pub async fn initial(
     );
     let cache = cache.clone();
     let build = move || {
+        let started = Instant::now();
         let snapshot = Arc::new(Snapshot {
             generation: 1,
             model: Arc::new(Model::build(resources, diagnostics, mesh)),
             changed: TypeSet::ALL,
-            changed_at: Instant::now(),
+            changed_at: started,
+            published_at: Instant::now(),
         });
         cache.observe(&snapshot);
+        record_model(&snapshot.model, started);
         snapshot
     };
     tokio::task::spawn_blocking(build).await
@@ -98,13 +104,17 @@ pub async fn run(
 ) {
     while let Some(event) = events.recv().await {
         let first = Instant::now();
+        record_inbound(&event);
         store.apply(event);
         let deadline = first + debounce.max;
         loop {
             let quiet_until = (Instant::now() + debounce.quiet).min(deadline);
             tokio::select! {
                 more = events.recv() => match more {
-                    Some(e) => store.apply(e),
+                    Some(e) => {
+                        record_inbound(&e);
+                        store.apply(e);
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(quiet_until.into()) => break,
@@ -138,7 +148,45 @@ pub async fn run(
             }
         };
         snapshots.send_replace(snapshot);
+        metrics::histogram!("pilot_debounce_time").record(first.elapsed().as_secs_f64());
     }
+}
+
+/// Counts a source event in `pilot_inbound_updates{type}`: one per object it carries (one for
+/// a whole resync, or the mesh configuration).
+fn record_inbound(event: &Event) {
+    let count = |t: &'static str| {
+        metrics::counter!("pilot_inbound_updates", "type" => t).increment(1);
+    };
+    match event {
+        Event::Resync { .. } | Event::Mesh(_) => count("config"),
+        Event::Apply { resource, .. } => count(inbound_type(resource.kind, false)),
+        Event::Delete { key, .. } => count(inbound_type(key.kind, true)),
+        Event::Objects { objects, .. } => {
+            for o in objects {
+                count(inbound_type(o.key.kind, false));
+            }
+        }
+    }
+}
+
+/// istiod's kinds of inbound update: `eds` (endpoints), `svc` and `svcdelete` (services),
+/// `config` (everything else).
+pub fn inbound_type(kind: Kind, delete: bool) -> &'static str {
+    match kind {
+        Kind::EndpointSlice => "eds",
+        Kind::Service if delete => "svcdelete",
+        Kind::Service => "svc",
+        _ => "config",
+    }
+}
+
+/// The model's series: the time it took to build and index (`started` is when the build
+/// began), and what it holds.
+fn record_model(model: &Model, started: Instant) {
+    metrics::histogram!("pilot_pushcontext_init_seconds").record(started.elapsed().as_secs_f64());
+    metrics::gauge!("pilot_services").set(model.registry.services.len() as f64);
+    metrics::gauge!("pilot_virt_services").set(model.of_kind(Kind::VirtualService).count() as f64);
 }
 
 /// The types a change between two models affects: every type, EDS alone for a change confined
@@ -161,6 +209,7 @@ fn next_snapshot(
     first: Instant,
     cache: &Cache,
 ) -> Option<Arc<Snapshot>> {
+    let started = Instant::now();
     let model = Model::build(resources, diagnostics, mesh);
     let change = model.change_from(&previous.model);
     let changed = changed_types(change);
@@ -173,6 +222,7 @@ fn next_snapshot(
         model: Arc::new(model),
         changed,
         changed_at: first,
+        published_at: Instant::now(),
     });
     tracing::info!(
         generation = snapshot.generation,
@@ -184,6 +234,7 @@ fn next_snapshot(
         "configuration changed"
     );
     cache.observe(&snapshot);
+    record_model(&snapshot.model, started);
     Some(snapshot)
 }
 
@@ -228,6 +279,15 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[test]
+    fn inbound_updates_are_typed_as_istiods() {
+        assert_eq!(inbound_type(Kind::Service, false), "svc");
+        assert_eq!(inbound_type(Kind::Service, true), "svcdelete");
+        assert_eq!(inbound_type(Kind::EndpointSlice, true), "eds");
+        assert_eq!(inbound_type(Kind::VirtualService, true), "config");
+        assert_eq!(inbound_type(Kind::Namespace, false), "config");
     }
 
     /// The mesh ConfigMap (a source's mesh) is the one source of the trust domain: at start-up

@@ -507,6 +507,35 @@ impl Ca {
         self.workload_ttl
     }
 
+    /// When the root certificate and the signing certificate expire (Unix seconds): the first
+    /// certificate of the trust bundle, and the first of the chain from the signing CA (the
+    /// root itself when it signs).
+    pub fn expiry(&self) -> (Option<i64>, Option<i64>) {
+        let not_after = |der: &[u8]| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp())
+        };
+        let root = self.root_der.first().and_then(|d| not_after(d));
+        let signing = match pem::parse(&self.intermediates_pem) {
+            Ok(blocks) if !blocks.is_empty() => not_after(&blocks[0].der),
+            _ => root,
+        };
+        (root, signing)
+    }
+
+    /// Sets `citadel_server_root_cert_expiry_timestamp` and
+    /// `citadel_server_cert_chain_expiry_timestamp` from [`Ca::expiry`].
+    pub fn record_expiry(&self) {
+        let (root, signing) = self.expiry();
+        if let Some(t) = root {
+            metrics::gauge!("citadel_server_root_cert_expiry_timestamp").set(t as f64);
+        }
+        if let Some(t) = signing {
+            metrics::gauge!("citadel_server_cert_chain_expiry_timestamp").set(t as f64);
+        }
+    }
+
     /// The trust bundle, PEM.
     pub fn root_pem(&self) -> &str {
         &self.root_pem

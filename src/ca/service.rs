@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::Ca;
 use super::authn::{Authenticators, Caller};
 use super::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use super::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use super::{Ca, CaError};
 
 #[derive(Clone)]
 pub struct CertificateService {
@@ -73,6 +73,12 @@ impl IstioCertificateService for CertificateService {
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
             Err(e) => {
+                match e {
+                    CaError::Csr(_) => {
+                        metrics::counter!("citadel_server_csr_parsing_err_count").increment(1)
+                    }
+                    _ => metrics::counter!("citadel_server_csr_sign_err_count").increment(1),
+                }
                 tracing::warn!(%remote, identity = %identity, error = %e, "certificate refused");
                 Err(Status::invalid_argument(e.to_string()))
             }

@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub changed: TypeSet,
     /// When the first change that led to this snapshot was seen.
     pub changed_at: Instant,
+    /// When its model was built (the cache indexes it next, then the streams take it).
+    pub published_at: Instant,
 }
 
 /// What one proxy class is served at one generation.
@@ -790,6 +792,7 @@ spec: {address: 10.0.0.1, labels: {app: a}}
             model: Arc::new(crate::model::testing::model(yaml)),
             changed,
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         }
     }
 

@@ -25,7 +25,6 @@ use crate::ca::serving::TlsPort;
 use crate::ca::tokenreview::{ISTIO_CA_AUDIENCE, TokenReviewAuthenticator};
 use crate::ca::{Ca, CaOptions};
 use crate::cache::Cache;
-use crate::envoy::ResourceType;
 use crate::model::MeshConfig;
 use crate::push;
 use crate::source::{Store, file::FileSource, kube};
@@ -106,7 +105,8 @@ pub struct ServeArgs {
     /// Lifetime of workload certificates; they are renewed at half-life.
     #[arg(long = "workload-cert-ttl", env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub workload_cert_ttl: Duration,
-    /// Address of the admin HTTP server (/ready, /debug/*, /metrics).
+    /// Address of the admin HTTP server (/ready, /version, /debug/*, and /metrics: Prometheus
+    /// series under istiod's names, see docs/metrics.md).
     #[arg(
         long = "admin-addr",
         env = "BOWLINE_ADMIN_ADDR",
@@ -260,25 +260,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("pilot_proxy_convergence_time".to_string()),
-            &[0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0],
-        )
-        .context("metrics buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")
-        .inspect(|_| {
-            // Counters dashboards expect to exist before the first event.
-            for t in ResourceType::ALL {
-                metrics::counter!("pilot_xds_pushes", "type" => t.as_str()).absolute(0);
-                metrics::counter!("pilot_total_xds_rejects", "type" => t.as_str()).absolute(0);
-            }
-            metrics::gauge!("pilot_xds").set(0.0);
-        })
-}
-
 /// The mesh ConfigMap's configuration at start-up (`None`: none, or invalid, which is logged;
 /// `--mesh-config` then applies). The API server is asked until it answers, for at most
 /// `KUBE_SYNC_TIMEOUT`: starting on another trust domain than the cluster's would issue
@@ -314,7 +295,9 @@ async fn serve(
     ca: Arc<Ca>,
     inject: Arc<crate::webhook::inject::Options>,
 ) -> anyhow::Result<()> {
-    let metrics = install_metrics()?;
+    let metrics = crate::monitoring::install(env!("CARGO_PKG_VERSION"))
+        .context("installing the metrics recorder")?;
+    ca.record_expiry();
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let mut store = Store::default();
     // What start-up read from the cluster, until the watcher reports the ConfigMap itself.

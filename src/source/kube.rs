@@ -14,7 +14,11 @@
 //! object. A kind whose CRD is not installed counts as empty and is looked for again every
 //! `CRD_RETRY`. Secrets are watched as istiod watches them, without the types no credential
 //! is read from (service-account tokens, Helm releases), excluded by the API server.
+//! Each object added, updated (a new resource version) or deleted counts once in
+//! `pilot_k8s_reg_events` or `pilot_k8s_cfg_events` (see [`event_series`]), a relist by its
+//! difference from what the watcher held.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,6 +31,7 @@ use tokio::sync::mpsc;
 use super::{Event, Object, SourceId};
 use crate::model::resource::parse_value;
 use crate::model::{Diagnostic, Kind, MeshConfig, ResourceKey};
+use crate::monitoring::KubeEvent;
 
 /// How often a kind whose CRD is missing is looked for again.
 const CRD_RETRY: Duration = Duration::from_secs(10);
@@ -136,33 +141,54 @@ async fn watch_kind(client: kube::Client, kind: Kind, events: mpsc::Sender<Event
     tracing::info!(%kind, api_version = %resource.api_version, "watching");
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut stream = watcher(api, watcher_config(kind)).default_backoff().boxed();
-    let mut listing: Option<Vec<Object>> = None;
+    let mut listing: Option<(Vec<Object>, Versions)> = None;
+    let mut known = Versions::new();
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(watcher::Event::Init) => {
-                listing = Some(Vec::new());
+                listing = Some(Default::default());
                 continue;
             }
             Ok(watcher::Event::InitApply(o)) => {
-                listing
-                    .get_or_insert_with(Vec::new)
-                    .push(object(kind, &resource, o));
+                let (objects, versions) = listing.get_or_insert_with(Default::default);
+                versions.insert(name_of(&o), version_of(&o));
+                objects.push(object(kind, &resource, o));
                 continue;
             }
-            Ok(watcher::Event::InitDone) => Event::Objects {
-                source,
-                objects: listing.take().unwrap_or_default(),
-                relist: true,
-            },
-            Ok(watcher::Event::Apply(o)) => Event::Objects {
-                source,
-                objects: vec![object(kind, &resource, o)],
-                relist: false,
-            },
-            Ok(watcher::Event::Delete(o)) => Event::Delete {
-                source,
-                key: key(kind, &o),
-            },
+            Ok(watcher::Event::InitDone) => {
+                let (objects, versions) = listing.take().unwrap_or_default();
+                for event in relist_events(&known, &versions) {
+                    record_event(kind, event);
+                }
+                known = versions;
+                Event::Objects {
+                    source,
+                    objects,
+                    relist: true,
+                }
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                let version = version_of(&o);
+                match known.insert(name_of(&o), version.clone()) {
+                    None => record_event(kind, KubeEvent::Add),
+                    Some(v) if v != version => record_event(kind, KubeEvent::Update),
+                    Some(_) => {}
+                }
+                Event::Objects {
+                    source,
+                    objects: vec![object(kind, &resource, o)],
+                    relist: false,
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                if known.remove(&name_of(&o)).is_some() {
+                    record_event(kind, KubeEvent::Delete);
+                }
+                Event::Delete {
+                    source,
+                    key: key(kind, &o),
+                }
+            }
             Err(e) => {
                 tracing::warn!(%kind, error = %e, "watch failed; retrying");
                 continue;
@@ -171,6 +197,71 @@ async fn watch_kind(client: kube::Client, kind: Kind, events: mpsc::Sender<Event
         if events.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// The resource version of each object a watcher holds, by namespace and name.
+type Versions = HashMap<(String, String), String>;
+
+fn name_of(o: &DynamicObject) -> (String, String) {
+    (
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn version_of(o: &DynamicObject) -> String {
+    o.metadata.resource_version.clone().unwrap_or_default()
+}
+
+/// The events a relist stands for, against what the watcher held before: objects new to it
+/// are added, those with another resource version updated, those gone deleted (as an
+/// informer's resync reports them).
+fn relist_events(before: &Versions, after: &Versions) -> Vec<KubeEvent> {
+    let mut events = Vec::new();
+    for (name, version) in after {
+        match before.get(name) {
+            None => events.push(KubeEvent::Add),
+            Some(v) if v != version => events.push(KubeEvent::Update),
+            Some(_) => {}
+        }
+    }
+    events.extend(
+        before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .map(|_| KubeEvent::Delete),
+    );
+    events
+}
+
+/// The series and `type` label an event of `kind` counts in, as istiod's: the service
+/// registry's kinds in `pilot_k8s_reg_events` (under its informers' names), the Istio kinds in
+/// `pilot_k8s_cfg_events` (under the kind); Secrets (credentials) in neither.
+pub fn event_series(kind: Kind) -> Option<(&'static str, &'static str)> {
+    const REG: &str = "pilot_k8s_reg_events";
+    const CFG: &str = "pilot_k8s_cfg_events";
+    match kind {
+        Kind::Service => Some((REG, "Services")),
+        Kind::EndpointSlice => Some((REG, "EndpointSlice")),
+        Kind::Pod => Some((REG, "Pods")),
+        Kind::Namespace => Some((REG, "Namespaces")),
+        Kind::Secret => None,
+        Kind::VirtualService
+        | Kind::DestinationRule
+        | Kind::ServiceEntry
+        | Kind::WorkloadEntry
+        | Kind::Sidecar
+        | Kind::Gateway
+        | Kind::AuthorizationPolicy
+        | Kind::PeerAuthentication
+        | Kind::RequestAuthentication => Some((CFG, kind.as_str())),
+    }
+}
+
+fn record_event(kind: Kind, event: KubeEvent) {
+    if let Some((name, kind)) = event_series(kind) {
+        metrics::counter!(name, "type" => kind, "event" => event.as_str()).increment(1);
     }
 }
 
@@ -314,6 +405,48 @@ async fn watch_mesh(client: kube::Client, mesh: MeshConfigMap, events: mpsc::Sen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn versions(items: &[(&str, &str)]) -> Versions {
+        items
+            .iter()
+            .map(|(name, v)| (("ns".to_string(), name.to_string()), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_relist_counts_its_difference_from_what_was_held() {
+        let before = versions(&[("kept", "1"), ("changed", "1"), ("gone", "1")]);
+        let after = versions(&[("kept", "1"), ("changed", "2"), ("new", "1")]);
+        let mut events: Vec<&str> = relist_events(&before, &after)
+            .into_iter()
+            .map(KubeEvent::as_str)
+            .collect();
+        events.sort();
+        assert_eq!(events, ["add", "delete", "update"]);
+        // The first list adds everything.
+        assert_eq!(relist_events(&Versions::new(), &after), [KubeEvent::Add; 3]);
+    }
+
+    #[test]
+    fn events_count_under_istiods_series_and_types() {
+        assert_eq!(
+            event_series(Kind::Service),
+            Some(("pilot_k8s_reg_events", "Services"))
+        );
+        assert_eq!(
+            event_series(Kind::EndpointSlice),
+            Some(("pilot_k8s_reg_events", "EndpointSlice"))
+        );
+        assert_eq!(
+            event_series(Kind::Pod),
+            Some(("pilot_k8s_reg_events", "Pods"))
+        );
+        assert_eq!(
+            event_series(Kind::VirtualService),
+            Some(("pilot_k8s_cfg_events", "VirtualService"))
+        );
+        assert_eq!(event_series(Kind::Secret), None);
+    }
 
     fn endpoint_slice(json: serde_json::Value) -> Object {
         let gvk = GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice");

@@ -1067,10 +1067,36 @@ pub async fn handle(
     State(opts): State<Arc<Options>>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    match super::read_review(&body, kube_inject_review) {
-        Ok(request) => Json(review_pod(&request, &opts).into_review()),
-        Err(denied) => Json((*denied).into_review()),
+    let started = std::time::Instant::now();
+    metrics::counter!("sidecar_injection_requests_total").increment(1);
+    let (response, outcome) = match super::read_review(&body, kube_inject_review) {
+        Ok(request) => judge_pod(&request, &opts),
+        Err(denied) => (*denied, Answered::Failed),
+    };
+    match outcome {
+        Answered::Failed => metrics::counter!("sidecar_injection_failure_total").increment(1),
+        Answered::Skipped => {
+            metrics::counter!("sidecar_injection_skip_total").increment(1);
+            metrics::counter!("sidecar_injection_success_total").increment(1);
+        }
+        Answered::Injected | Answered::NotAPodCreation => {
+            metrics::counter!("sidecar_injection_success_total").increment(1)
+        }
     }
+    metrics::histogram!("sidecar_injection_time_seconds").record(started.elapsed().as_secs_f64());
+    Json(response.into_review())
+}
+
+/// How an injection request was answered, for the metrics: a failure (the review could not
+/// be read, or injecting failed) counts in `sidecar_injection_failure_total`, every other
+/// answer in `sidecar_injection_success_total`, a pod left as it is also in
+/// `sidecar_injection_skip_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    Injected,
+    Skipped,
+    NotAPodCreation,
+    Failed,
 }
 
 /// `istioctl kube-inject` asks the webhook about a workload's pod template (a Pod it makes of
@@ -1104,6 +1130,14 @@ pub fn kube_inject_review(review: &mut Value) {
 
 /// The injection decision for one admission request: a patch, or the pod as it is.
 pub fn review_pod(request: &AdmissionRequest<DynamicObject>, opts: &Options) -> AdmissionResponse {
+    judge_pod(request, opts).0
+}
+
+/// The injection decision for one admission request, and how it was answered.
+pub fn judge_pod(
+    request: &AdmissionRequest<DynamicObject>,
+    opts: &Options,
+) -> (AdmissionResponse, Answered) {
     let response = AdmissionResponse::from(request);
     if request.operation != Operation::Create
         || !request.kind.group.is_empty()
@@ -1113,14 +1147,19 @@ pub fn review_pod(request: &AdmissionRequest<DynamicObject>, opts: &Options) -> 
             .as_deref()
             .is_some_and(|s| !s.is_empty())
     {
-        return response;
+        return (response, Answered::NotAPodCreation);
     }
     let Some(object) = &request.object else {
-        return response;
+        return (response, Answered::NotAPodCreation);
     };
     let mut pod = match serde_json::to_value(object) {
         Ok(v) => v,
-        Err(e) => return response.deny(format!("pod does not serialize: {e}")),
+        Err(e) => {
+            return (
+                response.deny(format!("pod does not serialize: {e}")),
+                Answered::Failed,
+            );
+        }
     };
     // The namespace comes with the request when the pod does not name it yet.
     if let (Some(ns), Some(meta)) = (
@@ -1149,22 +1188,28 @@ pub fn review_pod(request: &AdmissionRequest<DynamicObject>, opts: &Options) -> 
             let mut response = match response.with_patch(patch) {
                 Ok(r) => r,
                 Err(e) => {
-                    return AdmissionResponse::from(request).deny(format!("injection: {e}"));
+                    return (
+                        AdmissionResponse::from(request).deny(format!("injection: {e}")),
+                        Answered::Failed,
+                    );
                 }
             };
             if !warnings.is_empty() {
                 response.warnings = Some(warnings);
             }
             tracing::info!(pod = %what, "injected");
-            response
+            (response, Answered::Injected)
         }
         Ok(Outcome::Skipped(why)) => {
             tracing::debug!(pod = %what, "not injected: {why}");
-            response
+            (response, Answered::Skipped)
         }
         Err(e) => {
             tracing::warn!(pod = %what, error = %e, "sidecar injection failed");
-            response.deny(format!("sidecar injection failed: {e}"))
+            (
+                response.deny(format!("sidecar injection failed: {e}")),
+                Answered::Failed,
+            )
         }
     }
 }

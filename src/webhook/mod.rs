@@ -10,6 +10,9 @@
 //! AdmissionReview that denies it and says why (never plain text, never a crash).
 //! `publish` keeps the webhook configurations' CA bundles and the namespaces' root-certificate
 //! ConfigMaps written.
+//!
+//! Each review counts in istiod's series: `galley_validation_passed` / `_failed` (by group,
+//! version, resource and, for a failure, reason) and `sidecar_injection_*` (see `inject`).
 
 pub mod inject;
 pub mod publish;
@@ -45,8 +48,50 @@ pub fn router(inject: Arc<inject::Options>) -> Router {
 
 async fn validate(body: Bytes) -> Json<AdmissionReview<DynamicObject>> {
     match read_review(&body, |_| {}) {
-        Ok(request) => Json(review_object(&request).into_review()),
+        Ok(request) => {
+            let (response, verdict) = judge_object(&request);
+            record_validation(&request, verdict);
+            Json(response.into_review())
+        }
         Err(denied) => Json((*denied).into_review()),
+    }
+}
+
+/// What the validation webhook made of a request, in istiod's terms: passed, or the reason
+/// it did not (`galley_validation_failed{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed(&'static str),
+    /// A kind bowline does not model: allowed without being validated, counted in neither
+    /// series (istiod validates such kinds; counting them as failed would raise alerts on
+    /// objects that were admitted).
+    NotValidated,
+}
+
+/// istiod's reasons a review is not passed.
+pub const REASON_UNSUPPORTED_OPERATION: &str = "unsupported_operation";
+pub const REASON_DECODE: &str = "yaml_decode_error";
+pub const REASON_INVALID: &str = "invalid_resource";
+
+/// Counts a review in `galley_validation_passed` or `galley_validation_failed`, labelled by
+/// the resource reviewed; a dry run's failure is not counted (as istiod).
+fn record_validation(request: &AdmissionRequest<DynamicObject>, verdict: Verdict) {
+    let r = &request.resource;
+    let labels = [
+        ("group", r.group.clone()),
+        ("version", r.version.clone()),
+        ("resource", r.resource.clone()),
+    ];
+    match verdict {
+        Verdict::NotValidated => {}
+        Verdict::Passed => metrics::counter!("galley_validation_passed", &labels).increment(1),
+        Verdict::Failed(_) if request.dry_run => {}
+        Verdict::Failed(reason) => {
+            let mut labels = labels.to_vec();
+            labels.push(("reason", reason.to_string()));
+            metrics::counter!("galley_validation_failed", &labels).increment(1)
+        }
     }
 }
 
@@ -82,12 +127,18 @@ pub fn read_review(
 
 /// The decision for one admission request.
 pub fn review_object(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    judge_object(request).0
+}
+
+/// The decision for one admission request, and its verdict for the metrics. Deletes,
+/// connects and kinds bowline does not model are allowed without being validated.
+pub fn judge_object(request: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, Verdict) {
     let response = AdmissionResponse::from(request);
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
-        return response;
+        return (response, Verdict::Failed(REASON_UNSUPPORTED_OPERATION));
     }
     let Some(object) = &request.object else {
-        return response;
+        return (response, Verdict::Failed(REASON_DECODE));
     };
     let gvk = &request.kind;
     let api_version = if gvk.group.is_empty() {
@@ -97,11 +148,16 @@ pub fn review_object(request: &AdmissionRequest<DynamicObject>) -> AdmissionResp
     };
     // Only the kinds bowline models are judged; the others pass.
     if Kind::resolve(&api_version, &gvk.kind).is_err() {
-        return response;
+        return (response, Verdict::NotValidated);
     }
     let mut value = match serde_json::to_value(object) {
         Ok(v) => v,
-        Err(e) => return response.deny(format!("object does not serialize: {e}")),
+        Err(e) => {
+            return (
+                response.deny(format!("object does not serialize: {e}")),
+                Verdict::Failed(REASON_DECODE),
+            );
+        }
     };
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), api_version.into());
@@ -124,10 +180,13 @@ pub fn review_object(request: &AdmissionRequest<DynamicObject>) -> AdmissionResp
         response.warnings = Some(warnings.iter().map(|d| d.to_string()).collect());
     }
     if errors.is_empty() {
-        response
+        (response, Verdict::Passed)
     } else {
         let lines: Vec<String> = errors.iter().map(|d| d.to_string()).collect();
-        response.deny(format!("configuration is invalid: {}", lines.join("; ")))
+        (
+            response.deny(format!("configuration is invalid: {}", lines.join("; "))),
+            Verdict::Failed(REASON_INVALID),
+        )
     }
 }
 
@@ -169,5 +228,59 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review(
+        kind: &str,
+        operation: &str,
+        spec: serde_json::Value,
+    ) -> AdmissionRequest<DynamicObject> {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "networking.istio.io", "version": "v1", "kind": kind},
+                "resource": {"group": "networking.istio.io", "version": "v1", "resource": "x"},
+                "namespace": "shop",
+                "operation": operation,
+                "userInfo": {},
+                "object": {
+                    "apiVersion": "networking.istio.io/v1",
+                    "kind": kind,
+                    "metadata": {"name": "a", "namespace": "shop"},
+                    "spec": spec
+                },
+                "dryRun": false
+            }
+        });
+        read_review(&serde_json::to_vec(&body).unwrap(), |_| {}).expect("a request")
+    }
+
+    /// Each review gets istiod's verdict for `galley_validation_*`.
+    #[test]
+    fn verdicts_follow_istiods_reasons() {
+        let route = |host: &str| json!({"hosts": ["web"], "http": [{"route": [{"destination": {"host": host}}]}]});
+        let verdict = |r: &AdmissionRequest<DynamicObject>| judge_object(r).1;
+        assert_eq!(
+            verdict(&review("VirtualService", "CREATE", route("web"))),
+            Verdict::Passed
+        );
+        let (response, v) = judge_object(&review("VirtualService", "UPDATE", route("")));
+        assert!(!response.allowed);
+        assert_eq!(v, Verdict::Failed(REASON_INVALID));
+        assert_eq!(
+            verdict(&review("VirtualService", "DELETE", route(""))),
+            Verdict::Failed(REASON_UNSUPPORTED_OPERATION)
+        );
+        let (response, v) = judge_object(&review("EnvoyFilter", "CREATE", json!({})));
+        assert!(response.allowed);
+        assert_eq!(v, Verdict::NotValidated);
     }
 }

@@ -191,23 +191,40 @@ impl Connection {
     }
 }
 
-/// Every live connection.
+/// Every live connection (proxies only: debug callers are not registered). `pilot_xds` counts
+/// them by the Istio version the proxy reports (its `ISTIO_VERSION`; empty when it reports
+/// none), as istiod.
 #[derive(Debug, Default)]
 pub struct Registry {
     connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    /// Live connections by proxy version; changed under the `connections` lock.
+    versions: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Registry {
     pub fn insert(&self, c: Arc<Connection>) {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        self.count(&c, true);
         map.insert(c.id, c);
-        metrics::gauge!("pilot_xds").set(map.len() as f64);
     }
 
     pub fn remove(&self, id: u64) {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&id);
-        metrics::gauge!("pilot_xds").set(map.len() as f64);
+        if let Some(c) = map.remove(&id) {
+            self.count(&c, false);
+        }
+    }
+
+    fn count(&self, c: &Connection, connected: bool) {
+        let version = c.proxy.istio_version.clone().unwrap_or_default();
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let n = versions.entry(version.clone()).or_default();
+        *n = if connected {
+            *n + 1
+        } else {
+            n.saturating_sub(1)
+        };
+        metrics::gauge!("pilot_xds", "version" => version).set(*n as f64);
     }
 
     /// The proxy of a live connection, by `<pod>.<namespace>` or full node id.

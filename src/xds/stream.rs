@@ -13,6 +13,11 @@
 //! carried are sent after it, as istiod pushes EDS after CDS. A stream's certificate names the
 //! trust domain of the configuration it is served, and is replaced when that changes; its
 //! gateway credentials are those of the snapshot it follows, pushed when they change.
+//! Every response of a type counts in istiod's push series (`push`: `pilot_xds_pushes`,
+//! `pilot_xds_push_time`, `pilot_xds_send_time`, `pilot_xds_config_size_bytes`); every new
+//! snapshot the stream takes up in `pilot_proxy_queue_time` (the wait since it was built), and
+//! in `pilot_push_triggers` when it sends the proxy something; NACKs and stale nonces in
+//! `pilot_total_xds_rejects` and `pilot_xds_expired_nonce`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,6 +39,7 @@ use super::transport::{self, Outgoing, Requests};
 use crate::cache::{ProxyResources, Snapshot, TypedResources, Versioned};
 use crate::envoy::{self, ResourceType};
 use crate::model::{Proxy, SecretSource};
+use crate::monitoring::Trigger;
 
 /// Delivery state of one resource type on one stream.
 #[derive(Debug, Default)]
@@ -165,18 +171,19 @@ impl Stream {
         t: ResourceType,
         nonce: &str,
         version: &str,
-        error: Option<&str>,
+        error: Option<&(i32, &str)>,
     ) -> Ack {
         let watch = self.watches.entry(t).or_default();
         if nonce.is_empty() {
             return Ack::Initial;
         }
         if watch.nonce.as_deref() != Some(nonce) {
+            metrics::counter!("pilot_xds_expired_nonce", "type" => t.as_str()).increment(1);
             return Ack::Stale;
         }
         let pending = watch.pending_since.take();
         match error {
-            Some(message) => {
+            Some(&(code, message)) => {
                 let resources: Vec<String> = if watch.subscription.is_wildcard() {
                     vec!["*".to_string()]
                 } else {
@@ -189,7 +196,7 @@ impl Stream {
                     message,
                     "proxy rejected configuration (NACK)"
                 );
-                metrics::counter!("pilot_total_xds_rejects", "type" => t.as_str()).increment(1);
+                record_reject(t, &self.connection.proxy.id, code);
                 let sent = watch.sent_version.clone().unwrap_or_default();
                 self.connection.update(t, |s| {
                     s.nack = Some(Nack {
@@ -490,8 +497,11 @@ impl AdsRequest for xds_discovery::DiscoveryRequest {
     }
 
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
-        let error = self.error_detail.as_ref().map(|s| s.message.as_str());
-        let ack = stream.acknowledge(t, &self.response_nonce, &self.version_info, error);
+        let error = self
+            .error_detail
+            .as_ref()
+            .map(|s| (s.code, s.message.as_str()));
+        let ack = stream.acknowledge(t, &self.response_nonce, &self.version_info, error.as_ref());
         if ack == Ack::Stale {
             // A reply to an older response: superseded by the newer one in flight.
             return Answer {
@@ -586,8 +596,11 @@ impl AdsRequest for xds_discovery::DeltaDiscoveryRequest {
     }
 
     fn receive(&self, stream: &mut Stream, t: ResourceType) -> Answer {
-        let error = self.error_detail.as_ref().map(|s| s.message.as_str());
-        let ack = stream.acknowledge(t, &self.response_nonce, "", error);
+        let error = self
+            .error_detail
+            .as_ref()
+            .map(|s| (s.code, s.message.as_str()));
+        let ack = stream.acknowledge(t, &self.response_nonce, "", error.as_ref());
         let watch = stream.watches.entry(t).or_default();
         let change = watch.subscription.delta(
             t,
@@ -650,6 +663,7 @@ pub async fn serve<Q: AdsRequest>(
         if let Some(request) = next.take()
             && let Some(t) = ResourceType::from_type_url(request.type_url())
         {
+            let started = Instant::now();
             let answer = request.receive(&mut stream, t);
             if t == ResourceType::Sds {
                 prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
@@ -661,12 +675,13 @@ pub async fn serve<Q: AdsRequest>(
             if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
                 let clusters =
                     (t == ResourceType::Cds).then(|| assignments(Q::carried(&r, set), set));
-                send(tx, r).await?;
+                push(tx, t, r, started).await?;
                 if let Some(clusters) = clusters.filter(|c| !c.is_empty()) {
+                    let started = Instant::now();
                     stream.resend_assignments(clusters);
                     let eds = resources.get(ResourceType::Eds);
                     if let Some(r) = Q::respond(&mut stream, ResourceType::Eds, eds, None, None) {
-                        send(tx, r).await?;
+                        push(tx, ResourceType::Eds, r, started).await?;
                     }
                 }
             }
@@ -683,40 +698,110 @@ pub async fn serve<Q: AdsRequest>(
                 if changed.is_err() {
                     return Ok(());
                 }
+                let taken = Instant::now();
                 (snapshot, resources) = current(shared, &mut rx, &connection).await?;
+                metrics::histogram!("pilot_proxy_queue_time")
+                    .record(taken.saturating_duration_since(snapshot.published_at).as_secs_f64());
+                let mut pushed = false;
                 for t in ResourceType::CONFIG {
+                    let started = Instant::now();
                     let set = resources.get(t);
                     if let Some(r) = Q::respond(&mut stream, t, set, None, Some(snapshot.changed_at)) {
                         if t == ResourceType::Cds {
                             // EDS is next in CONFIG.
                             stream.resend_assignments(assignments(Q::carried(&r, set), set));
                         }
-                        send(tx, r).await?;
+                        push(tx, t, r, started).await?;
+                        pushed = true;
                     }
                 }
                 if names.is_some() {
+                    let started = Instant::now();
                     let table = name_table(&snapshot, &connection.proxy);
                     if let Some(r) = Q::respond(&mut stream, ResourceType::Nds, &table, None, Some(snapshot.changed_at)) {
-                        send(tx, r).await?;
+                        push(tx, ResourceType::Nds, r, started).await?;
+                        pushed = true;
                     }
                     names = Some(table);
                 }
+                let started = Instant::now();
                 let renewed = follow_trust_domain(&mut secrets, &snapshot, &connection);
                 let rotated = refresh_credentials(&mut secrets, &stream, &snapshot, &connection);
                 if (renewed || rotated)
                     && let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), None, None)
                 {
-                    send(tx, r).await?;
+                    push(tx, ResourceType::Sds, r, started).await?;
+                    pushed = true;
+                }
+                if pushed {
+                    let trigger = trigger(&snapshot);
+                    metrics::counter!("pilot_push_triggers", "type" => trigger.as_str()).increment(1);
                 }
             }
             _ = renewal(&secrets) => {
+                let started = Instant::now();
                 if renew(&mut secrets, &connection)
                     && let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), None, None)
                 {
-                    send(tx, r).await?;
+                    push(tx, ResourceType::Sds, r, started).await?;
                 }
             }
         }
+    }
+}
+
+/// Counts a rejection (NACK) of a response of type `t` by `node`: `pilot_total_xds_rejects`,
+/// and istiod's older per-type gauges `pilot_xds_{cds,eds,lds,rds}_reject{node,err}`, `err`
+/// being the name of the gRPC code the proxy gave.
+fn record_reject(t: ResourceType, node: &str, code: i32) {
+    metrics::counter!("pilot_total_xds_rejects", "type" => t.as_str()).increment(1);
+    let name = match t {
+        ResourceType::Cds => "pilot_xds_cds_reject",
+        ResourceType::Eds => "pilot_xds_eds_reject",
+        ResourceType::Lds => "pilot_xds_lds_reject",
+        ResourceType::Rds => "pilot_xds_rds_reject",
+        ResourceType::Sds | ResourceType::Nds => return,
+    };
+    metrics::gauge!(name, "node" => node.to_string(), "err" => grpc_code_name(code)).increment(1.0);
+}
+
+/// A gRPC status code's name as Go's `codes.Code` prints it.
+pub fn grpc_code_name(code: i32) -> String {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| format!("Code({code})"))
+}
+
+/// What caused a push of `snapshot` to a proxy, in istiod's terms: configuration, endpoints
+/// alone, or (neither changed) the proxy's certificate or credentials.
+fn trigger(snapshot: &Snapshot) -> Trigger {
+    if snapshot.changed.iter().any(|t| t != ResourceType::Eds) {
+        Trigger::Config
+    } else if !snapshot.changed.is_empty() {
+        Trigger::Endpoint
+    } else {
+        Trigger::Secret
     }
 }
 
@@ -805,17 +890,40 @@ async fn current(
     connection: &Connection,
 ) -> Result<(Arc<Snapshot>, Arc<ProxyResources>), Status> {
     let snapshot = rx.borrow_and_update().clone();
-    let resources = shared.resources(&snapshot, &connection.proxy).await?;
+    let resources = shared
+        .resources(&snapshot, &connection.proxy)
+        .await
+        .inspect_err(|_| metrics::counter!("pilot_total_xds_internal_errors").increment(1))?;
     connection.set_resources(resources.clone());
     Ok((snapshot, resources))
 }
 
 /// Frames and queues a response, or ends the stream quietly when the client has gone.
 async fn send<T: prost::Message>(tx: &mpsc::Sender<Outgoing>, message: T) -> Result<(), Status> {
-    let framed = transport::frame(&message)?;
+    let framed = transport::frame(&message).inspect_err(|_| {
+        metrics::counter!("pilot_total_xds_internal_errors").increment(1);
+    })?;
     tx.send(Ok(framed))
         .await
         .map_err(|_| Status::cancelled("client went away"))
+}
+
+/// Sends a response of type `t` whose making began at `started`, recording istiod's push
+/// series: its size, the time to hand it to the sender, and the time from `started`.
+async fn push<T: prost::Message>(
+    tx: &mpsc::Sender<Outgoing>,
+    t: ResourceType,
+    message: T,
+    started: Instant,
+) -> Result<(), Status> {
+    metrics::histogram!("pilot_xds_config_size_bytes", "type" => t.type_url())
+        .record(message.encoded_len() as f64);
+    let sending = Instant::now();
+    send(tx, message).await?;
+    metrics::histogram!("pilot_xds_send_time").record(sending.elapsed().as_secs_f64());
+    metrics::histogram!("pilot_xds_push_time", "type" => t.as_str())
+        .record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The secrets of a stream: `default` only for a proxy that holds a workload certificate, in
@@ -1206,7 +1314,7 @@ mod tests {
             Ack::Stale
         );
         assert_eq!(
-            s.acknowledge(ResourceType::Cds, "7-3", "old", Some("bad cluster")),
+            s.acknowledge(ResourceType::Cds, "7-3", "old", Some(&(3, "bad cluster"))),
             Ack::Nack("bad cluster".into())
         );
         let view = s.connection.view();
@@ -1217,5 +1325,30 @@ mod tests {
         let view = s.connection.view();
         assert_eq!(view.types[&ResourceType::Cds].acked.as_deref(), Some("v"));
         assert!(view.types[&ResourceType::Cds].nack.is_none());
+    }
+
+    /// A NACK and a stale nonce count in istiod's series, with its labels.
+    #[test]
+    fn rejections_and_expired_nonces_are_counted() {
+        let recorder = crate::monitoring::builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let mut s = stream();
+            s.watches.entry(ResourceType::Lds).or_default().nonce = Some("7-3".into());
+            s.acknowledge(ResourceType::Lds, "7-2", "", None);
+            s.acknowledge(ResourceType::Lds, "7-3", "", Some(&(3, "bad listener")));
+        });
+        let text = handle.render();
+        let node = &stream().connection.proxy.id;
+        for line in [
+            "pilot_xds_expired_nonce{type=\"lds\"} 1".to_string(),
+            "pilot_total_xds_rejects{type=\"lds\"} 1".to_string(),
+            format!("pilot_xds_lds_reject{{node=\"{node}\",err=\"InvalidArgument\"}} 1"),
+        ] {
+            assert!(text.contains(&line), "no {line} in:\n{text}");
+        }
+        assert_eq!(grpc_code_name(13), "Internal");
+        assert_eq!(grpc_code_name(1), "Canceled");
+        assert_eq!(grpc_code_name(99), "Code(99)");
     }
 }

@@ -480,6 +480,7 @@ fn check(scoping: bool, registry: &str) {
             model: model.clone(),
             changed,
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         });
         incremental.observe(&snapshot);
         for (i, proxy) in proxies.iter().enumerate() {
@@ -731,6 +732,7 @@ fn follow_states(proxies: &[Proxy], states: &[(&str, Vec<String>)]) {
             model,
             changed,
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         });
         cache.observe(&snapshot);
         for p in proxies {

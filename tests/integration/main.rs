@@ -22,6 +22,7 @@ mod load_smoke;
 mod manifests;
 mod mesh;
 mod mesh_mtls;
+mod metrics;
 mod parts;
 mod pilot_agent;
 mod security;

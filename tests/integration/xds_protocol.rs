@@ -66,6 +66,7 @@ impl Server {
             model: model(yaml),
             changed: TypeSet::ALL,
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         });
         cache.observe(&first);
         let (tx, rx) = watch::channel(first);
@@ -98,6 +99,7 @@ impl Server {
             model,
             changed,
             changed_at: Instant::now(),
+            published_at: Instant::now(),
         });
         self.cache.observe(&snapshot);
         self.snapshots.send_replace(snapshot);
