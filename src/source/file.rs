@@ -10,6 +10,11 @@
 //! file. The whole directory is re-read at start and when the watcher reports an error or lost
 //! events. Each change is sent at once as the source's whole state (a resync); the push loop's
 //! debounce decides when it is pushed, so there is no second debounce here.
+//!
+//! A file whose read has errors (it cannot be read, or a document does not parse or validate)
+//! keeps the resources it held that the read did not yield, with a warning each: a file caught
+//! half-written never withdraws a route or a policy. Only regular files are read, and they are
+//! opened without blocking, so a FIFO in the directory is reported, not waited on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -79,6 +84,8 @@ fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Vec<PathBuf>, std::io::E
             if meta.is_dir() {
                 stack.push(path);
             } else if is_yaml(&path) {
+                // A FIFO, socket or device named `*.yaml` is listed too, and refused when read
+                // (`load_file`), so that it is reported instead of skipped in silence.
                 out.push(path);
             }
         }
@@ -87,10 +94,31 @@ fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Vec<PathBuf>, std::io::E
     Ok(out)
 }
 
+/// The text of a regular file. The file is opened without blocking and checked before it is
+/// read: a FIFO named like a config file would otherwise block the reader until a writer came.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device is never read)",
+        ));
+    }
+    let mut text = String::with_capacity(meta.len().min(1 << 20) as usize);
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Reads and validates one file's documents.
 pub fn load_file(path: &Path, loaded: &mut Loaded) {
     let origin = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_regular(path) {
         Ok(t) => t,
         Err(e) => {
             loaded.diagnostics.push(
@@ -172,6 +200,40 @@ impl FileEntry {
         }
     }
 
+    /// Whether reading the file went wrong: it could not be read, or a document did not parse
+    /// or validate.
+    fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// After a read with errors, keeps the resources the file held before (`old`, including
+    /// what it kept then) that the new read did not yield, each with a warning: a file being
+    /// written, truncated or unreadable for a moment never withdraws what it defined. They go
+    /// once the file reads without errors, or is deleted.
+    fn keep_last_valid(&mut self, old: &FileEntry) {
+        if !self.has_errors() {
+            return;
+        }
+        let present: BTreeSet<ResourceKey> = self.resources.iter().map(|r| r.key()).collect();
+        for r in &old.resources {
+            if present.contains(&r.key()) {
+                continue;
+            }
+            let origin = r.origin.clone().unwrap_or_default();
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    r.kind.as_str(),
+                    &r.meta.namespace,
+                    &r.meta.name,
+                    "",
+                    "kept the last valid version: its file has errors (reported with it); it is withdrawn once the file reads without errors, or is deleted",
+                )
+                .with_origin(&origin),
+            );
+            self.resources.push(r.clone());
+        }
+    }
+
     fn same_content(&self, other: &FileEntry) -> bool {
         self.diagnostics == other.diagnostics
             && self.resources.len() == other.resources.len()
@@ -198,14 +260,19 @@ impl DirState {
         }
     }
 
-    /// Reads every file again.
+    /// Reads every file again (a file with errors keeps what it held, see
+    /// [`FileEntry::keep_last_valid`]).
     fn read_all(&mut self) -> Result<(), FileError> {
         let files =
             yaml_files(&self.root).map_err(|e| FileError::Directory(self.root.clone(), e))?;
+        let mut old = std::mem::take(&mut self.files);
         self.files = files
             .into_iter()
             .map(|p| {
-                let entry = FileEntry::read(&p);
+                let mut entry = FileEntry::read(&p);
+                if let Some(before) = old.remove(&p) {
+                    entry.keep_last_valid(&before);
+                }
                 (p, entry)
             })
             .collect();
@@ -214,7 +281,10 @@ impl DirState {
 
     /// Reads one file again; whether what it holds changed.
     fn reread(&mut self, path: &Path) -> bool {
-        let entry = FileEntry::read(path);
+        let mut entry = FileEntry::read(path);
+        if let Some(old) = self.files.get(path) {
+            entry.keep_last_valid(old);
+        }
         match self.files.get(path) {
             Some(old) if old.same_content(&entry) => {
                 self.files.insert(path.to_path_buf(), entry);
@@ -798,5 +868,132 @@ mod tests {
         assert_eq!(se.hosts, vec!["first.example.com".to_string()]);
         assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
         assert!(loaded.diagnostics[0].to_string().contains("duplicate"));
+    }
+
+    /// The hosts of the ServiceEntries a state holds, by name.
+    fn held(state: &DirState) -> Vec<(String, String)> {
+        let (resources, _) = state.merged();
+        let mut out: Vec<(String, String)> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                crate::model::Spec::ServiceEntry(se) => {
+                    Some((r.meta.name.clone(), se.hosts.join(",")))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_file_with_errors_keeps_its_last_valid_resources() {
+        let dir = Scratch::new("keep");
+        let root = dir.0.clone();
+        let file = root.join("a.yaml");
+        let both = format!(
+            "{}---\n{}",
+            service_entry("a", "a.example.com"),
+            service_entry("b", "b.example.com")
+        );
+        std::fs::write(&file, &both).expect("write");
+        let mut state = DirState::new(&root);
+        state.read_all().expect("read");
+        assert_eq!(
+            held(&state),
+            pairs(&[("a", "a.example.com"), ("b", "b.example.com")])
+        );
+
+        // Saved half-way, `a` changed and `b` cut off mid-document: the YAML does not parse,
+        // so everything the file held stays as it was, each with a warning beside the error.
+        let cut = &both[..both.len() - 30];
+        std::fs::write(&file, cut.replace("a.example.com", "a2.example.com")).expect("write");
+        state.reread(&file);
+        assert_eq!(
+            held(&state),
+            pairs(&[("a", "a.example.com"), ("b", "b.example.com")])
+        );
+        let (_, diagnostics) = state.merged();
+        assert!(
+            diagnostics.iter().any(Diagnostic::is_error),
+            "{diagnostics:?}"
+        );
+        for name in ["a", "b"] {
+            assert!(
+                diagnostics.iter().any(|d| !d.is_error()
+                    && d.name == name
+                    && d.message.contains("kept the last valid")),
+                "{name}: {diagnostics:?}"
+            );
+        }
+
+        // `a` changed and `b` invalid: `a` is the new one, `b` the last valid one.
+        let invalid_b =
+            service_entry("b", "b.example.com").replace("hosts: [b.example.com]", "hosts: []");
+        std::fs::write(
+            &file,
+            format!("{}---\n{invalid_b}", service_entry("a", "a2.example.com")),
+        )
+        .expect("write");
+        assert!(state.reread(&file));
+        assert_eq!(
+            held(&state),
+            pairs(&[("a", "a2.example.com"), ("b", "b.example.com")])
+        );
+
+        // Not YAML at all: everything it held stays. A resync keeps it too.
+        std::fs::write(&file, "kind: [").expect("write");
+        state.reread(&file);
+        state.read_all().expect("read");
+        assert_eq!(
+            held(&state),
+            pairs(&[("a", "a2.example.com"), ("b", "b.example.com")])
+        );
+
+        // Read without errors: only what it defines now.
+        std::fs::write(&file, service_entry("a", "a3.example.com")).expect("write");
+        assert!(state.reread(&file));
+        assert_eq!(held(&state), pairs(&[("a", "a3.example.com")]));
+        assert!(state.merged().1.is_empty());
+
+        // Deleted: gone, errors or not.
+        std::fs::write(&file, "kind: [").expect("write");
+        state.reread(&file);
+        std::fs::remove_file(&file).expect("remove");
+        assert!(state.forget(&file));
+        assert!(held(&state).is_empty());
+    }
+
+    #[test]
+    fn a_fifo_named_like_config_is_reported_and_never_read() {
+        let dir = Scratch::new("fifo");
+        let root = dir.0.clone();
+        std::fs::write(root.join("a.yaml"), service_entry("a", "a.example.com")).expect("write");
+        let status = std::process::Command::new("mkfifo")
+            .arg(root.join("x.yaml"))
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        // A read that blocks on the FIFO would never return: bound the wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = root.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_dir(&r).map(|l| {
+                let diagnostics: Vec<String> =
+                    l.diagnostics.iter().map(|d| d.to_string()).collect();
+                (l.resources.len(), diagnostics)
+            }));
+        });
+        let (count, diagnostics) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the directory is read without waiting on the FIFO")
+            .expect("load");
+        assert_eq!(count, 1);
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.contains("x.yaml") && d.contains("not a regular file")),
+            "{diagnostics:?}"
+        );
     }
 }
