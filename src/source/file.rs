@@ -14,7 +14,10 @@
 //! A file whose read has errors (it cannot be read, or a document does not parse or validate)
 //! keeps the resources it held that the read did not yield, with a warning each: a file caught
 //! half-written never withdraws a route or a policy. Only regular files are read, and they are
-//! opened without blocking, so a FIFO in the directory is reported, not waited on.
+//! opened without blocking, so a FIFO in the directory is reported, not waited on. When the
+//! directory itself goes (deleted, or another moved into its place), removals wait a moment for
+//! the rest of their batch; a directory that is gone keeps the last good config, and the
+//! directory the path names again is watched anew and read once it has been quiet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, AccessMode, RemoveKind};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RemoveKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -382,6 +385,8 @@ struct Plan {
     paths: BTreeSet<PathBuf>,
     /// Hidden paths that are (or were) files: visible files resolving to them are read again.
     hidden: BTreeSet<PathBuf>,
+    /// Something was removed or renamed away: perhaps the whole directory is going.
+    removal: bool,
 }
 
 impl Plan {
@@ -403,6 +408,7 @@ impl Plan {
             // A file written in place is complete when it is closed.
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
             EventKind::Access(_) => return,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => self.removal = true,
             _ => {}
         }
         for path in event.paths {
@@ -537,27 +543,106 @@ fn log_diagnostics<'a>(diagnostics: impl Iterator<Item = &'a Diagnostic>) {
 
 /// How long after a directory appears it is checked again (see [`DirState::apply`]).
 const NEW_DIRECTORY_RECHECK: Duration = Duration::from_millis(100);
+/// How long removals wait for the rest of their batch: files removed one by one may be the
+/// whole directory going (`rm -r`, a checkout), which must not be read as an emptied config.
+const REMOVAL_GRACE: Duration = Duration::from_millis(300);
+/// How often a directory that is gone is looked for, and how long it must be quiet after it is
+/// back before it is read.
+const MISSING_POLL: Duration = Duration::from_millis(250);
+/// How often the thread checks whether its source was dropped.
+const STOP_POLL: Duration = Duration::from_secs(1);
+
+/// The identity (device, inode) of the directory `root` names now.
+fn dir_identity(root: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(root)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The directory watch of a source, and which directory it watches.
+struct DirWatch {
+    watcher: notify::RecommendedWatcher,
+    root: PathBuf,
+    watched: Option<(u64, u64)>,
+}
+
+impl DirWatch {
+    fn start(
+        root: &Path,
+        raw: std_mpsc::Sender<notify::Result<notify::Event>>,
+    ) -> Result<DirWatch, FileError> {
+        let mut watcher = notify::recommended_watcher(raw)
+            .map_err(|e| FileError::Watch(root.to_path_buf(), e))?;
+        watcher
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|e| FileError::Watch(root.to_path_buf(), e))?;
+        Ok(DirWatch {
+            watcher,
+            root: root.to_path_buf(),
+            watched: dir_identity(root),
+        })
+    }
+
+    /// Whether the path now names another directory than the one watched (or none).
+    fn moved(&self) -> bool {
+        dir_identity(&self.root) != self.watched
+    }
+
+    /// Watches the directory the path names now; `false` if there is none (yet).
+    fn rewatch(&mut self) -> bool {
+        let _ = self.watcher.unwatch(&self.root);
+        let Some(id) = dir_identity(&self.root) else {
+            return false;
+        };
+        match self.watcher.watch(&self.root, RecursiveMode::Recursive) {
+            Ok(()) => {
+                self.watched = Some(id);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.root.display(), "watching the config directory again failed; retrying");
+                false
+            }
+        }
+    }
+}
 
 /// Applies watcher events as they come, sending the new state after each batch that changed
-/// it. Runs until the watcher or the consumer is gone.
+/// it. A directory that goes away (deleted, or replaced by another) keeps the last good config
+/// while it is gone; the directory the path names again is watched and read once it has been
+/// quiet. Runs until the source is dropped or the consumer is gone.
 fn follow(
     mut state: DirState,
+    mut watch: DirWatch,
     raw: std_mpsc::Receiver<notify::Result<notify::Event>>,
     events: mpsc::Sender<Event>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    use std::sync::atomic::Ordering;
     let (_, mut last_diagnostics) = state.merged();
     let mut rechecks: Vec<(Instant, PathBuf)> = Vec::new();
+    // Since when the directory has been gone.
+    let mut missing: Option<Instant> = None;
     loop {
-        let first = match rechecks.iter().map(|(t, _)| *t).min() {
-            Some(due) => match raw.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(e) => Some(e),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-            },
-            None => match raw.recv() {
-                Ok(e) => Some(e),
-                Err(_) => return,
-            },
+        if stop.load(Ordering::Relaxed) || events.is_closed() {
+            return;
+        }
+        let wait = if missing.is_some() {
+            MISSING_POLL
+        } else {
+            rechecks
+                .iter()
+                .map(|(t, _)| t.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(STOP_POLL)
+                .min(STOP_POLL)
+        };
+        let first = match raw.recv_timeout(wait) {
+            Ok(e) => Some(e),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let mut plan = Plan::default();
         for result in first
@@ -565,6 +650,40 @@ fn follow(
             .chain(std::iter::from_fn(|| raw.try_recv().ok()))
         {
             plan.add(&state.root, result);
+        }
+        if plan.removal && missing.is_none() {
+            // Let the rest of a directory's removal arrive before deciding what it was.
+            std::thread::sleep(REMOVAL_GRACE);
+            for result in std::iter::from_fn(|| raw.try_recv().ok()) {
+                plan.add(&state.root, result);
+            }
+        }
+        if missing.is_none() && (plan.all || plan.removal) && watch.moved() {
+            if watch.rewatch() {
+                tracing::warn!(dir = %state.root.display(), "the config directory was replaced; reading the new one");
+                plan = Plan {
+                    all: true,
+                    ..Plan::default()
+                };
+            } else {
+                tracing::error!(dir = %state.root.display(), "the config directory is gone; keeping the last good config until it is back");
+                missing = Some(Instant::now());
+                continue;
+            }
+        }
+        if let Some(since) = missing {
+            // Back, and quiet for a moment (a checkout or copy writes many files): read it all.
+            if dir_identity(&state.root).is_none() || !watch.rewatch() {
+                continue;
+            }
+            std::thread::sleep(MISSING_POLL);
+            while raw.try_recv().is_ok() {}
+            tracing::warn!(dir = %state.root.display(), gone_for = ?since.elapsed(), "the config directory is back; reading it");
+            missing = None;
+            plan = Plan {
+                all: true,
+                ..Plan::default()
+            };
         }
         let now = Instant::now();
         rechecks.retain(|(due, dir)| {
@@ -600,7 +719,13 @@ fn follow(
 
 /// A running directory watch; dropping it stops watching.
 pub struct FileSource {
-    _watcher: notify::RecommendedWatcher,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for FileSource {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl FileSource {
@@ -613,22 +738,20 @@ impl FileSource {
         let dir = dir.to_path_buf();
         let (raw_tx, raw_rx) = std_mpsc::channel();
         // Watch first, then read: a change made while reading is read again afterwards.
-        let mut watcher =
-            notify::recommended_watcher(raw_tx).map_err(|e| FileError::Watch(dir.clone(), e))?;
-        watcher
-            .watch(&dir, RecursiveMode::Recursive)
-            .map_err(|e| FileError::Watch(dir.clone(), e))?;
+        let watch = DirWatch::start(&dir, raw_tx)?;
         let mut state = DirState::new(&dir);
         state.read_all()?;
         let initial = state.event();
         if let Event::Resync { diagnostics, .. } = &initial {
             log_diagnostics(diagnostics.iter());
         }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
         std::thread::Builder::new()
             .name("config-files".into())
-            .spawn(move || follow(state, raw_rx, events))
+            .spawn(move || follow(state, watch, raw_rx, events, flag))
             .map_err(|e| FileError::Directory(dir.clone(), e))?;
-        Ok((FileSource { _watcher: watcher }, initial))
+        Ok((FileSource { stop }, initial))
     }
 }
 
@@ -995,5 +1118,44 @@ mod tests {
                 .any(|d| d.contains("x.yaml") && d.contains("not a regular file")),
             "{diagnostics:?}"
         );
+    }
+
+    /// The config directory deleted (files first, as `rm -r` does) and made again: the last
+    /// good config is kept while it is gone, and the new directory is watched and read.
+    #[tokio::test]
+    async fn a_directory_deleted_and_recreated_keeps_then_reloads() {
+        let scratch = Scratch::new("recreate");
+        let root = scratch.0.join("config");
+        std::fs::create_dir(&root).expect("mkdir");
+        std::fs::write(root.join("a.yaml"), service_entry("a", "a.example.com")).expect("write");
+        std::fs::write(root.join("b.yaml"), service_entry("b", "b.example.com")).expect("write");
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_source, initial) = FileSource::start(&root, tx).expect("start");
+        assert_eq!(hosts(&initial).len(), 2);
+
+        std::fs::remove_dir_all(&root).expect("remove");
+        // Nothing is sent while it is gone (an emptied config would withdraw every route).
+        let quiet = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(
+            quiet.is_err(),
+            "sent while the directory is gone: {quiet:?}"
+        );
+
+        std::fs::create_dir(&root).expect("mkdir again");
+        std::fs::write(root.join("c.yaml"), service_entry("c", "c.example.com")).expect("write");
+        expect(&mut rx, &[("c", "c.example.com")]).await;
+        // And it is watched: a later edit is read.
+        std::fs::write(root.join("d.yaml"), service_entry("d", "d.example.com")).expect("write");
+        expect(&mut rx, &[("c", "c.example.com"), ("d", "d.example.com")]).await;
+
+        // Replaced by another directory in one rename: the new one is read and watched.
+        let next = scratch.0.join("next");
+        std::fs::create_dir(&next).expect("mkdir");
+        std::fs::write(next.join("e.yaml"), service_entry("e", "e.example.com")).expect("write");
+        std::fs::rename(&root, scratch.0.join("old")).expect("move away");
+        std::fs::rename(&next, &root).expect("move in");
+        expect(&mut rx, &[("e", "e.example.com")]).await;
+        std::fs::write(root.join("f.yaml"), service_entry("f", "f.example.com")).expect("write");
+        expect(&mut rx, &[("e", "e.example.com"), ("f", "f.example.com")]).await;
     }
 }
