@@ -184,7 +184,7 @@ async fn istiod_http_views(bowline: &Bowline) {
 }
 
 /// A proxy (a plain ADS client) that rejects the clusters it is sent.
-async fn nacking_proxy(
+pub(crate) async fn nacking_proxy(
     channel: tonic::transport::Channel,
 ) -> tokio::sync::mpsc::Sender<xds_discovery::DiscoveryRequest> {
     let metadata = serde_json::json!({"NAMESPACE": "shop", "PROXY_CONFIG": {}});

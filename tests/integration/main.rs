@@ -23,6 +23,7 @@ mod manifests;
 mod mesh;
 mod mesh_mtls;
 mod parts;
+mod proxy_cli;
 mod security;
 mod traffic;
 mod traffic_dr;

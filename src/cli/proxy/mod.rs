@@ -276,6 +276,8 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             Output::Short
         });
     let short = output == Output::Short;
+    // The `all` view names each row's resource by its type, as istioctl's does.
+    let typed = args.kind == ConfigKind::All;
     match args.kind {
         ConfigKind::Cluster => {
             let clusters = views::sorted_clusters(
@@ -283,7 +285,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
                 &args.cluster_filter(),
             );
             if short {
-                Ok(views::cluster_table(&clusters).render())
+                Ok(views::cluster_table(&clusters, typed).render())
             } else {
                 print_value(&resources_json(&clusters)?, output)
             }
@@ -294,7 +296,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
                 &args.listener_filter(),
             );
             if short {
-                Ok(views::listener_table(&listeners, args.verbose).render())
+                Ok(views::listener_table(&listeners, args.verbose, typed).render())
             } else {
                 print_value(&resources_json(&listeners)?, output)
             }
@@ -303,7 +305,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             let routes =
                 views::sorted_routes(nonempty(dump.routes()?, "routes")?, args.name.as_deref());
             if short {
-                Ok(views::route_table(&routes, args.verbose).render())
+                Ok(views::route_table(&routes, args.verbose, typed).render())
             } else {
                 print_value(&resources_json(&routes)?, output)
             }
@@ -311,7 +313,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
         ConfigKind::Endpoint => {
             let endpoints = views::sorted_endpoints(dump.endpoints()?, &args.endpoint_filter());
             if short {
-                Ok(views::endpoint_table(&endpoints).render())
+                Ok(views::endpoint_table(&endpoints, typed).render())
             } else {
                 print_value(&resources_json(&endpoints)?, output)
             }
@@ -326,7 +328,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             {
                 return Ok("No active or warming secrets found.\n".into());
             }
-            Ok(views::secret_table(&views::secret_items(&secrets, now)?).render())
+            Ok(views::secret_table(&views::secret_items(&secrets, now)?, typed).render())
         }
         ConfigKind::Bootstrap => {
             let bootstrap = dump.bootstrap()?;
@@ -367,7 +369,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             );
             section(
                 "CLUSTER INFO",
-                views::cluster_table(&clusters).render(),
+                views::cluster_table(&clusters, typed).render(),
                 false,
             );
             let listeners = views::sorted_listeners(
@@ -376,14 +378,14 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             );
             section(
                 "LISTENER INFO",
-                views::listener_table(&listeners, args.verbose).render(),
+                views::listener_table(&listeners, args.verbose, typed).render(),
                 false,
             );
             let routes =
                 views::sorted_routes(nonempty(dump.routes()?, "routes")?, args.name.as_deref());
             section(
                 "ROUTE INFO",
-                views::route_table(&routes, args.verbose).render(),
+                views::route_table(&routes, args.verbose, typed).render(),
                 false,
             );
             let secrets = dump.secrets_section()?;
@@ -392,7 +394,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             {
                 "No active or warming secrets found.\n".to_string()
             } else {
-                views::secret_table(&views::secret_items(&secrets, now)?).render()
+                views::secret_table(&views::secret_items(&secrets, now)?, typed).render()
             };
             section("SECRET INFO", secret_text, false);
             let endpoints = match dump.endpoints() {
@@ -401,7 +403,7 @@ pub fn render_config(dump: &Dump, args: &ProxyConfigArgs, now: i64) -> anyhow::R
             };
             section(
                 "ENDPOINTS INFO",
-                views::endpoint_table(&endpoints).render(),
+                views::endpoint_table(&endpoints, typed).render(),
                 true,
             );
             Ok(out)

@@ -104,41 +104,50 @@ pub fn sorted_clusters(
     clusters
 }
 
-/// `SERVICE FQDN  PORT  SUBSET  DIRECTION  TYPE  DESTINATION RULE`.
-pub fn cluster_table(clusters: &[xds_cluster::Cluster]) -> Table {
+/// `SERVICE FQDN  PORT  SUBSET  DIRECTION  TYPE  DESTINATION RULE`; with `typed` (the `all`
+/// view) a first column `NAME`, `cluster/<name>`, which a name of another form than
+/// `<direction>|<port>|<subset>|<host>` also shows as its FQDN, as istioctl prints it.
+pub fn cluster_table(clusters: &[xds_cluster::Cluster], typed: bool) -> Table {
     let mut t = Table::new(5);
-    t.row([
+    let mut header = vec![
         "SERVICE FQDN",
         "PORT",
         "SUBSET",
         "DIRECTION",
         "TYPE",
         "DESTINATION RULE",
-    ]);
+    ];
+    if typed {
+        header.insert(0, "NAME");
+    }
+    t.row(header);
     for c in clusters {
         let rule = management(c.metadata.as_ref());
         let kind = cluster_type(c).to_string();
-        if c.name.split('|').count() > 3 {
+        let typed_name = format!("cluster/{}", c.name);
+        let mut row = if c.name.split('|').count() > 3 {
             let (direction, subset, host, port) = subset_key(&c.name);
             let subset = if subset.is_empty() { "-" } else { subset };
-            t.row([
+            vec![
                 host.to_string(),
                 port.to_string(),
                 subset.to_string(),
                 direction.to_string(),
                 kind,
                 rule,
-            ]);
+            ]
         } else {
-            t.row([
-                c.name.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                kind,
-                rule,
-            ]);
+            let name = if typed && !c.name.is_empty() {
+                typed_name.clone()
+            } else {
+                c.name.clone()
+            };
+            vec![name, "-".into(), "-".into(), "-".into(), kind, rule]
+        };
+        if typed {
+            row.insert(0, typed_name);
         }
+        t.row(row);
     }
     t
 }
@@ -425,15 +434,22 @@ fn describe_match(m: Option<&xds_route::RouteMatch>) -> String {
 }
 
 /// `ADDRESSES  PORT  MATCH  DESTINATION` (one row per filter chain), or with `verbose` off
-/// `ADDRESSES  PORT  TYPE`.
-pub fn listener_table(listeners: &[xds_listener::Listener], verbose: bool) -> Table {
+/// `ADDRESSES  PORT  TYPE`; with `typed` (the `all` view) a first column `NAME`,
+/// `listener/<name>`.
+pub fn listener_table(listeners: &[xds_listener::Listener], verbose: bool, typed: bool) -> Table {
     let mut t = Table::new(1);
-    if verbose {
-        t.row(["ADDRESSES", "PORT", "MATCH", "DESTINATION"]);
+    let mut header = if verbose {
+        vec!["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
     } else {
-        t.row(["ADDRESSES", "PORT", "TYPE"]);
+        vec!["ADDRESSES", "PORT", "TYPE"]
+    };
+    if typed {
+        header.insert(0, "NAME");
     }
+    t.row(header);
     for l in listeners {
+        let name = typed.then(|| format!("listener/{}", l.name));
+        let mut row = |cells: Vec<String>| t.row(name.iter().cloned().chain(cells));
         let addresses = listener_addresses(l).join(",");
         let port = listener_port(l).to_string();
         if verbose {
@@ -449,10 +465,10 @@ pub fn listener_table(listeners: &[xds_listener::Listener], verbose: bool) -> Ta
             // Destinations in reverse order, as istioctl sorts them.
             chains.sort_by(|a, b| b.1.cmp(&a.1));
             for (m, d) in chains {
-                t.row([addresses.clone(), port.clone(), m, d]);
+                row(vec![addresses.clone(), port.clone(), m, d]);
             }
         } else {
-            t.row([addresses, port, listener_type(l).to_string()]);
+            row(vec![addresses, port, listener_type(l).to_string()]);
         }
     }
     t
@@ -506,8 +522,8 @@ pub fn describe_domains(domains: &[String]) -> String {
 
 /// `NAME  VHOST NAME  DOMAINS  MATCH  VIRTUAL SERVICE` (one row per route; routes to the
 /// passthrough cluster left out; a virtual host without routes answers 404), or with `verbose`
-/// off `NAME  VIRTUAL HOSTS`.
-pub fn route_table(routes: &[xds_route::RouteConfiguration], verbose: bool) -> Table {
+/// off `NAME  VIRTUAL HOSTS`; with `typed` (the `all` view) names are `route/<name>`.
+pub fn route_table(routes: &[xds_route::RouteConfiguration], verbose: bool, typed: bool) -> Table {
     let mut t = Table::new(5);
     if verbose {
         t.row(["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]);
@@ -515,8 +531,13 @@ pub fn route_table(routes: &[xds_route::RouteConfiguration], verbose: bool) -> T
         t.row(["NAME", "VIRTUAL HOSTS"]);
     }
     for r in routes {
+        let name = if typed {
+            format!("route/{}", r.name)
+        } else {
+            r.name.clone()
+        };
         if !verbose {
-            t.row([r.name.clone(), r.virtual_hosts.len().to_string()]);
+            t.row([name, r.virtual_hosts.len().to_string()]);
             continue;
         }
         for vh in &r.virtual_hosts {
@@ -526,7 +547,7 @@ pub fn route_table(routes: &[xds_route::RouteConfiguration], verbose: bool) -> T
                     continue;
                 }
                 t.row([
-                    r.name.clone(),
+                    name.clone(),
                     vh.name.clone(),
                     domains.clone(),
                     describe_match(route.r#match.as_ref()),
@@ -535,7 +556,7 @@ pub fn route_table(routes: &[xds_route::RouteConfiguration], verbose: bool) -> T
             }
             if vh.routes.is_empty() {
                 t.row([
-                    r.name.clone(),
+                    name.clone(),
                     vh.name.clone(),
                     domains.clone(),
                     "/*".into(),
@@ -657,15 +678,21 @@ fn locality(l: Option<&xds_core::Locality>) -> String {
     out
 }
 
-/// `NAME  STATUS  LOCALITY  CLUSTER`, one row per endpoint.
-pub fn endpoint_table(assignments: &[xds_endpoint::ClusterLoadAssignment]) -> Table {
+/// `NAME  STATUS  LOCALITY  CLUSTER`, one row per endpoint; with `typed` (the `all` view) names
+/// are `endpoint/<address>`.
+pub fn endpoint_table(assignments: &[xds_endpoint::ClusterLoadAssignment], typed: bool) -> Table {
     let mut t = Table::new(5);
     t.row(["NAME", "STATUS", "LOCALITY", "CLUSTER"]);
     for cla in assignments {
         for l in &cla.endpoints {
             for ep in &l.lb_endpoints {
+                let address = endpoint_addresses(ep).join(",");
                 t.row([
-                    endpoint_addresses(ep).join(","),
+                    if typed {
+                        format!("endpoint/{address}")
+                    } else {
+                        address
+                    },
                     health(ep),
                     locality(l.locality.as_ref()),
                     cla.cluster_name.clone(),
@@ -785,8 +812,9 @@ pub fn secret_items(
 }
 
 /// `RESOURCE NAME  TYPE  STATUS  VALID CERT  SERIAL NUMBER  NOT AFTER  NOT BEFORE`, and
-/// `TRUST DOMAIN` when every secret names one.
-pub fn secret_table(items: &[SecretItem]) -> Table {
+/// `TRUST DOMAIN` when every secret names one; with `typed` (the `all` view) names are
+/// `secret/<name>`.
+pub fn secret_table(items: &[SecretItem], typed: bool) -> Table {
     let with_domain = items.iter().all(|s| !s.trust_domain.is_empty());
     let mut t = Table::new(5);
     let mut header = vec![
@@ -804,7 +832,11 @@ pub fn secret_table(items: &[SecretItem]) -> Table {
     t.row(header);
     for s in items {
         let mut row = vec![
-            s.name.clone(),
+            if typed {
+                format!("secret/{}", s.name)
+            } else {
+                s.name.clone()
+            },
             s.kind.clone(),
             s.state.clone(),
             s.valid.to_string(),
@@ -925,7 +957,7 @@ mod tests {
         ];
         let sorted = sorted_clusters(clusters.clone(), &ClusterFilter::default());
         assert_eq!(
-            cluster_table(&sorted).render(),
+            cluster_table(&sorted, false).render(),
             "\
 SERVICE FQDN                          PORT     SUBSET     DIRECTION     TYPE             DESTINATION RULE
                                       8080     -          inbound       STATIC           
@@ -1057,7 +1089,7 @@ reviews.default.svc.cluster.local     9080     v1         outbound      EDS     
         );
         let sorted = sorted_listeners(vec![virtual_inbound, outbound], &ListenerFilter::default());
         assert_eq!(
-            listener_table(&sorted, true).render(),
+            listener_table(&sorted, true, false).render(),
             "\
 ADDRESSES PORT  MATCH                                      DESTINATION
 0.0.0.0   9080  ALL                                        Route: 9080
@@ -1067,7 +1099,7 @@ ADDRESSES PORT  MATCH                                      DESTINATION
 "
         );
         assert_eq!(
-            listener_table(&sorted, false).render(),
+            listener_table(&sorted, false, false).render(),
             "ADDRESSES PORT  TYPE\n0.0.0.0   9080  HTTP+TCP\n0.0.0.0   15006 HTTP\n"
         );
         let tcp_only = ListenerFilter {
@@ -1155,7 +1187,7 @@ ADDRESSES PORT  MATCH                                      DESTINATION
         let sorted = sorted_routes(routes, None);
         assert_eq!(sorted[0].name, "80");
         assert_eq!(
-            route_table(&sorted, true).render(),
+            route_table(&sorted, true, false).render(),
             "\
 NAME     VHOST NAME                                 DOMAINS                                        MATCH     VIRTUAL SERVICE
 9080     reviews.default.svc.cluster.local:9080     reviews.default.svc.cluster.local, reviews     /*        reviews-vs.default
@@ -1163,7 +1195,7 @@ NAME     VHOST NAME                                 DOMAINS                     
 "
         );
         assert_eq!(
-            route_table(&sorted, false).render(),
+            route_table(&sorted, false, false).render(),
             "NAME     VIRTUAL HOSTS\n80       0\n9080     3\n"
         );
     }
@@ -1208,7 +1240,7 @@ NAME     VHOST NAME                                 DOMAINS                     
         ];
         let sorted = sorted_endpoints(all.clone(), &EndpointFilter::default());
         assert_eq!(
-            endpoint_table(&sorted).render(),
+            endpoint_table(&sorted, false).render(),
             "\
 NAME              STATUS        LOCALITY     CLUSTER
 10.0.0.4:80       HEALTHY       eu/a         outbound|80||api.default.svc.cluster.local
@@ -1263,7 +1295,7 @@ NAME              STATUS        LOCALITY     CLUSTER
         };
         let items = secret_items(&dump, 2_000_000_000).unwrap();
         assert_eq!(
-            secret_table(&items).render(),
+            secret_table(&items, false).render(),
             "\
 RESOURCE NAME     TYPE           STATUS     VALID CERT     SERIAL NUMBER                        NOT AFTER                NOT BEFORE               TRUST DOMAIN
 default           Cert Chain     ACTIVE     true           0000000000000000000000000000002a     2096-10-02T07:06:40Z     2001-09-09T01:46:40Z     cluster.local
