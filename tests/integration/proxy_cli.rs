@@ -254,6 +254,33 @@ fn proxy_status_lists_proxies_and_compares_one_with_its_envoy() {
     assert_eq!(listed.len(), 1, "{json}");
     assert_eq!(listed[0]["node"]["id"], "picky-0.shop", "{json}");
 
+    // A token instead of a client certificate (only the CA's root in --cert-dir); a token of
+    // another namespace than the root namespace sees only its namespace's proxies.
+    let roots = TempDir::new("proxy-status-roots");
+    std::fs::copy(
+        bowline.ca_dir.join("root-cert.pem"),
+        roots.path().join("root-cert.pem"),
+    )
+    .expect("root");
+    for (ns, want) in [("istio-system", 2), ("shop", 1)] {
+        let token = roots.path().join(format!("{ns}.token"));
+        std::fs::write(&token, bowline.token(ns, "admin")).expect("token");
+        let args = strings(&[
+            "proxy-status",
+            "--xds-address",
+            &bowline.xds_tls_addr.to_string(),
+            "--cert-dir",
+            &roots.path().display().to_string(),
+            "--token-file",
+            &token.display().to_string(),
+            "--timeout",
+            "10s",
+        ]);
+        let table = ok(&bowline_cli(&args), "bowline proxy-status --token-file");
+        assert_eq!(table.lines().count(), 1 + want, "{ns}:\n{table}");
+        assert!(table.contains("picky-0.shop "), "{ns}:\n{table}");
+    }
+
     // The plaintext port refuses debug requests; the error says why and what to do.
     let out = bowline_cli(&strings(&[
         "proxy-status",

@@ -109,11 +109,17 @@ pub struct XdsArgs {
     /// --plaintext.
     #[arg(long = "xds-address", default_value = "istiod.istio-system.svc:15012")]
     pub xds_address: String,
-    /// A directory with a client certificate of the mesh's CA: `cert-chain.pem`, `key.pem` and
-    /// the CA's `root-cert.pem`. The certificate's identity (its SPIFFE ID) decides what is
-    /// visible: the mesh's root namespace sees every proxy, another namespace only its own.
+    /// A directory with the mesh CA's `root-cert.pem` (bowline's serving certificate is checked
+    /// against it) and, unless --token-file is given, a client certificate of that CA:
+    /// `cert-chain.pem` and `key.pem`. The caller's identity decides what is visible: the
+    /// mesh's root namespace sees every proxy, another namespace only its own.
     #[arg(long = "cert-dir")]
     pub cert_dir: Option<PathBuf>,
+    /// A file holding a token that proves the caller's identity instead of a client
+    /// certificate (`bowline token`, or a Kubernetes service account token where bowline reads
+    /// the Kubernetes API), sent as `authorization: Bearer`.
+    #[arg(long = "token-file")]
+    pub token_file: Option<PathBuf>,
     /// The name bowline's serving certificate is checked for, and the requests' authority.
     #[arg(long, default_value = "istiod.istio-system.svc")]
     pub authority: String,
@@ -126,12 +132,34 @@ pub struct XdsArgs {
     pub timeout: Duration,
 }
 
-/// A client certificate read from `--cert-dir`.
-struct ClientCert {
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
+/// What the caller proves itself with, read from `--cert-dir` and `--token-file`.
+struct Credentials {
     roots: rustls::RootCertStore,
-    identity: Identity,
+    /// The client certificate chain and key.
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+    token: Option<String>,
+    /// The identity the certificate names (or the token claims), which the node claims too.
+    identity: Option<Identity>,
+}
+
+/// The identity a token claims (its `sub`: a SPIFFE ID, or Kubernetes'
+/// `system:serviceaccount:<ns>:<sa>`), read without verifying it: bowline verifies it.
+fn token_claim(token: &str) -> Option<Identity> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let sub = claims.get("sub")?.as_str()?;
+    if let Some(rest) = sub.strip_prefix("system:serviceaccount:") {
+        let (ns, sa) = rest.split_once(':')?;
+        return Identity::new("cluster.local", ns, sa);
+    }
+    Identity::parse(sub).ok()
 }
 
 fn read_pem(dir: &std::path::Path, name: &str) -> anyhow::Result<Vec<crate::ca::pem::Block>> {
@@ -141,8 +169,38 @@ fn read_pem(dir: &std::path::Path, name: &str) -> anyhow::Result<Vec<crate::ca::
     crate::ca::pem::parse(&text).map_err(|e| anyhow!("--cert-dir: {}: {e}", path.display()))
 }
 
-fn client_cert(dir: &std::path::Path) -> anyhow::Result<ClientCert> {
+fn credentials(args: &XdsArgs) -> anyhow::Result<Credentials> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let dir = args.cert_dir.as_ref().ok_or_else(|| {
+        anyhow!("--cert-dir is required on the TLS port (the mesh CA's root-cert.pem, and a client certificate unless --token-file is given); --plaintext for the plaintext port")
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for b in read_pem(dir, "root-cert.pem")?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+    {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(b.der))
+            .map_err(|e| anyhow!("--cert-dir: root-cert.pem: {e}"))?;
+    }
+    if roots.is_empty() {
+        bail!("--cert-dir: root-cert.pem holds no certificate");
+    }
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file: reading {}", path.display()))?
+            .trim()
+            .to_string();
+        if token.is_empty() {
+            bail!("--token-file: {} is empty", path.display());
+        }
+        return Ok(Credentials {
+            roots,
+            client: None,
+            identity: token_claim(&token),
+            token: Some(token),
+        });
+    }
     let chain: Vec<_> = read_pem(dir, "cert-chain.pem")?
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
@@ -172,23 +230,11 @@ fn client_cert(dir: &std::path::Path) -> anyhow::Result<ClientCert> {
         .ok_or_else(|| anyhow!("--cert-dir: key.pem holds no private key"))?;
     let key = rustls::pki_types::PrivateKeyDer::try_from(key.der)
         .map_err(|e| anyhow!("--cert-dir: key.pem: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for b in read_pem(dir, "root-cert.pem")?
-        .into_iter()
-        .filter(|b| b.label == "CERTIFICATE")
-    {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(b.der))
-            .map_err(|e| anyhow!("--cert-dir: root-cert.pem: {e}"))?;
-    }
-    if roots.is_empty() {
-        bail!("--cert-dir: root-cert.pem holds no certificate");
-    }
-    Ok(ClientCert {
-        chain,
-        key,
+    Ok(Credentials {
         roots,
-        identity,
+        client: Some((chain, key)),
+        token: None,
+        identity: Some(identity),
     })
 }
 
@@ -210,7 +256,9 @@ fn caller_node(identity: Option<&Identity>) -> xds_core::Node {
     }
 }
 
-async fn channel(args: &XdsArgs) -> anyhow::Result<(tonic::transport::Channel, Option<Identity>)> {
+async fn channel(
+    args: &XdsArgs,
+) -> anyhow::Result<(tonic::transport::Channel, Option<Credentials>)> {
     let address = args.xds_address.clone();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.authority))
         .map_err(|e| anyhow!("--authority {:?}: {e}", args.authority))?
@@ -229,17 +277,21 @@ async fn channel(args: &XdsArgs) -> anyhow::Result<(tonic::transport::Channel, O
             .map_err(|e| anyhow!("connecting to {}: {e}", args.xds_address))?;
         return Ok((channel, None));
     }
-    let dir = args.cert_dir.as_ref().ok_or_else(|| {
-        anyhow!("--cert-dir is required on the TLS port (a client certificate of the mesh's CA); --plaintext for the plaintext port")
-    })?;
-    let cert = client_cert(dir)?;
+    let mut credentials = credentials(args)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?
-        .with_root_certificates(cert.roots)
-        .with_client_auth_cert(cert.chain, cert.key)
-        .map_err(|e| anyhow!("--cert-dir: the key does not fit the certificate: {e}"))?;
+        .with_root_certificates(std::mem::replace(
+            &mut credentials.roots,
+            rustls::RootCertStore::empty(),
+        ));
+    let mut config = match credentials.client.take() {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| anyhow!("--cert-dir: the key does not fit the certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(args.authority.clone())
@@ -258,7 +310,7 @@ async fn channel(args: &XdsArgs) -> anyhow::Result<(tonic::transport::Channel, O
         .connect_with_connector(service)
         .await
         .map_err(|e| anyhow!("connecting to {} over TLS: {e}", args.xds_address))?;
-    Ok((channel, Some(cert.identity)))
+    Ok((channel, Some(credentials)))
 }
 
 /// Asks bowline for `type_url` (naming `names`) and returns the first response.
@@ -268,11 +320,12 @@ pub async fn ask(
     names: Vec<String>,
 ) -> anyhow::Result<xds_discovery::DiscoveryResponse> {
     let exchange = async {
-        let (channel, identity) = channel(args).await?;
+        let (channel, credentials) = channel(args).await?;
+        let identity = credentials.as_ref().and_then(|c| c.identity.as_ref());
         let mut client =
             AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let request = xds_discovery::DiscoveryRequest {
-            node: Some(caller_node(identity.as_ref())),
+            node: Some(caller_node(identity)),
             type_url: type_url.to_string(),
             resource_names: names,
             ..Default::default()
@@ -280,8 +333,15 @@ pub async fn ask(
         // The request stream stays open until the answer is read, as an ADS client's does.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(request).await.ok();
+        let mut stream = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Some(token) = credentials.as_ref().and_then(|c| c.token.as_ref()) {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| anyhow!("--token-file: the token is not a valid header value"))?;
+            stream.metadata_mut().insert("authorization", value);
+        }
         let mut responses = client
-            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .stream_aggregated_resources(stream)
             .await
             .map_err(|s| refusal(args, type_url, &s))?
             .into_inner();
@@ -349,6 +409,28 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn token_claims() {
+        use base64::Engine;
+        let token = |claims: &str| {
+            let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("{}.{}.sig", e.encode("{}"), e.encode(claims))
+        };
+        let spiffe = token(r#"{"sub":"spiffe://cluster.local/ns/istio-system/sa/admin"}"#);
+        let id = token_claim(&spiffe).unwrap();
+        assert_eq!(
+            (id.namespace.as_str(), id.service_account.as_str()),
+            ("istio-system", "admin")
+        );
+        let kube = token(r#"{"sub":"system:serviceaccount:shop:dev"}"#);
+        let id = token_claim(&kube).unwrap();
+        assert_eq!(
+            (id.namespace.as_str(), id.service_account.as_str()),
+            ("shop", "dev")
+        );
+        assert_eq!(token_claim("not-a-token"), None);
     }
 
     #[test]

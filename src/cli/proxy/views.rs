@@ -212,8 +212,8 @@ fn typed_config(f: &xds_listener::Filter) -> Option<&Any> {
 /// A TCP proxy filter that does not send to the black hole.
 fn forwards_tcp(f: &xds_listener::Filter) -> bool {
     f.name == TCP_PROXY
-        && !typed_config(f)
-            .is_some_and(|a| memchr::memmem::find(&a.value, BLACK_HOLE.as_bytes()).is_some())
+        && typed_config(f)
+            .is_none_or(|a| memchr::memmem::find(&a.value, BLACK_HOLE.as_bytes()).is_none())
 }
 
 fn listener_type(l: &xds_listener::Listener) -> &'static str {
