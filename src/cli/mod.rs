@@ -39,8 +39,9 @@ pub enum Command {
     /// Load an xDS server with simulated proxies and measure convergence (see testdata/load/).
     Load(load::LoadArgs),
     /// Print each connected proxy's sync state, as `istioctl proxy-status` (asks bowline's
-    /// xDS port for `istio.io/debug/syncz` with a client certificate of the mesh's CA); with a
-    /// proxy, compare what bowline sent it with what its Envoy holds.
+    /// xDS port for `istio.io/debug/syncz`, proving an identity with a client certificate of
+    /// the mesh's CA or a token); with a proxy, compare what bowline sent it with what its Envoy
+    /// holds.
     ProxyStatus(proxy::ProxyStatusArgs),
     /// Print an Envoy's clusters, listeners, routes, endpoints, secrets or bootstrap from its
     /// config dump (its admin API or a saved file), as `istioctl proxy-config`.

@@ -2,7 +2,8 @@
 //! for users without istioctl, in istioctl's table layouts.
 //!
 //! - `proxy-status` asks bowline's ADS port for `istio.io/debug/syncz` (as istioctl does, with
-//!   a client certificate of the mesh's CA) and prints each proxy's sync state; with a proxy,
+//!   a client certificate of the mesh's CA, or a token) and prints each proxy's sync state;
+//!   with a proxy,
 //!   it asks for `istio.io/debug/config_dump` of that proxy and compares it with the dump of
 //!   the proxy's Envoy (its admin API, or a saved file).
 //! - `proxy-config` reads an Envoy config dump (the admin API, or a saved file) and prints its
@@ -81,7 +82,8 @@ pub struct ProxyStatusArgs {
     /// 0: the types each proxy subscribes to; 1: one column per xDS type.
     #[arg(short = 'v', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub verbosity: u8,
-    /// With a proxy: the Envoy's admin API, whose /config_dump is compared.
+    /// With a proxy: the Envoy's admin API, whose /config_dump is compared (without -f:
+    /// http://127.0.0.1:15000, the sidecar's own).
     #[arg(long = "envoy-admin", conflicts_with = "file")]
     pub envoy_admin: Option<String>,
     /// With a proxy: a file holding the Envoy's /config_dump (`-`: standard input).
