@@ -1,5 +1,5 @@
 //! The command line: `serve`, `validate`, `bootstrap`, `token`, `inject`, `istio-iptables`,
-//! `load`.
+//! `load`, and istioctl's views of the proxies, `proxy-status` and `proxy-config`.
 //!
 //! Contract: parse arguments, call the stages, print. Errors here are `anyhow` and end the
 //! process with a one-line message and a non-zero exit.
@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod inject;
 pub mod istio_iptables;
 pub mod load;
+pub mod proxy;
 pub mod serve;
 pub mod validate;
 
@@ -37,6 +38,14 @@ pub enum Command {
     IstioIptables(istio_iptables::IstioIptablesArgs),
     /// Load an xDS server with simulated proxies and measure convergence (see testdata/load/).
     Load(load::LoadArgs),
+    /// Print each connected proxy's sync state, as `istioctl proxy-status` (asks bowline's
+    /// xDS port for `istio.io/debug/syncz`, proving an identity with a client certificate of
+    /// the mesh's CA or a token); with a proxy, compare what bowline sent it with what its Envoy
+    /// holds.
+    ProxyStatus(proxy::ProxyStatusArgs),
+    /// Print an Envoy's clusters, listeners, routes, endpoints, secrets or bootstrap from its
+    /// config dump (its admin API or a saved file), as `istioctl proxy-config`.
+    ProxyConfig(proxy::ProxyConfigArgs),
     /// Print a token that proves a workload identity to bowline (signed with the key in
     /// --ca-dir), for `authorization: Bearer` or an Istio agent.
     Token(TokenArgs),
@@ -65,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Load(args) => load::run(args),
         Command::Inject(args) => inject::run(args),
         Command::IstioIptables(args) => istio_iptables::run(args),
+        Command::ProxyStatus(args) => proxy::run_status(args),
+        Command::ProxyConfig(args) => proxy::run_config(args),
         Command::Token(args) => {
             let token = bootstrap::sign_token(
                 &args.ca_dir,

@@ -118,7 +118,7 @@ fn istioctl_version() {
 /// A directory as `--cert-dir` wants it (`cert-chain.pem`, `key.pem`, `root-cert.pem`): a
 /// certificate bowline's CA issued for `istio-system/default`, the identity istioctl's node
 /// claims.
-fn cert_dir(rt: &tokio::runtime::Runtime, bowline: &Bowline) -> TempDir {
+pub(crate) fn cert_dir(rt: &tokio::runtime::Runtime, bowline: &Bowline) -> TempDir {
     let dir = TempDir::new("istioctl-certs");
     let token = bowline.token("istio-system", "default");
     let (chain, key) = rt
@@ -135,7 +135,7 @@ fn cert_dir(rt: &tokio::runtime::Runtime, bowline: &Bowline) -> TempDir {
 }
 
 /// istioctl's flags for bowline's TLS xDS port with that certificate.
-fn xds_args(bowline: &Bowline, certs: &TempDir) -> Vec<String> {
+pub(crate) fn xds_args(bowline: &Bowline, certs: &TempDir) -> Vec<String> {
     vec![
         "--xds-address".into(),
         bowline.xds_tls_addr.to_string(),

@@ -25,6 +25,7 @@ mod mesh_mtls;
 mod metrics;
 mod parts;
 mod pilot_agent;
+mod proxy_cli;
 mod security;
 mod traffic;
 mod traffic_dr;
