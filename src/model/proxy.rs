@@ -10,9 +10,16 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// The longest node id accepted, in bytes (Istio's are well under 300).
+pub const MAX_NODE_ID: usize = 1024;
+
 /// Errors in a node id or node metadata.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyError {
+    #[error(
+        "node id: {0} bytes with control characters or longer than {MAX_NODE_ID} bytes (expected type~ip~pod.namespace~domain)"
+    )]
+    IdText(usize),
     #[error("node id {0:?}: expected 4 parts separated by '~' (type~ip~pod.namespace~domain)")]
     IdParts(String),
     #[error("node id {0:?}: unknown proxy type {1:?} (expected sidecar or router)")]
@@ -225,6 +232,10 @@ pub struct ProxyClass {
 impl Proxy {
     /// Parses a node id and its metadata (the node's `metadata` Struct as JSON).
     pub fn parse(node_id: &str, metadata: &serde_json::Value) -> Result<Proxy, ProxyError> {
+        // The id reaches logs and debug views: printable and short, or refused.
+        if node_id.len() > MAX_NODE_ID || node_id.chars().any(char::is_control) {
+            return Err(ProxyError::IdText(node_id.len()));
+        }
         let parts: Vec<&str> = node_id.split('~').collect();
         let [kind, ip, pod, domain] = parts.as_slice() else {
             return Err(ProxyError::IdParts(node_id.to_string()));
@@ -617,6 +628,16 @@ mod tests {
             Proxy::parse("sidecar~1.1.1.1", &json!({})),
             Err(ProxyError::IdParts(_))
         ));
+        let forged = "sidecar~1.1.1.1~a.b~c\nERROR forged";
+        assert_eq!(
+            Proxy::parse(forged, &json!({})),
+            Err(ProxyError::IdText(forged.len()))
+        );
+        let long = format!("sidecar~1.1.1.1~{}.b~c", "a".repeat(2000));
+        assert_eq!(
+            Proxy::parse(&long, &json!({})),
+            Err(ProxyError::IdText(long.len()))
+        );
         assert!(matches!(
             Proxy::parse("waypoint~1.1.1.1~a.b~c", &json!({})),
             Err(ProxyError::IdType(..))

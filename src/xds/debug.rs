@@ -55,7 +55,7 @@ pub fn answer(
     names: &[String],
 ) -> Result<DebugAnswer, Status> {
     let Some(identity) = &caller.identity else {
-        tracing::warn!(caller = %caller.id, type_url, "debug request refused: the caller did not prove its identity (use the TLS port)");
+        tracing::warn!(caller = %caller.id, type_url = %super::untrusted::clip(type_url, super::untrusted::LOG_BYTES), "debug request refused: the caller did not prove its identity (use the TLS port)");
         return Err(Status::unauthenticated("authentication required"));
     };
     let root = shared.snapshots.borrow().model.mesh.root_namespace.clone();

@@ -35,6 +35,7 @@ pub mod status;
 pub mod stream;
 pub mod subscription;
 pub mod transport;
+pub mod untrusted;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -349,7 +350,7 @@ fn proxy_from_node(node: Option<&xds_core::Node>) -> Result<Proxy, Status> {
         .map(struct_to_json)
         .unwrap_or(serde_json::Value::Null);
     let mut proxy = Proxy::parse(&node.id, &metadata).map_err(|e| {
-        tracing::warn!(node = %node.id, error = %e, "rejected proxy");
+        tracing::warn!(node = %untrusted::clip(&node.id, untrusted::LOG_BYTES), error = %e, "rejected proxy");
         Status::invalid_argument(e.to_string())
     })?;
     if let Some(l) = &node.locality {

@@ -36,6 +36,7 @@ use super::sds::{self, Secrets};
 use super::status::{Connection, Nack};
 use super::subscription::{Held, Subscription};
 use super::transport::{self, Outgoing, Requests};
+use super::untrusted;
 use crate::cache::{ProxyResources, Snapshot, TypedResources, Versioned};
 use crate::envoy::{self, ResourceType};
 use crate::model::{Proxy, SecretSource};
@@ -189,23 +190,29 @@ impl Stream {
                 } else {
                     watch.subscription.names().iter().cloned().collect()
                 };
-                tracing::warn!(
-                    proxy = %self.connection.proxy.id,
-                    r#type = t.as_str(),
-                    version,
-                    message,
-                    "proxy rejected configuration (NACK)"
-                );
+                // Everything here but the type is the client's: escaped, bounded, and logged
+                // at a bounded rate (the metric counts every NACK).
+                if let Some(suppressed) = untrusted::may_log() {
+                    tracing::warn!(
+                        proxy = %untrusted::clip(&self.connection.proxy.id, untrusted::LOG_BYTES),
+                        r#type = t.as_str(),
+                        version = %untrusted::clip(version, untrusted::LOG_BYTES),
+                        message = %untrusted::clip(message, untrusted::LOG_BYTES),
+                        suppressed,
+                        "proxy rejected configuration (NACK)"
+                    );
+                }
                 record_reject(t, &self.connection.proxy.id, code);
                 let sent = watch.sent_version.clone().unwrap_or_default();
+                let message = untrusted::clip(message, untrusted::VIEW_BYTES);
                 self.connection.update(t, |s| {
                     s.nack = Some(Nack {
-                        message: message.to_string(),
+                        message: message.clone(),
                         resources,
                         version: sent,
                     })
                 });
-                Ack::Nack(message.to_string())
+                Ack::Nack(message)
             }
             None => {
                 if let Some(since) = pending {
@@ -864,7 +871,7 @@ impl OneShots {
             let answer = debug::answer(shared, caller, type_url, request.names())?;
             (answer.resources, answer.control_plane)
         } else {
-            tracing::debug!(proxy = %caller.id, type_url, "request for an unserved type answered empty");
+            tracing::debug!(proxy = %caller.id, type_url = %untrusted::clip(type_url, untrusted::LOG_BYTES), "request for an unserved type answered empty");
             (Vec::new(), None)
         };
         self.next += 1;

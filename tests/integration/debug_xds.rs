@@ -187,6 +187,14 @@ async fn istiod_http_views(bowline: &Bowline) {
 pub(crate) async fn nacking_proxy(
     channel: tonic::transport::Channel,
 ) -> tokio::sync::mpsc::Sender<xds_discovery::DiscoveryRequest> {
+    nacking_proxy_saying(channel, "rejected for the test").await
+}
+
+/// [`nacking_proxy`] with the NACK's `message`.
+pub(crate) async fn nacking_proxy_saying(
+    channel: tonic::transport::Channel,
+    message: &str,
+) -> tokio::sync::mpsc::Sender<xds_discovery::DiscoveryRequest> {
     let metadata = serde_json::json!({"NAMESPACE": "shop", "PROXY_CONFIG": {}});
     let node = xds_core::Node {
         id: "sidecar~127.0.0.30~picky-0.shop~shop.svc.cluster.local".into(),
@@ -217,7 +225,7 @@ pub(crate) async fn nacking_proxy(
         response_nonce: r.nonce,
         version_info: String::new(),
         error_detail: Some(envoy_types::pb::google::rpc::Status {
-            message: "rejected for the test".into(),
+            message: message.into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -401,4 +409,77 @@ async fn istioctl_debug_types_on_the_ads_stream() {
     assert_eq!(r.type_url, pcds);
     assert!(r.resources.is_empty());
     drop(envoy);
+}
+
+/// NACK messages are the client's: 30 NACKs of 1 MB, each with a newline and a forged log line,
+/// add a bounded amount to bowline's log and forge no line; the debug view keeps a bounded,
+/// escaped message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_nack_messages_are_bounded_and_escaped() {
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write(
+        "mesh.yaml",
+        &common::fixtures::docs(&[
+            &common::fixtures::service("web", "shop").port_to(80, "http", 8080)
+        ]),
+    );
+    bowline.start().await;
+    let log = bowline.dir().join("bowline.log");
+    let before = std::fs::metadata(&log).expect("log").len();
+    let forged = "FORGED bowline::ca: root key leaked";
+    let message = format!(
+        "bad\n2026-12-08T00:00:00Z ERROR {forged}\n{}",
+        "x".repeat(1 << 20)
+    );
+    let mut streams = Vec::new();
+    for _ in 0..30 {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+        streams.push(nacking_proxy_saying(channel, &message).await);
+    }
+    let recorded = common::wait_until(Duration::from_secs(10), async || {
+        bowline.syncz().await.is_ok_and(|all| {
+            all.iter()
+                .filter(|p| p.proxy == "picky-0.shop")
+                .filter(|p| !p.nacks().is_empty())
+                .count()
+                == 30
+        })
+    })
+    .await;
+    assert!(recorded, "every NACK is recorded");
+    let all = bowline.syncz().await.expect("syncz");
+    let nack = all
+        .iter()
+        .flat_map(|p| p.nacks())
+        .map(|(_, n)| n.message.clone())
+        .next()
+        .expect("a NACK");
+    assert!(
+        nack.len() < 5000,
+        "the view keeps a bounded message: {} bytes",
+        nack.len()
+    );
+    assert!(nack.starts_with("bad\\n2026"), "escaped: {nack:.80}");
+    // Logging is asynchronous to the stream: give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = std::fs::metadata(&log).expect("log").len() - before;
+    assert!(
+        grown < 64 * 1024,
+        "30 NACKs of 1 MB added {grown} bytes to the log"
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(forged) && !l.contains("NACK")),
+        "a NACK forged a log line"
+    );
+    assert!(text.contains("proxy rejected configuration (NACK)"));
+    drop(streams);
 }
