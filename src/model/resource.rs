@@ -248,11 +248,26 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The most documents one file may hold. The YAML library's default (1 024) cuts off files
+/// that generated config reaches (a ServiceEntry per external host); the node and byte budgets
+/// still bound what a hostile file can cost.
+pub const MAX_DOCUMENTS: usize = 100_000;
+/// The most YAML nodes (mappings, sequences, scalars) of one file.
+pub const MAX_NODES: usize = 4_000_000;
+
 /// Parses every document of a multi-document YAML text. Empty documents are skipped. A YAML
-/// syntax error fails the whole text (the document boundaries can no longer be trusted): it is
-/// returned as a single `Parsed` without a resource.
+/// syntax error, or a text over the budgets above, fails the whole text (the document
+/// boundaries can no longer be trusted): it is returned as a single `Parsed` without a
+/// resource, with the library's error (which names the budget breached).
 pub fn parse_yaml(text: &str, origin: &str) -> Vec<Parsed> {
-    match serde_saphyr::from_multiple::<serde_json::Value>(text) {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_DOCUMENTS,
+            max_nodes: MAX_NODES,
+            max_events: 2 * MAX_NODES,
+        },
+    };
+    match serde_saphyr::from_multiple_with_options::<serde_json::Value>(text, options) {
         Ok(docs) => docs
             .into_iter()
             .filter(|d| !d.is_null())
@@ -467,4 +482,23 @@ fn parse_spec(
             unreachable!("handled above")
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_more_than_a_thousand_documents_is_read_whole() {
+        let docs: Vec<String> = (0..1500)
+            .map(|i| {
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}, namespace: default}}\nspec:\n  hosts: [h{i}.example.com]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: DNS\n"
+                )
+            })
+            .collect();
+        let parsed = parse_yaml(&docs.join("---\n"), "many.yaml");
+        assert_eq!(parsed.len(), 1500);
+        assert!(parsed.iter().all(|p| p.resource.is_some()));
+    }
 }
