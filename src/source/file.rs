@@ -139,8 +139,8 @@ pub fn load_file(path: &Path, loaded: &mut Loaded) {
     }
 }
 
-/// Reads every YAML file under `dir`. A resource defined twice keeps its first definition (in
-/// path order); the second is reported.
+/// Reads every YAML file under `dir`. A resource defined twice keeps its first definition (the
+/// files being read together: in path order); the other is reported, naming both files.
 pub fn load_dir(dir: &Path) -> Result<Loaded, FileError> {
     let mut state = DirState::new(dir);
     state.read_all()?;
@@ -248,11 +248,17 @@ impl FileEntry {
     }
 }
 
-/// The parsed files of a directory, by path (path order decides which duplicate wins).
+/// The parsed files of a directory, by path, and when each file's definition of each resource
+/// appeared: of a resource defined twice, the oldest definition wins, as istiod resolves
+/// duplicates (a new file never takes a live resource over).
 #[derive(Debug)]
 struct DirState {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileEntry>,
+    /// Per file, per resource it defines, the order in which the definition appeared (files
+    /// read together count in path order).
+    born: BTreeMap<PathBuf, BTreeMap<ResourceKey, u64>>,
+    next_birth: u64,
 }
 
 impl DirState {
@@ -260,6 +266,26 @@ impl DirState {
         DirState {
             root: root.to_path_buf(),
             files: BTreeMap::new(),
+            born: BTreeMap::new(),
+            next_birth: 0,
+        }
+    }
+
+    /// Brings `born` in line with what `path` holds now: definitions gone are forgotten, new
+    /// ones numbered after every existing one.
+    fn note_births(&mut self, path: &Path) {
+        let Some(entry) = self.files.get(path) else {
+            self.born.remove(path);
+            return;
+        };
+        let keys = self.born.entry(path.to_path_buf()).or_default();
+        let now: BTreeSet<ResourceKey> = entry.resources.iter().map(|r| r.key()).collect();
+        keys.retain(|k, _| now.contains(k));
+        for key in now {
+            keys.entry(key).or_insert_with(|| {
+                self.next_birth += 1;
+                self.next_birth
+            });
         }
     }
 
@@ -279,6 +305,12 @@ impl DirState {
                 (p, entry)
             })
             .collect();
+        let files = &self.files;
+        self.born.retain(|p, _| files.contains_key(p));
+        let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for p in paths {
+            self.note_births(&p);
+        }
         Ok(())
     }
 
@@ -288,16 +320,13 @@ impl DirState {
         if let Some(old) = self.files.get(path) {
             entry.keep_last_valid(old);
         }
-        match self.files.get(path) {
-            Some(old) if old.same_content(&entry) => {
-                self.files.insert(path.to_path_buf(), entry);
-                false
-            }
-            _ => {
-                self.files.insert(path.to_path_buf(), entry);
-                true
-            }
-        }
+        let changed = !self
+            .files
+            .get(path)
+            .is_some_and(|old| old.same_content(&entry));
+        self.files.insert(path.to_path_buf(), entry);
+        self.note_births(path);
+        changed
     }
 
     /// Forgets `path` and everything under it; whether anything was known there.
@@ -310,6 +339,7 @@ impl DirState {
             .collect();
         for p in &gone {
             self.files.remove(p);
+            self.born.remove(p);
         }
         !gone.is_empty()
     }
@@ -329,6 +359,7 @@ impl DirState {
         let mut changed = !gone.is_empty();
         for p in gone {
             self.files.remove(&p);
+            self.born.remove(&p);
         }
         for p in listed {
             if fresh.contains(&p) {
@@ -345,30 +376,56 @@ impl DirState {
         Ok(changed)
     }
 
-    /// Every resource (a key defined twice: the first in path order) and every diagnostic.
+    /// Every resource (a key defined more than once: its oldest definition, see `born`; within
+    /// a file, the first) and every diagnostic, a duplicate's naming both files.
     fn merged(&self) -> (Vec<Arc<Resource>>, Vec<Diagnostic>) {
         let mut diagnostics: Vec<Diagnostic> = self
             .files
             .values()
             .flat_map(|f| f.diagnostics.iter().cloned())
             .collect();
-        let mut seen: BTreeMap<ResourceKey, String> = BTreeMap::new();
+        let birth = |path: &PathBuf, key: &ResourceKey| {
+            self.born
+                .get(path)
+                .and_then(|keys| keys.get(key))
+                .copied()
+                .unwrap_or(u64::MAX)
+        };
+        // The winning definition of each key: (birth, path, position in the file).
+        let mut winners: BTreeMap<ResourceKey, (u64, &PathBuf, usize, &Arc<Resource>)> =
+            BTreeMap::new();
+        for (path, f) in &self.files {
+            for (i, r) in f.resources.iter().enumerate() {
+                let key = r.key();
+                let rank = (birth(path, &key), path, i, r);
+                match winners.get(&key) {
+                    Some(w) if (w.0, w.1, w.2) <= (rank.0, rank.1, rank.2) => {}
+                    _ => {
+                        winners.insert(key, rank);
+                    }
+                }
+            }
+        }
         let mut resources = Vec::new();
-        for r in self.files.values().flat_map(|f| &f.resources) {
-            let origin = r.origin.clone().unwrap_or_default();
-            let key = r.key();
-            if let Some(first) = seen.get(&key) {
+        for (path, f) in &self.files {
+            for (i, r) in f.resources.iter().enumerate() {
+                let winner = &winners[&r.key()];
+                if winner.1 == path && winner.2 == i {
+                    resources.push(r.clone());
+                    continue;
+                }
+                let origin = r.origin.clone().unwrap_or_default();
+                let first = winner.3.origin.clone().unwrap_or_default();
                 diagnostics.push(
                     r.diagnostic(
                         "metadata.name",
-                        format!("duplicate resource; already defined in {first}"),
+                        format!(
+                            "duplicate resource, ignored: {first} defined it first and is used"
+                        ),
                     )
                     .with_origin(&origin),
                 );
-                continue;
             }
-            seen.insert(key, origin);
-            resources.push(r.clone());
         }
         (resources, diagnostics)
     }
@@ -895,7 +952,7 @@ mod tests {
             ])
         );
 
-        // A duplicate: the first in path order wins, the second is reported.
+        // A duplicate in a new file: the live definition wins, the new one is reported.
         std::fs::write(root.join("z.yaml"), service_entry("a", "dup.example.com")).expect("write");
         let event = wait_for(&mut rx, |e| mentions(e, "duplicate")).await;
         assert_eq!(
@@ -1157,5 +1214,41 @@ mod tests {
         expect(&mut rx, &[("e", "e.example.com")]).await;
         std::fs::write(root.join("f.yaml"), service_entry("f", "f.example.com")).expect("write");
         expect(&mut rx, &[("e", "e.example.com"), ("f", "f.example.com")]).await;
+    }
+
+    /// A resource defined in two files: the definition that was there first wins, whatever the
+    /// file names, and the duplicate names both files; when the first goes, the other is used.
+    #[test]
+    fn the_oldest_definition_of_a_resource_wins() {
+        let dir = Scratch::new("oldest");
+        let root = dir.0.clone();
+        let live = root.join("b.yaml");
+        std::fs::write(&live, service_entry("x", "live.example.com")).expect("write");
+        let mut state = DirState::new(&root);
+        state.read_all().expect("read");
+
+        // A new file, first in path order, defines the same ServiceEntry.
+        let newcomer = root.join("a.yaml");
+        std::fs::write(&newcomer, service_entry("x", "new.example.com")).expect("write");
+        state.reread(&newcomer);
+        assert_eq!(held(&state), pairs(&[("x", "live.example.com")]));
+        let (_, diagnostics) = state.merged();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        let text = diagnostics[0].to_string();
+        assert!(
+            text.starts_with(&newcomer.display().to_string()) && text.contains("b.yaml"),
+            "the newcomer is blamed, naming the live file: {text}"
+        );
+        // Still so after the live file is edited, and after a resync.
+        std::fs::write(&live, service_entry("x", "live2.example.com")).expect("write");
+        state.reread(&live);
+        state.read_all().expect("read");
+        assert_eq!(held(&state), pairs(&[("x", "live2.example.com")]));
+
+        // The live definition goes: the other one is used.
+        std::fs::remove_file(&live).expect("remove");
+        state.forget(&live);
+        assert_eq!(held(&state), pairs(&[("x", "new.example.com")]));
+        assert!(state.merged().1.is_empty());
     }
 }
