@@ -308,12 +308,20 @@ impl Ca {
             .filter(|n| dir.join(n).exists())
             .collect();
         if present.is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e.to_string()))?;
+            // Modes are explicit, whatever the umask: the directory and certificates readable,
+            // writable by the owner only; keys (write_private) the owner's alone.
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(|e| file_error(dir, e.to_string()))?;
+            }
             let (ca_pem, key) = self_signed_root(&options.trust_domain)?;
             write_private(&dir.join(CA_KEY), key.expose())?;
             for name in [CA_CERT, ROOT_CERT, CERT_CHAIN] {
-                let path = dir.join(name);
-                std::fs::write(&path, &ca_pem).map_err(|e| file_error(&path, e.to_string()))?;
+                write_public(&dir.join(name), ca_pem.as_bytes())?;
             }
             tracing::info!(dir = %dir.display(), "created a self-signed root CA");
         } else if present.len() < names.len() {
@@ -739,6 +747,20 @@ fn self_signed_root(trust_domain: &str) -> Result<(String, KeyMaterial), CaError
         cert.pem(),
         KeyMaterial::new(key.serialize_pem().into_bytes()),
     ))
+}
+
+/// Writes a certificate: readable by all, writable by its owner only.
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| file_error(path, e.to_string()))?;
+    f.write_all(bytes)
+        .map_err(|e| file_error(path, e.to_string()))
 }
 
 /// Writes a private key readable by its owner only.

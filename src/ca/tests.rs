@@ -289,3 +289,26 @@ fn trust_domain_is_shared_and_reports_changes() {
     assert_eq!(td.set("example.org"), Some("cluster.local".to_string()));
     assert_eq!(other.get(), "example.org");
 }
+
+/// Under `umask 000` the CA directory is not world-writable, nor its files; the keys are the
+/// owner's alone.
+#[test]
+fn ca_files_have_their_modes_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("umask").join("nested");
+    // The umask is the process's: other tests' files made meanwhile are no less private than
+    // their code asks (their modes are explicit where it matters).
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::empty());
+    let loaded = Ca::load(&options(Some(dir.clone())));
+    umask(old);
+    loaded.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o755);
+    for f in [CA_CERT, ROOT_CERT, CERT_CHAIN] {
+        assert_eq!(mode(&dir.join(f)), 0o644, "{f}");
+    }
+    for f in [CA_KEY, TOKEN_KEY] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
