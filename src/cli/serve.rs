@@ -478,17 +478,41 @@ async fn serve(
         debounce,
     ));
     let certificates = CertificateService::new(ca.clone(), authn);
-    let grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(Ads::new(shared.clone()).into_service())
-        .add_service(certificates.clone().into_service())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
-            shutdown_signal(),
-        );
+    // One signal stops every server: the xDS streams first end with status OK (proxies
+    // reconnect at once), then the servers finish what is in flight; after a grace period the
+    // process exits anyway.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            shared.close_streams();
+            let _ = stop_tx.send(true);
+        });
+    }
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let plaintext_certificates = certificates.clone();
+    let grpc = async {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(Ads::new(shared.clone()).into_service())
+            .add_service(plaintext_certificates.into_service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+                stopped(),
+            )
+            .await
+            .context("xds server")
+    };
     let grpc_tls = async {
         let (Some(port), Some(listener)) = (tls_port, tls_listener) else {
-            return std::future::pending().await;
+            stopped().await;
+            return Ok(());
         };
         let renewer = tokio::spawn(port.clone().renew(ca.clone()));
         let incoming = crate::ca::serving::incoming(listener, port.acceptor.clone(), ca.clone());
@@ -496,32 +520,41 @@ async fn serve(
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(Ads::tls(shared.clone()).into_service())
             .add_service(certificates.into_service())
-            .serve_with_incoming_shutdown(incoming, shutdown_signal())
+            .serve_with_incoming_shutdown(incoming, stopped())
             .await;
         renewer.abort();
-        result
+        result.context("TLS xds server")
     };
     let admin_app = admin::router(Admin {
         shared: shared.clone(),
         metrics,
     });
-    let http = axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
+    let http = async {
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(stopped())
+            .await
+            .context("admin server")
+    };
     let webhooks = async {
         let Some((port, listener)) = webhook else {
-            return std::future::pending().await;
+            stopped().await;
+            return Ok(());
         };
         let renewer = tokio::spawn(port.renew(ca.clone()));
         let result = axum::serve(listener, crate::webhook::router(inject.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stopped())
             .await;
         renewer.abort();
-        result
+        result.context("webhook server")
+    };
+    let grace = async {
+        stopped().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "servers still busy after the grace period; exiting");
     };
     let result = tokio::select! {
-        r = webhooks => r.context("webhook server"),
-        r = grpc => r.context("xds server"),
-        r = grpc_tls => r.context("TLS xds server"),
-        r = http => r.context("admin server"),
+        r = async { tokio::try_join!(webhooks, grpc, grpc_tls, http) } => r.map(|_| ()),
+        () = grace => Ok(()),
     };
     pusher.abort();
     for task in kube_tasks {
@@ -530,6 +563,9 @@ async fn serve(
     drop(file_source);
     result
 }
+
+/// How long, after the signal to stop, the servers may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

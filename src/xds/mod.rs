@@ -91,6 +91,8 @@ pub struct Shared {
     pub security: Option<Security>,
     next_connection: AtomicU64,
     builds: Builds,
+    /// Set when the server shuts down: every stream then ends cleanly.
+    closing: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -115,7 +117,20 @@ impl Shared {
                 cells: Mutex::new(HashMap::new()),
                 newest: AtomicU64::new(0),
             },
+            closing: watch::channel(false).0,
         })
+    }
+
+    /// Ends every stream with status OK (the proxies reconnect at once, to another replica
+    /// behind the same address), as the server stops.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Shared::close_streams`] was called.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// The proxy's resources at `snapshot`: from the cache when its class is up to date,

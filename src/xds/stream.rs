@@ -695,6 +695,7 @@ pub async fn serve<Q: AdsRequest>(
         }
         tokio::select! {
             biased;
+            () = shared.closed() => return Ok(()),
             message = requests.message() => {
                 match message? {
                     Some(r) => next = Some(r),
@@ -827,7 +828,10 @@ pub async fn serve_debug<Q: AdsRequest>(
         if let Some(r) = answers.answer(shared, caller, &request)? {
             send(tx, r).await?;
         }
-        next = requests.message().await?;
+        next = tokio::select! {
+            () = shared.closed() => None,
+            message = requests.message() => message?,
+        };
     }
     Ok(())
 }

@@ -483,3 +483,63 @@ async fn hostile_nack_messages_are_bounded_and_escaped() {
     assert!(text.contains("proxy rejected configuration (NACK)"));
     drop(streams);
 }
+
+/// On SIGTERM a proxy's stream ends with status OK (the proxy reconnects at once, to another
+/// replica), not with an error, and bowline exits 0 within its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_cleanly() {
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.write(
+        "mesh.yaml",
+        &common::fixtures::docs(&[
+            &common::fixtures::service("web", "shop").port_to(80, "http", 8080)
+        ]),
+    );
+    bowline.start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let metadata = serde_json::json!({"NAMESPACE": "shop"});
+    let node = xds_core::Node {
+        id: "sidecar~127.0.0.32~calm-0.shop~shop.svc.cluster.local".into(),
+        metadata: Some(json_to_struct(metadata.as_object().expect("object"))),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(xds_discovery::DiscoveryRequest {
+        node: Some(node),
+        type_url: CDS.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    responses
+        .next()
+        .await
+        .expect("a response")
+        .expect("clusters");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = bowline.terminate(Duration::from_secs(15));
+        (status, bowline)
+    });
+    let end = tokio::time::timeout(Duration::from_secs(15), responses.next())
+        .await
+        .expect("the stream ends");
+    assert!(
+        matches!(end, None),
+        "the stream ends with status OK, not {end:?}"
+    );
+    let (status, bowline) = status.await.expect("join");
+    let status =
+        status.unwrap_or_else(|| panic!("bowline exits on SIGTERM:\n{}", bowline.log_tail()));
+    assert!(status.success(), "{status}: {}", bowline.log_tail());
+    drop(tx);
+}

@@ -337,6 +337,22 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then the exit status once it exits within `timeout` (`None`: still running).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -507,6 +523,15 @@ impl Bowline {
             Ok(Ok(())) => {}
             Ok(Err(e)) | Err(e) => panic!("bowline did not become ready: {e}"),
         }
+    }
+
+    /// SIGTERMs the server; its exit status once it exits within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = self.proc.as_mut()?.terminate(timeout);
+        if status.is_some() {
+            self.proc = None;
+        }
+        status
     }
 
     /// SIGKILLs the server (its addresses stay reserved for [`Bowline::start`]).
