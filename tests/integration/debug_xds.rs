@@ -533,10 +533,7 @@ async fn sigterm_ends_streams_cleanly() {
     let end = tokio::time::timeout(Duration::from_secs(15), responses.next())
         .await
         .expect("the stream ends");
-    assert!(
-        matches!(end, None),
-        "the stream ends with status OK, not {end:?}"
-    );
+    assert!(end.is_none(), "the stream ends with status OK, not {end:?}");
     let (status, bowline) = status.await.expect("join");
     let status =
         status.unwrap_or_else(|| panic!("bowline exits on SIGTERM:\n{}", bowline.log_tail()));
