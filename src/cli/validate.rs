@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::model::resource::parse_yaml;
-use crate::source::file::yaml_files;
+use crate::source::file::{read_regular, yaml_files};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -22,6 +22,8 @@ pub struct ValidateArgs {
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut inputs: Vec<(String, String)> = Vec::new();
+    // What is in the directories but cannot be read: each is one invalid input.
+    let mut unreadable: Vec<String> = Vec::new();
     for path in &args.files {
         if path.as_os_str() == "-" {
             let mut text = String::new();
@@ -30,19 +32,26 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 .context("reading stdin")?;
             inputs.push(("-".to_string(), text));
         } else if path.is_dir() {
-            for file in yaml_files(path).with_context(|| format!("reading {}", path.display()))? {
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                inputs.push((file.display().to_string(), text));
+            let listing =
+                yaml_files(path).with_context(|| format!("reading {}", path.display()))?;
+            unreadable.extend(listing.problems.iter().map(|d| d.to_string()));
+            for file in listing.files {
+                // Regular files only, opened without blocking (a FIFO would hang the read).
+                match read_regular(&file) {
+                    Ok(text) => inputs.push((file.display().to_string(), text)),
+                    Err(e) => unreadable.push(format!("{}: cannot read: {e}", file.display())),
+                }
             }
         } else {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = read_regular(path).with_context(|| format!("reading {}", path.display()))?;
             inputs.push((path.display().to_string(), text));
         }
     }
-    let mut invalid = 0usize;
+    let mut invalid = unreadable.len();
     let mut valid = 0usize;
+    for line in &unreadable {
+        println!("{line}");
+    }
     for (origin, text) in &inputs {
         for doc in parse_yaml(text, origin) {
             if doc.resource.is_some() {

@@ -60,20 +60,47 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
+/// The YAML files under a directory, and what could not be listed.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Sorted.
+    pub files: Vec<PathBuf>,
+    /// An entry that cannot be resolved (a symlink loop, no permission), a subdirectory that
+    /// cannot be read, a directory reached again through a symlink (not followed twice).
+    pub problems: Vec<Diagnostic>,
+}
+
 /// Every YAML file under `dir`, sorted, following symlinks (ConfigMap mounts use them).
-/// Hidden entries (`..data`, `.swp` files) are skipped.
-pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+/// Hidden entries (`..data`, `.swp` files) are skipped. Only `dir` itself failing is an error;
+/// the rest is listed with what went wrong.
+pub fn yaml_files(dir: &Path) -> Result<Listing, std::io::Error> {
     list_yaml(dir, false)
 }
 
+fn listing_problem(path: &Path, message: String) -> Diagnostic {
+    Diagnostic::error("", "", "", "", message).with_origin(path.display().to_string())
+}
+
 /// [`yaml_files`]; with `skip_dangling`, an entry that vanished or a symlink to nothing is
-/// skipped instead of failing the listing (a ConfigMap swap leaves removed keys dangling for a
-/// moment).
-fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Vec<PathBuf>, std::io::Error> {
-    let mut out = Vec::new();
+/// skipped in silence (a ConfigMap swap leaves removed keys dangling for a moment).
+fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Listing, std::io::Error> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Listing::default();
+    let root = std::fs::metadata(dir)?;
+    // Directories by identity: one reached again through a symlink is not listed twice.
+    let mut seen: BTreeSet<(u64, u64)> = BTreeSet::from([(root.dev(), root.ino())]);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if d == dir => return Err(e),
+            Err(e) => {
+                out.problems
+                    .push(listing_problem(&d, format!("cannot read directory: {e}")));
+                continue;
+            }
+        };
+        for entry in entries {
             let entry = entry?;
             if is_hidden(&entry.file_name()) {
                 continue;
@@ -81,25 +108,42 @@ fn list_yaml(dir: &Path, skip_dangling: bool) -> Result<Vec<PathBuf>, std::io::E
             let path = entry.path();
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
-                Err(e) if skip_dangling && e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && (skip_dangling || !is_yaml(&path)) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    out.problems
+                        .push(listing_problem(&path, format!("cannot read: {e}")));
+                    continue;
+                }
             };
             if meta.is_dir() {
-                stack.push(path);
+                if seen.insert((meta.dev(), meta.ino())) {
+                    stack.push(path);
+                } else {
+                    out.problems.push(listing_problem(
+                        &path,
+                        "a symlink loop: this directory is listed already; not followed".into(),
+                    ));
+                }
             } else if is_yaml(&path) {
                 // A FIFO, socket or device named `*.yaml` is listed too, and refused when read
                 // (`load_file`), so that it is reported instead of skipped in silence.
-                out.push(path);
+                out.files.push(path);
             }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.problems.sort_by_key(|d| d.origin.clone());
     Ok(out)
 }
 
 /// The text of a regular file. The file is opened without blocking and checked before it is
 /// read: a FIFO named like a config file would otherwise block the reader until a writer came.
-fn read_regular(path: &Path) -> std::io::Result<String> {
+pub fn read_regular(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -259,6 +303,8 @@ struct DirState {
     /// read together count in path order).
     born: BTreeMap<PathBuf, BTreeMap<ResourceKey, u64>>,
     next_birth: u64,
+    /// What could not be listed, by the directory whose listing found it.
+    listing: BTreeMap<PathBuf, Vec<Diagnostic>>,
 }
 
 impl DirState {
@@ -268,6 +314,7 @@ impl DirState {
             files: BTreeMap::new(),
             born: BTreeMap::new(),
             next_birth: 0,
+            listing: BTreeMap::new(),
         }
     }
 
@@ -292,10 +339,12 @@ impl DirState {
     /// Reads every file again (a file with errors keeps what it held, see
     /// [`FileEntry::keep_last_valid`]).
     fn read_all(&mut self) -> Result<(), FileError> {
-        let files =
+        let listing =
             yaml_files(&self.root).map_err(|e| FileError::Directory(self.root.clone(), e))?;
+        self.listing = BTreeMap::from([(self.root.clone(), listing.problems)]);
         let mut old = std::mem::take(&mut self.files);
-        self.files = files
+        self.files = listing
+            .files
             .into_iter()
             .map(|p| {
                 let mut entry = FileEntry::read(&p);
@@ -347,7 +396,11 @@ impl DirState {
     /// Re-reads the files under `dir` whose identity changed, reads new ones and forgets
     /// those gone; whether anything changed. Paths in `fresh` were just read.
     fn check(&mut self, dir: &Path, fresh: &BTreeSet<PathBuf>) -> Result<bool, std::io::Error> {
-        let listed = list_yaml(dir, true)?;
+        let Listing {
+            files: listed,
+            problems,
+        } = list_yaml(dir, true)?;
+        self.listing.insert(dir.to_path_buf(), problems);
         let listed_set: BTreeSet<&PathBuf> = listed.iter().collect();
         let gone: Vec<PathBuf> = self
             .files
@@ -384,6 +437,9 @@ impl DirState {
             .values()
             .flat_map(|f| f.diagnostics.iter().cloned())
             .collect();
+        // A problem found by the listings of a directory and of its parent is said once.
+        let listed: BTreeSet<&Diagnostic> = self.listing.values().flatten().collect();
+        diagnostics.extend(listed.into_iter().cloned());
         let birth = |path: &PathBuf, key: &ResourceKey| {
             self.born
                 .get(path)
@@ -1250,5 +1306,29 @@ mod tests {
         state.forget(&live);
         assert_eq!(held(&state), pairs(&[("x", "new.example.com")]));
         assert!(state.merged().1.is_empty());
+    }
+
+    /// Symlink loops (a file linked to itself, a directory linked to its parent) are reported
+    /// once each and never stop the rest from loading.
+    #[test]
+    fn symlink_loops_are_reported_not_fatal() {
+        use std::os::unix::fs::symlink;
+        let dir = Scratch::new("loops");
+        let root = dir.0.clone();
+        std::fs::write(root.join("a.yaml"), service_entry("a", "a.example.com")).expect("write");
+        symlink("self.yaml", root.join("self.yaml")).expect("symlink");
+        symlink(&root, root.join("back")).expect("symlink");
+        let loaded = load_dir(&root).expect("the directory loads");
+        assert_eq!(loaded.resources.len(), 1);
+        let text: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("self.yaml") && t.contains("cannot read"))
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("back") && t.contains("symlink loop"))
+        );
     }
 }
