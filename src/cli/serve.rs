@@ -113,6 +113,11 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:15014"
     )]
     pub admin_addr: SocketAddr,
+    /// How long a new connection to the plaintext xDS or admin port may stay silent: one that
+    /// sends nothing in that time is closed (so are connections beyond 4096 waiting, or 256
+    /// from one address; see bowline_connections_refused_total).
+    #[arg(long = "first-byte-timeout", env = "BOWLINE_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
     /// Quiet time after a change before it is pushed (istiod's PILOT_DEBOUNCE_AFTER).
     #[arg(long = "debounce-after", env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
     pub debounce_after: Duration,
@@ -503,7 +508,10 @@ async fn serve(
             .add_service(Ads::new(shared.clone()).into_service())
             .add_service(plaintext_certificates.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+                crate::net::incoming(
+                    xds_listener,
+                    crate::net::Admission::new("xds", args.first_byte_timeout),
+                ),
                 stopped(),
             )
             .await
@@ -529,6 +537,11 @@ async fn serve(
         shared: shared.clone(),
         metrics,
     });
+    let admin_listener = crate::net::AdmittedListener::new(
+        admin_listener,
+        crate::net::Admission::new("admin", args.first_byte_timeout),
+    )
+    .context("--admin-addr")?;
     let http = async {
         axum::serve(admin_listener, admin_app)
             .with_graceful_shutdown(stopped())
