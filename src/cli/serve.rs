@@ -525,15 +525,24 @@ async fn serve(
         renewer.abort();
         result.context("TLS xds server")
     };
+    let views = Arc::new(admin::debug::Views {
+        inject: webhook.is_some().then(|| inject.clone()),
+    });
+    // ADS `istio.io/debug` requests are answered by the admin port's views.
+    let _ = shared.debug_views.set(views.clone());
     let admin_app = admin::router(Admin {
         shared: shared.clone(),
         metrics,
+        views,
     });
     let http = async {
-        axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(stopped())
-            .await
-            .context("admin server")
+        axum::serve(
+            admin_listener,
+            admin_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped())
+        .await
+        .context("admin server")
     };
     let webhooks = async {
         let Some((port, listener)) = webhook else {

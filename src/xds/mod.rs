@@ -89,6 +89,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// `None`: no CA; every caller is anonymous and no secret is served.
     pub security: Option<Security>,
+    /// Istio's debug views, for `istio.io/debug` requests (installed by the admin stage).
+    pub debug_views: std::sync::OnceLock<Arc<dyn debug::DebugViews>>,
     next_connection: AtomicU64,
     builds: Builds,
     /// Set when the server shuts down: every stream then ends cleanly.
@@ -111,6 +113,7 @@ impl Shared {
             snapshots,
             registry: Arc::new(Registry::default()),
             security,
+            debug_views: std::sync::OnceLock::new(),
             next_connection: AtomicU64::new(1),
             builds: Builds {
                 permits: tokio::sync::Semaphore::new(cpus),

@@ -222,6 +222,7 @@ impl Stream {
                 let acked = watch.sent_version.clone();
                 self.connection.update(t, |s| {
                     s.acked = acked;
+                    s.nonce_acked = Some(nonce.to_string());
                     s.nack = None;
                 });
                 Ack::Ack
@@ -256,6 +257,8 @@ impl Stream {
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
             s.sent_at_unix = Some(super::status::unix_now());
+            s.sent_at = Some(std::time::SystemTime::now());
+            s.nonce_sent = Some(nonce.to_string());
             s.pushes += 1;
         });
     }
@@ -267,6 +270,7 @@ impl Stream {
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
             s.sent_at_unix = Some(super::status::unix_now());
+            s.sent_at = Some(std::time::SystemTime::now());
             s.acked = Some(version.to_string());
         });
     }
@@ -672,6 +676,10 @@ pub async fn serve<Q: AdsRequest>(
         {
             let started = Instant::now();
             let answer = request.receive(&mut stream, t);
+            if let Some(watch) = stream.watches.get(&t) {
+                let names = watch.subscription.names().iter().cloned().collect();
+                connection.update(t, |s| s.watched = Some(names));
+            }
             if t == ResourceType::Sds {
                 prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
             }
