@@ -9,13 +9,20 @@
 //!   itself (`{"Component": "istiod", "ID": <instance>, "Info": <build>}`).
 //! - `istio.io/debug/config_dump` with one resource name, a proxy id (`<pod>.<namespace>` or
 //!   the node id): that proxy's `ConfigDump` configs (private keys redacted), unnamed.
+//! - `istio.io/debug` with one resource name naming a view and its query (`syncz`,
+//!   `config_dump?proxyID=a.ns`; what `istioctl x internal-debug` asks for): the admin port's
+//!   `/debug/<view>` body, whatever its status (as istiod's DebugGen), in one resource of type
+//!   `istio.io/debug` named as asked. A caller outside the root namespace may ask only for
+//!   [`NAMESPACE_VIEWS`] (`PERMISSION_DENIED` otherwise), which then concern only its own
+//!   namespace's proxies.
 //!
 //! Contract: as istiod with `ENABLE_DEBUG_ENDPOINT_AUTH` (its default), only a caller that
 //! proved its identity (the TLS port) is answered; a caller of a namespace other than the mesh's
 //! root namespace sees only the proxies of its own namespace. Refusals end the stream with
-//! `UNAUTHENTICATED` (no identity) or `INVALID_ARGUMENT` (a config dump of not exactly one
-//! proxy); a config dump of a proxy that is not connected (or not visible) is an empty answer,
-//! as istiod's. A stream whose first request asks for a debug type is a debug caller, not a
+//! `UNAUTHENTICATED` (no identity), `PERMISSION_DENIED` (a view for the root namespace) or
+//! `INVALID_ARGUMENT` (a config dump of not exactly one proxy, or not exactly one view); a
+//! config dump of a proxy that is not connected (or not visible) is an empty answer, as
+//! istiod's. A stream whose first request asks for a debug type is a debug caller, not a
 //! proxy: it is not listed or counted. Only requests are answered, never their ACKs.
 
 use envoy_types::pb::envoy::admin::v3 as admin;
