@@ -82,11 +82,10 @@ impl DebugViews for Views {
                 query.get("namespace"),
             )),
             "adsz" => {
-                if query.has("push") {
-                    return reply(
-                        501,
-                        "bowline pushes each change to every proxy as it is made; a push of unchanged configuration is not offered\n",
-                    );
+                if query.get("push").is_some() {
+                    let streams = shared.push_all();
+                    tracing::info!(streams, "forced push of everything to every proxy (debug)");
+                    return reply(200, format!("Pushed to {streams} servers\n"));
                 }
                 match query.get("proxyID") {
                     Some(id) => match caller.connection(shared, id) {
@@ -147,7 +146,11 @@ impl DebugViews for Views {
                     serde_json::to_vec(&v)
                 };
                 match body {
-                    Ok(body) => DebugReply { status: 200, body },
+                    Ok(body) => DebugReply {
+                        status: 200,
+                        json: true,
+                        body,
+                    },
                     Err(e) => reply(500, format!("{e}\n")),
                 }
             }
@@ -156,9 +159,11 @@ impl DebugViews for Views {
     }
 }
 
+/// A plain-text reply.
 fn reply(status: u16, body: impl Into<String>) -> DebugReply {
     DebugReply {
         status,
+        json: false,
         body: body.into().into_bytes(),
     }
 }

@@ -1,7 +1,8 @@
 //! Admin HTTP (istiod's 15014 / 8080 role): readiness, version, Prometheus metrics and
 //! istiod's debug views.
 //!
-//! Contract: read-only views of the other stages, except that nothing here changes them.
+//! Contract: read-only views of the other stages; the one action is istiod's forced push
+//! (`/debug/adsz?push=true`), which resends what the streams serve and changes nothing.
 //! `/ready`, `/version` (istiod's plain `<version>-<git revision>-<Clean|Modified>`),
 //! `/metrics`, and `/debug/<view>` with istiod's paths, query parameters and JSON field names
 //! (see `debug`: `syncz`, `adsz`, `configz`, `config_dump?proxyID=`, `sidecarz?proxyID=`,
@@ -101,7 +102,7 @@ async fn debug_view(
         caller_namespace.as_deref(),
     );
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let content_type = if status.is_success() {
+    let content_type = if reply.json {
         "application/json"
     } else {
         "text/plain; charset=utf-8"

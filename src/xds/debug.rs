@@ -51,6 +51,8 @@ pub const NAMESPACE_VIEWS: &[&str] = &["config_dump", "edsz"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebugReply {
     pub status: u16,
+    /// Whether the body is JSON (else plain text).
+    pub json: bool,
     pub body: Vec<u8>,
 }
 

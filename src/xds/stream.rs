@@ -663,6 +663,7 @@ pub async fn serve<Q: AdsRequest>(
     // Built when the proxy first asks for it (pilot-agent's DNS proxy), then at each snapshot.
     let mut names: Option<Arc<TypedResources>> = None;
     let mut stream = Stream::new(connection.clone());
+    let mut forced = shared.forced_pushes();
     let mut one_shots = OneShots::new("unserved");
     let mut next = Some(first);
     loop {
@@ -752,6 +753,20 @@ pub async fn serve<Q: AdsRequest>(
                 if pushed {
                     let trigger = trigger(&snapshot);
                     metrics::counter!("pilot_push_triggers", "type" => trigger.as_str()).increment(1);
+                }
+            }
+            Ok(()) = forced.changed() => {
+                // A forced push: every type again, whatever the client holds.
+                tracing::debug!(proxy = %connection.proxy.id, "forced push");
+                for t in ResourceType::CONFIG {
+                    let answer = Answer { t, respond: true, force: true, holds: None };
+                    if let Some(r) = Q::respond(&mut stream, t, resources.get(t), Some(&answer), None) {
+                        send(tx, r).await?;
+                    }
+                }
+                let answer = Answer { t: ResourceType::Sds, respond: true, force: true, holds: None };
+                if let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), Some(&answer), None) {
+                    send(tx, r).await?;
                 }
             }
             _ = renewal(&secrets) => {

@@ -227,6 +227,35 @@ async fn istiod_http_views(bowline: &Bowline) {
     );
     assert_eq!(watches[CDS], serde_json::json!([]), "wildcard: {adsz}");
 
+    // adsz?push=true: every stream sends everything again; Envoy ACKs the new nonces.
+    let before = client["cluster_sent"].as_str().expect("nonce").to_string();
+    let pushed = common::admin_get(bowline.admin_addr, "/debug/adsz?push=true")
+        .await
+        .expect("GET");
+    assert_eq!(pushed.status, 200);
+    assert_eq!(pushed.text(), "Pushed to 2 servers\n");
+    common::poll(Duration::from_secs(20), async || {
+        let all = common::admin_json(bowline.admin_addr, "/debug/syncz").await?;
+        let c = all
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["proxy"] == "client-0.default"))
+            .cloned()
+            .ok_or("client gone")?;
+        let (sent, acked) = (&c["cluster_sent"], &c["cluster_acked"]);
+        let listener = (&c["listener_sent"], &c["listener_acked"]);
+        if sent != before.as_str()
+            && sent == acked
+            && *listener.0 != client["listener_sent"]
+            && listener.0 == listener.1
+        {
+            Ok(())
+        } else {
+            Err(format!("not pushed and ACKed yet: {c}"))
+        }
+    })
+    .await
+    .expect("the forced push is sent and ACKed");
+
     // configz: the Istio objects as Kubernetes writes them; bowline's diagnostics apart.
     let configz = get("/debug/configz").await;
     let entry = configz
