@@ -682,7 +682,10 @@ spec: {action: DENY, rules: [{}]}
         assert_eq!(s["types"]["cds"]["nack"]["message"], "bad cluster");
         assert_eq!(s["workload_certificate"], false);
         assert_eq!(
-            syncz(&[c.clone()], Some("shop")).as_array().unwrap().len(),
+            syncz(std::slice::from_ref(&c), Some("shop"))
+                .as_array()
+                .unwrap()
+                .len(),
             1
         );
         assert_eq!(syncz(&[c], Some("other")), json!([]));
@@ -796,6 +799,54 @@ spec: {action: DENY, rules: [{}]}
         sorted.sort_unstable();
         assert_eq!(VIEWS, sorted.as_slice());
         assert!(!VIEWS.contains(&"list"));
+    }
+
+    #[test]
+    fn serve_answers_istiods_errors_and_restricts_by_namespace() {
+        let snapshot = Arc::new(crate::cache::Snapshot {
+            generation: 1,
+            model: Arc::new(model()),
+            changed: crate::envoy::TypeSet::ALL,
+            changed_at: std::time::Instant::now(),
+            published_at: std::time::Instant::now(),
+        });
+        let (_tx, rx) = tokio::sync::watch::channel(snapshot);
+        let shared = Shared::new(Arc::new(crate::cache::Cache::new()), rx);
+        shared.registry.insert(connection(1));
+        let views = Views { inject: None };
+        let serve = |request: &str, ns: Option<&str>| views.serve(&shared, request, ns);
+
+        let r = serve("config_dump", None);
+        assert_eq!((r.status, r.json), (400, false));
+        assert_eq!(r.body, NO_PROXY_ID.as_bytes());
+        assert_eq!(serve("nonesuchz", None).body, NOT_FOUND.as_bytes());
+        assert_eq!(
+            serve("inject", None).status,
+            404,
+            "no webhook, no injection"
+        );
+        // The stream has not served the proxy yet: retry later.
+        assert_eq!(serve("config_dump?proxyID=web-0.shop", None).status, 503);
+        // Another namespace's caller does not see the proxy; its own does.
+        let r = serve("sidecarz?proxyID=web-0.shop", Some("other"));
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body, NOT_CONNECTED.as_bytes());
+        assert_eq!(
+            serve("sidecarz?proxyID=web-0.shop", Some("shop")).status,
+            200
+        );
+        // The root namespace is unrestricted.
+        assert_eq!(
+            serve("sidecarz?proxyID=web-0.shop", Some("istio-system")).status,
+            200
+        );
+        let r = serve("syncz?namespace=shop&pretty", None);
+        assert!(
+            r.json && String::from_utf8_lossy(&r.body).contains("\n  {"),
+            "indented"
+        );
+        let pushed = serve("adsz?push=true", None);
+        assert_eq!(pushed.body, b"Pushed to 1 servers\n");
     }
 
     #[test]

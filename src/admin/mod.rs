@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::ca::authn::Caller;
+use crate::ca::authn::{Authenticators, Caller};
 use crate::xds::Shared;
 use crate::xds::debug::{DebugViews, NAMESPACE_VIEWS};
 
@@ -87,7 +87,16 @@ async fn debug_view(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let caller_namespace = match authorize(&admin.shared, remote, request.headers(), &view).await {
+    let root = admin
+        .shared
+        .snapshots
+        .borrow()
+        .model
+        .mesh
+        .root_namespace
+        .clone();
+    let authn = admin.shared.security.as_ref().map(|s| &s.authn);
+    let caller_namespace = match authorize(authn, &root, remote, request.headers(), &view).await {
         Ok(ns) => ns,
         Err(status) => return status.into_response(),
     };
@@ -113,7 +122,8 @@ async fn debug_view(
 /// istiod's `allowAuthenticatedOrLocalhost` (see the module docs): `Ok(None)` for an
 /// unrestricted caller, `Ok(Some(namespace))` for an authenticated one.
 async fn authorize(
-    shared: &Shared,
+    authn: Option<&Authenticators>,
+    root: &str,
     remote: Option<SocketAddr>,
     headers: &HeaderMap,
     view: &str,
@@ -135,8 +145,8 @@ async fn authorize(
         bearer,
         certificate: None,
     };
-    let identity = match &shared.security {
-        Some(security) => security.authn.authenticate(&caller).await,
+    let identity = match authn {
+        Some(authn) => authn.authenticate(&caller).await,
         None => Ok(None),
     };
     let remote = remote
@@ -153,10 +163,118 @@ async fn authorize(
             return Err(StatusCode::UNAUTHORIZED);
         }
     };
-    let root = shared.snapshots.borrow().model.mesh.root_namespace.clone();
     if identity.namespace != root && !NAMESPACE_VIEWS.contains(&view) {
         tracing::warn!(%remote, view, identity = %identity.spiffe_id(), "debug request refused: the view is for the mesh's root namespace");
         return Err(StatusCode::FORBIDDEN);
     }
     Ok(Some(identity.namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::authn::{AuthError, Authenticator};
+    use crate::model::Identity;
+
+    /// Accepts the token `good-<namespace>` as `<namespace>/default`.
+    struct Tokens;
+
+    #[tonic::async_trait]
+    impl Authenticator for Tokens {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+
+        async fn authenticate(&self, caller: &Caller) -> Result<Option<Identity>, AuthError> {
+            let Some(token) = &caller.bearer else {
+                return Ok(None);
+            };
+            match token.strip_prefix("good-") {
+                Some(ns) => Ok(Some(Identity {
+                    trust_domain: "cluster.local".into(),
+                    namespace: ns.into(),
+                    service_account: "default".into(),
+                })),
+                None => Err(AuthError {
+                    authenticator: "test",
+                    message: "bad token".into(),
+                }),
+            }
+        }
+    }
+
+    async fn check(
+        remote: &str,
+        token: Option<&str>,
+        view: &str,
+    ) -> Result<Option<String>, StatusCode> {
+        let authn = Authenticators::new(vec![Arc::new(Tokens)]);
+        let mut headers = HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+        }
+        authorize(
+            Some(&authn),
+            "istio-system",
+            Some(remote.parse().unwrap()),
+            &headers,
+            view,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn debug_views_are_for_local_or_authenticated_callers() {
+        // Loopback, IPv4, IPv6 and IPv4-mapped: unrestricted, no token needed.
+        for local in [
+            "127.0.0.1:4000",
+            "127.9.9.9:4000",
+            "[::1]:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
+            assert_eq!(check(local, None, "syncz").await, Ok(None), "{local}");
+        }
+        let remote = "10.1.2.3:4000";
+        assert_eq!(
+            check(remote, None, "syncz").await,
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(remote, Some("forged"), "syncz").await,
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(remote, Some("good-istio-system"), "syncz").await,
+            Ok(Some("istio-system".to_string()))
+        );
+        // Another namespace: only the views about its own proxies.
+        assert_eq!(
+            check(remote, Some("good-shop"), "syncz").await,
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(remote, Some("good-shop"), "adsz").await,
+            Err(StatusCode::FORBIDDEN)
+        );
+        for view in ["config_dump", "edsz"] {
+            assert_eq!(
+                check(remote, Some("good-shop"), view).await,
+                Ok(Some("shop".to_string())),
+                "{view}"
+            );
+        }
+        // Without authenticators (no CA), a remote caller cannot prove anything.
+        let none = authorize(
+            None,
+            "istio-system",
+            Some(remote.parse().unwrap()),
+            &HeaderMap::new(),
+            "syncz",
+        )
+        .await;
+        assert_eq!(none, Err(StatusCode::UNAUTHORIZED));
+    }
 }

@@ -432,7 +432,7 @@ async fn istioctl_debug_types_on_the_ads_stream() {
                 .label("app", "web")
                 .service_account("web"),
             &common::fixtures::service("client", "default").port_to(80, "http", 8081),
-            &common::fixtures::workload_entry("client-0", "default", &net.ip(10).to_string())
+            &common::fixtures::workload_entry("client-0", "default", net.ip(10))
                 .label("app", "client"),
             // A policy for /debug/authorizationz; it selects no workload of the test.
             &common::fixtures::authorization_policy("allow-nothing", "default").selector("nobody"),
