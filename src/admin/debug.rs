@@ -25,7 +25,7 @@ use crate::envoy::{self, ResourceType};
 use crate::model::{Diagnostic, Kind, Model, Proxy, Spec};
 use crate::translate::scope::Scope;
 use crate::webhook::inject;
-use crate::xds::debug::{DebugReply, DebugViews};
+use crate::xds::debug::{DebugReply, DebugViews, NAMESPACE_VIEWS};
 use crate::xds::{Shared, status::Connection};
 
 /// The views, sorted, as `/debug/list` names them (without `list`).
@@ -75,6 +75,13 @@ impl DebugViews for Views {
         let caller = Caller {
             restricted_to: caller_namespace.filter(|ns| *ns != model.mesh.root_namespace),
         };
+        // The ports refuse these first; a view never answers a restricted caller beyond them.
+        if caller.restricted_to.is_some() && !NAMESPACE_VIEWS.contains(&endpoint) {
+            return reply(
+                403,
+                format!("the {endpoint} view is for the mesh's root namespace\n"),
+            );
+        }
         let value = match endpoint {
             "list" => Ok(json!(VIEWS)),
             "syncz" => Ok(syncz(
@@ -827,14 +834,17 @@ spec: {action: DENY, rules: [{}]}
         );
         // The stream has not served the proxy yet: retry later.
         assert_eq!(serve("config_dump?proxyID=web-0.shop", None).status, 503);
-        // Another namespace's caller does not see the proxy; its own does.
-        let r = serve("sidecarz?proxyID=web-0.shop", Some("other"));
+        // Another namespace's caller does not see the proxy; its own does (503: not served
+        // yet, but found), and it reaches no mesh-wide view.
+        let r = serve("config_dump?proxyID=web-0.shop", Some("other"));
         assert_eq!(r.status, 404);
         assert_eq!(r.body, NOT_CONNECTED.as_bytes());
+        assert_eq!(serve("edsz?proxyID=web-0.shop", Some("shop")).status, 503);
         assert_eq!(
             serve("sidecarz?proxyID=web-0.shop", Some("shop")).status,
-            200
+            403
         );
+        assert_eq!(serve("syncz", Some("shop")).status, 403);
         // The root namespace is unrestricted.
         assert_eq!(
             serve("sidecarz?proxyID=web-0.shop", Some("istio-system")).status,

@@ -105,11 +105,20 @@ async fn debug_view(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let reply = admin.views.serve(
-        &admin.shared,
-        &format!("{view}{query}"),
-        caller_namespace.as_deref(),
-    );
+    // Rendering a view (a large proxy's config dump) is CPU work: off the serving threads.
+    let (views, shared) = (admin.views.clone(), admin.shared.clone());
+    let request = format!("{view}{query}");
+    let reply = match tokio::task::spawn_blocking(move || {
+        views.serve(&shared, &request, caller_namespace.as_deref())
+    })
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "a debug view failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "the view failed\n").into_response();
+        }
+    };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let content_type = if reply.json {
         "application/json"

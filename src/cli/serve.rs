@@ -105,8 +105,9 @@ pub struct ServeArgs {
     /// Lifetime of workload certificates; they are renewed at half-life.
     #[arg(long = "workload-cert-ttl", env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub workload_cert_ttl: Duration,
-    /// Address of the admin HTTP server (/ready, /version, /debug/*, and /metrics: Prometheus
-    /// series under istiod's names, see docs/metrics.md).
+    /// Address of the admin HTTP server (/ready, /version, /metrics: Prometheus series under
+    /// istiod's names, see docs/metrics.md; and istiod's /debug/* views: for loopback callers,
+    /// or others with a bearer token bowline accepts).
     #[arg(
         long = "admin-addr",
         env = "BOWLINE_ADMIN_ADDR",
