@@ -323,6 +323,16 @@ pub fn adsz(connections: &[Arc<Connection>]) -> Value {
     out
 }
 
+/// The types a config dump holds: what the stream keeps of what it serves (a name table is
+/// made as it is sent).
+const DUMPED: [ResourceType; 5] = [
+    ResourceType::Cds,
+    ResourceType::Eds,
+    ResourceType::Lds,
+    ResourceType::Rds,
+    ResourceType::Sds,
+];
+
 /// `/debug/config_dump?proxyID=`: what the proxy's stream serves, as istiod's Envoy
 /// `ConfigDump`: bootstrap (empty), clusters, endpoints (with `include_eds`), listeners, scoped
 /// routes (empty), routes, secrets (private keys redacted) and extension configs (none). With
@@ -343,7 +353,7 @@ fn config_dump(
         Some(types) => {
             let mut configs = Vec::new();
             for short in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                let Some(t) = ResourceType::ALL
+                let Some(t) = DUMPED
                     .into_iter()
                     .find(|t| t.as_str().eq_ignore_ascii_case(short))
                 else {

@@ -756,17 +756,14 @@ pub async fn serve<Q: AdsRequest>(
                 }
             }
             Ok(()) = forced.changed() => {
-                // A forced push: every type again, whatever the client holds.
+                // A forced push: every type the proxy watches again, whatever it holds.
                 tracing::debug!(proxy = %connection.proxy.id, "forced push");
-                for t in ResourceType::CONFIG {
+                for t in ResourceType::ALL {
                     let answer = Answer { t, respond: true, force: true, holds: None };
-                    if let Some(r) = Q::respond(&mut stream, t, resources.get(t), Some(&answer), None) {
+                    let set = set_of(t, &resources, &secrets, names.as_ref());
+                    if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
                         send(tx, r).await?;
                     }
-                }
-                let answer = Answer { t: ResourceType::Sds, respond: true, force: true, holds: None };
-                if let Some(r) = Q::respond(&mut stream, ResourceType::Sds, secrets.resources(), Some(&answer), None) {
-                    send(tx, r).await?;
                 }
             }
             _ = renewal(&secrets) => {
