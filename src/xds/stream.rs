@@ -678,8 +678,8 @@ pub async fn serve<Q: AdsRequest>(
             let started = Instant::now();
             let answer = request.receive(&mut stream, t);
             if let Some(watch) = stream.watches.get(&t) {
-                let names = watch.subscription.names().iter().cloned().collect();
-                connection.update(t, |s| s.watched = Some(names));
+                let watched = watch.subscription.names().iter().cloned().collect();
+                connection.update(t, |s| s.watched = Some(watched));
             }
             if t == ResourceType::Sds {
                 prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
@@ -758,12 +758,18 @@ pub async fn serve<Q: AdsRequest>(
             Ok(()) = forced.changed() => {
                 // A forced push: every type the proxy watches again, whatever it holds.
                 tracing::debug!(proxy = %connection.proxy.id, "forced push");
+                let mut pushed = false;
                 for t in ResourceType::ALL {
+                    let started = Instant::now();
                     let answer = Answer { t, respond: true, force: true, holds: None };
                     let set = set_of(t, &resources, &secrets, names.as_ref());
                     if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
-                        send(tx, r).await?;
+                        push(tx, t, r, started).await?;
+                        pushed = true;
                     }
+                }
+                if pushed {
+                    metrics::counter!("pilot_push_triggers", "type" => Trigger::Debug.as_str()).increment(1);
                 }
             }
             _ = renewal(&secrets) => {

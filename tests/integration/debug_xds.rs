@@ -255,6 +255,14 @@ async fn istiod_http_views(bowline: &Bowline) {
     })
     .await
     .expect("the forced push is sent and ACKed");
+    let metrics = common::admin_get(bowline.admin_addr, "/metrics")
+        .await
+        .expect("GET /metrics")
+        .text();
+    assert!(
+        metrics.contains("pilot_push_triggers{type=\"debug\"}"),
+        "the forced push is counted: {metrics}"
+    );
 
     // configz: the Istio objects as Kubernetes writes them; bowline's diagnostics apart.
     let configz = get("/debug/configz").await;
