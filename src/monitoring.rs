@@ -111,6 +111,8 @@ pub enum Trigger {
     Endpoint,
     /// Only the certificates or credentials a proxy holds changed.
     Secret,
+    /// A forced push asked for on the debug views (`/debug/adsz?push=true`).
+    Debug,
 }
 
 impl Trigger {
@@ -119,6 +121,7 @@ impl Trigger {
             Trigger::Config => "config",
             Trigger::Endpoint => "endpoint",
             Trigger::Secret => "secret",
+            Trigger::Debug => "debug",
         }
     }
 }

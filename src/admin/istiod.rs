@@ -1,6 +1,7 @@
-//! istiod's debug HTTP views that users script against, with istiod's paths and JSON field
-//! names: `/debug/list`, `/debug/connections`, `/debug/mesh`, `/debug/push_status` and
-//! `/debug/registryz`, `/debug/endpointz` (and its newer name `/debug/endpointShardz`).
+//! istiod's debug views of the registry, the mesh and the connections, with istiod's JSON
+//! field names: `/debug/connections`, `/debug/mesh`, `/debug/push_status` and
+//! `/debug/registryz`, `/debug/endpointz` (and its newer name `/debug/endpointShardz`), and
+//! the pieces other views share (a service, a client). `debug` dispatches to them.
 //!
 //! Contract: each answer is built from what bowline holds (the connection registry, the model
 //! in force); fields istiod has and bowline does not know are left out, never invented. Debug
@@ -17,43 +18,28 @@ use crate::model::registry::{Endpoint, Health, Protocol, Resolution, Service};
 use crate::model::{Kind, MeshConfig};
 use crate::xds::status::Connection;
 
-/// The debug endpoints bowline serves under `/debug/`, as `/debug/list` names them (sorted,
-/// without `list` itself).
-pub const ENDPOINTS: &[&str] = &[
-    "config_dump",
-    "configz",
-    "connections",
-    "endpointShardz",
-    "endpointz",
-    "mesh",
-    "push_status",
-    "registryz",
-    "syncz",
-];
-
-/// `/debug/list`: the debug endpoints, a sorted JSON array of names.
-pub fn list() -> Value {
-    json!(ENDPOINTS)
-}
+/// The cluster bowline serves (istiod's default `CLUSTER_ID`).
+pub const CLUSTER_ID: &str = "Kubernetes";
 
 /// `/debug/connections`: istiod's `AdsClients` (`totalClients`, and `clients` when any, each
 /// with `connectionId` `<node id>-<n>`, `connectedAt` (RFC 3339) and `address`).
 pub fn connections(connections: &[std::sync::Arc<Connection>]) -> Value {
-    let clients: Vec<Value> = connections
-        .iter()
-        .map(|c| {
-            json!({
-                "connectionId": format!("{}-{}", c.proxy.id, c.id),
-                "connectedAt": rfc3339(c.connected_at),
-                "address": c.peer.map(|p| p.to_string()).unwrap_or_default(),
-            })
-        })
-        .collect();
+    let clients: Vec<Value> = connections.iter().map(|c| client(c)).collect();
     let mut out = json!({ "totalClients": clients.len() });
     if !clients.is_empty() {
         out["clients"] = clients.into();
     }
     out
+}
+
+/// One client as istiod's `AdsClient` names it: `connectionId` `<node id>-<n>`, `connectedAt`
+/// (RFC 3339) and `address`.
+pub fn client(c: &Connection) -> Value {
+    json!({
+        "connectionId": format!("{}-{}", c.proxy.id, c.id),
+        "connectedAt": rfc3339(c.connected_at),
+        "address": c.peer.map(|p| p.to_string()).unwrap_or_default(),
+    })
 }
 
 /// `/debug/mesh`: the mesh config in force, as istiod's MeshConfig JSON (the fields bowline
@@ -113,7 +99,8 @@ pub fn registryz(services: &[std::sync::Arc<Service>]) -> Value {
     services.iter().map(|s| service(s)).collect()
 }
 
-fn service(s: &Service) -> Value {
+/// One service in istiod's `model.Service` JSON shape.
+pub fn service(s: &Service) -> Value {
     let registry = match s.origin {
         Kind::ServiceEntry => "External",
         _ => "Kubernetes",
@@ -192,7 +179,7 @@ pub fn endpointz(services: &[std::sync::Arc<Service>]) -> Value {
         out.entry(s.hostname.as_str()).or_default().insert(
             s.namespace.as_str(),
             json!({
-                "Shards": { format!("{registry}/Kubernetes"): endpoints },
+                "Shards": { format!("{registry}/{CLUSTER_ID}"): endpoints },
                 "ServiceAccounts": accounts,
             }),
         );
@@ -224,7 +211,7 @@ fn endpoint(e: &Endpoint, port_name: &str, namespace: &str) -> Value {
 }
 
 /// istiod's protocol names (`protocol.Instance`).
-fn protocol(p: Protocol) -> &'static str {
+pub fn protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Http => "HTTP",
         Protocol::Http2 => "HTTP2",
@@ -295,18 +282,6 @@ mod tests {
     use super::*;
     use crate::model::Proxy;
     use crate::xds::Transport;
-
-    #[test]
-    fn list_is_sorted_and_omits_itself() {
-        let names: Vec<String> = serde_json::from_value(list()).unwrap();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-        assert!(!names.contains(&"list".to_string()));
-        for n in ["connections", "mesh", "push_status", "registryz", "syncz"] {
-            assert!(names.contains(&n.to_string()), "{n}");
-        }
-    }
 
     #[test]
     fn connections_in_istiods_shape() {

@@ -1,52 +1,53 @@
-//! Admin HTTP (istiod's 15014 / 8080 role): readiness, debug views and Prometheus metrics.
+//! Admin HTTP (istiod's 15014 / 8080 role): readiness, version, Prometheus metrics and
+//! istiod's debug views.
 //!
-//! Contract: read-only views of the other stages. `/ready`, `/version` (istiod's plain
-//! `<version>-<git revision>-<Clean|Modified>`), `/debug/syncz` (every
-//! connected proxy: per type the version sent and ACKed and the last NACK, whether it holds a
-//! workload certificate, and what went wrong generating its configuration), `/debug/configz`
-//! (loaded resources, the diagnostics of rejected ones, and `translation`: what went wrong
-//! generating the connected proxies' configuration), `/debug/config_dump?proxyID=`
-//! (what bowline sends that proxy, as Envoy ConfigDump JSON), `/metrics`, and istiod's own
-//! debug views with istiod's paths and field names (`/debug/list`, `/debug/connections`,
-//! `/debug/mesh`, `/debug/push_status`, `/debug/registryz`, `/debug/endpointz`; see `istiod`).
+//! Contract: read-only views of the other stages; the one action is istiod's forced push
+//! (`/debug/adsz?push=true`), which resends what the streams serve and changes nothing.
+//! `/ready`, `/version` (istiod's plain `<version>-<git revision>-<Clean|Modified>`),
+//! `/metrics`, and `/debug/<view>` with istiod's paths, query parameters and JSON field names
+//! (see `debug`: `syncz`, `adsz`, `configz`, `config_dump?proxyID=`, `sidecarz?proxyID=`,
+//! `instancesz`, `authorizationz`, `inject`, `resourcesz`, `connections`, `mesh`,
+//! `push_status`, `registryz`, `endpointz`, `list`), plus bowline's `diagnosticz`. The same
+//! views answer ADS `istio.io/debug` requests (`xds::debug`).
+//!
+//! The debug views are istiod's `allowAuthenticatedOrLocalhost`: a caller on a loopback
+//! address is unrestricted; any other must present a bearer token (`Authorization: Bearer`)
+//! that bowline's authenticators accept (401 otherwise), and an identity outside the mesh's
+//! root namespace reaches only `config_dump` and `edsz` of its own namespace's proxies (403
+//! for the other views). `/ready`, `/version` and `/metrics` are open, as istiod's.
 
-mod config_dump;
+pub mod debug;
 mod istiod;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
 
-use crate::model::Diagnostic;
+use crate::ca::authn::{Authenticators, Caller};
 use crate::xds::Shared;
+use crate::xds::debug::{DebugViews, NAMESPACE_VIEWS};
 
 #[derive(Clone)]
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub metrics: PrometheusHandle,
+    pub views: Arc<debug::Views>,
 }
 
+/// The admin routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`:
+/// the debug views tell local callers by their address.
 pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
-        .route("/debug/syncz", get(syncz))
-        .route("/debug/configz", get(configz))
-        .route("/debug/config_dump", get(config_dump))
-        .route("/debug/list", get(|| async { Json(istiod::list()) }))
-        .route("/debug/connections", get(connections))
-        .route("/debug/mesh", get(mesh))
-        .route("/debug/push_status", get(push_status))
-        .route("/debug/registryz", get(registryz))
-        .route("/debug/endpointz", get(endpointz))
-        .route("/debug/endpointShardz", get(endpointz))
+        .route("/debug/{view}", get(debug_view))
         .with_state(admin)
 }
 
@@ -76,115 +77,213 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
-async fn syncz(State(admin): State<Admin>) -> Response {
-    Json(admin.shared.registry.views()).into_response()
+/// `/debug/<view>[?query]`, for a caller allowed to see it.
+async fn debug_view(
+    State(admin): State<Admin>,
+    Path(view): Path<String>,
+    request: Request,
+) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let root = admin
+        .shared
+        .snapshots
+        .borrow()
+        .model
+        .mesh
+        .root_namespace
+        .clone();
+    let authn = admin.shared.security.as_ref().map(|s| &s.authn);
+    let caller_namespace = match authorize(authn, &root, remote, request.headers(), &view).await {
+        Ok(ns) => ns,
+        Err(status) => return status.into_response(),
+    };
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    // Rendering a view (a large proxy's config dump) is CPU work: off the serving threads.
+    let (views, shared) = (admin.views.clone(), admin.shared.clone());
+    let request = format!("{view}{query}");
+    let reply = match tokio::task::spawn_blocking(move || {
+        views.serve(&shared, &request, caller_namespace.as_deref())
+    })
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "a debug view failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "the view failed\n").into_response();
+        }
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if reply.json {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], reply.body).into_response()
 }
 
-async fn connections(State(admin): State<Admin>) -> Response {
-    Json(istiod::connections(&admin.shared.registry.connections())).into_response()
-}
-
-async fn mesh(State(admin): State<Admin>) -> Response {
-    let snapshot = admin.shared.snapshots.borrow().clone();
-    Json(istiod::mesh(&snapshot.model.mesh)).into_response()
-}
-
-async fn push_status(State(admin): State<Admin>) -> Response {
-    Json(istiod::push_status(&admin.shared.registry.connections())).into_response()
-}
-
-async fn registryz(State(admin): State<Admin>) -> Response {
-    let snapshot = admin.shared.snapshots.borrow().clone();
-    Json(istiod::registryz(&snapshot.model.registry.services)).into_response()
-}
-
-async fn endpointz(State(admin): State<Admin>) -> Response {
-    let snapshot = admin.shared.snapshots.borrow().clone();
-    Json(istiod::endpointz(&snapshot.model.registry.services)).into_response()
-}
-
-#[derive(Serialize)]
-struct ConfigzResource<'a> {
-    kind: &'a str,
-    namespace: &'a str,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    origin: Option<&'a str>,
-}
-
-async fn configz(State(admin): State<Admin>) -> Response {
-    let snapshot = admin.shared.snapshots.borrow().clone();
-    let model = &snapshot.model;
-    let resources: Vec<ConfigzResource> = model
-        .resources
-        .iter()
-        .map(|r| ConfigzResource {
-            kind: r.kind.as_str(),
-            namespace: &r.meta.namespace,
-            name: &r.meta.name,
-            origin: r.origin.as_deref(),
+/// istiod's `allowAuthenticatedOrLocalhost` (see the module docs): `Ok(None)` for an
+/// unrestricted caller, `Ok(Some(namespace))` for an authenticated one.
+async fn authorize(
+    authn: Option<&Authenticators>,
+    root: &str,
+    remote: Option<SocketAddr>,
+    headers: &HeaderMap,
+    view: &str,
+) -> Result<Option<String>, StatusCode> {
+    if remote.is_some_and(|r| r.ip().to_canonical().is_loopback()) {
+        return Ok(None);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
         })
-        .collect();
-    // What went wrong generating the connected proxies' configuration (a Gateway server that
-    // conflicts with another, a route skipped), once each, with the proxies it concerns.
-    let mut translation: std::collections::BTreeMap<Diagnostic, Vec<String>> = Default::default();
-    for c in admin.shared.registry.connections() {
-        for d in c.diagnostics() {
-            translation.entry(d).or_default().push(c.proxy.short_id());
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let caller = Caller {
+        remote,
+        bearer,
+        certificate: None,
+    };
+    let identity = match authn {
+        Some(authn) => authn.authenticate(&caller).await,
+        None => Ok(None),
+    };
+    let remote = remote
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let identity = match identity {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            tracing::warn!(%remote, view, "debug request refused: no bearer token from a non-local caller");
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Err(e) => {
+            tracing::warn!(%remote, view, error = %e, "debug request refused: authentication failed");
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+    };
+    if identity.namespace != root && !NAMESPACE_VIEWS.contains(&view) {
+        tracing::warn!(%remote, view, identity = %identity.spiffe_id(), "debug request refused: the view is for the mesh's root namespace");
+        return Err(StatusCode::FORBIDDEN);
+    }
+    Ok(Some(identity.namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::authn::{AuthError, Authenticator};
+    use crate::model::Identity;
+
+    /// Accepts the token `good-<namespace>` as `<namespace>/default`.
+    struct Tokens;
+
+    #[tonic::async_trait]
+    impl Authenticator for Tokens {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+
+        async fn authenticate(&self, caller: &Caller) -> Result<Option<Identity>, AuthError> {
+            let Some(token) = &caller.bearer else {
+                return Ok(None);
+            };
+            match token.strip_prefix("good-") {
+                Some(ns) => Ok(Some(Identity {
+                    trust_domain: "cluster.local".into(),
+                    namespace: ns.into(),
+                    service_account: "default".into(),
+                })),
+                None => Err(AuthError {
+                    authenticator: "test",
+                    message: "bad token".into(),
+                }),
+            }
         }
     }
-    let translation: Vec<serde_json::Value> = translation
-        .into_iter()
-        .map(|(d, proxies)| {
-            let mut v = serde_json::to_value(&d).unwrap_or_default();
-            v["proxies"] = proxies.into();
-            v
-        })
-        .collect();
-    let body = serde_json::json!({
-        "generation": snapshot.generation,
-        "resources": resources,
-        "services": model.registry.services.iter().map(|s| &s.hostname).collect::<Vec<_>>(),
-        "diagnostics": model.diagnostics,
-        "translation": translation,
-    });
-    Json(body).into_response()
-}
 
-#[derive(Deserialize)]
-struct DumpQuery {
-    #[serde(rename = "proxyID")]
-    proxy_id: Option<String>,
-}
-
-async fn config_dump(State(admin): State<Admin>, Query(q): Query<DumpQuery>) -> Response {
-    let Some(id) = q.proxy_id.filter(|s| !s.is_empty()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "proxyID is required (<pod>.<namespace>)\n",
-        )
-            .into_response();
-    };
-    let Some(connection) = admin.shared.registry.connection(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("proxy {id:?} is not connected\n"),
-        )
-            .into_response();
-    };
-    let snapshot = admin.shared.snapshots.borrow().clone();
-    let resources = match admin.shared.resources(&snapshot, &connection.proxy).await {
-        Ok(r) => r,
-        Err(status) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{}\n", status.message()),
-            )
-                .into_response();
+    async fn check(
+        remote: &str,
+        token: Option<&str>,
+        view: &str,
+    ) -> Result<Option<String>, StatusCode> {
+        let authn = Authenticators::new(vec![Arc::new(Tokens)]);
+        let mut headers = HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
         }
-    };
-    match config_dump::render(&resources, &connection.secrets()) {
-        Ok(json) => Json(json).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        authorize(
+            Some(&authn),
+            "istio-system",
+            Some(remote.parse().unwrap()),
+            &headers,
+            view,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn debug_views_are_for_local_or_authenticated_callers() {
+        // Loopback, IPv4, IPv6 and IPv4-mapped: unrestricted, no token needed.
+        for local in [
+            "127.0.0.1:4000",
+            "127.9.9.9:4000",
+            "[::1]:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
+            assert_eq!(check(local, None, "syncz").await, Ok(None), "{local}");
+        }
+        let remote = "10.1.2.3:4000";
+        assert_eq!(
+            check(remote, None, "syncz").await,
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(remote, Some("forged"), "syncz").await,
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            check(remote, Some("good-istio-system"), "syncz").await,
+            Ok(Some("istio-system".to_string()))
+        );
+        // Another namespace: only the views about its own proxies.
+        assert_eq!(
+            check(remote, Some("good-shop"), "syncz").await,
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            check(remote, Some("good-shop"), "adsz").await,
+            Err(StatusCode::FORBIDDEN)
+        );
+        for view in ["config_dump", "edsz"] {
+            assert_eq!(
+                check(remote, Some("good-shop"), view).await,
+                Ok(Some("shop".to_string())),
+                "{view}"
+            );
+        }
+        // Without authenticators (no CA), a remote caller cannot prove anything.
+        let none = authorize(
+            None,
+            "istio-system",
+            Some(remote.parse().unwrap()),
+            &HeaderMap::new(),
+            "syncz",
+        )
+        .await;
+        assert_eq!(none, Err(StatusCode::UNAUTHORIZED));
     }
 }

@@ -558,7 +558,7 @@ fn build_part(
 /// Logs a gateway's diagnostics of a generated type that were not raised the generation
 /// before (a class is built once per change, so each problem is logged once, when it
 /// appears). Gateways are few; a sidecar's diagnostics, shared by many classes, are shown on
-/// `/debug/syncz` and `/debug/configz` only.
+/// `/debug/syncz` and `/debug/diagnosticz` only.
 fn log_new(proxy: &Proxy, before: &[Diagnostic], now: &[Diagnostic]) {
     if proxy.proxy_type != crate::model::proxy::ProxyType::Router {
         return;

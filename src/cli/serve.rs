@@ -105,8 +105,9 @@ pub struct ServeArgs {
     /// Lifetime of workload certificates; they are renewed at half-life.
     #[arg(long = "workload-cert-ttl", env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub workload_cert_ttl: Duration,
-    /// Address of the admin HTTP server (/ready, /version, /debug/*, and /metrics: Prometheus
-    /// series under istiod's names, see docs/metrics.md).
+    /// Address of the admin HTTP server (/ready, /version, /metrics: Prometheus series under
+    /// istiod's names, see docs/metrics.md; and istiod's /debug/* views: for loopback callers,
+    /// or others with a bearer token bowline accepts).
     #[arg(
         long = "admin-addr",
         env = "BOWLINE_ADMIN_ADDR",
@@ -533,9 +534,15 @@ async fn serve(
         renewer.abort();
         result.context("TLS xds server")
     };
+    let views = Arc::new(admin::debug::Views {
+        inject: webhook.is_some().then(|| inject.clone()),
+    });
+    // ADS `istio.io/debug` requests are answered by the admin port's views.
+    let _ = shared.debug_views.set(views.clone());
     let admin_app = admin::router(Admin {
         shared: shared.clone(),
         metrics,
+        views,
     });
     let admin_listener = crate::net::AdmittedListener::new(
         admin_listener,
@@ -543,10 +550,13 @@ async fn serve(
     )
     .context("--admin-addr")?;
     let http = async {
-        axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(stopped())
-            .await
-            .context("admin server")
+        axum::serve(
+            admin_listener,
+            admin_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped())
+        .await
+        .context("admin server")
     };
     let webhooks = async {
         let Some((port, listener)) = webhook else {

@@ -21,7 +21,7 @@ pub mod naming;
 pub mod outbound;
 pub mod policy;
 pub mod route;
-mod scope;
+pub mod scope;
 pub mod values;
 mod virtual_service;
 

@@ -9,13 +9,20 @@
 //!   itself (`{"Component": "istiod", "ID": <instance>, "Info": <build>}`).
 //! - `istio.io/debug/config_dump` with one resource name, a proxy id (`<pod>.<namespace>` or
 //!   the node id): that proxy's `ConfigDump` configs (private keys redacted), unnamed.
+//! - `istio.io/debug` with one resource name naming a view and its query (`syncz`,
+//!   `config_dump?proxyID=a.ns`; what `istioctl x internal-debug` asks for): the admin port's
+//!   `/debug/<view>` body, whatever its status (as istiod's DebugGen), in one resource of type
+//!   `istio.io/debug` named as asked. A caller outside the root namespace may ask only for
+//!   [`NAMESPACE_VIEWS`] (`PERMISSION_DENIED` otherwise), which then concern only its own
+//!   namespace's proxies.
 //!
 //! Contract: as istiod with `ENABLE_DEBUG_ENDPOINT_AUTH` (its default), only a caller that
 //! proved its identity (the TLS port) is answered; a caller of a namespace other than the mesh's
 //! root namespace sees only the proxies of its own namespace. Refusals end the stream with
-//! `UNAUTHENTICATED` (no identity) or `INVALID_ARGUMENT` (a config dump of not exactly one
-//! proxy); a config dump of a proxy that is not connected (or not visible) is an empty answer,
-//! as istiod's. A stream whose first request asks for a debug type is a debug caller, not a
+//! `UNAUTHENTICATED` (no identity), `PERMISSION_DENIED` (a view for the root namespace) or
+//! `INVALID_ARGUMENT` (a config dump of not exactly one proxy, or not exactly one view); a
+//! config dump of a proxy that is not connected (or not visible) is an empty answer, as
+//! istiod's. A stream whose first request asks for a debug type is a debug caller, not a
 //! proxy: it is not listed or counted. Only requests are answered, never their ACKs.
 
 use envoy_types::pb::envoy::admin::v3 as admin;
@@ -30,10 +37,32 @@ use crate::cache::ProxyResources;
 use crate::envoy::{self, ResourceType};
 use crate::model::Proxy;
 
-/// The prefix of Istio's debug type URLs.
+/// The prefix of Istio's debug type URLs, and itself the type whose one resource name is a
+/// debug view (`syncz`, `config_dump?proxyID=<pod>.<namespace>`).
 pub const DEBUG_PREFIX: &str = "istio.io/debug";
 pub const SYNCZ: &str = "istio.io/debug/syncz";
 pub const CONFIG_DUMP: &str = "istio.io/debug/config_dump";
+
+/// The debug views a caller of a namespace other than the mesh's root namespace may ask for
+/// (about its own namespace's proxies only); istiod's `activeNamespaceDebuggers`.
+pub const NAMESPACE_VIEWS: &[&str] = &["config_dump", "edsz"];
+
+/// What a debug view answers: an HTTP status and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugReply {
+    pub status: u16,
+    /// Whether the body is JSON (else plain text).
+    pub json: bool,
+    pub body: Vec<u8>,
+}
+
+/// The debug views by endpoint name, as the admin port serves them under `/debug/` (installed
+/// in [`Shared::debug_views`] by whoever serves them). `request` is the endpoint with its
+/// query (`config_dump?proxyID=a.ns`); `caller_namespace` is the namespace of the caller's
+/// proven identity, `None` for an unrestricted caller.
+pub trait DebugViews: Send + Sync {
+    fn serve(&self, shared: &Shared, request: &str, caller_namespace: Option<&str>) -> DebugReply;
+}
 
 /// Whether a type URL is one of Istio's debug types.
 pub fn is_debug(type_url: &str) -> bool {
@@ -62,6 +91,7 @@ pub fn answer(
     let visible =
         |proxy: &Proxy| identity.namespace == root || proxy.namespace == identity.namespace;
     match type_url {
+        DEBUG_PREFIX => view(shared, identity, &root, names),
         SYNCZ => Ok(DebugAnswer {
             resources: shared
                 .registry
@@ -98,9 +128,50 @@ pub fn answer(
             })
         }
         other => Err(Status::unimplemented(format!(
-            "debug type {other} is not served (served: {SYNCZ}, {CONFIG_DUMP})"
+            "debug type {other} is not served (served: {DEBUG_PREFIX}, {SYNCZ}, {CONFIG_DUMP})"
         ))),
     }
+}
+
+/// `istio.io/debug` naming one view: its body (whatever its status, as istiod answers: an
+/// unknown view is `404 page not found`, which istioctl answers with the list of views), in one
+/// resource named as asked, of type `istio.io/debug`.
+fn view(
+    shared: &Shared,
+    identity: &crate::model::Identity,
+    root: &str,
+    names: &[String],
+) -> Result<DebugAnswer, Status> {
+    let [request] = names else {
+        return Err(Status::invalid_argument(format!(
+            "{DEBUG_PREFIX} takes exactly one debug view (e.g. syncz, config_dump?proxyID=<pod>.<namespace>), got {}",
+            names.len()
+        )));
+    };
+    let endpoint = request.split_once('?').map_or(request.as_str(), |(e, _)| e);
+    if identity.namespace != root && !NAMESPACE_VIEWS.contains(&endpoint) {
+        return Err(Status::permission_denied(format!(
+            "debug view {endpoint:?} is only for identities of the mesh's root namespace {root:?}; {} may ask for {}",
+            identity.spiffe_id(),
+            NAMESPACE_VIEWS.join(", ")
+        )));
+    }
+    let Some(views) = shared.debug_views.get() else {
+        return Err(Status::unavailable(
+            "debug views are not served by this server",
+        ));
+    };
+    let reply = views.serve(shared, request, Some(&identity.namespace));
+    Ok(DebugAnswer {
+        resources: vec![(
+            request.clone(),
+            Any {
+                type_url: DEBUG_PREFIX.to_string(),
+                value: reply.body,
+            },
+        )],
+        control_plane: None,
+    })
 }
 
 /// istiod's control-plane identifier, naming bowline's build.

@@ -89,6 +89,10 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// `None`: no CA; every caller is anonymous and no secret is served.
     pub security: Option<Security>,
+    /// Istio's debug views, for `istio.io/debug` requests (installed by the admin stage).
+    pub debug_views: std::sync::OnceLock<Arc<dyn debug::DebugViews>>,
+    /// Counts forced pushes: each stream resends everything it serves when it changes.
+    forced_pushes: watch::Sender<u64>,
     next_connection: AtomicU64,
     builds: Builds,
     /// Set when the server shuts down: every stream then ends cleanly.
@@ -96,6 +100,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Has every connected proxy sent all of its configuration and secrets again, changed or
+    /// not (istiod's forced push of `/debug/adsz?push=true`); returns how many streams there
+    /// are to do it.
+    pub fn push_all(&self) -> usize {
+        self.forced_pushes.send_modify(|n| *n += 1);
+        self.registry.connections().len()
+    }
+
+    /// Notified of each [`Shared::push_all`].
+    pub fn forced_pushes(&self) -> watch::Receiver<u64> {
+        self.forced_pushes.subscribe()
+    }
+
     pub fn new(cache: Arc<Cache>, snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Shared> {
         Shared::with_security(cache, snapshots, None)
     }
@@ -111,6 +128,8 @@ impl Shared {
             snapshots,
             registry: Arc::new(Registry::default()),
             security,
+            debug_views: std::sync::OnceLock::new(),
+            forced_pushes: watch::Sender::new(0),
             next_connection: AtomicU64::new(1),
             builds: Builds {
                 permits: tokio::sync::Semaphore::new(cpus),

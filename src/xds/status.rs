@@ -36,6 +36,18 @@ pub struct TypeStatus {
     /// When the version `sent` was sent (or found to be held already), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at_unix: Option<u64>,
+    /// When the version `sent` was sent (or found to be held already).
+    #[serde(skip)]
+    pub sent_at: Option<SystemTime>,
+    /// The nonce of the last response of this type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce_sent: Option<String>,
+    /// The nonce of the last response the proxy ACKed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce_acked: Option<String>,
+    /// The resource names the proxy asks for by name (empty for a wildcard subscription).
+    #[serde(skip)]
+    pub watched: Option<Vec<String>>,
 }
 
 /// Now, in Unix seconds.

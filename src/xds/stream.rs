@@ -222,6 +222,7 @@ impl Stream {
                 let acked = watch.sent_version.clone();
                 self.connection.update(t, |s| {
                     s.acked = acked;
+                    s.nonce_acked = Some(nonce.to_string());
                     s.nack = None;
                 });
                 Ack::Ack
@@ -256,6 +257,8 @@ impl Stream {
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
             s.sent_at_unix = Some(super::status::unix_now());
+            s.sent_at = Some(std::time::SystemTime::now());
+            s.nonce_sent = Some(nonce.to_string());
             s.pushes += 1;
         });
     }
@@ -267,6 +270,7 @@ impl Stream {
         self.connection.update(t, |s| {
             s.sent = Some(version.to_string());
             s.sent_at_unix = Some(super::status::unix_now());
+            s.sent_at = Some(std::time::SystemTime::now());
             s.acked = Some(version.to_string());
         });
     }
@@ -659,6 +663,7 @@ pub async fn serve<Q: AdsRequest>(
     // Built when the proxy first asks for it (pilot-agent's DNS proxy), then at each snapshot.
     let mut names: Option<Arc<TypedResources>> = None;
     let mut stream = Stream::new(connection.clone());
+    let mut forced = shared.forced_pushes();
     let mut one_shots = OneShots::new("unserved");
     let mut next = Some(first);
     loop {
@@ -672,6 +677,10 @@ pub async fn serve<Q: AdsRequest>(
         {
             let started = Instant::now();
             let answer = request.receive(&mut stream, t);
+            if let Some(watch) = stream.watches.get(&t) {
+                let watched = watch.subscription.names().iter().cloned().collect();
+                connection.update(t, |s| s.watched = Some(watched));
+            }
             if t == ResourceType::Sds {
                 prepare_secrets(&mut secrets, &stream, &snapshot, &connection);
             }
@@ -744,6 +753,23 @@ pub async fn serve<Q: AdsRequest>(
                 if pushed {
                     let trigger = trigger(&snapshot);
                     metrics::counter!("pilot_push_triggers", "type" => trigger.as_str()).increment(1);
+                }
+            }
+            Ok(()) = forced.changed() => {
+                // A forced push: every type the proxy watches again, whatever it holds.
+                tracing::debug!(proxy = %connection.proxy.id, "forced push");
+                let mut pushed = false;
+                for t in ResourceType::ALL {
+                    let started = Instant::now();
+                    let answer = Answer { t, respond: true, force: true, holds: None };
+                    let set = set_of(t, &resources, &secrets, names.as_ref());
+                    if let Some(r) = Q::respond(&mut stream, t, set, Some(&answer), None) {
+                        push(tx, t, r, started).await?;
+                        pushed = true;
+                    }
+                }
+                if pushed {
+                    metrics::counter!("pilot_push_triggers", "type" => Trigger::Debug.as_str()).increment(1);
                 }
             }
             _ = renewal(&secrets) => {

@@ -537,7 +537,7 @@ async fn invalid_provider_fails_closed_only_where_named() {
     s.bowline.write("ext.yaml", &custom_policy("broken"));
     s.expect("/checked/a", &[], 403).await;
     s.expect("/open", &[], 200).await;
-    let configz = s.bowline.configz().await.expect("configz");
+    let configz = s.bowline.diagnosticz().await.expect("configz");
     let reported = configz["diagnostics"].as_array().is_some_and(|all| {
         all.iter().any(|d| {
             d["kind"] == "AuthorizationPolicy"

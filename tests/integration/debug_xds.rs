@@ -3,7 +3,10 @@
 //! each proxy with each type's status and names the control plane; `istio.io/debug/config_dump`
 //! returns one proxy's configuration; callers must prove their identity, see only their own
 //! namespace unless they are of the root namespace, and are no proxies themselves. A type
-//! bowline does not serve is answered (empty), never left unanswered.
+//! bowline does not serve is answered (empty), never left unanswered. `istio.io/debug` naming
+//! a view (`syncz`, `config_dump?proxyID=`, ...) answers with the admin port's view, in one
+//! resource of that type; only `config_dump` and `edsz` are for callers outside the root
+//! namespace. istiod's debug HTTP views answer in istiod's field names with real values.
 
 use crate::common;
 
@@ -25,6 +28,7 @@ const SERVER_NAME: &str = "istiod.istio-system.svc";
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const SYNCZ: &str = "istio.io/debug/syncz";
 const CONFIG_DUMP: &str = "istio.io/debug/config_dump";
+const DEBUG: &str = "istio.io/debug";
 
 /// The node istioctl sends (`pkg/adsc`: no PROXY_CONFIG, generator `event`).
 fn istioctl_node(ns: &str, sa: &str) -> xds_core::Node {
@@ -78,6 +82,8 @@ async fn ask(
     first.unwrap_or_else(|| Err(tonic::Status::aborted("stream ended")))
 }
 
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
 /// The proxies a syncz answer lists, with each type's status by type URL.
 fn listed(
     r: &xds_discovery::DiscoveryResponse,
@@ -111,6 +117,8 @@ async fn istiod_http_views(bowline: &Bowline) {
     };
     let list = get("/debug/list").await;
     for name in [
+        "adsz",
+        "authorizationz",
         "connections",
         "mesh",
         "push_status",
@@ -119,6 +127,10 @@ async fn istiod_http_views(bowline: &Bowline) {
         "syncz",
         "configz",
         "config_dump",
+        "diagnosticz",
+        "instancesz",
+        "sidecarz",
+        "resourcesz",
     ] {
         assert!(
             list.as_array().expect("array").iter().any(|n| n == name),
@@ -169,6 +181,183 @@ async fn istiod_http_views(bowline: &Bowline) {
     assert_eq!(web["ports"][0]["protocol"], "HTTP", "{web}");
     assert_eq!(web["Resolution"], 0, "{web}");
     assert_eq!(web["MeshExternal"], false, "{web}");
+
+    // syncz: istiod's SyncStatus per proxy (nonces sent and ACKed per type), with bowline's
+    // facts beside; the NACK is the CDS resource's lastError.
+    let syncz = get("/debug/syncz").await;
+    let of = |id: &str| {
+        syncz
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["proxy"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {syncz}"))
+    };
+    let client = of("client-0.default");
+    assert_eq!(client["proxy_type"], "sidecar", "{client}");
+    assert_eq!(client["cluster_id"], "Kubernetes", "{client}");
+    for t in ["cluster", "listener"] {
+        let sent = client[format!("{t}_sent")].as_str().expect("nonce sent");
+        assert_eq!(client[format!("{t}_acked")], sent, "{client}");
+    }
+    assert!(client["resources"][CDS]["sentTime"].is_string(), "{client}");
+    let picky = of("picky-0.shop");
+    assert_eq!(
+        picky["resources"][CDS]["lastError"], "rejected for the test",
+        "{picky}"
+    );
+    assert!(picky.get("cluster_acked").is_none(), "{picky}");
+    assert_eq!(
+        picky["types"]["cds"]["nack"]["message"],
+        "rejected for the test"
+    );
+    let shop = get("/debug/syncz?namespace=shop").await;
+    assert_eq!(shop.as_array().map(Vec::len), Some(1), "{shop}");
+
+    // adsz: each client with what it watches; Envoy asks for the web cluster's endpoints.
+    let adsz = get("/debug/adsz?proxyID=client-0.default").await;
+    assert_eq!(adsz["totalClients"], 1, "{adsz}");
+    let watches = &adsz["clients"][0]["watches"];
+    assert!(
+        watches[EDS].as_array().is_some_and(|w| w
+            .iter()
+            .any(|n| n == "outbound|80||web.default.svc.cluster.local")),
+        "{adsz}"
+    );
+    assert_eq!(watches[CDS], serde_json::json!([]), "wildcard: {adsz}");
+
+    // adsz?push=true: every stream sends everything again; Envoy ACKs the new nonces.
+    let before = client["cluster_sent"].as_str().expect("nonce").to_string();
+    let pushed = common::admin_get(bowline.admin_addr, "/debug/adsz?push=true")
+        .await
+        .expect("GET");
+    assert_eq!(pushed.status, 200);
+    assert_eq!(pushed.text(), "Pushed to 2 servers\n");
+    common::poll(Duration::from_secs(20), async || {
+        let all = common::admin_json(bowline.admin_addr, "/debug/syncz").await?;
+        let c = all
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["proxy"] == "client-0.default"))
+            .cloned()
+            .ok_or("client gone")?;
+        let (sent, acked) = (&c["cluster_sent"], &c["cluster_acked"]);
+        let listener = (&c["listener_sent"], &c["listener_acked"]);
+        if sent != before.as_str()
+            && sent == acked
+            && *listener.0 != client["listener_sent"]
+            && listener.0 == listener.1
+        {
+            Ok(())
+        } else {
+            Err(format!("not pushed and ACKed yet: {c}"))
+        }
+    })
+    .await
+    .expect("the forced push is sent and ACKed");
+    let metrics = common::admin_get(bowline.admin_addr, "/metrics")
+        .await
+        .expect("GET /metrics")
+        .text();
+    assert!(
+        metrics.contains("pilot_push_triggers{type=\"debug\"}"),
+        "the forced push is counted: {metrics}"
+    );
+
+    // configz: the Istio objects as Kubernetes writes them; bowline's diagnostics apart.
+    let configz = get("/debug/configz").await;
+    let entry = configz
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|o| o["kind"] == "WorkloadEntry" && o["metadata"]["name"] == "web-1")
+        .unwrap_or_else(|| panic!("web-1 in {configz}"));
+    assert_eq!(entry["apiVersion"], "networking.istio.io/v1", "{entry}");
+    assert_eq!(entry["spec"]["address"], "127.0.0.99", "{entry}");
+    let diagnosticz = get("/debug/diagnosticz").await;
+    assert!(diagnosticz["resources"].is_array(), "{diagnosticz}");
+
+    // config_dump: istiod's frame (no endpoints unless asked), or the types asked for.
+    let dump = get("/debug/config_dump?proxyID=client-0.default").await;
+    let kinds: Vec<&str> = dump["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .filter_map(|c| c["@type"].as_str()?.rsplit('.').next())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "BootstrapConfigDump",
+            "ClustersConfigDump",
+            "ListenersConfigDump",
+            "ScopedRoutesConfigDump",
+            "RoutesConfigDump",
+            "SecretsConfigDump",
+            "EcdsConfigDump"
+        ],
+        "{dump}"
+    );
+    let eds = get("/debug/config_dump?proxyID=client-0.default&types=eds").await;
+    assert!(
+        eds["configs"]
+            .as_array()
+            .expect("configs")
+            .iter()
+            .any(|c| c["cluster_name"] == "outbound|80||web.default.svc.cluster.local"),
+        "{eds}"
+    );
+    let missing = common::admin_get(
+        bowline.admin_addr,
+        "/debug/config_dump?proxyID=nobody.default",
+    )
+    .await
+    .expect("GET");
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert!(
+        missing.text().contains("Proxy not connected"),
+        "{}",
+        missing.text()
+    );
+    let unknown = common::admin_get(bowline.admin_addr, "/debug/nonesuchz")
+        .await
+        .expect("GET");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.text(), "404 page not found\n");
+
+    // instancesz: Envoy's workload serves client:80 on 8081.
+    let instances = get("/debug/instancesz").await;
+    let target = &instances["client-0.default"][0];
+    assert_eq!(
+        target["Service"]["hostname"], "client.default.svc.cluster.local",
+        "{instances}"
+    );
+    assert_eq!(target["Port"]["port"], 80, "{instances}");
+    assert_eq!(target["Port"]["TargetPort"], 8081, "{instances}");
+
+    // sidecarz: no Sidecar selects it: istiod's default scope, importing every service.
+    let scope = get("/debug/sidecarz?proxyID=client-0.default").await;
+    assert_eq!(scope["name"], "default-sidecar", "{scope}");
+    assert!(
+        scope["services"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["hostname"] == "web.default.svc.cluster.local")),
+        "{scope}"
+    );
+
+    let authz = get("/debug/authorizationz").await;
+    assert_eq!(
+        authz["authorization_policies"]["namespace_to_policies"]["default"][0]["name"],
+        "allow-nothing",
+        "{authz}"
+    );
+    let kinds = get("/debug/resourcesz").await;
+    assert!(
+        kinds
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k["kind"] == "AuthorizationPolicy")),
+        "{kinds}"
+    );
 
     for path in ["/debug/endpointz", "/debug/endpointShardz"] {
         let shards = get(path).await;
@@ -250,13 +439,18 @@ async fn istioctl_debug_types_on_the_ads_stream() {
             &common::fixtures::workload_entry("web-1", "default", "127.0.0.99")
                 .label("app", "web")
                 .service_account("web"),
+            &common::fixtures::service("client", "default").port_to(80, "http", 8081),
+            &common::fixtures::workload_entry("client-0", "default", net.ip(10))
+                .label("app", "client"),
+            // A policy for /debug/authorizationz; it selects no workload of the test.
+            &common::fixtures::authorization_policy("allow-nothing", "default").selector("nobody"),
         ]),
     );
     bowline.start().await;
     let envoy = Envoy::start(
         &envoy_bin,
         &bowline,
-        ProxySpec::sidecar("client-0", "default", net.ip(10)),
+        ProxySpec::sidecar("client-0", "default", net.ip(10)).label("app", "client"),
     )
     .await;
     bowline
@@ -391,6 +585,76 @@ async fn istioctl_debug_types_on_the_ads_stream() {
         r.resources.is_empty(),
         "another namespace's proxy is not dumped"
     );
+
+    // istio.io/debug naming a view: the admin port's view, one resource of that type.
+    let r = ask(tls.clone(), Some(&system), system_node(), DEBUG, &["syncz"])
+        .await
+        .expect("istio.io/debug syncz");
+    assert_eq!(r.type_url, DEBUG);
+    assert_eq!(r.resources.len(), 1);
+    assert_eq!(r.resources[0].type_url, DEBUG);
+    let body: serde_json::Value = serde_json::from_slice(&r.resources[0].value).expect("JSON");
+    assert_eq!(body.as_array().map(Vec::len), Some(2), "{body}");
+    let query = format!("config_dump?proxyID={id}&types=cds");
+    let r = ask(tls.clone(), Some(&system), system_node(), DEBUG, &[&query])
+        .await
+        .expect("istio.io/debug config_dump");
+    let body: serde_json::Value = serde_json::from_slice(&r.resources[0].value).expect("JSON");
+    assert!(
+        body["configs"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["name"] == "outbound|80||web.default.svc.cluster.local")),
+        "{body}"
+    );
+    // A caller of another namespace: config_dump of its own namespace's proxies only, and not
+    // the mesh-wide views.
+    let shop_node = || istioctl_node("shop", "dev");
+    let r = ask(
+        tls.clone(),
+        Some(&shop),
+        shop_node(),
+        DEBUG,
+        &["config_dump?proxyID=picky-0.shop"],
+    )
+    .await
+    .expect("shop's own proxy");
+    let body: serde_json::Value = serde_json::from_slice(&r.resources[0].value).expect("JSON");
+    assert!(body["configs"].is_array(), "{body}");
+    let r = ask(
+        tls.clone(),
+        Some(&shop),
+        shop_node(),
+        DEBUG,
+        &[&format!("config_dump?proxyID={id}")],
+    )
+    .await
+    .expect("another namespace's proxy");
+    assert!(
+        String::from_utf8_lossy(&r.resources[0].value).contains("Proxy not connected"),
+        "{r:?}"
+    );
+    let e = ask(tls.clone(), Some(&shop), shop_node(), DEBUG, &["syncz"])
+        .await
+        .expect_err("syncz is for the root namespace");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = ask(plaintext.clone(), None, system_node(), DEBUG, &["syncz"])
+        .await
+        .expect_err("unauthenticated");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let e = ask(tls.clone(), Some(&system), system_node(), DEBUG, &[])
+        .await
+        .expect_err("no view named");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let r = ask(
+        tls.clone(),
+        Some(&system),
+        system_node(),
+        DEBUG,
+        &["nonesuchz"],
+    )
+    .await
+    .expect("an unknown view is answered");
+    assert_eq!(r.resources[0].value, b"404 page not found\n");
 
     // A type bowline does not serve is answered, empty.
     let proxy_node = || {

@@ -522,7 +522,7 @@ async fn broken_files_change_nothing(mode: Mode) {
     // Wait until bowline has read both files (configz names them), then leave time for any push.
     let mut configz = serde_json::Value::Null;
     let reported = wait_until(Duration::from_secs(20), async || {
-        match mesh.bowline.configz().await {
+        match mesh.bowline.diagnosticz().await {
             Ok(v) => {
                 let text = v.to_string();
                 configz = v;
@@ -541,12 +541,12 @@ async fn broken_files_change_nothing(mode: Mode) {
     mesh.assert_no_nack().await;
     assert!(
         reported,
-        "/debug/configz does not name broken.yaml and unknown-field.yaml: {configz:#}"
+        "/debug/diagnosticz does not name broken.yaml and unknown-field.yaml: {configz:#}"
     );
     let text = configz.to_string();
     assert!(
         text.contains("colour"),
-        "/debug/configz does not name the unknown field `colour`: {configz:#}"
+        "/debug/diagnosticz does not name the unknown field `colour`: {configz:#}"
     );
 
     // Everything else keeps being served: a good change still goes through.

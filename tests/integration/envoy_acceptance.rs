@@ -200,10 +200,10 @@ impl Rig {
     }
 }
 
-/// Error diagnostics `/debug/configz` reports for the case file (informational: resources bowline
+/// Error diagnostics `/debug/diagnosticz` reports for the case file (informational: resources bowline
 /// skips are not sent, so they cannot be NACKed).
 async fn rejected_by_bowline(bowline: &Bowline) -> Vec<String> {
-    let Ok(configz) = bowline.configz().await else {
+    let Ok(configz) = bowline.diagnosticz().await else {
         return Vec::new();
     };
     let Some(diagnostics) = configz["diagnostics"].as_array() else {

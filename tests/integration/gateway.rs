@@ -445,7 +445,7 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
             "an SNI no route names is not passed through"
         );
 
-        // A conflicting server (TCP on the HTTP port) is reported on configz and in the log,
+        // A conflicting server (TCP on the HTTP port) is reported on diagnosticz and in the log,
         // naming both Gateways, and the port keeps serving.
         bowline.write(
             "conflict.yaml",
@@ -453,7 +453,7 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
              spec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
         );
         let reported = common::wait_until(Duration::from_secs(20), async || {
-            bowline.configz().await.is_ok_and(|c| {
+            bowline.diagnosticz().await.is_ok_and(|c| {
                 c["translation"].as_array().is_some_and(|t| {
                     t.iter().any(|d| {
                         d["name"] == "late"
@@ -466,7 +466,7 @@ fn ingress_gateway_routes_terminates_and_passes_through() {
             })
         })
         .await;
-        assert!(reported, "conflict on configz: {:?}", bowline.configz().await);
+        assert!(reported, "conflict on diagnosticz: {:?}", bowline.diagnosticz().await);
         let log = bowline.log_tail();
         assert!(
             log.lines().any(|l| l.contains("Gateway/default/late")
@@ -802,7 +802,7 @@ async fn accepted(
     file: &str,
 ) -> Result<(), String> {
     let loaded = common::wait_until(Duration::from_secs(20), async || {
-        bowline.configz().await.is_ok_and(|c| {
+        bowline.diagnosticz().await.is_ok_and(|c| {
             let origin =
                 |v: &serde_json::Value| v["origin"].as_str().is_some_and(|o| o.ends_with(file));
             c["resources"]

@@ -248,7 +248,7 @@ async fn gateways_get_their_credentials_and_rotations() {
     gw.ack(&rotated, &asked).await;
 
     // Debug views and the log show no key.
-    let configz = common::admin_get(bowline.admin_addr, "/debug/configz")
+    let configz = common::admin_get(bowline.admin_addr, "/debug/diagnosticz")
         .await
         .expect("configz")
         .text();
@@ -344,7 +344,7 @@ fn secrets_are_watched_in_kubernetes_mode() {
     bowline.write("gateway.yaml", &gateway(NS, "front"));
     rt.block_on(bowline.start());
 
-    let configz = rt.block_on(bowline.configz()).expect("configz");
+    let configz = rt.block_on(bowline.diagnosticz()).expect("configz");
     let secrets: Vec<&str> = configz["resources"]
         .as_array()
         .expect("resources")

@@ -9,6 +9,10 @@
 //! - `istioctl proxy-status --xds-address` (TLS, a client certificate of bowline's CA) lists
 //!   every connected proxy and its sync state (a NACKed type as ERROR), and with a proxy and
 //!   `--file` compares bowline's config dump of it with the Envoy's;
+//! - `istioctl x internal-debug <view>` asks over xDS for `istio.io/debug` naming the view and
+//!   prints bowline's answer (`syncz`, `adsz`, `config_dump?proxyID=`, `--list`); an unknown
+//!   view gets the list, a caller outside the root namespace only its own namespace's config
+//!   dumps, and the plaintext port nothing;
 //! - `istioctl kube-inject` finds bowline's injector as it finds istiod's, through the
 //!   MutatingWebhookConfiguration of manifests/bowline.yaml (label `istio.io/rev: default`) in a
 //!   real API server, posts its review of each workload's pod template to bowline's webhook and
@@ -119,8 +123,18 @@ fn istioctl_version() {
 /// certificate bowline's CA issued for `istio-system/default`, the identity istioctl's node
 /// claims.
 pub(crate) fn cert_dir(rt: &tokio::runtime::Runtime, bowline: &Bowline) -> TempDir {
+    cert_dir_for(rt, bowline, "istio-system", "default")
+}
+
+/// A `--cert-dir` with a certificate for `namespace/service_account`.
+fn cert_dir_for(
+    rt: &tokio::runtime::Runtime,
+    bowline: &Bowline,
+    namespace: &str,
+    service_account: &str,
+) -> TempDir {
     let dir = TempDir::new("istioctl-certs");
-    let token = bowline.token("istio-system", "default");
+    let token = bowline.token(namespace, service_account);
     let (chain, key) = rt
         .block_on(common::tls::create_certificate(bowline.xds_addr, &token))
         .expect("a certificate for istioctl");
@@ -240,6 +254,128 @@ fn istioctl_proxy_status() {
         .unwrap_or_else(|| panic!("the NACKing proxy is listed:\n{table}"));
     let columns: Vec<&str> = picky.split_whitespace().collect();
     assert_eq!(columns.get(2), Some(&"ERROR"), "CDS is ERROR:\n{table}");
+    drop(envoy);
+}
+
+/// `istioctl x internal-debug` over bowline's TLS port: each view as bowline's admin port
+/// serves it, printed by istioctl; the refusals istioctl reports.
+#[test]
+fn istioctl_internal_debug() {
+    let Some(bin) = common::istio_tools_bin() else {
+        return;
+    };
+    let Some(envoy_bin) = common::envoy_bin() else {
+        return;
+    };
+    let Some(kube) = KubeEnv::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let net = Net::new();
+    let config = common::fixtures::docs(&[
+        &common::fixtures::service("web", "default").port_to(80, "http", 8080),
+        &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
+    ]);
+    let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
+    let internal_debug = |args: &[&str], xds: &[String]| {
+        let mut cmd: Vec<&str> = vec!["x", "internal-debug"];
+        cmd.extend(args);
+        cmd.extend(xds.iter().map(String::as_str));
+        Command::new(bin.join("istioctl"))
+            .args(&cmd)
+            .env("HOME", &bin)
+            .env("KUBECONFIG", &kube.kubeconfig)
+            .output()
+            .expect("run istioctl")
+    };
+    let json = |out: &Output, what: &str| -> Value {
+        let text = ok(out, what);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{what}: {e}:\n{text}"))
+    };
+    let system = cert_dir(&rt, &bowline);
+    let xds = xds_args(&bowline, &system);
+
+    let syncz = json(&internal_debug(&["syncz"], &xds), "internal-debug syncz");
+    let client = syncz
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["proxy"] == "client-0.default"))
+        .unwrap_or_else(|| panic!("the Envoy in {syncz}"));
+    assert_eq!(client["proxy_type"], "sidecar", "{client}");
+    assert_eq!(
+        client["cluster_acked"], client["cluster_sent"],
+        "Envoy ACKed its clusters: {client}"
+    );
+    assert_eq!(
+        syncz.as_array().map(Vec::len),
+        Some(1),
+        "istioctl is no proxy: {syncz}"
+    );
+
+    let adsz = json(&internal_debug(&["adsz"], &xds), "internal-debug adsz");
+    assert_eq!(adsz["totalClients"], 1, "{adsz}");
+    assert!(adsz["clients"][0]["watches"].is_object(), "{adsz}");
+
+    let dump = json(
+        &internal_debug(&["config_dump?proxyID=client-0.default&types=cds"], &xds),
+        "internal-debug config_dump",
+    );
+    assert!(
+        dump["configs"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["name"] == "outbound|80||web.default.svc.cluster.local")),
+        "{dump}"
+    );
+
+    let list = json(&internal_debug(&["--list"], &xds), "internal-debug --list");
+    assert!(
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|n| n == "syncz")),
+        "{list}"
+    );
+    // An unknown view: istioctl recognises istiod's 404 and prints the list instead.
+    let out = ok(
+        &internal_debug(&["nonesuchz"], &xds),
+        "internal-debug nonesuchz",
+    );
+    assert!(
+        out.contains("please check all supported internal debug commands"),
+        "{out}"
+    );
+    assert!(out.contains("\"syncz\""), "{out}");
+
+    // A caller of another namespace (its node claims `shop/default`, as its certificate
+    // proves): its own namespace's config dumps only.
+    let shop = cert_dir_for(&rt, &bowline, "shop", "default");
+    let mut shop_xds = xds_args(&bowline, &shop);
+    shop_xds.extend(["--istioNamespace".to_string(), "shop".to_string()]);
+    let out = internal_debug(&["syncz"], &shop_xds);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("PermissionDenied")
+            && stderr.contains("root namespace"),
+        "syncz refused to shop: {stderr}"
+    );
+    let out = ok(
+        &internal_debug(&["config_dump?proxyID=client-0.default"], &shop_xds),
+        "internal-debug config_dump from shop",
+    );
+    assert!(out.contains("Proxy not connected"), "{out}");
+
+    // The plaintext port proves no identity: refused.
+    let plaintext = [
+        "--xds-address".to_string(),
+        bowline.xds_addr.to_string(),
+        "--plaintext".to_string(),
+        "--timeout".to_string(),
+        "10s".to_string(),
+    ];
+    let out = internal_debug(&["syncz"], &plaintext);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("authentication required"),
+        "plaintext refused: {stderr}"
+    );
     drop(envoy);
 }
 

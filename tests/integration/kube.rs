@@ -246,7 +246,7 @@ fn bookinfo_from_the_api_server() {
 
     // The idle Service's empty slice is loaded like any other, not reported as rejected.
     let configz = rt.block_on(common::poll(Duration::from_secs(30), async || {
-        let c = bowline.configz().await?;
+        let c = bowline.diagnosticz().await?;
         let loaded = c["resources"].as_array().is_some_and(|all| {
             all.iter().any(|r| {
                 r["kind"] == "EndpointSlice"
@@ -259,7 +259,7 @@ fn bookinfo_from_the_api_server() {
             Err(format!("the idle slice is not loaded: {c}"))
         }
     }));
-    let configz = configz.expect("/debug/configz lists the idle Service's EndpointSlice");
+    let configz = configz.expect("/debug/diagnosticz lists the idle Service's EndpointSlice");
     let rejected: Vec<&serde_json::Value> = configz["diagnostics"]
         .as_array()
         .map(|d| d.iter().filter(|d| d["kind"] == "EndpointSlice").collect())
@@ -909,7 +909,7 @@ fn mesh_configmap_with_an_invalid_provider_keeps_the_rest() {
     rt.block_on(bowline.start());
     let mut last = Vec::new();
     let reported = rt.block_on(common::wait_until(Duration::from_secs(30), async || {
-        let configz = bowline.configz().await.unwrap_or_default();
+        let configz = bowline.diagnosticz().await.unwrap_or_default();
         last = configz["diagnostics"]
             .as_array()
             .into_iter()

@@ -408,7 +408,7 @@ fn mutual_tls_between_pods_with_a_plugged_in_ca_and_renewals() {
                     .map(|s| format!("{s:?}"))
                     .unwrap_or_default();
                 let configz = bw
-                    .configz()
+                    .diagnosticz()
                     .await
                     .map(|s| s.to_string())
                     .unwrap_or_default();

@@ -587,9 +587,9 @@ impl Bowline {
         wait_synced(self.admin_addr, proxy_id, timeout).await
     }
 
-    /// `/debug/configz` as JSON.
-    pub async fn configz(&self) -> Result<Value, String> {
-        admin_json(self.admin_addr, "/debug/configz").await
+    /// `/debug/diagnosticz` as JSON (loaded resources, diagnostics, translation problems).
+    pub async fn diagnosticz(&self) -> Result<Value, String> {
+        admin_json(self.admin_addr, "/debug/diagnosticz").await
     }
 
     /// `/debug/config_dump?proxyID=<pod>.<ns>` as JSON.
