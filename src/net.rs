@@ -165,6 +165,19 @@ impl AdmittedListener {
     }
 }
 
+/// The client address of a connection an [`AdmittedListener`] accepted, for axum's
+/// `ConnectInfo` (`into_make_service_with_connect_info::<ClientAddr>()`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, AdmittedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, AdmittedListener>) -> ClientAddr {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 impl axum::serve::Listener for AdmittedListener {
     type Io = TcpStream;
     type Addr = SocketAddr;

@@ -40,8 +40,8 @@ pub struct Admin {
     pub views: Arc<debug::Views>,
 }
 
-/// The admin routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`:
-/// the debug views tell local callers by their address.
+/// The admin routes. Serve them with `into_make_service_with_connect_info::<ClientAddr>()`
+/// (`crate::net`): the debug views tell local callers by their address.
 pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/ready", get(ready))
@@ -85,8 +85,8 @@ async fn debug_view(
 ) -> Response {
     let remote = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+        .get::<ConnectInfo<crate::net::ClientAddr>>()
+        .map(|c| c.0.0);
     let root = admin
         .shared
         .snapshots

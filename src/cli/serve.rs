@@ -552,7 +552,7 @@ async fn serve(
     let http = async {
         axum::serve(
             admin_listener,
-            admin_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            admin_app.into_make_service_with_connect_info::<crate::net::ClientAddr>(),
         )
         .with_graceful_shutdown(stopped())
         .await
