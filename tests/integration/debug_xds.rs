@@ -804,3 +804,53 @@ async fn sigterm_ends_streams_cleanly() {
     assert!(status.success(), "{status}: {}", bowline.log_tail());
     drop(tx);
 }
+
+/// Silent connections on the plaintext xDS and admin ports (a port scan, a stuck client, an
+/// attack) are closed after the first-byte timeout, capped per client meanwhile, and do not
+/// keep a proxy or `/ready` from being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_do_not_starve_others() {
+    use tokio::io::AsyncReadExt;
+    let net = Net::new();
+    let mut bowline = Bowline::new(&net);
+    bowline.extra_args = vec!["--first-byte-timeout".into(), "1s".into()];
+    bowline.start().await;
+    // The silent client has an address of its own (127.0.0.2): others are not its cap.
+    let mut silent = Vec::new();
+    for addr in [bowline.xds_addr, bowline.admin_addr] {
+        for _ in 0..300 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind("127.0.0.2:0".parse().unwrap()).expect("bind");
+            silent.push(socket.connect(addr).await.expect("connect"));
+        }
+    }
+    // Meanwhile: /ready answers and a proxy gets its clusters.
+    let ready = common::admin_get(bowline.admin_addr, "/ready")
+        .await
+        .expect("/ready");
+    assert_eq!(ready.status, 200);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let _proxy = nacking_proxy(channel).await;
+    // Every silent connection is closed (at once beyond the per-client cap, else after 1 s).
+    let mut buf = [0u8; 1];
+    for (i, s) in silent.iter_mut().enumerate() {
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("silent connection {i} is still open"));
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let metrics = common::admin_get(bowline.admin_addr, "/metrics")
+        .await
+        .expect("/metrics")
+        .text();
+    for want in [
+        r#"bowline_connections_refused_total{port="xds",reason="silent"}"#,
+        r#"bowline_connections_refused_total{port="admin",reason="too_many_waiting_from_client"}"#,
+    ] {
+        assert!(metrics.contains(want), "{want} in /metrics");
+    }
+}
