@@ -675,19 +675,25 @@ async fn istioctl_debug_types_on_the_ads_stream() {
     drop(envoy);
 }
 
-/// NACK messages are the client's: 30 NACKs of 1 MB, each with a newline and a forged log line,
-/// add a bounded amount to bowline's log and forge no line; the debug view keeps a bounded,
-/// escaped message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_nack_messages_are_bounded_and_escaped() {
-    let net = Net::new();
-    let mut bowline = Bowline::new(&net);
+/// A bowline (not started) serving one service in `shop`, the namespace of the test clients.
+fn shop_bowline(net: &Net) -> Bowline {
+    let bowline = Bowline::new(net);
     bowline.write(
         "mesh.yaml",
         &common::fixtures::docs(&[
             &common::fixtures::service("web", "shop").port_to(80, "http", 8080)
         ]),
     );
+    bowline
+}
+
+/// NACK messages are the client's: 30 NACKs of 1 MB, each with a newline and a forged log line,
+/// add a bounded amount to bowline's log and forge no line; the debug view keeps a bounded,
+/// escaped message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_nack_messages_are_bounded_and_escaped() {
+    let net = Net::new();
+    let mut bowline = shop_bowline(&net);
     bowline.start().await;
     let log = bowline.dir().join("bowline.log");
     let before = std::fs::metadata(&log).expect("log").len();
@@ -753,13 +759,7 @@ async fn hostile_nack_messages_are_bounded_and_escaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_cleanly() {
     let net = Net::new();
-    let mut bowline = Bowline::new(&net);
-    bowline.write(
-        "mesh.yaml",
-        &common::fixtures::docs(&[
-            &common::fixtures::service("web", "shop").port_to(80, "http", 8080)
-        ]),
-    );
+    let mut bowline = shop_bowline(&net);
     bowline.start().await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", bowline.xds_addr))
         .expect("endpoint")

@@ -182,19 +182,23 @@ fn synced_proxy(
     (bowline, envoy)
 }
 
-/// `istioctl proxy-status` over bowline's TLS port: every connected proxy, each type SYNCED
-/// once Envoy has ACKed it, the control plane named; the caller itself is not listed.
-#[test]
-fn istioctl_proxy_status() {
-    let Some(bin) = common::istio_tools_bin() else {
-        return;
-    };
-    let Some(envoy_bin) = common::envoy_bin() else {
-        return;
-    };
-    let Some(kube) = KubeEnv::start() else {
-        return;
-    };
+/// What the proxy-status tests share: istioctl, an API server (istioctl reads its kubeconfig
+/// first), and a bowline with one service and a real Envoy (`client-0.default`) in sync with it.
+struct Served {
+    bin: std::path::PathBuf,
+    kube: KubeEnv,
+    rt: tokio::runtime::Runtime,
+    /// Kept for the addresses bowline and the Envoy use.
+    _net: Net,
+    bowline: Bowline,
+    envoy: common::Envoy,
+}
+
+/// [`Served`], or `None` when a tool is missing outside CI.
+fn served_web() -> Option<Served> {
+    let bin = common::istio_tools_bin()?;
+    let envoy_bin = common::envoy_bin()?;
+    let kube = KubeEnv::start()?;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let net = Net::new();
     // A service, so that the proxy subscribes to endpoints and routes too.
@@ -203,6 +207,31 @@ fn istioctl_proxy_status() {
         &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
     ]);
     let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
+    Some(Served {
+        bin,
+        kube,
+        rt,
+        _net: net,
+        bowline,
+        envoy,
+    })
+}
+
+/// `istioctl proxy-status` over bowline's TLS port: every connected proxy, each type SYNCED
+/// once Envoy has ACKed it, the control plane named; the caller itself is not listed.
+#[test]
+fn istioctl_proxy_status() {
+    let Some(Served {
+        bin,
+        kube,
+        rt,
+        bowline,
+        envoy,
+        ..
+    }) = served_web()
+    else {
+        return;
+    };
     // A proxy that rejects its clusters (picky-0.shop).
     let _picky = rt.block_on(async {
         let channel =
@@ -261,22 +290,17 @@ fn istioctl_proxy_status() {
 /// serves it, printed by istioctl; the refusals istioctl reports.
 #[test]
 fn istioctl_internal_debug() {
-    let Some(bin) = common::istio_tools_bin() else {
+    let Some(Served {
+        bin,
+        kube,
+        rt,
+        bowline,
+        envoy,
+        ..
+    }) = served_web()
+    else {
         return;
     };
-    let Some(envoy_bin) = common::envoy_bin() else {
-        return;
-    };
-    let Some(kube) = KubeEnv::start() else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let net = Net::new();
-    let config = common::fixtures::docs(&[
-        &common::fixtures::service("web", "default").port_to(80, "http", 8080),
-        &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
-    ]);
-    let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
     let internal_debug = |args: &[&str], xds: &[String]| {
         let mut cmd: Vec<&str> = vec!["x", "internal-debug"];
         cmd.extend(args);
@@ -583,22 +607,17 @@ fn istioctl_proxy_config_names_the_rules() {
 /// `istio.io/debug/config_dump` of that proxy and compares it with what the Envoy holds.
 #[test]
 fn istioctl_proxy_status_compares_with_the_envoy() {
-    let Some(bin) = common::istio_tools_bin() else {
+    let Some(Served {
+        bin,
+        kube,
+        rt,
+        bowline,
+        envoy,
+        ..
+    }) = served_web()
+    else {
         return;
     };
-    let Some(envoy_bin) = common::envoy_bin() else {
-        return;
-    };
-    let Some(kube) = KubeEnv::start() else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let net = Net::new();
-    let config = common::fixtures::docs(&[
-        &common::fixtures::service("web", "default").port_to(80, "http", 8080),
-        &common::fixtures::workload_entry("web-0", "default", net.ip(20)).label("app", "web"),
-    ]);
-    let (bowline, envoy) = synced_proxy(&rt, &net, &envoy_bin, &config);
     let certs = cert_dir(&rt, &bowline);
     let dump = rt
         .block_on(envoy.admin("/config_dump"))
