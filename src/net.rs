@@ -31,14 +31,34 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(port: &'static str, first_byte: Duration) -> Admission {
+    /// Admission for `port` in a process that may hold `open_files` descriptors: at most a
+    /// quarter of them (and 4096) wait for a first byte, a sixty-fourth (at least 8, at most
+    /// 256) from one client address, so silent clients never take the descriptors that config
+    /// reads, the CA and established proxies need.
+    pub fn new(port: &'static str, first_byte: Duration, open_files: u64) -> Admission {
+        let share = |divisor: u64, min: u64, max: u64| {
+            usize::try_from((open_files / divisor).clamp(min, max)).unwrap_or(min as usize)
+        };
         Admission {
             port,
             first_byte,
-            max_waiting: 4096,
-            max_waiting_per_client: 256,
+            max_waiting: share(4, 16, 4096),
+            max_waiting_per_client: share(64, 8, 256),
         }
     }
+}
+
+/// Raises the soft limit on open files to the hard one (at most 2^20); the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let want = hard.min(1 << 20);
+    if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        return want;
+    }
+    soft
 }
 
 /// Connections waiting for their first byte, per client address.
@@ -200,11 +220,22 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    #[test]
+    fn caps_follow_the_open_file_limit() {
+        let a = Admission::new("t", Duration::from_secs(1), 1024);
+        assert_eq!((a.max_waiting, a.max_waiting_per_client), (256, 16));
+        let a = Admission::new("t", Duration::from_secs(1), 1 << 20);
+        assert_eq!((a.max_waiting, a.max_waiting_per_client), (4096, 256));
+        let a = Admission::new("t", Duration::from_secs(1), 20);
+        assert_eq!((a.max_waiting, a.max_waiting_per_client), (16, 8));
+        assert!(raise_open_file_limit() >= 16);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn silent_connections_are_closed_and_capped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut admission = Admission::new("test", Duration::from_millis(300));
+        let mut admission = Admission::new("test", Duration::from_millis(300), 65536);
         admission.max_waiting_per_client = 5;
         let mut rx = admit(listener, admission);
 

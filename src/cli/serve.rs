@@ -115,8 +115,9 @@ pub struct ServeArgs {
     )]
     pub admin_addr: SocketAddr,
     /// How long a new connection to the plaintext xDS or admin port may stay silent: one that
-    /// sends nothing in that time is closed (so are connections beyond 4096 waiting, or 256
-    /// from one address; see bowline_connections_refused_total).
+    /// sends nothing in that time is closed (so are new ones beyond a quarter of the open-file
+    /// limit waiting, at most 4096, or a sixty-fourth from one address, at most 256; see
+    /// bowline_connections_refused_total). The soft open-file limit is raised to the hard one.
     #[arg(long = "first-byte-timeout", env = "BOWLINE_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub first_byte_timeout: Duration,
     /// Quiet time after a change before it is pushed (istiod's PILOT_DEBOUNCE_AFTER).
@@ -483,6 +484,8 @@ async fn serve(
         snapshots_tx,
         debounce,
     ));
+    let open_files = crate::net::raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
     let certificates = CertificateService::new(ca.clone(), authn);
     // One signal stops every server: the xDS streams first end with status OK (proxies
     // reconnect at once), then the servers finish what is in flight; after a grace period the
@@ -511,7 +514,7 @@ async fn serve(
             .serve_with_incoming_shutdown(
                 crate::net::incoming(
                     xds_listener,
-                    crate::net::Admission::new("xds", args.first_byte_timeout),
+                    crate::net::Admission::new("xds", args.first_byte_timeout, open_files),
                 ),
                 stopped(),
             )
@@ -546,7 +549,7 @@ async fn serve(
     });
     let admin_listener = crate::net::AdmittedListener::new(
         admin_listener,
-        crate::net::Admission::new("admin", args.first_byte_timeout),
+        crate::net::Admission::new("admin", args.first_byte_timeout, open_files),
     )
     .context("--admin-addr")?;
     let http = async {
