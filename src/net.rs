@@ -1,13 +1,11 @@
-//! Accepting plaintext TCP connections (the plaintext xDS port, the admin port) so that idle or
-//! hostile clients cannot exhaust the server: a connection is handed to its server only once
+//! Accepting TCP connections on every port (xDS, admin; the TLS ports through
+//! `ca::serving::incoming`, which adds the handshake) so that idle or hostile clients cannot
+//! exhaust the server: a connection is handed to its server only once
 //! it has sent its first byte, within `first_byte` (a TCP connection that says nothing is
 //! closed); connections waiting for that are capped in total and per client address (beyond
 //! either, a new connection is closed at once); and a failing `accept` (no file descriptor
 //! left) backs off instead of spinning. Refusals are counted in
 //! `bowline_connections_refused_total{port,reason}`.
-//!
-//! The TLS ports have the same shape in `ca::serving::incoming` (their first exchange is the
-//! TLS handshake, with its own timeout).
 
 use std::collections::HashMap;
 use std::io;
@@ -32,9 +30,10 @@ pub struct Admission {
 
 impl Admission {
     /// Admission for `port` in a process that may hold `open_files` descriptors: at most a
-    /// quarter of them (and 4096) wait for a first byte, a sixty-fourth (at least 8, at most
-    /// 256) from one client address, so silent clients never take the descriptors that config
-    /// reads, the CA and established proxies need.
+    /// sixteenth of them (and 4096) wait for a first byte on the port, so that the four ports
+    /// together hold at most a quarter; a 256th (at least 8, at most 256) from one client
+    /// address. Silent clients never take the descriptors that config reads, the CA and
+    /// established proxies need.
     pub fn new(port: &'static str, first_byte: Duration, open_files: u64) -> Admission {
         let share = |divisor: u64, min: u64, max: u64| {
             usize::try_from((open_files / divisor).clamp(min, max)).unwrap_or(min as usize)
@@ -42,8 +41,8 @@ impl Admission {
         Admission {
             port,
             first_byte,
-            max_waiting: share(4, 16, 4096),
-            max_waiting_per_client: share(64, 8, 256),
+            max_waiting: share(16, 16, 4096),
+            max_waiting_per_client: share(256, 8, 256),
         }
     }
 }
@@ -223,7 +222,9 @@ mod tests {
     #[test]
     fn caps_follow_the_open_file_limit() {
         let a = Admission::new("t", Duration::from_secs(1), 1024);
-        assert_eq!((a.max_waiting, a.max_waiting_per_client), (256, 16));
+        assert_eq!((a.max_waiting, a.max_waiting_per_client), (64, 8));
+        let a = Admission::new("t", Duration::from_secs(1), 20_000);
+        assert_eq!((a.max_waiting, a.max_waiting_per_client), (1250, 78));
         let a = Admission::new("t", Duration::from_secs(1), 1 << 20);
         assert_eq!((a.max_waiting, a.max_waiting_per_client), (4096, 256));
         let a = Admission::new("t", Duration::from_secs(1), 20);

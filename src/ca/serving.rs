@@ -233,25 +233,20 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepts TCP connections and completes their TLS handshakes concurrently (a slow client
-/// holds up only itself).
+/// Accepts TCP connections as `admission` says (`crate::net`: they must speak first, waiting
+/// ones are capped) and completes their TLS handshakes concurrently (a slow client holds up
+/// only itself).
 pub fn incoming(
     listener: TcpListener,
+    admission: crate::net::Admission,
     acceptor: TlsAcceptor,
     ca: Arc<Ca>,
 ) -> impl futures::Stream<Item = Result<TlsConnection, io::Error>> {
     const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     let (tx, rx) = mpsc::channel::<TlsConnection>(64);
+    let mut admitted = crate::net::admit(listener, admission);
     tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting on the TLS xDS port");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        while let Some((tcp, remote)) = admitted.recv().await {
             if tx.is_closed() {
                 return;
             }
@@ -259,7 +254,6 @@ pub fn incoming(
             let tx = tx.clone();
             let ca = ca.clone();
             tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                     .await
                 {

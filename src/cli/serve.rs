@@ -114,9 +114,9 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:15014"
     )]
     pub admin_addr: SocketAddr,
-    /// How long a new connection to the plaintext xDS or admin port may stay silent: one that
-    /// sends nothing in that time is closed (so are new ones beyond a quarter of the open-file
-    /// limit waiting, at most 4096, or a sixty-fourth from one address, at most 256; see
+    /// How long a new connection to any port may stay silent: one that sends nothing in that
+    /// time is closed (so are new ones beyond a sixteenth of the open-file limit waiting on the
+    /// port, at most 4096, or a 256th from one address, 8 to 256; see
     /// bowline_connections_refused_total). The soft open-file limit is raised to the hard one.
     #[arg(long = "first-byte-timeout", env = "BOWLINE_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub first_byte_timeout: Duration,
@@ -422,6 +422,10 @@ async fn serve(
             authn: authn.clone(),
         }),
     );
+    // Every port admits connections within the open-file limit (see `net`).
+    let open_files = crate::net::raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
+    let admission = |port| crate::net::Admission::new(port, args.first_byte_timeout, open_files);
     // The serving certificate is made before any port is bound: a CA that cannot sign fails
     // the start.
     let tls_port = match args.xds_tls_addr {
@@ -454,8 +458,9 @@ async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("--webhook-addr {addr}"))?;
-            let tls = crate::webhook::TlsListener::new(listener, &port, ca.clone())
-                .with_context(|| format!("--webhook-addr {addr}"))?;
+            let tls =
+                crate::webhook::TlsListener::new(listener, admission("webhook"), &port, ca.clone())
+                    .with_context(|| format!("--webhook-addr {addr}"))?;
             Some((port, tls))
         }
         None => None,
@@ -484,8 +489,6 @@ async fn serve(
         snapshots_tx,
         debounce,
     ));
-    let open_files = crate::net::raise_open_file_limit();
-    tracing::debug!(open_files, "open-file limit");
     let certificates = CertificateService::new(ca.clone(), authn);
     // One signal stops every server: the xDS streams first end with status OK (proxies
     // reconnect at once), then the servers finish what is in flight; after a grace period the
@@ -512,10 +515,7 @@ async fn serve(
             .add_service(Ads::new(shared.clone()).into_service())
             .add_service(plaintext_certificates.into_service())
             .serve_with_incoming_shutdown(
-                crate::net::incoming(
-                    xds_listener,
-                    crate::net::Admission::new("xds", args.first_byte_timeout, open_files),
-                ),
+                crate::net::incoming(xds_listener, admission("xds")),
                 stopped(),
             )
             .await
@@ -527,7 +527,12 @@ async fn serve(
             return Ok(());
         };
         let renewer = tokio::spawn(port.clone().renew(ca.clone()));
-        let incoming = crate::ca::serving::incoming(listener, port.acceptor.clone(), ca.clone());
+        let incoming = crate::ca::serving::incoming(
+            listener,
+            admission("xds-tls"),
+            port.acceptor.clone(),
+            ca.clone(),
+        );
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(Ads::tls(shared.clone()).into_service())
@@ -547,11 +552,8 @@ async fn serve(
         metrics,
         views,
     });
-    let admin_listener = crate::net::AdmittedListener::new(
-        admin_listener,
-        crate::net::Admission::new("admin", args.first_byte_timeout, open_files),
-    )
-    .context("--admin-addr")?;
+    let admin_listener = crate::net::AdmittedListener::new(admin_listener, admission("admin"))
+        .context("--admin-addr")?;
     let http = async {
         axum::serve(
             admin_listener,

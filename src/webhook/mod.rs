@@ -199,10 +199,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: tokio::net::TcpListener, port: &TlsPort, ca: Arc<Ca>) -> io::Result<Self> {
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        admission: crate::net::Admission,
+        port: &TlsPort,
+        ca: Arc<Ca>,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         Ok(TlsListener {
-            connections: Box::pin(incoming(listener, port.acceptor.clone(), ca)),
+            connections: Box::pin(incoming(listener, admission, port.acceptor.clone(), ca)),
             local,
         })
     }
