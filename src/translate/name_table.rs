@@ -47,7 +47,7 @@ pub fn build(model: &Model, proxy: &Proxy) -> NameTable {
         if !seen.insert(std::sync::Arc::as_ptr(service)) {
             continue;
         }
-        let ips = addresses(model, proxy, service);
+        let ips = addresses(&scope, service);
         if ips.is_empty() {
             continue;
         }
@@ -85,22 +85,10 @@ pub fn build(model: &Model, proxy: &Proxy) -> NameTable {
 }
 
 /// What a query for the service's host is answered with.
-fn addresses(model: &Model, proxy: &Proxy, service: &Service) -> Vec<String> {
-    let vips: Vec<String> = service
-        .addresses
-        .iter()
-        .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| !ip.is_unspecified()))
-        .cloned()
-        .collect();
-    if !vips.is_empty() {
-        return vips;
-    }
-    if proxy.dns_capture
-        && let Some(ip) = model
-            .index()
-            .auto_address(&service.namespace, &service.hostname)
-    {
-        return vec![ip.to_string()];
+fn addresses(scope: &Scope, service: &Service) -> Vec<String> {
+    let addresses = scope.addresses(service);
+    if !addresses.is_empty() {
+        return addresses;
     }
     if service.origin == Kind::Service
         && service.resolution == Resolution::Passthrough

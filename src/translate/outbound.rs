@@ -109,28 +109,10 @@ fn class(p: Protocol) -> Class {
     }
 }
 
-/// The first single IP among a service's addresses (CIDRs and ranges do not get listeners);
-/// for a proxy whose agent answers DNS, a ServiceEntry host without addresses has the one
-/// allocated to it (the address its name table gives the application).
+/// The address a service's TCP and TLS listeners bind: the first of [`Scope::addresses`]
+/// (CIDRs and ranges get no listener of their own).
 fn vip(scope: &Scope, service: &Service) -> Option<String> {
-    service
-        .addresses
-        .iter()
-        .find(|a| a.parse::<std::net::IpAddr>().is_ok())
-        .cloned()
-        .or_else(|| {
-            scope
-                .proxy
-                .dns_capture
-                .then(|| {
-                    scope
-                        .model
-                        .index()
-                        .auto_address(&service.namespace, &service.hostname)
-                })
-                .flatten()
-                .map(|ip| ip.to_string())
-        })
+    scope.addresses(service).into_iter().next()
 }
 
 /// Where unmatched outbound traffic goes.

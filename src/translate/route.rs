@@ -121,13 +121,7 @@ fn domains(scope: &Scope, service: &Service, port: u16) -> Vec<String> {
             names.push(service.name.clone());
         }
     }
-    names.extend(
-        service
-            .addresses
-            .iter()
-            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
-            .cloned(),
-    );
+    names.extend(scope.addresses(service));
     let mut out = Vec::with_capacity(names.len() * 2);
     for n in names {
         out.push(format!("{n}:{port}"));

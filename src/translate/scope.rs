@@ -320,6 +320,30 @@ impl<'a> Scope<'a> {
         &self.model.mesh.domain_suffix
     }
 
+    /// The service's addresses as this proxy reaches them: its single IPs (CIDRs and the
+    /// unspecified address left out), else, for a proxy whose agent answers DNS, the address
+    /// allocated to a ServiceEntry host without any (`model::auto_address`), which its name
+    /// table gives the application. Listeners, virtual host domains and name tables use these.
+    pub fn addresses(&self, service: &Service) -> Vec<String> {
+        let own: Vec<String> = service
+            .addresses
+            .iter()
+            .filter(|a| {
+                a.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| !ip.is_unspecified())
+            })
+            .cloned()
+            .collect();
+        if !own.is_empty() || !self.proxy.dns_capture {
+            return own;
+        }
+        self.model
+            .index()
+            .auto_address(&service.namespace, &service.hostname)
+            .map(|ip| vec![ip.to_string()])
+            .unwrap_or_default()
+    }
+
     /// Every service any egress listener imports, once per hostname, by hostname.
     pub fn services(&self) -> Vec<&'a Arc<Service>> {
         let mut seen = BTreeSet::new();
