@@ -176,8 +176,12 @@ pub fn describe() {
         "Size of the xDS responses sent to proxies, by type URL."
     );
     describe_counter!(
+        "bowline_connections_refused_total",
+        "Connections closed before their server saw them, by port and reason (silent past the first-byte timeout, too many waiting, too many waiting from one client, an accept error)."
+    );
+    describe_counter!(
         "pilot_push_triggers",
-        "Pushes to proxies, by what caused them (config, endpoint, secret)."
+        "Pushes to proxies, by what caused them (config, endpoint, secret, debug: a forced push)."
     );
     describe_histogram!(
         "pilot_proxy_convergence_time",

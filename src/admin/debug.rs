@@ -231,7 +231,7 @@ fn sync_status(c: &Connection) -> Value {
     let mut out = serde_json::to_value(c.view()).unwrap_or_else(|_| json!({}));
     let types = c.types();
     out["proxy"] = c.proxy.short_id().into();
-    out["proxy_type"] = proxy_type(&c.proxy).into();
+    out["proxy_type"] = c.proxy.proxy_type.as_str().into();
     out["cluster_id"] = istiod::CLUSTER_ID.into();
     if let Some(v) = &c.proxy.istio_version {
         out["istio_version"] = v.clone().into();
@@ -275,14 +275,6 @@ fn sync_status(c: &Connection) -> Value {
     out
 }
 
-/// istiod's node type names.
-fn proxy_type(proxy: &Proxy) -> &'static str {
-    match proxy.proxy_type {
-        crate::model::proxy::ProxyType::Sidecar => "sidecar",
-        crate::model::proxy::ProxyType::Router => "router",
-    }
-}
-
 /// `/debug/adsz`: istiod's `AdsClients` with each client's labels, locality and watched
 /// resource names by type URL (a wildcard subscription watches no names).
 pub fn adsz(connections: &[Arc<Connection>]) -> Value {
@@ -294,7 +286,7 @@ pub fn adsz(connections: &[Arc<Connection>]) -> Value {
                 client["labels"] = json!(c.proxy.labels);
             }
             let l = &c.proxy.locality;
-            if !(l.region.is_empty() && l.zone.is_empty() && l.subzone.is_empty()) {
+            if !l.is_empty() {
                 let mut locality = json!({});
                 for (k, v) in [
                     ("region", &l.region),
@@ -491,10 +483,7 @@ pub fn sidecarz(model: &Model, proxy: &Proxy) -> Value {
             Value::Null,
         ),
     };
-    let mode = match scope.outbound_policy {
-        crate::model::mesh::OutboundTrafficPolicy::AllowAny => "ALLOW_ANY",
-        crate::model::mesh::OutboundTrafficPolicy::RegistryOnly => "REGISTRY_ONLY",
-    };
+    let mode = scope.outbound_policy.as_str();
     let services: Vec<Value> = scope
         .services()
         .into_iter()

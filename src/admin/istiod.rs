@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use crate::model::mesh::OutboundTrafficPolicy;
 use crate::model::registry::{Endpoint, Health, Protocol, Resolution, Service};
 use crate::model::{Kind, MeshConfig};
 use crate::xds::status::Connection;
@@ -45,10 +44,7 @@ pub fn client(c: &Connection) -> Value {
 /// `/debug/mesh`: the mesh config in force, as istiod's MeshConfig JSON (the fields bowline
 /// honours).
 pub fn mesh(mesh: &MeshConfig) -> Value {
-    let mode = match mesh.outbound_traffic_policy {
-        OutboundTrafficPolicy::AllowAny => "ALLOW_ANY",
-        OutboundTrafficPolicy::RegistryOnly => "REGISTRY_ONLY",
-    };
+    let mode = mesh.outbound_traffic_policy.as_str();
     let providers: Vec<Value> = mesh
         .extension_providers
         .iter()
@@ -251,27 +247,22 @@ fn duration(d: std::time::Duration) -> String {
 
 /// RFC 3339 in UTC, with nanoseconds when any (Go's `time.Time` JSON).
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let nanos = d.subsec_nanos();
+    let t = time::OffsetDateTime::from(t.max(SystemTime::UNIX_EPOCH));
+    let nanos = t.nanosecond();
     let frac = if nanos == 0 {
         String::new()
     } else {
         format!(".{nanos:09}").trim_end_matches('0').to_string()
     };
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}{frac}Z")
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]

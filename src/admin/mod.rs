@@ -17,7 +17,7 @@
 //! for the other views). `/ready`, `/version` and `/metrics` are open, as istiod's.
 
 pub mod debug;
-mod istiod;
+pub mod istiod;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,12 +143,7 @@ async fn authorize(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty());
+        .and_then(crate::ca::authn::bearer);
     let caller = Caller {
         remote,
         bearer,

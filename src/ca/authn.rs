@@ -35,6 +35,15 @@ pub struct Caller {
     pub certificate: Option<Identity>,
 }
 
+/// The token of an `authorization: Bearer <token>` value (either case of `Bearer`).
+pub fn bearer(value: &str) -> Option<String> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 impl Caller {
     /// Reads the credentials of a gRPC request.
     pub fn from_request<T>(request: &tonic::Request<T>) -> Caller {
@@ -43,12 +52,7 @@ impl Caller {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
+            .and_then(bearer);
         Caller {
             remote: peer
                 .as_ref()

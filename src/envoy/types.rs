@@ -36,7 +36,7 @@ impl ResourceType {
         ResourceType::Rds,
     ];
 
-    pub fn type_url(self) -> &'static str {
+    pub const fn type_url(self) -> &'static str {
         match self {
             ResourceType::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             ResourceType::Eds => {

@@ -22,6 +22,16 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
 }
 
+impl OutboundTrafficPolicy {
+    /// Istio's name of the mode (`ALLOW_ANY`, `REGISTRY_ONLY`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundTrafficPolicy::AllowAny => "ALLOW_ANY",
+            OutboundTrafficPolicy::RegistryOnly => "REGISTRY_ONLY",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MeshConfig {
     /// Namespace whose Sidecar (without selector) and other mesh-wide resources apply to all.

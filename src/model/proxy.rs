@@ -48,6 +48,16 @@ pub enum ProxyType {
     Router,
 }
 
+impl ProxyType {
+    /// The node type's name (`sidecar`, `router`), as istiod and the node id spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyType::Sidecar => "sidecar",
+            ProxyType::Router => "router",
+        }
+    }
+}
+
 /// How traffic reaches the proxy: captured by iptables (REDIRECT, TPROXY) or sent to it
 /// explicitly (NONE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

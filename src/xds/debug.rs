@@ -185,9 +185,9 @@ pub fn control_plane() -> xds_core::ControlPlane {
         "ID": instance,
         "Info": {
             "version": env!("CARGO_PKG_VERSION"),
-            "revision": "unknown",
+            "revision": env!("BOWLINE_GIT_REVISION"),
             "golang_version": "",
-            "status": "Clean",
+            "status": env!("BOWLINE_BUILD_STATUS"),
             "tag": env!("CARGO_PKG_VERSION"),
         },
     });

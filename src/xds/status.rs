@@ -239,11 +239,6 @@ impl Registry {
         metrics::gauge!("pilot_xds", "version" => version).set(*n as f64);
     }
 
-    /// The proxy of a live connection, by `<pod>.<namespace>` or full node id.
-    pub fn proxy(&self, id: &str) -> Option<Proxy> {
-        self.connection(id).map(|c| c.proxy.clone())
-    }
-
     /// The newest live connection of a proxy, by `<pod>.<namespace>` or full node id.
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
         self.connections

@@ -190,37 +190,13 @@ pub fn print_value(value: &serde_json::Value, output: Output) -> anyhow::Result<
     })
 }
 
-/// Civil date and time (UTC) of a Unix time: (year, month 1-12, day, hour, minute, second,
-/// weekday 0 = Sunday).
-pub fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Days to civil date (proleptic Gregorian), Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = (days + 4).rem_euclid(7) as u32;
-    (
-        year,
-        month,
-        day,
-        (secs / 3600) as u32,
-        (secs % 3600 / 60) as u32,
-        (secs % 60) as u32,
-        weekday,
-    )
+fn utc(unix: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// RFC 3339 in UTC (`2026-12-08T04:37:24Z`), as Go formats a certificate's validity.
 pub fn rfc3339(unix: i64) -> String {
-    let (y, mo, d, h, mi, s, _) = civil(unix);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    crate::admin::istiod::rfc3339(utc(unix).into())
 }
 
 /// RFC 1123 in UTC (`Tue, 08 Dec 2026 04:37:24 UTC`).
@@ -229,11 +205,16 @@ pub fn rfc1123(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, mo, d, h, mi, s, wd) = civil(unix);
+    let t = utc(unix);
     format!(
-        "{}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} UTC",
-        DAYS[wd as usize],
-        MONTHS[(mo - 1) as usize]
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} UTC",
+        DAYS[usize::from(t.weekday().number_days_from_sunday())],
+        t.day(),
+        MONTHS[usize::from(u8::from(t.month())) - 1],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 

@@ -30,8 +30,8 @@ use anyhow::{Context, anyhow, bail};
 use dump::{Dump, Output, message_json, print_value};
 use fetch::XdsArgs;
 
-const SYNCZ: &str = "istio.io/debug/syncz";
-const CONFIG_DUMP: &str = "istio.io/debug/config_dump";
+use crate::xds::debug::{CONFIG_DUMP, SYNCZ};
+
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:15000";
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -54,9 +54,7 @@ fn read_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::xds::status::unix_now() as i64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -12,24 +12,22 @@ use envoy_types::pb::envoy::service::status::v3 as csds;
 use prost::Message;
 
 use super::table::Table;
+use crate::envoy::ResourceType;
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const CDS: &str = ResourceType::Cds.type_url();
+const LDS: &str = ResourceType::Lds.type_url();
+const EDS: &str = ResourceType::Eds.type_url();
+const RDS: &str = ResourceType::Rds.type_url();
+/// Extension configs (ECDS), which bowline does not serve but istioctl lists.
 const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 const IGNORED: &str = "IGNORED";
 
 /// The short name of a type (`CDS`, ...), or its URL.
-fn short_type(url: &str) -> &str {
-    match url {
-        CDS => "CDS",
-        LDS => "LDS",
-        EDS => "EDS",
-        RDS => "RDS",
-        ECDS => "ECDS",
-        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret" => "SDS",
-        other => other,
+fn short_type(url: &str) -> String {
+    match ResourceType::from_type_url(url) {
+        Some(t) => t.as_str().to_ascii_uppercase(),
+        None if url == ECDS => "ECDS".to_string(),
+        None => url.to_string(),
     }
 }
 
@@ -187,7 +185,7 @@ pub fn status_table(rows: &[ProxyRow], verbose: bool) -> Table {
         let mut all = seen.clone();
         all.extend([CDS, LDS, EDS, RDS, ECDS]);
         let mut header = vec!["NAME".to_string(), "CLUSTER".to_string()];
-        header.extend(all.iter().map(|u| short_type(u).to_string()));
+        header.extend(all.iter().map(|u| short_type(u)));
         header.extend(["ISTIOD".to_string(), "VERSION".to_string()]);
         t.row(header);
         for r in rows {
@@ -211,7 +209,7 @@ pub fn status_table(rows: &[ProxyRow], verbose: bool) -> Table {
         .collect();
     t.row(["NAME", "CLUSTER", "ISTIOD", "VERSION", "SUBSCRIBED TYPES"]);
     for r in rows {
-        let subscribed: Vec<&str> = order
+        let subscribed: Vec<String> = order
             .iter()
             .filter(|u| r.types.get(**u).is_some_and(|s| s != IGNORED))
             .map(|u| short_type(u))

@@ -18,8 +18,9 @@ use super::table::Table;
 
 const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
-const BLACK_HOLE: &str = "BlackHoleCluster";
-const PASSTHROUGH: &str = "PassthroughCluster";
+use crate::translate::naming::{
+    BLACKHOLE_CLUSTER as BLACK_HOLE, PASSTHROUGH_CLUSTER as PASSTHROUGH,
+};
 
 /// A cluster name's parts, `<direction>|<port>|<subset>|<host>` (or the DNS SRV form
 /// `outbound_.<port>_.<subset>_.<host>`): (direction, subset, host, port). A name of another
